@@ -1,0 +1,192 @@
+"""The ``aiprod-post`` command line.
+
+Bad input prints one line, ``aiprod-post: error: FILE:LINE: what was expected``,
+and exits 2 without writing output. An internal fault exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from . import __version__
+from .checks import plan_problems
+from .errors import AiprodError, PlanError
+from .files import write_atomic
+from .plan import (
+    ShotPlan,
+    format_frame_rate,
+    frames_to_timecode,
+    load_plan,
+    parse_frame_rate,
+    plan_json_schema,
+    plan_to_json,
+)
+from .planner import PlannerSettings, plan_source
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(exc: AiprodError) -> NoReturn:
+    click.echo(f"aiprod-post: error: {exc}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _warn(source: str, line: int, message: str) -> None:
+    click.echo(f"{source}:{line}: warning: {message}", err=True)
+
+
+def _is_plan_file(path: Path) -> bool:
+    if path.suffix.lower() == ".json":
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return False
+    return head.startswith(b"{")
+
+
+def _parse_fps(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Fraction | None:
+    if value is None:
+        return None
+    try:
+        return parse_frame_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None
+                ) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 1920x1080, got {value!r}") \
+            from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192) or w % 2 or h % 2:
+        raise click.BadParameter(f"{value}: width and height must be even, 16..8192")
+    return w, h
+
+
+def _load_or_plan(path: Path, fps: Fraction | None, seed: int | None,
+                  size: tuple[int, int] | None) -> tuple[ShotPlan, list[tuple[int, str]]]:
+    if _is_plan_file(path):
+        plan = load_plan(path)
+        if fps is not None or seed is not None or size is not None:
+            raise PlanError("--fps, --seed and --size apply when planning a script; "
+                            "edit the plan's fields instead", source=path)
+        return plan, []
+    settings = PlannerSettings(
+        fps=fps or Fraction(24),
+        seed=seed or 0,
+        width=size[0] if size else 1920,
+        height=size[1] if size else 1080,
+    )
+    return plan_source(path, settings)
+
+
+def _seconds(frames: int, fps: Fraction) -> str:
+    return f"{float(frames / fps):.1f}s"
+
+
+def plan_table(plan: ShotPlan) -> str:
+    """A readable shot list: one row per shot."""
+    rows = [("SCENE", "SHOT", "FRAMING", "MOVE", "FRAMES", "SECS", "IN", "CHARACTERS",
+             "DIALOGUE / ACTION")]
+    for scene, shot in plan.shots():
+        if shot.dialogue:
+            first = shot.dialogue[0]
+            what = f"{first.speaker}: {first.text}"
+        else:
+            what = shot.title or shot.action
+        what = what if len(what) <= 44 else what[:43] + "…"
+        rows.append((scene.id, shot.id, shot.framing.value, shot.camera_move.value,
+                     str(shot.duration), _seconds(shot.duration, plan.fps),
+                     shot.transition_in.kind.value, ", ".join(shot.characters) or "-", what))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    total = plan.duration
+    n_shots = len(plan.shots())
+    lines.append("")
+    lines.append(f"{plan.title}: {len(plan.scenes)} scenes, {n_shots} shots, {total} frames at "
+                 f"{format_frame_rate(plan.fps)} fps ({frames_to_timecode(total, plan.fps)}, "
+                 f"{_seconds(total, plan.fps)}), {plan.width}x{plan.height}; cast: "
+                 f"{', '.join(c.name for c in plan.cast) or '-'}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aiprod-post")
+def main() -> None:
+    """aiprod-post: a screenplay in; graded, mixed masters and an editable timeline out."""
+
+
+@main.command("plan")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the shot plan JSON here (atomically).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="What to print on stdout.")
+@click.option("--fps", callback=_parse_fps, help="Frame rate: 24, 25, 30, 24000/1001 or 23.976 "
+              "(default 24).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Seed for every shot (default 0).")
+@click.option("--size", callback=_parse_size, help="Frame size WIDTHxHEIGHT (default 1920x1080).")
+def plan_command(source: Path, output: Path | None, fmt: str, fps: Fraction | None,
+                 seed: int | None, size: tuple[int, int] | None) -> None:
+    """Split a Fountain SCRIPT into scenes and shots (or show a PLAN.json).
+
+    Prints a shot table, or the plan as JSON with --format json.
+    """
+    try:
+        plan, warnings = _load_or_plan(source, fps, seed, size)
+    except AiprodError as exc:
+        _fail(exc)
+    for line, message in warnings:
+        _warn(str(source), line, message)
+    text = plan_to_json(plan)
+    if output is not None:
+        try:
+            write_atomic(output, text.encode("utf-8"))
+        except OSError as exc:
+            _fail(AiprodError(f"cannot write: {exc.strerror or exc}", source=output))
+    click.echo(text if fmt == "json" else plan_table(plan), nl=fmt != "json")
+
+
+@main.command("validate")
+@click.argument("source", type=click.Path(path_type=Path))
+def validate_command(source: Path) -> None:
+    """Check a SCRIPT or PLAN.json and report problems with line numbers or JSON paths.
+
+    Exits 0 when it is usable (warnings are printed), 2 when it is not.
+    """
+    try:
+        plan, warnings = _load_or_plan(source, None, None, None)
+    except AiprodError as exc:
+        _fail(exc)
+    for line, message in warnings:
+        _warn(str(source), line, message)
+    problems = plan_problems(plan)
+    for where, message in problems:
+        click.echo(f"{source}: {where}: error: {message}", err=True)
+    if problems:
+        sys.exit(EXIT_BAD_INPUT)
+    n_shots = len(plan.shots())
+    click.echo(f"{source}: ok: {len(plan.scenes)} scenes, {n_shots} shots, "
+               f"{len(warnings)} warning{'s' * (len(warnings) != 1)}")
+
+
+@main.command("schema")
+def schema_command() -> None:
+    """Print the shot plan's JSON Schema."""
+    click.echo(json.dumps(plan_json_schema(), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
