@@ -182,6 +182,144 @@ def validate_command(source: Path) -> None:
                f"{len(warnings)} warning{'s' * (len(warnings) != 1)}")
 
 
+def _parse_voice(text: str | None):
+    from audio.tts import Voice
+
+    if not text:
+        return Voice()
+    language, _, variant = text.partition("+")
+    return Voice(language=language, variant=variant)
+
+
+@main.command("speak")
+@click.argument("text")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="WAV to write (48 kHz, 24-bit); timings go beside it as .json and .tsv.")
+@click.option("--voice", help="espeak-ng voice: language[+variant], e.g. en-us+f2 or en+m3.")
+@click.option("--engine", type=click.Choice(["espeak", "coqui"]), default="espeak",
+              show_default=True)
+@click.option("--parenthetical", help="Delivery, as in a script: (whispering), (shouting), (beat).")
+@click.option("--fps", callback=_parse_fps, help="Frame rate for the mouth cues (default 24).")
+def speak_command(text: str, output: Path, voice: str | None, engine: str,
+                  parenthetical: str | None, fps: Fraction | None) -> None:
+    """Speak TEXT into a WAV, with word, phoneme and mouth-shape timings.
+
+    Writes OUTPUT (the speech), OUTPUT.json (words, phonemes, Rhubarb-style
+    mouth cues) and OUTPUT.tsv (Rhubarb TSV).
+    """
+    from audio.io import write_wav
+    from audio.tts import delivery_for, engine_by_name
+    from audio.visemes import mouth_cues, to_rhubarb_tsv
+
+    try:
+        if engine == "coqui":
+            raise AiprodError("the coqui engine is not built yet (see the open audio issue); "
+                              "use --engine espeak")
+        speech = engine_by_name(engine).synthesize(text, _parse_voice(voice),
+                                                   delivery_for(parenthetical))
+        cues = mouth_cues(speech.phonemes, speech.duration, fps or Fraction(24))
+        timings = speech.timings()
+        timings["fps"] = format_frame_rate(fps or Fraction(24))
+        timings["mouth_cues"] = [{"start": round(c.start, 4), "end": round(c.end, 4),
+                                  "value": c.value} for c in cues]
+        write_atomic(output.with_suffix(".json"), json.dumps(timings, indent=2).encode())
+        write_atomic(output.with_suffix(".tsv"), to_rhubarb_tsv(cues).encode())
+        write_wav(output, speech.samples, speech.sample_rate)
+    except AiprodError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(AiprodError(f"cannot write: {exc.strerror or exc}", source=output))
+    click.echo(f"{output}: {speech.duration:.2f} s, {len(speech.words)} words, "
+               f"{len(speech.phonemes)} phonemes, voice {speech.voice.name if speech.voice else '-'}")
+
+
+def _read_for_loudness(path: Path):
+    from audio.io import read_audio, resample
+
+    samples, rate = read_audio(path)
+    if rate % 10:
+        # BS.1770 blocks are whole 100 ms segments: bring odd rates to 48 kHz first
+        samples, rate = resample(samples, rate), 48000
+    return samples, rate
+
+
+def _fmt_level(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if value == float("-inf"):
+        return f"-inf {unit}"
+    return f"{value:.1f} {unit}"
+
+
+@main.command("loudness")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file, as a list.")
+def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
+    """Measure FILES per ITU-R BS.1770-4 / EBU R128.
+
+    Integrated loudness, loudness range (EBU Tech 3342), true peak (4x
+    oversampled), momentary and short-term maxima.
+    """
+    from audio.loudness import measure
+
+    results = []
+    failed = False
+    for path in files:
+        try:
+            samples, rate = _read_for_loudness(path)
+            m = measure(samples, rate)
+        except AiprodError as exc:
+            click.echo(f"aiprod-post: error: {exc.with_source(path) if not exc.source else exc}",
+                       err=True)
+            failed = True
+            continue
+        for w in m.warnings:
+            click.echo(f"{path}: warning: {w}", err=True)
+        results.append({"file": str(path), **m.as_dict()})
+        if not as_json:
+            click.echo(f"{path}: I {_fmt_level(m.integrated, 'LUFS')}, "
+                       f"LRA {_fmt_level(m.loudness_range, 'LU')}, "
+                       f"TP {_fmt_level(m.true_peak, 'dBTP')}, "
+                       f"M max {_fmt_level(m.momentary_max, 'LUFS')}, "
+                       f"S max {_fmt_level(m.short_term_max, 'LUFS')}, "
+                       f"{m.duration:.2f} s, {m.channels} ch, {m.sample_rate} Hz")
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    if failed:
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command("normalize")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="WAV to write (24-bit).")
+@click.option("--target", default="ebu-r128", show_default=True,
+              help="ebu-r128 (-23/-1), atsc-a85 (-24/-2), streaming (-14/-1), apple (-16/-1), "
+                   "or a number of LUFS.")
+@click.option("--ceiling", type=float, help="True-peak ceiling in dBTP (default: the target's).")
+def normalize_command(source: Path, output: Path, target: str, ceiling: float | None) -> None:
+    """Normalise SOURCE to a loudness target with a true-peak limiter, and check the result."""
+    from audio.io import read_audio, write_wav
+    from audio.loudness import measure
+    from audio.normalize import normalize, resolve_target
+
+    try:
+        goal = resolve_target(target, ceiling)
+        samples, rate = _read_for_loudness(source)
+        result, _after, warnings = normalize(samples, rate, goal)
+        for w in warnings:
+            click.echo(f"{source}: warning: {w}", err=True)
+        write_wav(output, result, rate)
+        check = measure(*read_audio(output))  # measured again from the file as written
+    except AiprodError as exc:
+        _fail(exc if exc.source else exc.with_source(source))
+    except OSError as exc:
+        _fail(AiprodError(f"cannot write: {exc.strerror or exc}", source=output))
+    click.echo(f"{output}: I {_fmt_level(check.integrated, 'LUFS')} (target "
+               f"{goal.integrated:.1f}), TP {_fmt_level(check.true_peak, 'dBTP')} (ceiling "
+               f"{goal.true_peak:.1f}), LRA {_fmt_level(check.loudness_range, 'LU')}")
+
+
 @main.command("schema")
 def schema_command() -> None:
     """Print the shot plan's JSON Schema."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AiprodError", "ScriptError", "PlanError"]
+__all__ = ["AiprodError", "ScriptError", "PlanError", "MediaError"]
 
 
 class AiprodError(Exception):
@@ -45,3 +45,7 @@ class ScriptError(AiprodError):
 
 class PlanError(AiprodError):
     """A shot plan that cannot be loaded or is inconsistent."""
+
+
+class MediaError(AiprodError):
+    """Audio, video or LUT input that cannot be read or used as asked."""

@@ -1,0 +1,258 @@
+"""Loudness normalisation to a delivery target with a look-ahead true-peak limiter.
+
+The limiter is linked across channels (one gain for all, so the image does not
+shift) and works from the 4x oversampled peak of each sample, so it limits true
+peak, not sample peak. Its gain curve:
+
+1. a running minimum of the required gain over ``[n - lookahead, n + lookahead]``,
+2. a centred moving average over the look-ahead: a smooth attack that reaches
+   the required gain at the peak, since every value averaged is at most it,
+3. an exponential release (in dB, on 1 ms blocks), never above step 2.
+
+So the ceiling holds by construction and nothing is clipped. Only the
+stretches of programme that need limiting are filtered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+from aiprod_post.errors import MediaError
+
+from .loudness import (
+    PEAK_SEGMENT,
+    Loudness,
+    _as_frames,
+    _gated_mean,
+    _oversampling_phases,
+    _segment_power,
+    _window_power,
+    measure,
+    oversampled_peaks,
+    summarise,
+    segment_true_peaks,
+)
+
+__all__ = ["Target", "TARGETS", "resolve_target", "limit_true_peak", "normalize"]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    integrated: float  # LUFS / LKFS
+    true_peak: float  # dBTP ceiling
+
+
+TARGETS: dict[str, Target] = {
+    "ebu-r128": Target("ebu-r128", -23.0, -1.0),
+    "atsc-a85": Target("atsc-a85", -24.0, -2.0),
+    "streaming": Target("streaming", -14.0, -1.0),
+    "apple": Target("apple", -16.0, -1.0),
+}
+
+
+def resolve_target(value: str | float, ceiling: float | None = None) -> Target:
+    """A named target (``ebu-r128``) or a number of LUFS (``-18``, ceiling -1 dBTP)."""
+    if isinstance(value, str) and value.strip().lower() in TARGETS:
+        t = TARGETS[value.strip().lower()]
+        return Target(t.name, t.integrated, ceiling if ceiling is not None else t.true_peak)
+    try:
+        lufs = float(value)
+    except (TypeError, ValueError):
+        names = ", ".join(TARGETS)
+        raise MediaError(f"unknown loudness target {value!r}: expected one of {names} "
+                         "or a number of LUFS such as -18") from None
+    if not (-70.0 < lufs < 0.0):
+        raise MediaError(f"loudness target {lufs} LUFS is outside -70..0")
+    return Target(f"{lufs:g} LUFS", lufs, ceiling if ceiling is not None else -1.0)
+
+
+def limit_true_peak(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float, *,
+                    lookahead_ms: float = 5.0, release_ms: float = 80.0,
+                    segment_peaks: np.ndarray | None = None) -> np.ndarray:
+    """Return ``samples`` with true peak at or under ``ceiling_dbtp``.
+
+    ``segment_peaks`` (linear true peak per :data:`PEAK_SEGMENT` samples, from
+    :func:`segment_true_peaks`) saves measuring them again.
+    """
+    x = _as_frames(samples)
+    y, touched = _limit(x, sample_rate, ceiling_dbtp, lookahead_ms, release_ms, segment_peaks)
+    return y if touched else x.copy()
+
+
+class _PeakCache:
+    """Per-sample oversampled peaks of one input, measured once per segment and scaled by
+    the gain of each normalisation pass (peaks scale linearly with gain)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.peaks = np.zeros(x.shape[0], np.float32)
+        self.done = np.zeros(-(-x.shape[0] // PEAK_SEGMENT), bool)
+
+    def get(self, lo: int, hi: int, gain: float) -> np.ndarray:
+        a, b = lo // PEAK_SEGMENT, -(-hi // PEAK_SEGMENT)
+        todo = np.flatnonzero(~self.done[a:b]) + a
+        if todo.size:
+            _, lead, _ = _oversampling_phases(4)
+            pad = 2 * lead + 2
+            for run in np.split(todo, np.flatnonzero(np.diff(todo) > 1) + 1):
+                s0, s1 = int(run[0]) * PEAK_SEGMENT, min(self.x.shape[0],
+                                                         (int(run[-1]) + 1) * PEAK_SEGMENT)
+                p0, p1 = max(0, s0 - pad), min(self.x.shape[0], s1 + pad)
+                self.peaks[s0:s1] = oversampled_peaks(self.x[p0:p1])[s0 - p0: s1 - p0]
+            self.done[todo] = True
+        return self.peaks[lo:hi].astype(np.float64) * gain
+
+
+def _limit(x: np.ndarray, sample_rate: int, ceiling_dbtp: float, lookahead_ms: float,
+           release_ms: float, segment_peaks: np.ndarray | None,
+           cache: _PeakCache | None = None, gain_of_cache: float = 1.0
+           ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The limiter; also returns the sample ranges whose gain it changed.
+
+    When nothing needs limiting, ``x`` itself is returned (not a copy).
+    """
+    # a thousandth of a dB of headroom absorbs the rounding of the peak detector
+    thr = 10 ** ((ceiling_dbtp - 0.001) / 20)
+    n = x.shape[0]
+    if n == 0:
+        return x, []
+    seg = PEAK_SEGMENT
+    if segment_peaks is None:
+        segment_peaks = segment_true_peaks(x, seg)
+    need = np.flatnonzero(segment_peaks > thr)
+    if need.size == 0:
+        return x, []
+    _, lead, _ = _oversampling_phases(4)
+    required = np.ones(n)
+    pad = 2 * lead + 2
+    for run in np.split(need, np.flatnonzero(np.diff(need) > 1) + 1):
+        lo, hi = max(0, int(run[0]) * seg - pad), min(n, (int(run[-1]) + 1) * seg + pad)
+        peaks = cache.get(lo, hi, gain_of_cache) if cache else oversampled_peaks(x[lo:hi])
+        with np.errstate(divide="ignore"):
+            required[lo:hi] = np.minimum(required[lo:hi], np.minimum(1.0, thr / peaks))
+    over = np.flatnonzero(required < 1.0)
+    if over.size == 0:
+        return x, []
+
+    attack = max(2, int(sample_rate * lookahead_ms / 1000))
+    block = max(1, sample_rate // 1000)
+    # per 1 ms block, the dB gain falls back towards 0 dB by this factor
+    decay = math.exp(-1.0 / max(release_ms, 1.0))
+    gain = np.ones(n)
+    reach = 2 * attack + int(sample_rate * release_ms / 1000) * 8 + block
+    touched: list[tuple[int, int]] = []
+    for run in np.split(over, np.flatnonzero(np.diff(over) > 2 * reach) + 1):
+        lo, hi = max(0, int(run[0]) - reach), min(n, int(run[-1]) + reach + 1)
+        g = minimum_filter1d(required[lo:hi], size=2 * attack + 1, mode="nearest")
+        g = uniform_filter1d(g, size=attack, mode="nearest")  # attack ramp ends at the peak
+        gain[lo:hi] = np.minimum(gain[lo:hi], _release(g, block, decay))
+        touched.append((lo, hi))
+    return x * gain[:, None], touched
+
+
+def _release(g: np.ndarray, block: int, decay: float) -> np.ndarray:
+    """Hold each gain reduction and let it recover exponentially (in dB), per block.
+
+    The recursion runs on 1 ms blocks, not samples; the blocky curve is then
+    smoothed and the result never exceeds ``g``, so the ceiling still holds.
+    """
+    nb = -(-len(g) // block)
+    padded = np.pad(g, (0, nb * block - len(g)), mode="edge").reshape(nb, block).min(axis=1)
+    want = 20 * np.log10(np.maximum(padded, 1e-9))
+    out = np.empty(nb)
+    level = 0.0
+    for k, w in enumerate(want.tolist()):
+        level = min(w, level * decay)
+        out[k] = level
+    stepped = np.repeat(10 ** (out / 20), block)[: len(g)]
+    return np.minimum(g, uniform_filter1d(stepped, size=block, mode="nearest"))
+
+
+def _retouch_power(seg_power: np.ndarray, y: np.ndarray, fs: int,
+                   touched: list[tuple[int, int]]) -> np.ndarray:
+    """Segment powers of ``y`` where the limiter changed it, from ``seg_power`` elsewhere.
+
+    The K-weighting filter is linear, so outside the limited stretches the
+    powers are the input's times the gain squared (already in ``seg_power``);
+    inside, they are recomputed from half a second before (the filters settle
+    in a few milliseconds).
+    """
+    seg = int(round(fs * 0.1))
+    out = seg_power.copy()
+    settle = 5
+    for lo, hi in touched:
+        first = max(0, lo // seg - settle)
+        last = min(len(out), -(-hi // seg) + settle)
+        if last <= first:
+            continue
+        part = _segment_power(y[first * seg: last * seg], fs)
+        keep = max(0, lo // seg - first) if first > 0 else 0
+        out[first + keep: first + len(part)] = part[keep:]
+    return out
+
+
+def normalize(samples: np.ndarray, sample_rate: int, target: Target, *,
+              tolerance_lu: float = 0.05) -> tuple[np.ndarray, Loudness, list[str]]:
+    """Gain to the target's integrated loudness, limiting true peak to its ceiling.
+
+    Returns the new samples, their measurement, and warnings. Silence is
+    returned unchanged with a warning; a programme too short to measure is an
+    error. The input is analysed once: gain scales its K-weighted powers and
+    true peaks exactly, so each iteration only re-measures what the limiter
+    touched.
+    """
+    x = _as_frames(samples)
+    fs = int(sample_rate)
+    seg_power = _segment_power(x, fs)
+    blocks = _window_power(seg_power, 4)
+    if blocks.size == 0:
+        raise MediaError("too short to normalise: integrated loudness needs at least 400 ms")
+    warnings: list[str] = []
+    level0 = _gated_mean(blocks, -10.0)[0]
+    if level0 == -math.inf:
+        warnings.append("silence: no gain applied")
+        return x.copy(), measure(x, fs), warnings
+    cache = _PeakCache(x)
+    n_seg = len(cache.done)
+    # one oversampling pass serves both the segment map and the limiter's detector
+    seg_peaks = np.pad(cache.get(0, x.shape[0], 1.0), (0, n_seg * PEAK_SEGMENT - x.shape[0])
+                       ).reshape(n_seg, PEAK_SEGMENT).max(axis=1)
+    margin = 0.1  # dB under the ceiling, for the limiter's own interpolation error
+    gain_db = target.integrated - level0
+    tried: list[tuple[float, float]] = []  # (gain, resulting loudness)
+    for _ in range(12):
+        g = 10 ** (gain_db / 20)
+        y, touched = _limit(x * g, fs, target.true_peak - margin, 5.0, 80.0, seg_peaks * g,
+                            cache, g)
+        power = _retouch_power(seg_power * g * g, y, fs, touched)
+        level = _gated_mean(_window_power(power, 4), -10.0)[0]
+        if abs(level - target.integrated) <= tolerance_lu:
+            break
+        tried.append((gain_db, level))
+        if len(tried) >= 2 and tried[-1][1] != tried[-2][1]:
+            # secant step: limiting makes loudness grow slower than gain
+            (g0, l0), (g1, l1) = tried[-2], tried[-1]
+            slope = max(0.05, (l1 - l0) / (g1 - g0)) if g1 != g0 else 1.0
+            gain_db = g1 + (target.integrated - l1) / slope
+        else:
+            gain_db += target.integrated - level
+    peaks = seg_peaks * g
+    for lo, hi in touched:
+        a, b = lo // PEAK_SEGMENT, -(-hi // PEAK_SEGMENT)
+        peaks[a:b] = segment_true_peaks(y[a * PEAK_SEGMENT: b * PEAK_SEGMENT])
+    after = summarise(power, float(peaks.max()), y, fs)
+    if after.true_peak > target.true_peak:
+        # The oversampled peak detector and the meter disagree by a hair: one more pass.
+        y = limit_true_peak(y, fs, target.true_peak - margin - (after.true_peak
+                                                                 - target.true_peak))
+        after = measure(y, fs)
+    warnings += [w for w in after.warnings if "clipped" not in w]
+    if after.integrated is not None and abs(after.integrated - target.integrated) > 0.1:
+        warnings.append(f"reached {after.integrated:.2f} LUFS, not {target.integrated:.1f}: "
+                        "the true-peak ceiling does not allow more gain without heavy limiting")
+    return y, after, warnings

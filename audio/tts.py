@@ -1,0 +1,395 @@
+"""Text to speech with word and phoneme timings.
+
+One interface, :class:`SpeechEngine`, and the offline default engine
+:class:`EspeakEngine`: libespeak-ng (shipped, with its data, by the
+``espeakng-loader`` package, so nothing is installed system-wide) driven
+through ctypes. Word and phoneme times come from the synthesiser's own
+events, not from an aligner. Output is mono float32 at 48 kHz.
+
+>>> speech = EspeakEngine().synthesize("Ferry's gone.", Voice("en", "m3"))
+>>> speech.sample_rate, [w.text for w in speech.words]
+(48000, ["Ferry's", 'gone'])
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Protocol
+
+import numpy as np
+from scipy import signal
+
+from aiprod_post.errors import MediaError
+
+__all__ = [
+    "Voice",
+    "Delivery",
+    "TimedUnit",
+    "Speech",
+    "SpeechEngine",
+    "EspeakEngine",
+    "delivery_for",
+    "assign_voices",
+    "speakable_text",
+    "OUTPUT_RATE",
+]
+
+OUTPUT_RATE = 48000
+_HEADROOM_DB = 8.0
+
+
+@dataclass(frozen=True)
+class Voice:
+    """An espeak-ng voice: language, variant (``m1``–``m7``, ``f1``–``f5``, ``whisper`` …),
+    pitch (0–100), pitch range (0–100) and rate (words per minute)."""
+
+    language: str = "en-us"
+    variant: str = "m3"
+    pitch: int = 50
+    range: int = 50
+    rate: int = 165
+
+    @property
+    def name(self) -> str:
+        return f"{self.language}+{self.variant}" if self.variant else self.language
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a parenthetical changes a line: gain and rate multipliers, pauses in seconds."""
+
+    gain_db: float = 0.0
+    rate: float = 1.0
+    pitch_offset: int = 0
+    whisper: bool = False
+    pause_before: float = 0.0
+    pause_after: float = 0.0
+
+
+_DELIVERIES: list[tuple[re.Pattern[str], Delivery]] = [
+    (re.compile(r"whisper", re.I), Delivery(gain_db=-10.0, rate=0.85, whisper=True)),
+    (re.compile(r"quiet|softly|under (?:her|his|their) breath|murmur", re.I),
+     Delivery(gain_db=-6.0, rate=0.9, pitch_offset=-4)),
+    (re.compile(r"shout|yell|scream|over the (?:engine|noise|music|wind)|calling", re.I),
+     Delivery(gain_db=6.0, rate=1.12, pitch_offset=10)),
+    (re.compile(r"\b(?:beat|pause|a moment)\b", re.I), Delivery(pause_before=0.6)),
+]
+
+
+def delivery_for(parenthetical: str | None) -> Delivery:
+    """The delivery a parenthetical asks for (the first rule that matches), else neutral.
+
+    >>> delivery_for("(whispering)").whisper, delivery_for("(beat)").pause_before
+    (True, 0.6)
+    """
+    if not parenthetical:
+        return Delivery()
+    for pattern, delivery in _DELIVERIES:
+        if pattern.search(parenthetical):
+            return delivery
+    return Delivery()
+
+
+@dataclass(frozen=True)
+class TimedUnit:
+    """A word or phoneme and where it sits in the audio, in seconds."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass
+class Speech:
+    samples: np.ndarray  # mono float32
+    sample_rate: int
+    words: list[TimedUnit] = field(default_factory=list)
+    phonemes: list[TimedUnit] = field(default_factory=list)
+    voice: Voice | None = None
+    text: str = ""
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    def timings(self) -> dict:
+        """Word and phoneme timings as plain JSON-ready data."""
+        return {
+            "text": self.text,
+            "voice": asdict(self.voice) if self.voice else None,
+            "sample_rate": self.sample_rate,
+            "duration": round(self.duration, 4),
+            "words": [asdict(w) for w in self.words],
+            "phonemes": [asdict(p) for p in self.phonemes],
+        }
+
+
+class SpeechEngine(Protocol):
+    name: str
+
+    def synthesize(self, text: str, voice: Voice, delivery: Delivery | None = None) -> Speech:
+        ...
+
+
+# ----------------------------------------------------------------- text
+
+_ABBREVIATIONS = {
+    "Mr.": "Mister", "Mrs.": "Missus", "Ms.": "Miz", "Dr.": "Doctor", "St.": "Saint",
+    "Jr.": "Junior", "Sr.": "Senior", "Capt.": "Captain", "Lt.": "Lieutenant",
+    "Sgt.": "Sergeant", "Prof.": "Professor", "Gen.": "General", "Det.": "Detective",
+    "Ave.": "Avenue", "Rd.": "Road", "vs.": "versus", "etc.": "et cetera", "approx.": "approximately",
+    "No.": "Number", "OK": "okay", "TV": "T V", "FBI": "F B I", "CIA": "C I A",
+}
+_ABBREV_RE = re.compile(r"(?<![\w.])(" + "|".join(re.escape(k) for k in _ABBREVIATIONS) + r")(?!\w)")
+_MONEY = re.compile(r"\$(\d+)(?:\.(\d\d))?")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
+_CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})\b")
+
+
+def speakable_text(text: str) -> str:
+    """Spell out what a synthesiser would misread: abbreviations, money, percent, clock times.
+
+    Plain numbers are left to espeak-ng, which reads them as words itself.
+
+    >>> speakable_text("Dr. Ames owes $5.50, 20% by 7:05.")
+    'Doctor Ames owes 5 dollars 50 cents, 20 percent by 7 oh 5.'
+    """
+    text = _ABBREV_RE.sub(lambda m: _ABBREVIATIONS[m.group(1)], text)
+
+    def money(m: re.Match[str]) -> str:
+        dollars = f"{m.group(1)} dollar{'s' * (m.group(1) != '1')}"
+        if m.group(2) and m.group(2) != "00":
+            return f"{dollars} {int(m.group(2))} cent{'s' * (m.group(2) != '01')}"
+        return dollars
+
+    text = _MONEY.sub(money, text)
+    text = _PERCENT.sub(lambda m: f"{m.group(1)} percent", text)
+
+    def clock(m: re.Match[str]) -> str:
+        h, mm = m.group(1), m.group(2)
+        if mm == "00":
+            return f"{h} o'clock"
+        return f"{h} oh {int(mm)}" if mm.startswith("0") else f"{h} {mm}"
+
+    return _CLOCK.sub(clock, text)
+
+
+# ----------------------------------------------------------------- voices
+
+# espeak-ng language names: "en" is British English, the others as written.
+_VOICE_BANK = [
+    ("en", "m3"), ("en-us", "f2"), ("en-gb-scotland", "m2"), ("en-us", "m7"),
+    ("en", "f4"), ("en-us", "m1"), ("en-gb-x-rp", "f1"), ("en-us-nyc", "m6"),
+    ("en", "m5"), ("en-us", "f5"), ("en-029", "m4"), ("en-gb-x-gbclan", "f3"),
+]
+
+
+def assign_voices(names: list[str], overrides: dict[str, Voice] | None = None) -> dict[str, Voice]:
+    """A distinct, stable voice per character, assigned in cast order.
+
+    Each name hashes to a preferred slot of the voice bank; a taken slot moves
+    to the next free one. A character keeps their voice when others are added
+    after them. ``overrides`` (from the project file) win.
+    """
+    overrides = {k.upper(): v for k, v in (overrides or {}).items()}
+    taken: set[int] = set()
+    out: dict[str, Voice] = {}
+    for name in names:
+        if name.upper() in overrides:
+            out[name] = overrides[name.upper()]
+            continue
+        digest = hashlib.sha256(name.upper().encode()).digest()
+        slot = digest[0] % len(_VOICE_BANK)
+        while slot in taken and len(taken) < len(_VOICE_BANK):
+            slot = (slot + 1) % len(_VOICE_BANK)
+        taken.add(slot)
+        language, variant = _VOICE_BANK[slot]
+        out[name] = Voice(language, variant, pitch=35 + digest[1] % 31, range=40 + digest[2] % 31,
+                          rate=150 + digest[3] % 31)
+    return out
+
+
+# ----------------------------------------------------------------- espeak-ng
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                   ctypes.POINTER(_Event))
+_EVENT_LIST_TERMINATED, _EVENT_WORD, _EVENT_END, _EVENT_PHONEME = 0, 1, 5, 7
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS, _INITIALIZE_PHONEME_IPA, _INITIALIZE_DONT_EXIT = 0x1, 0x2, 0x8000
+_CHARS_UTF8 = 1
+_RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
+
+_LOCK = threading.Lock()  # libespeak-ng keeps global state: one synthesis at a time
+_LIB: tuple[ctypes.CDLL, int] | None = None
+
+
+def _library() -> tuple[ctypes.CDLL, int]:
+    global _LIB
+    if _LIB is not None:
+        return _LIB
+    try:
+        import espeakng_loader
+    except ImportError as exc:
+        raise MediaError("the espeak TTS engine needs the 'espeakng-loader' package "
+                         "(pip install espeakng-loader)") from exc
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                 ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint),
+                                 ctypes.c_void_p]
+    lib.espeak_Synchronize.restype = ctypes.c_int
+    data_dir = espeakng_loader.get_data_path()
+    # espeak_Initialize wants the folder that *contains* espeak-ng-data
+    parent = data_dir.rsplit("/", 1)[0].encode()
+    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, parent,
+                                 _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA
+                                 | _INITIALIZE_DONT_EXIT)
+    if rate <= 0:
+        raise MediaError(f"libespeak-ng failed to initialise with data in {data_dir}")
+    _LIB = (lib, rate)
+    return _LIB
+
+
+class EspeakEngine:
+    """espeak-ng through ctypes, with word and phoneme events."""
+
+    name = "espeak"
+
+    def synthesize(self, text: str, voice: Voice, delivery: Delivery | None = None) -> Speech:
+        delivery = delivery or Delivery()
+        spoken = speakable_text(" ".join(text.split()))
+        if not spoken.strip():
+            raise MediaError("nothing to speak: the line is empty once markup is removed")
+        lib, rate = _library()
+        chunks: list[np.ndarray] = []
+        events: list[tuple[int, int, int, int, str]] = []
+
+        def on_audio(wav, n, ev) -> int:
+            if wav and n > 0:
+                chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            i = 0
+            while ev[i].type != _EVENT_LIST_TERMINATED:
+                e = ev[i]
+                ident = e.id.string.decode("utf-8", "replace") if e.type == _EVENT_PHONEME else ""
+                events.append((e.type, e.text_position, e.length, e.audio_position, ident))
+                i += 1
+            return 0
+
+        callback = _SYNTH_CALLBACK(on_audio)
+        variant = "whisper" if delivery.whisper else voice.variant
+        name = f"{voice.language}+{variant}" if variant else voice.language
+        data = spoken.encode("utf-8") + b"\0"
+        with _LOCK:
+            lib.espeak_SetSynthCallback(callback)
+            if lib.espeak_SetVoiceByName(name.encode()) != 0:
+                raise MediaError(f"unknown espeak-ng voice {name!r}: expected a language such as "
+                                 "en (British), en-us or en-gb-scotland, optionally +variant "
+                                 "(m1-m7, f1-f5)")
+            lib.espeak_SetParameter(_RATE, int(round(voice.rate * delivery.rate)), 0)
+            lib.espeak_SetParameter(_PITCH, max(0, min(100, voice.pitch + delivery.pitch_offset)),
+                                    0)
+            lib.espeak_SetParameter(_RANGE, voice.range, 0)
+            lib.espeak_SetParameter(_VOLUME, 100, 0)
+            err = lib.espeak_Synth(data, len(data), 0, 1, 0, _CHARS_UTF8, None, None)
+            lib.espeak_Synchronize()
+        if err != 0:
+            raise MediaError(f"espeak-ng failed to synthesise the line (error {err})")
+
+        raw = (np.concatenate(chunks).astype(np.float32) / 32768.0) if chunks else \
+            np.zeros(0, np.float32)
+        ratio = Fraction(OUTPUT_RATE, rate)
+        audio = signal.resample_poly(raw, ratio.numerator, ratio.denominator).astype(np.float32)
+        # espeak-ng peaks near full scale; 8 dB of headroom keeps shouted lines unclipped
+        audio *= np.float32(10 ** ((delivery.gain_db - _HEADROOM_DB) / 20))
+        lead = int(round(delivery.pause_before * OUTPUT_RATE))
+        tail = int(round(delivery.pause_after * OUTPUT_RATE))
+        audio = np.concatenate([np.zeros(lead, np.float32), audio, np.zeros(tail, np.float32)])
+        offset = delivery.pause_before
+        end_of_speech = offset + len(raw) / rate
+        ends = [offset + e[3] / 1000 for e in events if e[0] == _EVENT_END]
+        if ends:
+            end_of_speech = min(end_of_speech, max(ends))
+
+        text_chars = data[:-1].decode("utf-8")
+        voiced = _voiced_until(audio)
+        words: list[TimedUnit] = []
+        phonemes: list[TimedUnit] = []
+        word_events = [e for e in events if e[0] == _EVENT_WORD]
+        phone_events = [e for e in events if e[0] == _EVENT_PHONEME and e[4].strip()]
+        spans: list[list] = []  # [first char, last char, start s, end s]
+        for k, (_t, pos, length, ms, _i) in enumerate(word_events):
+            start = offset + ms / 1000
+            end = offset + word_events[k + 1][3] / 1000 if k + 1 < len(word_events) \
+                else end_of_speech
+            first, last = pos - 1, pos - 1 + length  # espeak counts characters from 1
+            if spans and first < spans[-1][1]:
+                spans[-1][1], spans[-1][3] = max(last, spans[-1][1]), end  # "42" is two words
+            else:
+                spans.append([first, last, start, end])
+        for first, last, start, end in spans:
+            word = text_chars[first:last].strip(" ,.;:!?\"“”")
+            words.append(TimedUnit(word, round(start, 4), round(voiced(start, end), 4)))
+        for k, (_t, _p, _l, ms, ident) in enumerate(phone_events):
+            start = offset + ms / 1000
+            end = offset + phone_events[k + 1][3] / 1000 if k + 1 < len(phone_events) \
+                else end_of_speech
+            if end > start:
+                phonemes.append(TimedUnit(ident, round(start, 4), round(voiced(start, end), 4)))
+        return Speech(audio, OUTPUT_RATE, words, phonemes, voice, spoken)
+
+
+def _voiced_until(audio: np.ndarray, hop: float = 0.005, floor_db: float = -45.0):
+    """A function ``(start, end) -> end'`` that pulls ``end`` back to the last moment
+    of sound in ``[start, end]``, so a word before a pause does not own the pause."""
+    n = int(OUTPUT_RATE * hop)
+    frames = len(audio) // n
+    if frames == 0:
+        return lambda start, end: end
+    rms = np.sqrt(np.mean(audio[: frames * n].reshape(frames, n).astype(np.float64) ** 2, axis=1))
+    loud = rms > (rms.max() * 10 ** (floor_db / 20))
+
+    def trim(start: float, end: float) -> float:
+        a, b = int(start / hop), min(frames, int(np.ceil(end / hop)))
+        idx = np.flatnonzero(loud[a:b])
+        if idx.size == 0:
+            return end
+        return float(max(start + hop, min(end, (a + idx[-1] + 1) * hop)))
+
+    return trim
+
+
+ENGINES: dict[str, type] = {"espeak": EspeakEngine}
+
+
+def engine_by_name(name: str) -> SpeechEngine:
+    if name not in ENGINES:
+        raise MediaError(f"unknown TTS engine {name!r}: expected one of {', '.join(ENGINES)}")
+    return ENGINES[name]()
