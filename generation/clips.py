@@ -1,0 +1,122 @@
+"""The clips engine: the user's own footage, one clip per shot.
+
+Clips are found by shot id in the project file (``media``) or by file name in
+a folder (``3A.mov``, ``3A_take2.mp4``: the stem up to the first ``_`` or
+``.`` is the shot id). Any file FFmpeg reads works. Each clip is trimmed,
+held on its last frame or looped to the shot's duration (``fill``), scaled to
+the plan's size with crop or letterbox (``fit``), and its frame rate is
+conformed by taking, for each output frame, the source frame on screen at
+that time.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from aiprod_post.errors import AiprodError, MediaError
+from aiprod_post.plan import Shot
+
+from .engine import RenderContext, ShotRender, register
+
+__all__ = ["ClipsEngine", "find_clip", "fit_frame"]
+
+_VIDEO_EXT = {".mov", ".mp4", ".m4v", ".mxf", ".mkv", ".avi", ".webm", ".mpg", ".mts", ".y4m"}
+
+
+def find_clip(shot_id: str, media: dict[str, str | Path], folder: Path | None) -> Path | None:
+    if shot_id in media:
+        return Path(media[shot_id])
+    if folder is None or not folder.is_dir():
+        return None
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in _VIDEO_EXT and p.stem.split("_")[0] == shot_id:
+            return p
+    return None
+
+
+def fit_frame(img: np.ndarray, width: int, height: int, fit: str) -> np.ndarray:
+    """Scale ``img`` to width×height, cropping (fill the frame) or letterboxing (show it all)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    scale = max(width / w, height / h) if fit == "crop" else min(width / w, height / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1
+                         else cv2.INTER_LINEAR)
+    if fit == "crop":
+        x0, y0 = (nw - width) // 2, (nh - height) // 2
+        return np.ascontiguousarray(resized[y0:y0 + height, x0:x0 + width])
+    out = np.zeros((height, width, 3), np.uint8)
+    x0, y0 = (width - nw) // 2, (height - nh) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = resized
+    return out
+
+
+@register("clips")
+class ClipsEngine:
+    name = "clips"
+
+    def __init__(self, media: dict[str, str | Path] | None = None, folder: str | Path | None = None,
+                 fit: Literal["crop", "letterbox"] = "crop",
+                 fill: Literal["hold", "loop"] = "hold") -> None:
+        self.media = dict(media or {})
+        self.folder = Path(folder) if folder else None
+        self.fit = fit
+        self.fill = fill
+
+    def render(self, shot: Shot, context: RenderContext) -> ShotRender:
+        path = find_clip(shot.id, self.media, self.folder)
+        if path is None:
+            where = f"folder {self.folder}" if self.folder else "the project file's media table"
+            raise AiprodError(f"no clip for shot {shot.id} in {where}", where=f"shot {shot.id}")
+        if not path.is_file():
+            raise MediaError(f"clip for shot {shot.id} is missing", source=path)
+        fps = Fraction(context.fps)
+        n = shot.duration
+        W, H = context.width, context.height
+
+        def frames() -> Iterator[np.ndarray]:
+            import av
+
+            try:
+                container = av.open(str(path))
+            except Exception as exc:  # noqa: BLE001 - any FFmpeg open failure is bad input
+                raise MediaError(f"clip for shot {shot.id} cannot be read: {exc}",
+                                 source=path) from None
+            with container:
+                if not container.streams.video:
+                    raise MediaError(f"clip for shot {shot.id} has no video stream", source=path)
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                src_rate = Fraction(stream.average_rate or stream.guessed_rate or fps)
+                decoded: list[np.ndarray] = []  # only kept when looping needs them again
+                out = 0
+                current = None
+                src_index = 0
+                for frame in container.decode(stream):
+                    img = fit_frame(frame.to_ndarray(format="rgb24"), W, H, self.fit)
+                    # emit every output frame whose time falls within this source frame
+                    while out < n and out / fps < (src_index + 1) / src_rate:
+                        yield img
+                        out += 1
+                    current = img
+                    if self.fill == "loop":
+                        decoded.append(img)
+                    src_index += 1
+                    if out >= n:
+                        return
+                if current is None:
+                    raise MediaError(f"clip for shot {shot.id} has no frames", source=path)
+                k = 0
+                while out < n:  # shorter than the shot: hold the last frame or loop
+                    yield decoded[k % len(decoded)] if self.fill == "loop" else current
+                    k += 1
+                    out += 1
+
+        return ShotRender(shot, frames, f"clip:{path.name}", context.scene.light)

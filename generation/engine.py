@@ -1,0 +1,146 @@
+"""The engine interface, keyframes, and the registry engines are found through.
+
+An engine renders one shot at a time: ``engine.render(shot, context)`` returns
+a :class:`ShotRender`, an iterable that streams frames (H×W×3 uint8 RGB,
+display-referred Rec.709) at the plan's size and rate. While it streams, the
+render records the keyframes it produced (first and last frame), so the next
+shot can be conditioned on them. Nothing holds a whole shot in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from aiprod_post.errors import AiprodError
+from aiprod_post.plan import Scene, Shot
+
+__all__ = [
+    "Keyframe",
+    "KeyframeStore",
+    "RenderContext",
+    "ShotRender",
+    "Engine",
+    "register",
+    "engine_by_name",
+    "ENGINES",
+]
+
+
+@dataclass
+class Keyframe:
+    """One frame an engine produced, with what it knows about it."""
+
+    shot_id: str
+    frame: int
+    image: np.ndarray  # H×W×3 uint8
+    set_key: str = ""  # which set (location) it shows
+    light: str = ""
+    characters: tuple[str, ...] = ()
+
+
+@dataclass
+class KeyframeStore:
+    """Keyframes per scene, per shot and per character, for conditioning later shots."""
+
+    establishing: dict[str, Keyframe] = field(default_factory=dict)  # scene id → keyframe
+    shots: dict[str, dict[str, Keyframe]] = field(default_factory=dict)  # shot id → first/last
+    characters: dict[str, np.ndarray] = field(default_factory=dict)  # name → reference sheet
+
+    def add_shot(self, scene: Scene, shot: Shot, keyframes: dict[str, Keyframe]) -> None:
+        self.shots[shot.id] = keyframes
+        if scene.shots and scene.shots[0].id == shot.id and "first" in keyframes:
+            self.establishing[scene.id] = keyframes["first"]
+
+    def for_shot(self, scene: Scene, shot: Shot) -> dict[str, Keyframe]:
+        """The keyframes ``shot`` is conditioned on, by the plan's conditioning."""
+        out: dict[str, Keyframe] = {}
+        cond = shot.conditioning
+        if cond.keyframe == "establishing" and cond.shot in self.shots:
+            out["establishing"] = self.shots[cond.shot]["first"]
+        elif cond.keyframe == "previous-shot" and cond.shot in self.shots:
+            out["previous"] = self.shots[cond.shot]["last"]
+        if scene.id in self.establishing and "establishing" not in out:
+            if self.establishing[scene.id].shot_id != shot.id:
+                out["establishing"] = self.establishing[scene.id]
+        return out
+
+
+@dataclass
+class RenderContext:
+    """Everything besides the shot that a render depends on."""
+
+    scene: Scene
+    width: int
+    height: int
+    fps: Fraction
+    keyframes: dict[str, Keyframe] = field(default_factory=dict)
+    #: per character, the mouth shape (A–H, X) on each frame of this shot
+    visemes: dict[str, list[str]] = field(default_factory=dict)
+    burn_in: bool = False
+    label: str = ""
+
+
+class ShotRender:
+    """Frames of one shot, streamed; ``keyframes`` is complete once iteration ends."""
+
+    def __init__(self, shot: Shot, frames: Callable[[], Iterator[np.ndarray]], set_key: str = "",
+                 light: str = "") -> None:
+        self.shot = shot
+        self.n_frames = shot.duration
+        self._frames = frames
+        self.keyframes: dict[str, Keyframe] = {}
+        self.set_key = set_key
+        self.light = light
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        last = None
+        count = 0
+        for i, frame in enumerate(self._frames()):
+            if i == 0:
+                self.keyframes["first"] = self._keyframe(0, frame)
+            last = frame
+            count += 1
+            yield frame
+        if last is not None:
+            self.keyframes["last"] = self._keyframe(count - 1, last)
+        if count != self.n_frames:
+            raise AiprodError(f"engine produced {count} frames, the plan asks for "
+                              f"{self.n_frames}", where=f"shot {self.shot.id}")
+
+    def _keyframe(self, index: int, frame: np.ndarray) -> Keyframe:
+        return Keyframe(self.shot.id, index, frame.copy(), self.set_key, self.light,
+                        tuple(self.shot.characters))
+
+
+class Engine(Protocol):
+    name: str
+
+    def render(self, shot: Shot, context: RenderContext) -> ShotRender:
+        ...
+
+
+ENGINES: dict[str, Callable[..., Engine]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engine]]:
+    """Class decorator: make an engine findable by ``name``."""
+
+    def wrap(factory: Callable[..., Engine]) -> Callable[..., Engine]:
+        ENGINES[name] = factory
+        return factory
+
+    return wrap
+
+
+def engine_by_name(name: str, **settings) -> Engine:
+    # engines register themselves on import
+    from . import animatic, clips  # noqa: F401
+
+    if name not in ENGINES:
+        raise AiprodError(f"unknown engine {name!r}: expected one of {', '.join(sorted(ENGINES))}",
+                          where="--engine")
+    return ENGINES[name](**settings)

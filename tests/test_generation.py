@@ -1,0 +1,218 @@
+"""The animatic and clips engines on real rendered frames."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from aiprod_post.errors import AiprodError, MediaError
+from aiprod_post.plan import CameraMove, Framing, Scene, Shot
+from aiprod_post.planner import plan_source
+from audio.tts import EspeakEngine, Voice
+from audio.visemes import mouth_cues, shapes_per_frame
+from generation.animatic import character_sheet, render_reference_sheet
+from generation.coherence import coherence
+from generation.engine import KeyframeStore, RenderContext, engine_by_name
+
+W, H = 480, 270
+FPS = Fraction(24)
+
+
+def shot(**kw) -> Shot:
+    base = dict(id="1", framing=Framing.WIDE, duration=12, seed=7, characters=["NELL", "IVO"])
+    base.update(kw)
+    return Shot(**base)
+
+
+def scene(**kw) -> Scene:
+    base = dict(id="1", heading="EXT. HARBOUR PIER - DUSK", int_ext="EXT",
+                location="HARBOUR PIER", light="dusk", shots=[])
+    base.update(kw)
+    return Scene(**base)
+
+
+def frames_of(engine, s: Shot, sc: Scene, **ctx) -> list[np.ndarray]:
+    return list(engine.render(s, RenderContext(sc, W, H, FPS, **ctx)))
+
+
+ANIMATIC = engine_by_name("animatic")
+
+
+def test_frames_have_the_plan_size_count_and_type():
+    out = frames_of(ANIMATIC, shot(duration=10), scene())
+    assert len(out) == 10
+    assert all(f.shape == (H, W, 3) and f.dtype == np.uint8 for f in out)
+    odd = list(ANIMATIC.render(shot(duration=3), RenderContext(scene(), 322, 180, Fraction(25))))
+    assert odd[0].shape == (180, 322, 3)
+
+
+def test_render_is_deterministic():
+    a = [hashlib.sha256(f.tobytes()).hexdigest() for f in frames_of(ANIMATIC, shot(), scene())]
+    b = [hashlib.sha256(f.tobytes()).hexdigest() for f in frames_of(ANIMATIC, shot(), scene())]
+    assert a == b
+
+
+def test_keyframes_are_returned_for_conditioning():
+    r = ANIMATIC.render(shot(), RenderContext(scene(), W, H, FPS))
+    frames = list(r)
+    assert np.array_equal(r.keyframes["first"].image, frames[0])
+    assert np.array_equal(r.keyframes["last"].image, frames[-1])
+    assert r.keyframes["first"].set_key == "EXT:HARBOUR PIER"
+
+
+def test_time_of_day_drives_the_light():
+    day = frames_of(ANIMATIC, shot(duration=1), scene(light="day"))[0].mean()
+    night = frames_of(ANIMATIC, shot(duration=1), scene(light="night"))[0].mean()
+    assert night < 0.5 * day
+
+
+def test_a_location_looks_the_same_when_the_story_returns_to_it():
+    pier = frames_of(ANIMATIC, shot(duration=1, characters=[]), scene())[0]
+    pier_again = frames_of(ANIMATIC, shot(duration=1, characters=[], id="5", seed=99),
+                           scene(id="5"))[0]
+    booth = frames_of(ANIMATIC, shot(duration=1, characters=[]),
+                      scene(heading="INT. TICKET BOOTH - DUSK", int_ext="INT",
+                            location="TICKET BOOTH"))[0]
+    assert np.array_equal(pier, pier_again)
+    assert coherence(pier, pier_again) > coherence(pier, booth) + 0.3
+
+
+def test_camera_moves_move_the_picture():
+    def shift(move: CameraMove) -> float:
+        f = frames_of(ANIMATIC, shot(camera_move=move, characters=[], duration=24), scene())
+        a = f[0].mean(axis=2).astype(np.float32)
+        b = f[-1].mean(axis=2).astype(np.float32)
+        import cv2
+        (dx, dy), _ = cv2.phaseCorrelate(a, b)
+        return abs(dx) + abs(dy)
+
+    assert shift(CameraMove.STATIC) < 0.5
+    assert shift(CameraMove.PAN) > W * 0.1
+    assert shift(CameraMove.TILT) > H * 0.05
+    zoomed = frames_of(ANIMATIC, shot(camera_move=CameraMove.ZOOM, characters=[], duration=24),
+                       scene())
+    assert not np.array_equal(zoomed[0], zoomed[-1])
+
+
+def test_characters_are_stable_figures_seeded_by_name():
+    assert character_sheet("NELL").coat == character_sheet("nell").coat
+    assert character_sheet("NELL") != character_sheet("IVO")
+    sheet = render_reference_sheet("NELL", 256)
+    assert sheet.shape == (256, 256, 3) and (sheet != 128).any()
+
+
+def test_eyes_blink():
+    f = frames_of(ANIMATIC, shot(framing=Framing.CLOSE_UP, characters=["NELL"], duration=130),
+                  scene())
+    diffs = [np.abs(f[i].astype(int) - f[0].astype(int)).sum() for i in range(len(f))]
+    assert max(diffs) > 0 and min(diffs[1:]) == 0  # some frames differ (blinks), most do not
+
+
+def test_title_card_shows_the_text():
+    f = frames_of(ANIMATIC, shot(framing=Framing.TITLE, title="THE END", characters=[],
+                                 duration=2), scene())[0]
+    centre = f[H // 3: 2 * H // 3, W // 4: 3 * W // 4]
+    assert f[:10].max() == 0 and centre.max() > 200
+
+
+def test_mouth_follows_the_speech_within_one_frame():
+    speech = EspeakEngine().synthesize(
+        "Bob may buy a map, but the bay is wide and open at night.", Voice())
+    n = int(speech.duration * 24) + 6
+    cues = mouth_cues(speech.phonemes, speech.duration, FPS)
+    track = shapes_per_frame(cues, n, FPS)
+    frames = frames_of(ANIMATIC, shot(framing=Framing.CLOSE_UP, characters=["NELL"], duration=n),
+                       scene(), visemes={"NELL": track})
+    rest = frames_of(ANIMATIC, shot(framing=Framing.CLOSE_UP, characters=["NELL"], duration=n),
+                     scene())
+    # mouth opening measured in the picture: pixels that differ from the resting face
+    opening = np.array([np.abs(a.astype(int) - b.astype(int)).sum() for a, b in zip(frames, rest)],
+                       float)
+    fs = speech.sample_rate
+    env = np.array([np.sqrt(np.mean(speech.samples[int(i / 24 * fs):int((i + 1) / 24 * fs)] ** 2))
+                    if i / 24 < speech.duration else 0.0 for i in range(n)])
+    a, b = opening - opening.mean(), env - env.mean()
+    lags = list(range(-5, 6))
+    score = [float(np.dot(np.roll(a, k)[5:-5], b[5:-5])) for k in lags]
+    best = lags[int(np.argmax(score))]
+    assert abs(best) <= 1, f"mouth is {best} frames off the speech"
+
+
+def test_coherence_is_better_within_a_scene_than_across(example_path):
+    plan, _ = plan_source(example_path)
+    store = KeyframeStore()
+    firsts: list[tuple[str, np.ndarray]] = []
+    for sc, sh in plan.shots():
+        small = sh.model_copy(update={"duration": 1})
+        r = ANIMATIC.render(small, RenderContext(sc, W, H, plan.fps, store.for_shot(sc, sh)))
+        for frame in r:
+            firsts.append((sc.id, frame))
+        store.add_shot(sc, sh, r.keyframes)
+    within = [coherence(a, b) for (sa, a), (sb, b) in zip(firsts, firsts[1:]) if sa == sb]
+    across = [coherence(a, b) for (sa, a), (sb, b) in zip(firsts, firsts[1:]) if sa != sb]
+    assert np.mean(within) > np.mean(across) + 0.1
+
+
+def test_unknown_engine():
+    with pytest.raises(AiprodError, match="unknown engine 'sora'"):
+        engine_by_name("sora")
+
+
+# ---------------------------------------------------------------- clips
+
+
+def write_clip(path: Path, n: int, rate: int, size=(320, 240)) -> Path:
+    """A clip whose frame k is filled with grey level 10 * k (so frames can be identified)."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=rate)
+        s.width, s.height = size
+        s.pix_fmt = "yuv444p"
+        s.options = {"qp": "0"}
+        for k in range(n):
+            img = np.full((size[1], size[0], 3), 10 * k, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def test_clips_are_trimmed_held_looped_and_rate_conformed(tmp_path):
+    clip = write_clip(tmp_path / "3A.mp4", 6, 12)
+    eng = engine_by_name("clips", folder=tmp_path)
+    sc = scene()
+    f = frames_of(eng, shot(id="3A", duration=16), sc)  # 6 frames at 12 fps = 12 at 24 fps
+    levels = [int(round(x.mean() / 10)) for x in f]
+    assert levels[:12] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5] and levels[12:] == [5] * 4
+    looped = frames_of(engine_by_name("clips", media={"3A": clip}, fill="loop"),
+                       shot(id="3A", duration=14), sc)
+    assert [int(round(x.mean() / 10)) for x in looped][12:] == [0, 1]
+    trimmed = frames_of(eng, shot(id="3A", duration=4), sc)
+    assert len(trimmed) == 4 and trimmed[0].shape == (H, W, 3)
+
+
+def test_clip_letterbox_and_crop(tmp_path):
+    write_clip(tmp_path / "1.mp4", 2, 24, size=(200, 200))
+    box = frames_of(engine_by_name("clips", folder=tmp_path, fit="letterbox"), shot(duration=1),
+                    scene())[0]
+    crop = frames_of(engine_by_name("clips", folder=tmp_path, fit="crop"), shot(duration=1),
+                     scene())[0]
+    assert box[:, :50].max() == 0 and box[:, W // 2].min() == 0  # pillarboxed sides, black frame
+    assert crop.shape == (H, W, 3)
+
+
+def test_missing_or_broken_clip_names_the_shot_and_path(tmp_path):
+    with pytest.raises(AiprodError, match="no clip for shot 9"):
+        engine_by_name("clips", folder=tmp_path).render(shot(id="9"),
+                                                        RenderContext(scene(), W, H, FPS))
+    bad = tmp_path / "2.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(MediaError) as err:
+        list(engine_by_name("clips", folder=tmp_path).render(shot(id="2"),
+                                                             RenderContext(scene(), W, H, FPS)))
+    assert "2.mp4" in str(err.value) and "shot 2" in str(err.value)
