@@ -214,7 +214,10 @@ def parse_emphasis(text: str) -> StyledText:
 def parse_character_cue(cue: str) -> tuple[str, tuple[str, ...], bool]:
     """``"MARA (V.O.) (CONT'D) ^"`` → ``("MARA", ("V.O.", "CONT'D"), True)``."""
     m = _CUE.match(cue.strip())
-    assert m is not None  # the pattern matches any string
+    if m is None:  # an unbalanced "(": the whole line is the name
+        text = cue.strip()
+        dual = text.endswith("^")
+        return " ".join(text.rstrip("^").split()), (), dual
     name = " ".join(m.group("name").split())
     exts = tuple(e.strip() for e in _EXT.findall(m.group("ext") or ""))
     return name, exts, bool(m.group("dual"))

@@ -311,3 +311,9 @@ def test_random_bytes_parse_or_raise_script_error(data):
         parse_bytes(data)
     except ScriptError:
         pass
+
+
+def test_unbalanced_parenthesis_in_a_cue_line_is_not_a_crash():
+    # found by hypothesis: "(" followed by a line
+    s = parse("(\n0")
+    assert s.elements
