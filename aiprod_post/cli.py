@@ -320,6 +320,48 @@ def normalize_command(source: Path, output: Path, target: str, ceiling: float | 
                f"{goal.true_peak:.1f}), LRA {_fmt_level(check.loudness_range, 'LU')}")
 
 
+@main.command("export")
+@click.argument("timeline", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["otio", "otioz", "fcp7", "fcpxml", "edl", "aaf"]),
+              help="otio/otioz (Resolve 18.5+), fcp7 (Premiere), fcpxml (Final Cut Pro), "
+                   "edl (CMX 3600), aaf (Avid).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--relative", is_flag=True, help="Media paths relative to the output file.")
+def export_command(timeline: Path, fmt: str, output: Path, relative: bool) -> None:
+    """Export a TIMELINE (.otio) for Resolve, Premiere, Final Cut Pro or Avid."""
+    from editing.export import export_timeline, read_timeline
+
+    try:
+        export_timeline(read_timeline(timeline), fmt, output, relative=relative)
+    except AiprodError as exc:
+        _fail(exc)
+    click.echo(f"{output}: {fmt}")
+
+
+@main.command("conform")
+@click.argument("timeline", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--profile", type=click.Choice(["h264", "prores", "dnxhr", "hdr-pq", "hdr-hlg"]),
+              default="h264", show_default=True)
+@click.option("--audio", type=click.Path(path_type=Path),
+              help="Mix to lay in (default: the mix the timeline names).")
+def conform_command(timeline: Path, output: Path, profile: str, audio: Path | None) -> None:
+    """Render a master from a TIMELINE (.otio): decode, transitions, encode."""
+    from editing.conform import conform, probe
+
+    try:
+        conform(timeline, output, profile, audio=audio)
+        info = probe(output)
+    except AiprodError as exc:
+        _fail(exc)
+    v = info.get("video", {})
+    click.echo(f"{output}: {v.get('codec')} {v.get('profile')} {v.get('pix_fmt')} "
+               f"{v.get('width')}x{v.get('height')} {v.get('frames')} frames at "
+               f"{format_frame_rate(v.get('rate'))} fps"
+               + (f", audio {info['audio']['codec']}" if "audio" in info else ""))
+
+
 @main.command("schema")
 def schema_command() -> None:
     """Print the shot plan's JSON Schema."""

@@ -1,0 +1,473 @@
+"""Conform: render masters from the OpenTimelineIO timeline itself.
+
+The video track is walked frame by frame: each clip's source range is decoded
+from its media (with PyAV), dissolves blend the outgoing clip's tail handle
+with the incoming clip's head handle, fades blend with black. Audio comes from
+the mix the timeline names (or one given), cut or padded to the timeline's
+exact length. Both are encoded with FFmpeg's encoders through PyAV and written
+to a temporary name, renamed only when the master is complete.
+
+At most two clips are open at once and frames are never collected, so memory
+does not grow with the length of the film.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import opentimelineio as otio
+
+from aiprod_post.errors import AiprodError, MediaError
+
+from .timeline import NAMESPACE, timeline_rate, url_to_path
+
+__all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "probe"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    container: str
+    suffix: str
+    codec: str
+    pix_fmt: str
+    options: dict
+    audio_codec: str
+    audio_format: str
+    audio_bitrate: int | None = None
+    container_options: dict | None = None
+    primaries: int = 1  # AVCOL_PRI_BT709
+    transfer: int = 1  # AVCOL_TRC_BT709
+    matrix: int = 1  # AVCOL_SPC_BT709
+    hdr: str | None = None
+
+
+PROFILES: dict[str, Profile] = {
+    "h264": Profile("h264", "mp4", ".mp4", "libx264", "yuv420p",
+                    {"profile": "high", "preset": "medium", "crf": "18",
+                     "x264-params": "open-gop=0"},
+                    "aac", "fltp", 256_000, {"movflags": "+faststart"}),
+    "prores": Profile("prores", "mov", ".mov", "prores", "yuv422p10le",
+                      {"profile": "3", "vendor": "apl0"}, "pcm_s24le", "s32"),
+    "dnxhr": Profile("dnxhr", "mov", ".mov", "dnxhd", "yuv422p10le",
+                     {"profile": "dnxhr_hqx"}, "pcm_s24le", "s32"),
+    "hdr-pq": Profile("hdr-pq", "mov", ".mov", "libx265", "yuv420p10le",
+                      {"x265-params": "log-level=error:hdr10=1:repeat-headers=1", "crf": "18",
+                       "preset": "fast", "profile": "main10"},
+                      "pcm_s24le", "s32", primaries=9, transfer=16, matrix=9, hdr="pq"),
+    "hdr-hlg": Profile("hdr-hlg", "mov", ".mov", "libx265", "yuv420p10le",
+                       {"x265-params": "log-level=error:repeat-headers=1", "crf": "18",
+                        "preset": "fast", "profile": "main10"},
+                       "pcm_s24le", "s32", primaries=9, transfer=18, matrix=9, hdr="hlg"),
+}
+
+
+# ------------------------------------------------------------------ reading media
+
+
+class _Reader:
+    """Sequential frame access to one media file by timeline-rate frame index."""
+
+    def __init__(self, path: Path, clip_name: str, rate: Fraction, width: int, height: int
+                 ) -> None:
+        import av
+
+        if not path.is_file():
+            raise MediaError(f"media for clip {clip_name} is missing", source=path)
+        try:
+            self.container = av.open(str(path))
+        except Exception as exc:  # noqa: BLE001 - any open failure is bad media
+            raise MediaError(f"media for clip {clip_name} cannot be read: {exc}",
+                             source=path) from None
+        if not self.container.streams.video:
+            raise MediaError(f"media for clip {clip_name} has no video", source=path)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self.path, self.clip, self.rate = path, clip_name, rate
+        self.size = (width, height)
+        self.media_rate = Fraction(self.stream.average_rate or rate)
+        if self.media_rate != rate:
+            warnings.warn(f"{path}: media at {self.media_rate} fps on a {rate} fps timeline; "
+                          "conformed by nearest frame", stacklevel=2)
+        self._frames: Iterator | None = None
+        self._current: tuple[int, np.ndarray] | None = None
+        self._next: tuple[int, np.ndarray] | None = None
+
+    def frame(self, index: int) -> np.ndarray:
+        """The picture at timeline-rate frame ``index`` of this media."""
+        target = int(math.floor(Fraction(index) * self.media_rate / self.rate + Fraction(1, 1000)))
+        if self._frames is None or (self._current and target < self._current[0]):
+            self._open_at(target)
+        while self._current is None or self._current[0] < target:
+            try:
+                self._current = next(self._frames)  # type: ignore[arg-type]
+            except StopIteration:
+                raise MediaError(f"media for clip {self.clip} ends before frame {target} "
+                                 "that its range needs", source=self.path) from None
+        return self._current[1]
+
+    def _open_at(self, target: int) -> None:
+        tb = self.stream.time_base
+        if target > 0 and tb:
+            pts = int(Fraction(target) / self.media_rate / tb)
+            self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+        self._frames = self._iterate()
+        self._current = None
+
+    def _iterate(self) -> Iterator[tuple[int, np.ndarray]]:
+        tb = self.stream.time_base
+        w, h = self.size
+        for fr in self.container.decode(self.stream):
+            idx = int(round(Fraction(fr.pts) * tb * self.media_rate)) if fr.pts is not None else 0
+            if (fr.width, fr.height) != (w, h):
+                fr = fr.reformat(width=w, height=h)
+            yield idx, fr.to_ndarray(format="rgb24")
+
+    def close(self) -> None:
+        self.container.close()
+
+
+# ------------------------------------------------------------------ the picture
+
+
+@dataclass
+class _Span:
+    clip: otio.schema.Clip
+    start: int  # timeline frame of the cut in
+    length: int
+    source_start: int  # media frame at the cut in
+    path: Path | None  # None for a gap (black)
+    fade_in: int = 0  # frames fading from black after the cut in
+    fade_out: int = 0  # frames fading to black before the cut out
+    dissolve_in: tuple[int, int] = (0, 0)  # (frames before the cut, frames after)
+
+
+def _spans(timeline: otio.schema.Timeline, rate: Fraction, base: Path | None) -> list[_Span]:
+    video = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Video]
+    if not video:
+        raise AiprodError("the timeline has no video track")
+    spans: list[_Span] = []
+    pending: otio.schema.Transition | None = None
+    t = 0
+    for item in video[0]:
+        if isinstance(item, otio.schema.Transition):
+            kind = item.metadata.get(NAMESPACE, {}).get("kind")
+            if kind == "fade-out" or (spans and item is video[0][-1]):
+                spans[-1].fade_out = int(round(item.in_offset.value))
+            else:
+                pending = item
+            continue
+        if isinstance(item, otio.schema.Gap):
+            gap = _Span(item, t, int(round(item.duration().value)), 0, None)  # type: ignore
+            if pending is not None:
+                pending = None
+            spans.append(gap)
+            t += gap.length
+            continue
+        if not isinstance(item, otio.schema.Clip):
+            continue
+        ref = item.media_reference
+        if not isinstance(ref, otio.schema.ExternalReference):
+            raise MediaError(f"clip {item.name} has no media reference", where=f"clip {item.name}")
+        sr = item.source_range or item.available_range()
+        span = _Span(item, t, int(round(sr.duration.value)), int(round(sr.start_time.value)),
+                     url_to_path(ref.target_url, base))
+        if pending is not None:
+            kind = pending.metadata.get(NAMESPACE, {}).get("kind")
+            if kind == "fade-in" or not spans:
+                span.fade_in = int(round(pending.out_offset.value))
+            else:
+                span.dissolve_in = (int(round(pending.in_offset.value)),
+                                    int(round(pending.out_offset.value)))
+            pending = None
+        spans.append(span)
+        t += span.length
+    return spans
+
+
+def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None
+                    ) -> Iterator[np.ndarray]:
+    """The edited picture, frame by frame (H×W×3 uint8 RGB), transitions rendered."""
+    rate = timeline_rate(timeline)
+    meta = timeline.metadata.get(NAMESPACE, {})
+    spans = _spans(timeline, rate, base)
+    if not spans:
+        return
+    clips = [sp for sp in spans if sp.path is not None]
+    width = int(meta.get("width") or 0)
+    height = int(meta.get("height") or 0)
+    if not (width and height):
+        import av
+
+        with av.open(str(clips[0].path)) as c:
+            width, height = c.streams.video[0].width, c.streams.video[0].height
+    readers: dict[int, _Reader] = {}
+
+    def reader(i: int) -> _Reader:
+        if i not in readers:
+            readers[i] = _Reader(spans[i].path, spans[i].clip.name, rate, width, height)
+        return readers[i]
+
+    try:
+        black = np.zeros((height, width, 3), np.uint8)
+        for i, sp in enumerate(spans):
+            if sp.path is None:  # a gap is black
+                for _ in range(sp.length):
+                    yield black
+                continue
+            nxt = spans[i + 1] if i + 1 < len(spans) else None
+            if nxt is not None and nxt.path is None:
+                nxt = None
+            before, _after = nxt.dissolve_in if nxt else (0, 0)
+            _b, after_in = sp.dissolve_in
+            for k in range(sp.length):
+                t = sp.start + k
+                picture = reader(i).frame(sp.source_start + k)
+                frame: np.ndarray | None = None  # float copy, only when something blends
+                if nxt is not None and before and k >= sp.length - before:
+                    # incoming shot starts early, from its head handle
+                    total = before + nxt.dissolve_in[1]
+                    w = (t - (nxt.start - before) + 0.5) / total
+                    other = reader(i + 1).frame(nxt.source_start - (nxt.start - t))
+                    frame = picture * np.float32(1 - w) + other * np.float32(w)
+                elif after_in and k < after_in:
+                    # outgoing shot continues into its tail handle
+                    prev = spans[i - 1]
+                    w = (k + sp.dissolve_in[0] + 0.5) / (sp.dissolve_in[0] + after_in)
+                    other = reader(i - 1).frame(prev.source_start + prev.length + k)
+                    frame = picture * np.float32(w) + other * np.float32(1 - w)
+                if sp.fade_in and k < sp.fade_in:
+                    frame = (picture if frame is None else frame) * np.float32((k + 0.5)
+                                                                                / sp.fade_in)
+                if sp.fade_out and k >= sp.length - sp.fade_out:
+                    frame = (picture if frame is None else frame) * np.float32(
+                        (sp.length - k - 0.5) / sp.fade_out)
+                if frame is None:
+                    yield picture
+                else:
+                    yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+            if i - 1 in readers:
+                readers.pop(i - 1).close()
+    finally:
+        for r in readers.values():
+            r.close()
+
+
+# ------------------------------------------------------------------ colour for HDR
+
+
+def _hdr_convert(rgb8: np.ndarray, kind: str) -> np.ndarray:
+    """Rec.709 SDR (BT.1886) → Rec.2100 PQ or HLG, graphics white at 203 cd/m² (BT.2408).
+
+    Returns RGB as uint16 (0..65535) for a 48-bit frame.
+    """
+    v = rgb8.astype(np.float32) / 255.0
+    lin = np.power(v, 2.4)  # BT.1886 display light, relative
+    m = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]],
+                 np.float32)  # BT.2087 709 → 2020 primaries
+    lin2020 = np.clip(lin @ m.T, 0.0, None)
+    if kind == "pq":
+        y = lin2020 * (203.0 / 10000.0)
+        m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+        yp = np.power(y, m1)
+        out = np.power((c1 + c2 * yp) / (1 + c3 * yp), m2)
+    else:  # HLG OETF on scene light, 203 cd/m² graphics white at 75 % signal
+        e = lin2020 * 0.2646  # inverse OOTF approximation: maps SDR white to HLG 75 %
+        a, b, c = 0.17883277, 0.28466892, 0.55991073
+        out = np.where(e <= 1 / 12, np.sqrt(3 * e), a * np.log(np.maximum(12 * e - b, 1e-6)) + c)
+    return (np.clip(out, 0, 1) * 65535 + 0.5).astype(np.uint16)
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def _samples_at(frame_index: int, rate: Fraction, sr: int) -> int:
+    return int(round(Fraction(frame_index) * sr / rate))
+
+
+def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, width: int,
+                  height: int, output: Path, profile: Profile, audio: Path | None,
+                  *, progress: Callable[[int, int], None] | None = None,
+                  sample_rate: int = 48000) -> Path:
+    """Encode ``frames`` (and ``audio``) to ``output`` with ``profile``, atomically."""
+    import av
+    import soundfile
+    from av.video.reformatter import ColorRange, Colorspace
+
+    output = Path(output)
+    if not output.parent.exists():
+        raise MediaError("output folder does not exist", source=output.parent)
+    if not os.access(output.parent, os.W_OK):
+        raise MediaError("output folder is not writable", source=output.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".part{profile.suffix}",
+                                    dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    snd = None
+    try:
+        with av.open(str(tmp), "w", format=profile.container,
+                     options=profile.container_options or {}) as out:
+            v = out.add_stream(profile.codec, rate=rate)
+            v.width, v.height = width, height
+            v.pix_fmt = profile.pix_fmt
+            v.options = dict(profile.options)
+            cc = v.codec_context
+            cc.color_primaries = profile.primaries
+            cc.color_trc = profile.transfer
+            cc.colorspace = profile.matrix
+            cc.color_range = 1  # MPEG (limited) range
+            cc.time_base = Fraction(1) / rate
+            if profile.codec == "libx264":
+                cc.gop_size = max(1, int(round(rate)) * 2)  # closed (open-gop=0), 2 s
+            a = None
+            if audio is not None:
+                snd = soundfile.SoundFile(str(audio))
+                if snd.samplerate != sample_rate:
+                    raise MediaError(f"mix is {snd.samplerate} Hz, expected {sample_rate}",
+                                     source=audio)
+                a = out.add_stream(profile.audio_codec, rate=sample_rate, layout="stereo")
+                if profile.audio_bitrate:
+                    a.bit_rate = profile.audio_bitrate
+            matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
+            count = 0
+            apts = 0
+            for i, rgb in enumerate(frames):
+                if i >= n_frames:
+                    break
+                if profile.hdr:
+                    vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr), format="rgb48le")
+                else:
+                    vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                vf = vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
+                                 dst_color_range=ColorRange.MPEG)
+                vf.pts = i
+                vf.time_base = cc.time_base
+                for p in v.encode(vf):
+                    out.mux(p)
+                count += 1
+                if a is not None and snd is not None:
+                    want = _samples_at(i + 1, rate, sample_rate) - apts
+                    block = snd.read(want, dtype="float32", always_2d=True)
+                    if block.shape[1] == 1:
+                        block = np.repeat(block, 2, axis=1)
+                    block = block[:, :2]
+                    if len(block) < want:
+                        block = np.pad(block, ((0, want - len(block)), (0, 0)))
+                    planar = np.ascontiguousarray(block.T)
+                    af = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
+                    af.sample_rate = sample_rate
+                    af.pts = apts
+                    apts += want
+                    for p in a.encode(af):
+                        out.mux(p)
+                if progress:
+                    progress(count, n_frames)
+            if count != n_frames:
+                raise MediaError(f"the timeline gave {count} frames, expected {n_frames}")
+            for p in v.encode():
+                out.mux(p)
+            if a is not None:
+                for p in a.encode():
+                    out.mux(p)
+        if profile.codec == "prores":
+            _set_mov_vendor(tmp, b"apl0")
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if snd is not None:
+            snd.close()
+    return output
+
+
+def _set_mov_vendor(path: Path, vendor: bytes) -> None:
+    """Write ``vendor`` into the video sample description of a MOV.
+
+    FFmpeg's muxer writes "FFMP" there; QuickTime-family tools expect Apple's "apl0"
+    for ProRes. The field is four bytes at a fixed offset in the ``stsd`` entry
+    (QuickTime File Format, video sample description), so it is patched in place.
+    """
+    with open(path, "r+b") as fh:
+        # the moov atom is at the end of a MOV written without faststart: read only the tail
+        size = fh.seek(0, os.SEEK_END)
+        base = max(0, size - (16 << 20))
+        fh.seek(base)
+        data = fh.read()
+        moov = data.rfind(b"moov")
+        if moov < 0:
+            return
+        for tag in (b"apch", b"apcn", b"apcs", b"apco", b"ap4h", b"ap4x"):
+            at = data.find(tag, moov)
+            if at > 0 and data[at + 4:at + 10] == b"\0" * 6:
+                # fourcc, 6 reserved, data reference index, version, revision, then vendor
+                fh.seek(base + at + 4 + 6 + 2 + 2 + 2)
+                fh.write(vendor)
+                return
+
+
+def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: str = "h264",
+            *, audio: Path | None = None, base: Path | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Path:
+    """Render a master from ``timeline`` (an OTIO object or a .otio path)."""
+    if profile not in PROFILES:
+        raise AiprodError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}",
+                          where="--profile")
+    if not isinstance(timeline, otio.schema.Timeline):
+        path = Path(timeline)
+        if not path.is_file():
+            raise MediaError("no such timeline", source=path)
+        try:
+            timeline = otio.adapters.read_from_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any adapter failure is a bad timeline
+            raise MediaError(f"cannot read timeline: {exc}", source=path) from None
+        base = base or path.parent
+    meta = timeline.metadata.get(NAMESPACE, {})
+    rate = timeline_rate(timeline)
+    n = sum(int(round(i.duration().value)) for i in
+            next(t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Video)
+            if not isinstance(i, otio.schema.Transition))
+    if audio is None and meta.get("mix"):
+        audio = url_to_path(meta["mix"], base)
+    if audio is not None and not Path(audio).is_file():
+        raise MediaError("the mix the timeline names is missing", source=audio)
+    width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
+    return encode_master(timeline_frames(timeline, base), n, rate, width, height, Path(output),
+                         PROFILES[profile], Path(audio) if audio else None, progress=progress)
+
+
+def probe(path: str | Path) -> dict:
+    """What a player sees in a file: codec, profile, pixel format, colour tags, rate, lengths."""
+    import av
+
+    with av.open(str(path)) as c:
+        info: dict = {"format": c.format.name, "duration": c.duration / 1e6 if c.duration else None}
+        if c.streams.video:
+            s = c.streams.video[0]
+            cc = s.codec_context
+            frames = s.frames or sum(1 for _ in c.demux(s))
+            info["video"] = {
+                "codec": cc.name, "profile": cc.profile, "pix_fmt": s.format.name,
+                "width": s.width, "height": s.height, "rate": Fraction(s.average_rate),
+                "frames": frames, "primaries": cc.color_primaries, "transfer": cc.color_trc,
+                "matrix": cc.colorspace, "range": cc.color_range, "tag": s.codec_tag,
+            }
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            s = c.streams.audio[0]
+            samples = 0
+            for packet in c.demux(s):
+                for fr in packet.decode():
+                    samples += fr.samples
+            info["audio"] = {"codec": s.codec_context.name, "rate": s.rate,
+                             "channels": s.codec_context.channels, "samples": samples,
+                             "format": s.format.name}
+    return info

@@ -1,0 +1,246 @@
+"""Timeline assembly, exports read back through OTIO's adapters, conformed masters, subtitles."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import opentimelineio as otio
+import pytest
+from click.testing import CliRunner
+
+from aiprod_post.cli import main
+from aiprod_post.errors import AiprodError, MediaError
+from aiprod_post.fountain import parse
+from aiprod_post.planner import PlannerSettings, plan_script
+from audio.io import write_wav
+from editing.conform import PROFILES, conform, encode_master, probe, timeline_frames
+from editing.export import FORMATS, export_timeline, read_timeline
+from editing.subtitles import MAX_CPS, MAX_LINE, MIN_SECONDS, SpokenLine, subtitle_cues, to_srt, \
+    to_webvtt
+from editing.timeline import NAMESPACE, ShotMedia, TimelineMedia, build_timeline, handles_for, \
+    url_to_path
+from generation.engine import KeyframeStore, RenderContext, engine_by_name
+
+W, H = 160, 96
+SCRIPT = """FADE IN:
+
+EXT. PIER - DUSK
+
+Gulls over the water.
+
+NELL
+Ferry's gone.
+
+DISSOLVE TO:
+
+INT. BOOTH - NIGHT
+
+Rain on the glass.
+"""
+
+
+def make_film(folder: Path, fps: Fraction = Fraction(24)):
+    plan, _ = plan_script(parse(SCRIPT), PlannerSettings(fps=fps, width=W, height=H))
+    engine = engine_by_name("animatic")
+    store = KeyframeStore()
+    handles = handles_for(plan)
+    media = {}
+    for scene, shot in plan.shots():
+        head, tail = handles[shot.id]
+        longer = shot.model_copy(update={"duration": shot.duration + head + tail})
+        r = engine.render(longer, RenderContext(scene, W, H, fps, store.for_shot(scene, shot)))
+        path = folder / f"{shot.id}.mov"
+        encode_master(iter(r), longer.duration, fps, W, H, path, PROFILES["prores"], None)
+        store.add_shot(scene, shot, r.keyframes)
+        media[shot.id] = ShotMedia(path, longer.duration, head)
+    n = plan.duration
+    samples = int(round(n * 48000 / fps))
+    t = np.arange(samples) / 48000
+    mix = np.stack([0.1 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1)
+    write_wav(folder / "mix.wav", mix)
+    tl = build_timeline(plan, TimelineMedia(media, mix=folder / "mix.wav"))
+    otio.adapters.write_to_file(tl, str(folder / "film.otio"))
+    return plan, tl
+
+
+@pytest.fixture(scope="module")
+def film(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("Café film")  # a non-ASCII path on purpose
+    plan, tl = make_film(folder)
+    return folder, plan, tl
+
+
+def video_track(tl):
+    return next(t for t in tl.tracks if t.kind == otio.schema.TrackKind.Video)
+
+
+def test_timeline_tracks_markers_metadata_and_start(film):
+    folder, plan, tl = film
+    assert [t.name for t in tl.tracks] == ["V1", "A1 Dialogue", "A2 Music", "A3 Ambience"]
+    clips = list(video_track(tl).find_clips())
+    assert [c.name for c in clips] == [s.id for _, s in plan.shots()]
+    assert all(c.markers and c.markers[0].name == c.name for c in clips)
+    meta = clips[0].metadata[NAMESPACE]
+    assert {"scene", "shot", "take", "look", "engine", "seed"} <= set(meta)
+    assert tl.global_start_time.to_timecode() == "01:00:00:00"
+    assert tl.duration().to_frames() == plan.duration
+    kinds = [i.metadata[NAMESPACE]["kind"] for i in video_track(tl)
+             if isinstance(i, otio.schema.Transition)]
+    assert kinds == ["fade-in", "dissolve"]
+    url = clips[0].media_reference.target_url
+    assert url.startswith("file:///") and "Caf%C3%A9" in url
+    assert url_to_path(url).is_file()
+
+
+def test_exact_ntsc_rate_is_kept(tmp_path):
+    plan, tl = make_film(tmp_path, Fraction(24000, 1001))
+    assert tl.metadata[NAMESPACE]["rate"] == "24000/1001"
+    again = read_timeline(tmp_path / "film.otio")
+    from editing.timeline import timeline_rate
+    assert timeline_rate(again) == Fraction(24000, 1001)
+    master = conform(tmp_path / "film.otio", tmp_path / "m.mp4", "h264")
+    info = probe(master)
+    assert info["video"]["rate"] == Fraction(24000, 1001)
+    assert info["video"]["frames"] == plan.duration
+
+
+def _cuts(tl) -> list[tuple[str, int, int]]:
+    out = []
+    for clip in video_track(tl).find_clips():
+        rng = clip.range_in_parent()
+        out.append((clip.name, int(round(rng.start_time.value)), int(round(rng.duration.value))))
+    return out
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_exports_read_back_with_the_same_clips_cuts_and_durations(film, tmp_path, fmt):
+    folder, plan, tl = film
+    out = export_timeline(tl, fmt, tmp_path / f"film{FORMATS[fmt][1]}")
+    back = read_timeline(out)
+    assert back.duration().to_frames() == plan.duration
+    if fmt == "edl":
+        # An EDL dissolve starts at the incoming event's record in, so the centred
+        # dissolve is written starting half its length earlier: same picture, and the
+        # cuts are those of that equivalent edit.
+        from editing.export import _for_edl
+        assert _cuts(back) == _cuts(_for_edl(tl))
+    else:
+        assert _cuts(back) == _cuts(tl)
+    if fmt in ("otio", "otioz", "fcp7", "edl"):
+        names = [m.name for c in video_track(back).find_clips() for m in c.markers]
+        assert set(s.id for _, s in plan.shots()) <= set(names)
+
+
+def test_relative_media_paths(film, tmp_path):
+    folder, plan, tl = film
+    out = export_timeline(tl, "otio", folder / "relative.otio", relative=True)
+    back = read_timeline(out)
+    url = next(iter(back.find_clips())).media_reference.target_url
+    assert not url.startswith("file:") and url_to_path(url, folder).is_file()
+
+
+def test_h264_master(film, tmp_path):
+    folder, plan, _ = film
+    m = conform(folder / "film.otio", tmp_path / "web.mp4", "h264")
+    info = probe(m)
+    v, a = info["video"], info["audio"]
+    assert (v["codec"], v["profile"], v["pix_fmt"]) == ("h264", "High", "yuv420p")
+    assert (v["primaries"], v["transfer"], v["matrix"]) == (1, 1, 1)  # BT.709
+    assert v["frames"] == plan.duration and v["rate"] == 24
+    assert (a["codec"], a["rate"]) == ("aac", 48000)
+    assert abs(a["samples"] - plan.duration * 2000) < 2000  # within one frame (AAC frames)
+    data = m.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # +faststart
+    assert b"open_gop=0" in data  # closed GOPs, as x264 records its settings
+
+
+def test_prores_master(film, tmp_path):
+    folder, plan, _ = film
+    m = conform(folder / "film.otio", tmp_path / "master.mov", "prores")
+    info = probe(m)
+    v, a = info["video"], info["audio"]
+    assert (v["codec"], v["profile"], v["pix_fmt"], v["tag"]) == ("prores", "HQ", "yuv422p10le",
+                                                                  "apch")
+    assert (v["primaries"], v["transfer"], v["matrix"]) == (1, 1, 1)
+    assert v["frames"] == plan.duration
+    assert (a["codec"], a["rate"], a["samples"]) == ("pcm_s24le", 48000, plan.duration * 2000)
+    data = m.read_bytes()
+    i = data.find(b"apch")
+    assert data[i + 16:i + 20] == b"apl0"  # sample description vendor
+
+
+def test_dissolve_and_fade_are_rendered(film):
+    folder, plan, tl = film
+    frames = list(timeline_frames(read_timeline(folder / "film.otio"), folder))
+    assert len(frames) == plan.duration
+    assert frames[0].mean() < 0.2 * frames[30].mean()  # fading in from black
+    shots = [s for _, s in plan.shots()]
+    cut = sum(s.duration for s in shots[:-1])  # the dissolve is centred on the last cut
+    before, mid, after = frames[cut - 13], frames[cut], frames[cut + 12]
+    # halfway through, the picture is between the two shots
+    blend = 0.5 * (before.astype(float) + after.astype(float))
+    assert np.abs(mid.astype(float) - blend).mean() < np.abs(before.astype(float) -
+                                                             after.astype(float)).mean()
+
+
+def test_missing_media_names_the_clip_and_path(film, tmp_path):
+    folder, plan, tl = film
+    broken = tl.deepcopy() if hasattr(tl, "deepcopy") else otio.adapters.read_from_string(
+        otio.adapters.write_to_string(tl))
+    clip = next(iter(video_track(broken).find_clips()))
+    clip.media_reference.target_url = "file:///nowhere/missing.mov"
+    with pytest.raises(MediaError) as err:
+        conform(broken, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav")
+    assert "clip 1" in str(err.value) and "/nowhere/missing.mov" in str(err.value)
+    assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".*part*"))
+
+
+def test_media_shorter_than_its_range(film, tmp_path):
+    folder, plan, tl = film
+    broken = otio.adapters.read_from_string(otio.adapters.write_to_string(tl))
+    clip = next(iter(video_track(broken).find_clips()))
+    sr = clip.source_range
+    clip.source_range = otio.opentime.TimeRange(sr.start_time, sr.duration + sr.duration)
+    with pytest.raises(MediaError, match="ends before"):
+        conform(broken, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_errors_exit_2(film, tmp_path):
+    folder, _, _ = film
+    runner = CliRunner()
+    r = runner.invoke(main, ["conform", str(folder / "film.otio"), "-o",
+                             str(tmp_path / "no" / "dir" / "m.mp4")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = runner.invoke(main, ["export", str(folder / "film.otio"), "--format", "mp3", "-o", "x"])
+    assert r.exit_code == 2
+    r = runner.invoke(main, ["export", str(folder / "film.otio"), "--format", "fcp7", "-o",
+                             str(tmp_path / "f.xml")])
+    assert r.exit_code == 0 and (tmp_path / "f.xml").read_text().startswith("<?xml")
+
+
+def test_subtitles_keep_the_limits():
+    from audio.tts import EspeakEngine, Voice
+
+    engine = EspeakEngine()
+    texts = ["Because you ran. Nobody runs for a ferry unless something is waiting for them "
+             "on the other side of the water, and tonight something is.",
+             "Tomorrow.", "Tonight?", "No."]
+    lines, t = [], 1.0
+    for text in texts:
+        s = engine.synthesize(text, Voice())
+        lines.append(SpokenLine(t, text, [(w.text, w.start, w.end) for w in s.words]))
+        t += s.duration + 0.3
+    cues = subtitle_cues(lines)
+    assert len(cues) >= 5
+    for a, b in zip(cues, cues[1:]):
+        assert a.end <= b.start + 1e-9
+    for c in cues:
+        assert len(c.lines) <= 2 and all(len(x) <= MAX_LINE for x in c.lines)
+        assert c.end - c.start >= MIN_SECONDS - 1e-9
+        assert len(c.text.replace("\n", "")) / (c.end - c.start) <= MAX_CPS + 1e-6
+    srt, vtt = to_srt(cues), to_webvtt(cues)
+    assert srt.startswith("1\n00:00:01,") and vtt.startswith("WEBVTT\n\n00:00:01.")
