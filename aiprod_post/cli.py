@@ -362,6 +362,124 @@ def conform_command(timeline: Path, output: Path, profile: str, audio: Path | No
                + (f", audio {info['audio']['codec']}" if "audio" in info else ""))
 
 
+def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, burn_in):
+    from .pipeline import RenderOptions
+    from .project import Project, load_project
+
+    proj = load_project(project) if project else Project()
+    return RenderOptions(
+        engine=engine, profiles=[p.strip() for p in profile.split(",")] if profile else None,
+        project=proj, fps=fps, width=size[0] if size else None,
+        height=size[1] if size else None, seed=seed, quiet=quiet, log_json=log_json,
+        burn_in=burn_in)
+
+
+_render_flags = [
+    click.option("--engine", type=click.Choice(["animatic", "clips", "ltx"]),
+                 help="Generation engine (default: the project's, else animatic)."),
+    click.option("--profile", help="Delivery profiles, comma-separated: web, broadcast-ebu, "
+                                   "broadcast-atsc, master (default web,master)."),
+    click.option("--project", type=click.Path(path_type=Path), help="Project file (TOML)."),
+    click.option("--fps", callback=_parse_fps, help="Frame rate (overrides the project)."),
+    click.option("--size", callback=_parse_size, help="WIDTHxHEIGHT (overrides the project)."),
+    click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Plan seed (default 0)."),
+    click.option("--quiet", is_flag=True, help="No progress output."),
+    click.option("--log-json", is_flag=True, help="One JSON event per line on stdout."),
+    click.option("--burn-in/--no-burn-in", default=None, help="Burn shot ids into the picture."),
+]
+
+
+def _with_render_flags(fn):
+    for flag in reversed(_render_flags):
+        fn = flag(fn)
+    return fn
+
+
+@main.command("render")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output folder (reruns reuse its cache).")
+@_with_render_flags
+def render_command(source: Path, output: Path, engine, profile, project, fps, size, seed, quiet,
+                   log_json, burn_in) -> None:
+    """Render a SCRIPT (.fountain) or PLAN (.json) to masters, timeline, stems and a report.
+
+    Exits 0 when everything rendered, 3 when some shots failed and were replaced
+    by slates (the report says why), 2 on bad input.
+    """
+    from .pipeline import render
+
+    try:
+        if not source.exists():
+            raise AiprodError("no such file", source=source)
+        result = render(source, output, _render_options(engine, profile, project, fps, size,
+                                                        seed, quiet, log_json, burn_in))
+    except AiprodError as exc:
+        _fail(exc)
+    if not quiet and not log_json:
+        for name, path in result.masters.items():
+            click.echo(f"{name}: {path}")
+        click.echo(f"report: {output / 'report.html'}")
+    sys.exit(result.exit_code)
+
+
+def _batch_one(args: tuple) -> dict:
+    source, outdir, opts = args
+    from .pipeline import render
+
+    t0 = __import__("time").monotonic()
+    try:
+        result = render(source, outdir, opts)
+        status = "ok" if not result.failed_shots else "shots failed"
+        error = "; ".join(f"{k}: {v}" for k, v in result.failed_shots.items())
+    except AiprodError as exc:
+        status, error = "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one script must not stop the batch
+        status, error = "error", f"{type(exc).__name__}: {exc}"
+    return {"script": str(source), "output": str(outdir), "status": status, "error": error,
+            "seconds": round(__import__("time").monotonic() - t0, 2)}
+
+
+@main.command("batch")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True)
+@_with_render_flags
+def batch_command(source: Path, output: Path, jobs: int, engine, profile, project, fps, size, seed,
+                  quiet, log_json, burn_in) -> None:
+    """Render every script in a folder, or listed one per line in a file, in parallel.
+
+    One failing script does not stop the others; a summary table and
+    OUTPUT/batch.json come at the end. Exits 0 only if every script rendered.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        if source.is_dir():
+            scripts = sorted(p for p in source.iterdir()
+                             if p.suffix.lower() in (".fountain", ".txt", ".json"))
+        elif source.is_file():
+            scripts = [Path(line.strip()) for line in source.read_text().splitlines()
+                       if line.strip() and not line.startswith("#")]
+        else:
+            raise AiprodError("no such folder or list", source=source)
+        if not scripts:
+            raise AiprodError("no scripts found (.fountain, .txt or .json)", source=source)
+        opts = _render_options(engine, profile, project, fps, size, seed, True, False, burn_in)
+    except AiprodError as exc:
+        _fail(exc)
+    jobs_args = [(s, output / s.stem, opts) for s in scripts]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(_batch_one, jobs_args))
+    width = max(len(r["script"]) for r in results)
+    for r in results:
+        click.echo(f"{r['script']:<{width}}  {r['status']:<12} {r['seconds']:>8.1f}s  "
+                   f"{r['error'][:100]}")
+    write_atomic(output / "batch.json", json.dumps(results, indent=2).encode())
+    sys.exit(0 if all(r["status"] == "ok" for r in results) else EXIT_BAD_INPUT
+             if any(r["status"] == "error" for r in results) else 3)
+
+
 @main.command("schema")
 def schema_command() -> None:
     """Print the shot plan's JSON Schema."""

@@ -143,9 +143,10 @@ _ABBREVIATIONS = {
     "Jr.": "Junior", "Sr.": "Senior", "Capt.": "Captain", "Lt.": "Lieutenant",
     "Sgt.": "Sergeant", "Prof.": "Professor", "Gen.": "General", "Det.": "Detective",
     "Ave.": "Avenue", "Rd.": "Road", "vs.": "versus", "etc.": "et cetera", "approx.": "approximately",
-    "No.": "Number", "OK": "okay", "TV": "T V", "FBI": "F B I", "CIA": "C I A",
+    "OK": "okay", "TV": "T V", "FBI": "F B I", "CIA": "C I A",
 }
 _ABBREV_RE = re.compile(r"(?<![\w.])(" + "|".join(re.escape(k) for k in _ABBREVIATIONS) + r")(?!\w)")
+_NUMBER_SIGN = re.compile(r"\bNo\.\s*(\d)")
 _MONEY = re.compile(r"\$(\d+)(?:\.(\d\d))?")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
 _CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})\b")
@@ -160,6 +161,7 @@ def speakable_text(text: str) -> str:
     'Doctor Ames owes 5 dollars 50 cents, 20 percent by 7 oh 5.'
     """
     text = _ABBREV_RE.sub(lambda m: _ABBREVIATIONS[m.group(1)], text)
+    text = _NUMBER_SIGN.sub(r"Number \1", text)  # "No. 5", but "No." alone stays "no"
 
     def money(m: re.Match[str]) -> str:
         dollars = f"{m.group(1)} dollar{'s' * (m.group(1) != '1')}"
@@ -354,9 +356,7 @@ class EspeakEngine:
                 spans[-1][1], spans[-1][3] = max(last, spans[-1][1]), end  # "42" is two words
             else:
                 spans.append([first, last, start, end])
-        for first, last, start, end in spans:
-            word = text_chars[first:last].strip(" ,.;:!?\"“”")
-            words.append(TimedUnit(word, round(start, 4), round(voiced(start, end), 4)))
+        words = _words_of(text_chars, spans, voiced)
         for k, (_t, _p, _l, ms, ident) in enumerate(phone_events):
             start = offset + ms / 1000
             end = offset + phone_events[k + 1][3] / 1000 if k + 1 < len(phone_events) \
@@ -364,6 +364,47 @@ class EspeakEngine:
             if end > start:
                 phonemes.append(TimedUnit(ident, round(start, 4), round(voiced(start, end), 4)))
         return Speech(audio, OUTPUT_RATE, words, phonemes, voice, spoken)
+
+
+_TOKEN = re.compile(r"\S+")
+_EDGE_PUNCT = " ,.;:!?\"“”‘’()[]-–—…"
+
+
+def _words_of(text: str, spans: list[list], voiced) -> list[TimedUnit]:
+    """Every word of ``text`` with a time. espeak-ng reports a word event for most words
+    but folds some unstressed ones (``the``, ``a``) into a neighbour; those share the
+    time of the word they were folded into, split by length."""
+    tokens = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
+    timed: dict[int, tuple[float, float]] = {}
+    for first, _last, start, end in spans:
+        for k, (a, b, _w) in enumerate(tokens):
+            if a <= first < b and k not in timed:
+                timed[k] = (start, end)
+                break
+    if not timed:
+        return []
+    out: list[TimedUnit] = []
+    k = 0
+    while k < len(tokens):
+        if k not in timed:
+            k += 1  # before the first event: skipped (nothing was heard yet)
+            continue
+        group = [k]
+        j = k + 1
+        while j < len(tokens) and j not in timed:
+            group.append(j)
+            j += 1
+        start, end = timed[k]
+        weights = [max(1, len(tokens[g][2].strip(_EDGE_PUNCT))) for g in group]
+        t = start
+        for g, w in zip(group, weights):
+            d = (end - start) * w / sum(weights)
+            word = tokens[g][2].strip(_EDGE_PUNCT)
+            if word:
+                out.append(TimedUnit(word, round(t, 4), round(voiced(t, t + d), 4)))
+            t += d
+        k = j
+    return out
 
 
 def _voiced_until(audio: np.ndarray, hop: float = 0.005, floor_db: float = -45.0):

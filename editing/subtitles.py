@@ -64,6 +64,16 @@ def _wrap(words: list[str]) -> list[str] | None:
 def _chunks(line: SpokenLine) -> list[tuple[list[str], float, float]]:
     words = [w for w in line.text.split()]
     timed = line.words if len(line.words) == len(words) else []
+    if not timed and line.words:
+        # the speech engine's words differ from the written ones: spread the written
+        # words over the spoken span by length
+        a, b = line.words[0][1], line.words[-1][2]
+        total = sum(len(w) + 1 for w in words)
+        t = a
+        for w in words:
+            d = (b - a) * (len(w) + 1) / total
+            timed.append((w, t, t + d))
+            t += d
     if not timed:
         # no word times: spread the line at the subtitle reading rate
         per_char = 1 / MAX_CPS

@@ -192,7 +192,6 @@ def build_timeline(plan: ShotPlan, media: TimelineMedia, *, relative_to: Path | 
 
     total = sum(s.duration for _, s in shots)
     total_samples = int(round(total * media.sample_rate / rate))
-    sr = float(media.sample_rate)
 
     def frames_of(samples: int) -> Fraction:
         return Fraction(samples) * rate / media.sample_rate
@@ -207,10 +206,12 @@ def build_timeline(plan: ShotPlan, media: TimelineMedia, *, relative_to: Path | 
         length = min(line.samples, total_samples - start)
         if length <= 0:
             continue
+        # audio media ranges are given at the timeline rate too: FCP 7 XML and AAF
+        # express every time in edit units of the sequence
         dialogue.append(otio.schema.Clip(
             name=f"{line.line_id} {line.speaker}",
             media_reference=_ref(line.path, relative_to, otio.opentime.TimeRange(
-                otio.opentime.RationalTime(0, sr), otio.opentime.RationalTime(line.samples, sr))),
+                rt(0), rt(float(frames_of(line.samples))))),
             source_range=otio.opentime.TimeRange(rt(0), rt(float(frames_of(length)))),
             metadata={NAMESPACE: {"line": line.line_id, "speaker": line.speaker,
                                   "text": line.text}},
@@ -223,8 +224,7 @@ def build_timeline(plan: ShotPlan, media: TimelineMedia, *, relative_to: Path | 
             track.append(otio.schema.Clip(
                 name=Path(path).stem,
                 media_reference=_ref(path, relative_to, otio.opentime.TimeRange(
-                    otio.opentime.RationalTime(0, sr),
-                    otio.opentime.RationalTime(total_samples, sr))),
+                    rt(0), rt(total))),
                 source_range=otio.opentime.TimeRange(rt(0), rt(total)),
             ))
         tl.tracks.append(track)

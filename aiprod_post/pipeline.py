@@ -1,0 +1,717 @@
+"""The render pipeline: script (or plan) to masters, timeline, stems, subtitles and a report.
+
+Stages run in order: plan → speech → generation (keyframe-conditioned) with
+lip-sync → mix → timeline and exports → masters → subtitles → report. Every
+stage output is cached under ``OUTDIR/.cache`` by a hash of its inputs and
+settings, written atomically; a rerun with nothing changed does no work, a
+render killed at any point resumes where it stopped, and an edit redoes only
+what depends on it. The documented layout is filled from the cache:
+
+.. code-block:: text
+
+    OUTDIR/
+      masters/     TITLE_web.mp4, TITLE_master.mov …
+      timeline/    TITLE.otio, TITLE.xml (FCP 7), TITLE.fcpxml, TITLE.edl, plan.json
+      shots/       1.mov, 1A.mov … (ProRes 422 HQ with handles), 1.wav … (dialogue)
+      audio/       DX.wav, MX.wav, FX.wav, mix_web.wav, mix_master.wav, lines/
+      subtitles/   TITLE.srt, TITLE.vtt
+      report.html, report.json, manifest.json
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .checks import plan_problems
+from .errors import AiprodError, PlanError
+from .files import write_atomic
+from .plan import ShotPlan, format_frame_rate, load_plan, plan_to_json
+from .planner import PlannerSettings, plan_source
+from .project import DELIVERY_PROFILES, Project
+
+__all__ = ["RenderOptions", "RenderResult", "render", "EXIT_SHOTS_FAILED", "Reporter"]
+
+EXIT_SHOTS_FAILED = 3
+CACHE_VERSION = "1"
+LINE_LEAD = 0.25  # seconds of picture before the first line of a shot
+LINE_GAP = 0.25  # between lines in one shot
+LINE_TAIL = 0.35  # after the last line
+
+
+def key_of(*parts: Any) -> str:
+    """A stable hash of a stage's inputs and settings."""
+    blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Put a cached file at its place in the output layout (hard link, else copy)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``path`` atomically unless it already holds ``data``; True if it was written."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    write_atomic(path, data)
+    return True
+
+
+# ------------------------------------------------------------------ progress
+
+
+class Reporter:
+    """Progress for people (stderr) or machines (one JSON event per line on stdout)."""
+
+    def __init__(self, quiet: bool = False, log_json: bool = False) -> None:
+        self.quiet, self.log_json = quiet, log_json
+        self.t0 = time.monotonic()
+        self._stage: str | None = None
+        self._stage_t0 = 0.0
+        self.timings: dict[str, float] = {}
+        self.done: dict[str, int] = {}
+        self.cached: dict[str, int] = {}
+        self._tty = sys.stderr.isatty()
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        if self.log_json:
+            print(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3),
+                              **fields}), flush=True)
+
+    def stage(self, name: str, total: int = 0) -> None:
+        self.end_stage()
+        self._stage, self._stage_t0 = name, time.monotonic()
+        self.done.setdefault(name, 0)
+        self.cached.setdefault(name, 0)
+        self._emit("stage_start", stage=name, total=total)
+
+    def item(self, name: str, index: int, total: int, cached: bool, **fields: Any) -> None:
+        stage = self._stage or "?"
+        (self.cached if cached else self.done)[stage] = \
+            (self.cached if cached else self.done).get(stage, 0) + 1
+        self._emit("item", stage=stage, item=name, index=index, total=total, cached=cached,
+                   **fields)
+        if self.quiet or self.log_json:
+            return
+        elapsed = time.monotonic() - self._stage_t0
+        eta = elapsed / max(index, 1) * (total - index) if index else 0.0
+        width = 24
+        filled = int(width * index / max(total, 1))
+        line = (f"\r{stage:>10} [{'#' * filled}{'.' * (width - filled)}] {index}/{total} "
+                f"{name:<10} {elapsed:6.1f}s elapsed, ~{eta:5.1f}s left"
+                + (" (cached)" if cached else ""))
+        sys.stderr.write(line if self._tty else line.lstrip("\r") + "\n")
+        sys.stderr.flush()
+
+    def note(self, message: str, **fields: Any) -> None:
+        self._emit("note", message=message, **fields)
+        if not self.quiet and not self.log_json:
+            sys.stderr.write(("\n" if self._tty else "") + message + "\n")
+
+    def end_stage(self) -> None:
+        if self._stage is None:
+            return
+        seconds = time.monotonic() - self._stage_t0
+        self.timings[self._stage] = round(self.timings.get(self._stage, 0.0) + seconds, 3)
+        self._emit("stage_end", stage=self._stage, seconds=round(seconds, 3),
+                   done=self.done.get(self._stage, 0), cached=self.cached.get(self._stage, 0))
+        if not self.quiet and not self.log_json:
+            if self._tty:
+                sys.stderr.write("\n")
+            sys.stderr.write(f"{self._stage:>10} done in {seconds:.1f}s "
+                             f"({self.done.get(self._stage, 0)} made, "
+                             f"{self.cached.get(self._stage, 0)} cached)\n")
+        self._stage = None
+
+
+# ------------------------------------------------------------------ options and results
+
+
+@dataclass
+class RenderOptions:
+    engine: str | None = None
+    profiles: list[str] | None = None
+    project: Project = field(default_factory=Project)
+    fps: Fraction | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    quiet: bool = False
+    log_json: bool = False
+    burn_in: bool | None = None
+
+
+@dataclass
+class RenderResult:
+    outdir: Path
+    masters: dict[str, Path]
+    failed_shots: dict[str, str]
+    report: dict
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SHOTS_FAILED if self.failed_shots else 0
+
+
+@dataclass
+class _Line:
+    shot_id: str
+    line_id: str
+    speaker: str
+    text: str
+    parenthetical: str | None
+    key: str
+    wav: Path
+    timings: dict
+    offset: float = 0.0  # seconds from the shot's cut in
+    start_sample: int = 0  # on the film, at 48 kHz
+
+
+# ------------------------------------------------------------------ the runner
+
+
+class _Render:
+    def __init__(self, source: Path, outdir: Path, options: RenderOptions) -> None:
+        self.source, self.outdir, self.o = source, outdir, options
+        self.project = options.project
+        self.cache = outdir / ".cache"
+        self.r = Reporter(options.quiet, options.log_json)
+        self.failed: dict[str, str] = {}
+        self.report: dict[str, Any] = {"version": __version__}
+
+    def cached(self, stage: str, key: str, suffix: str) -> Path:
+        p = self.cache / stage / f"{key}{suffix}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    # ---- plan
+    def plan(self) -> ShotPlan:
+        self.r.stage("plan", 1)
+        out = self.project.output
+        if self.source.suffix.lower() == ".json":
+            plan = load_plan(self.source)
+            changes: dict[str, Any] = {}
+            if self.o.fps or out.fps:
+                changes["fps"] = self.o.fps or out.fps
+            if self.o.width or out.width:
+                changes["width"] = self.o.width or out.width
+            if self.o.height or out.height:
+                changes["height"] = self.o.height or out.height
+            plan = plan.model_copy(update=changes) if changes else plan
+        else:
+            settings = PlannerSettings(
+                fps=self.o.fps or out.fps or Fraction(24),
+                width=self.o.width or out.width or 1920,
+                height=self.o.height or out.height or 1080,
+                seed=self.o.seed or 0,
+            )
+            plan, warnings = plan_source(self.source, settings)
+            for line, message in warnings:
+                self.r.note(f"{self.source}:{line}: warning: {message}")
+        problems = plan_problems(plan)
+        if problems:
+            where, message = problems[0]
+            raise PlanError(message, source=self.source, where=where)
+        marker = self.cached("plan", key_of("plan", plan_to_json(plan)), ".json")
+        hit = marker.exists()
+        if not hit:
+            write_atomic(marker, plan_to_json(plan).encode())
+        self.r.item("plan", 1, 1, cached=hit)
+        return plan
+
+    # ---- speech
+    def speech(self, plan: ShotPlan) -> dict[str, list[_Line]]:
+        from audio.io import write_wav
+        from audio.tts import Voice, assign_voices, delivery_for, engine_by_name
+
+        names = [c.name for c in plan.cast]
+        overrides = {}
+        for name, ch in self.project.characters.items():
+            base = assign_voices([name])[name]
+            language, variant = base.language, base.variant
+            if ch.voice:
+                language, _, variant = ch.voice.partition("+")
+            overrides[name] = Voice(language, variant, ch.pitch if ch.pitch is not None
+                                    else base.pitch, base.range,
+                                    ch.rate if ch.rate is not None else base.rate)
+        voices = assign_voices(names, overrides)
+        self.report["voices"] = {n: v.name for n, v in voices.items()}
+        engine = engine_by_name("espeak")
+        lines = [(shot, ln) for _, shot in plan.shots() for ln in shot.dialogue]
+        self.r.stage("speech", len(lines))
+        out: dict[str, list[_Line]] = {}
+        for i, (shot, ln) in enumerate(lines, 1):
+            voice = voices.get(ln.speaker) or Voice()
+            key = key_of("speech", "espeak", ln.text, ln.parenthetical, voice.__dict__)
+            wav, meta = self.cached("speech", key, ".wav"), self.cached("speech", key, ".json")
+            hit = wav.exists() and meta.exists()
+            if not hit:
+                s = engine.synthesize(ln.text, voice, delivery_for(ln.parenthetical))
+                write_atomic(meta, json.dumps(s.timings()).encode())
+                write_wav(wav, s.samples, s.sample_rate)
+            timings = json.loads(meta.read_text())
+            out.setdefault(shot.id, []).append(_Line(shot.id, ln.id, ln.speaker, ln.text,
+                                                     ln.parenthetical, key, wav, timings))
+            self.r.item(ln.id, i, len(lines), cached=hit)
+        return out
+
+    # ---- timing: speech can lengthen a shot
+    def fit_dialogue(self, plan: ShotPlan, lines: dict[str, list[_Line]]) -> ShotPlan:
+        fps = plan.fps
+        scenes = []
+        lengthened = {}
+        for scene in plan.scenes:
+            shots = []
+            for shot in scene.shots:
+                t = LINE_LEAD
+                prev_dual = False
+                last_start = t
+                for ln, dl in zip(lines.get(shot.id, []), shot.dialogue):
+                    start = last_start if (dl.dual and prev_dual) else t
+                    ln.offset = start
+                    t = max(t, start + ln.timings["duration"] + LINE_GAP)
+                    last_start, prev_dual = start, dl.dual
+                needed = math.ceil((t - LINE_GAP + LINE_TAIL) * fps) if shot.id in lines else 0
+                if needed > shot.duration:
+                    lengthened[shot.id] = (shot.duration, needed)
+                    shot = shot.model_copy(update={"duration": needed})
+                shots.append(shot)
+            scenes.append(scene.model_copy(update={"shots": shots}))
+        if lengthened:
+            self.r.note(f"speech lengthened {len(lengthened)} shots: " + ", ".join(
+                f"{k} {a}→{b}" for k, (a, b) in lengthened.items()))
+        self.report["lengthened"] = {k: list(v) for k, v in lengthened.items()}
+        edited = plan.model_copy(update={"scenes": scenes})
+        start = 0
+        for _, shot in edited.shots():
+            for ln in lines.get(shot.id, []):
+                ln.start_sample = int(round((Fraction(start) / fps + Fraction(ln.offset)
+                                             .limit_denominator(48000)) * 48000))
+            start += shot.duration
+        return edited
+
+    # ---- generation
+    def generation(self, plan: ShotPlan, lines: dict[str, list[_Line]]) -> dict[str, Any]:
+        from audio.visemes import MouthCue, shapes_per_frame
+        from editing.conform import PROFILES, encode_master
+        from editing.timeline import ShotMedia, handles_for
+        from generation.animatic import title_card
+        from generation.engine import KeyframeStore, Keyframe, RenderContext, engine_by_name
+
+        name = self.o.engine or self.project.engine.name
+        settings: dict[str, Any] = {}
+        if name == "animatic":
+            settings["burn_in"] = self.o.burn_in if self.o.burn_in is not None \
+                else self.project.engine.burn_in
+        elif name == "clips":
+            c = self.project.engine.clips
+            settings = {"media": {k: str(self.project.path(v)) for k, v in c.media.items()},
+                        "folder": str(self.project.path(c.folder)) if c.folder else None,
+                        "fit": c.fit, "fill": c.fill}
+        engine = engine_by_name(name, **settings)
+        handles = handles_for(plan)
+        store = KeyframeStore()
+        shots = plan.shots()
+        self.r.stage("generation", len(shots))
+        media: dict[str, ShotMedia] = {}
+        W, H, fps = plan.width, plan.height, plan.fps
+        for i, (scene, shot) in enumerate(shots, 1):
+            head, tail = handles[shot.id]
+            n = shot.duration + head + tail
+            longer = shot.model_copy(update={"duration": n})
+            visemes: dict[str, list[str]] = {}
+            for ln in lines.get(shot.id, []):
+                cues = [MouthCue(c["start"], c["end"], c["value"])
+                        for c in _mouth_cues(ln.timings, fps)]
+                track = shapes_per_frame(cues, n, fps, offset=head / fps + ln.offset)
+                old = visemes.get(ln.speaker, ["X"] * n)
+                visemes[ln.speaker] = [b if b != "X" else a for a, b in zip(old, track)]
+            look = self.project.looks.shot.get(shot.id) or self.project.looks.scene.get(scene.id)
+            key = key_of("shot", name, settings, longer.model_dump(mode="json"),
+                         scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
+                         visemes, look)
+            mov = self.cached("shots", key, ".mov")
+            first, last = self.cached("shots", key, ".first.npy"), \
+                self.cached("shots", key, ".last.npy")
+            hit = mov.exists() and first.exists() and last.exists()
+            if not hit:
+                ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), visemes,
+                                    label=shot.id)
+                error = None
+                for attempt in (1, 2):
+                    try:
+                        r = engine.render(longer, ctx)
+                        encode_master(iter(r), n, fps, W, H, mov, PROFILES["prores"], None)
+                        np.save(first.with_suffix(".tmp.npy"), r.keyframes["first"].image)
+                        os.replace(first.with_suffix(".tmp.npy"), first)
+                        np.save(last.with_suffix(".tmp.npy"), r.keyframes["last"].image)
+                        os.replace(last.with_suffix(".tmp.npy"), last)
+                        error = None
+                        break
+                    except AiprodError as exc:
+                        error = str(exc)
+                    except Exception as exc:  # noqa: BLE001 - one shot must not take all down
+                        error = f"{type(exc).__name__}: {exc}"
+                if error is not None:
+                    self.failed[shot.id] = error
+                    self.r.note(f"shot {shot.id} failed twice, replaced by a slate: {error}")
+                    mov = self.cached("slates", key_of("slate", shot.id, n, W, H, error), ".mov")
+                    card = title_card(f"SHOT {shot.id} FAILED - {error[:120]}", W, H)
+                    # a slate lives outside the shot cache, so a rerun tries the shot again
+                    encode_master(iter([card] * n), n, fps, W, H, mov, PROFILES["prores"], None)
+            if shot.id not in self.failed:
+                fk = {"first": Keyframe(shot.id, 0, np.load(first), light=scene.light),
+                      "last": Keyframe(shot.id, n - 1, np.load(last), light=scene.light)}
+                store.add_shot(scene, shot, fk)
+            dst = self.outdir / "shots" / f"{shot.id}.mov"
+            _place(mov, dst)
+            media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name)
+            self.r.item(shot.id, i, len(shots), cached=hit)
+        self.report["engine"] = {"name": name, "settings": settings}
+        return media
+
+    # ---- mix
+    def mix(self, plan: ShotPlan, lines: dict[str, list[_Line]], profiles: list[str]
+            ) -> dict[str, Any]:
+        from audio.io import read_audio, resample, write_wav
+        from audio.loudness import measure
+        from audio.mix import Bed, DialogueClip, MixSettings, mix_stems, procedural_bed
+        from audio.normalize import Target, normalize
+
+        a = self.project.audio
+        fps = plan.fps
+        total = int(round(Fraction(plan.duration) * 48000 / fps))
+        all_lines = [ln for shot_lines in lines.values() for ln in shot_lines]
+        beds: list[dict] = []
+        start = 0
+        for scene in plan.scenes:
+            frames = sum(s.duration for s in scene.shots)
+            beds.append({"scene": scene.id, "start": int(round(Fraction(start) * 48000 / fps)),
+                         "end": int(round(Fraction(start + frames) * 48000 / fps)),
+                         "light": scene.light, "exterior": scene.int_ext in ("EXT", "EST"),
+                         "ambience": a.ambience.get(scene.id)})
+            start += frames
+        settings = MixSettings(duck_db=a.duck_db, music_db=a.music_db, ambience_db=a.ambience_db)
+        key = key_of("mix", [(ln.key, ln.start_sample) for ln in all_lines], beds, a.music,
+                     plan.seed, total, settings.__dict__,
+                     [_file_digest(self.project.path(p)) for p in
+                      [a.music, *a.ambience.values()] if p])
+        stem_paths = {s: self.cached("mix", f"{key}_{s}", ".wav") for s in ("DX", "MX", "FX")}
+        self.r.stage("mix", 1 + len(profiles))
+        hit = all(p.exists() for p in stem_paths.values())
+        if not hit:
+            clips = [DialogueClip(ln.start_sample, read_audio(ln.wav)[0][:, 0], name=ln.line_id)
+                     for ln in all_lines]
+
+            def user_bed(path: str) -> np.ndarray:
+                x, rate = read_audio(self.project.path(path))
+                return resample(x, rate).astype(np.float32)
+
+            music_src = user_bed(a.music) if a.music else None
+            music, ambience = [], []
+            for b in beds:
+                seconds = (b["end"] - b["start"]) / 48000
+                m = music_src if music_src is not None else procedural_bed(
+                    "music", min(seconds, 32.0) + 1, plan.seed + _seed(b["scene"]), b["light"])
+                music.append(Bed(b["start"], b["end"], m, name=f"music {b['scene']}"))
+                amb = user_bed(b["ambience"]) if b["ambience"] else procedural_bed(
+                    "ambience", min(seconds, 20.0) + 1, plan.seed + 7 + _seed(b["scene"]),
+                    b["light"], exterior=b["exterior"])
+                ambience.append(Bed(b["start"], b["end"], amb, name=f"ambience {b['scene']}"))
+            stems = mix_stems(clips, music, ambience, total, settings)
+            for s, arr in (("DX", stems.dx), ("MX", stems.mx), ("FX", stems.fx)):
+                write_wav(stem_paths[s], arr)
+        self.r.item("stems", 1, 1 + len(profiles), cached=hit)
+        audio_dir = self.outdir / "audio"
+        for s, p in stem_paths.items():
+            _place(p, audio_dir / f"{s}.wav")
+        mixes: dict[str, Path] = {}
+        loud: dict[str, dict] = {}
+        stems_sum = None
+        for i, name in enumerate(profiles, 2):
+            prof = DELIVERY_PROFILES[name]
+            mkey = key_of("mixdown", key, prof.loudness, prof.true_peak)
+            path = self.cached("mix", mkey, ".wav")
+            info = self.cached("mix", mkey, ".json")
+            hit = path.exists() and info.exists()
+            if not hit:
+                if stems_sum is None:
+                    stems_sum = sum(read_audio(p)[0] for p in stem_paths.values())
+                y, after, warnings = normalize(stems_sum, 48000, Target(
+                    name, prof.loudness, prof.true_peak))
+                write_wav(path, y)
+                check = measure(*read_audio(path))  # measured again from the file as written
+                write_atomic(info, json.dumps({**check.as_dict(), "warnings": warnings}).encode())
+            loud[name] = {"target": prof.loudness, "ceiling": prof.true_peak,
+                          **json.loads(info.read_text())}
+            _place(path, audio_dir / f"mix_{name}.wav")
+            mixes[name] = audio_dir / f"mix_{name}.wav"
+            self.r.item(f"mix {name}", i, 1 + len(profiles), cached=hit)
+        lines_dir = audio_dir / "lines"
+        for ln in all_lines:
+            _place(ln.wav, lines_dir / f"{ln.line_id}.wav")
+        # per-shot sync sound for editors: the dialogue stem over each shot's cut
+        dx = None
+        start = 0
+        for _, shot in plan.shots():
+            a0 = int(round(Fraction(start) * 48000 / fps))
+            a1 = int(round(Fraction(start + shot.duration) * 48000 / fps))
+            start += shot.duration
+            skey = key_of("shotwav", key, a0, a1)
+            cached = self.cached("mix", skey, ".wav")
+            if not cached.exists():
+                if dx is None:
+                    dx = read_audio(stem_paths["DX"])[0]
+                write_wav(cached, dx[a0:a1])
+            _place(cached, self.outdir / "shots" / f"{shot.id}.wav")
+        self.report["loudness"] = loud
+        return {"mixes": mixes, "stems": {s: audio_dir / f"{s}.wav" for s in stem_paths},
+                "lines_dir": lines_dir}
+
+    # ---- timeline and exports
+    def timeline(self, plan: ShotPlan, media, lines, mix, profiles: list[str]):
+        import opentimelineio as otio
+
+        from editing.export import FORMATS, export_timeline
+        from editing.timeline import LineMedia, TimelineMedia, build_timeline
+
+        self.r.stage("timeline", 1)
+        line_media = [LineMedia(ln.line_id, ln.speaker, mix["lines_dir"] / f"{ln.line_id}.wav",
+                                ln.start_sample, int(round(ln.timings["duration"] * 48000)),
+                                ln.text)
+                      for shot_lines in lines.values() for ln in shot_lines]
+        main_mix = mix["mixes"].get("master") or next(iter(mix["mixes"].values()))
+        tl = build_timeline(plan, TimelineMedia(media, line_media, mix["stems"]["MX"],
+                                                mix["stems"]["FX"], main_mix))
+        folder = self.outdir / "timeline"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = _slug(plan.title)
+        _write_if_changed(folder / "plan.json", plan_to_json(plan).encode())
+        otio_path = folder / f"{stem}.otio"
+        text = otio.adapters.write_to_string(tl, "otio_json").encode()
+        changed = _write_if_changed(otio_path, text)
+        written = [otio_path]
+        if any(DELIVERY_PROFILES[p].exports for p in profiles):
+            for fmt in ("fcp7", "fcpxml", "edl", "otioz"):
+                target = folder / f"{stem}{FORMATS[fmt][1]}"
+                if target.exists() and not changed:
+                    written.append(target)
+                    continue
+                try:
+                    written.append(export_timeline(tl, fmt, target))
+                except AiprodError as exc:
+                    self.r.note(f"timeline export {fmt} failed: {exc}")
+        self.r.item("timeline", 1, 1, cached=not changed)
+        self.report["timeline"] = [str(p.relative_to(self.outdir)) for p in written]
+        return tl, otio_path
+
+    # ---- masters
+    def masters(self, plan: ShotPlan, tl, otio_path: Path, mix, profiles: list[str]
+                ) -> dict[str, Path]:
+        import opentimelineio as otio
+
+        from editing.conform import PROFILES, conform
+
+        self.r.stage("masters", len(profiles))
+        out: dict[str, Path] = {}
+        picture = key_of("picture", otio.adapters.write_to_string(tl, "otio_json"))
+        for i, name in enumerate(profiles, 1):
+            prof = DELIVERY_PROFILES[name]
+            codec = PROFILES[prof.video]
+            audio = mix["mixes"][name]
+            key = key_of("master", picture, _file_digest(audio), prof.video)
+            cached = self.cached("masters", key, codec.suffix)
+            hit = cached.exists()
+            if not hit:
+                conform(tl, cached, prof.video, audio=audio, base=otio_path.parent)
+            dst = self.outdir / "masters" / f"{_slug(plan.title)}_{name}{codec.suffix}"
+            _place(cached, dst)
+            out[name] = dst
+            self.r.item(name, i, len(profiles), cached=hit)
+        return out
+
+    # ---- subtitles
+    def subtitles(self, plan: ShotPlan, lines: dict[str, list[_Line]]) -> None:
+        from editing.subtitles import SpokenLine, subtitle_cues, to_srt, to_webvtt
+
+        self.r.stage("subtitles", 1)
+        spoken = [SpokenLine(ln.start_sample / 48000, ln.text,
+                             [(w["text"], w["start"], w["end"]) for w in ln.timings["words"]],
+                             ln.speaker)
+                  for shot_lines in lines.values() for ln in shot_lines]
+        cues = subtitle_cues(spoken)
+        folder = self.outdir / "subtitles"
+        stem = _slug(plan.title)
+        changed = _write_if_changed(folder / f"{stem}.srt", to_srt(cues).encode())
+        changed |= _write_if_changed(folder / f"{stem}.vtt", to_webvtt(cues).encode())
+        self.report["subtitles"] = {"cues": len(cues)}
+        self.r.item("subtitles", 1, 1, cached=not changed)
+
+    # ---- report
+    def write_report(self, plan: ShotPlan, media, masters: dict[str, Path]) -> None:
+        import cv2
+
+        self.r.end_stage()
+        self.report.update({
+            "title": plan.title,
+            "fps": format_frame_rate(plan.fps),
+            "size": [plan.width, plan.height],
+            "duration_frames": plan.duration,
+            "duration_seconds": round(float(plan.duration / plan.fps), 3),
+            "shots": [{"id": s.id, "scene": sc.id, "framing": s.framing.value,
+                       "move": s.camera_move.value, "frames": s.duration,
+                       "characters": s.characters,
+                       "dialogue": [f"{d.speaker}: {d.text}" for d in s.dialogue],
+                       "failed": self.failed.get(s.id)} for sc, s in plan.shots()],
+            "failed_shots": self.failed,
+            "stage_seconds": self.r.timings,
+            "made": self.r.done,
+            "cached": self.r.cached,
+            "masters": {k: str(v.relative_to(self.outdir)) for k, v in masters.items()},
+        })
+        thumbs = []
+        for sc, s in plan.shots():
+            m = media[s.id]
+            frame = _frame_at(m.path, m.head + s.duration // 2)
+            if frame is not None:
+                small = cv2.resize(frame, (320, max(2, round(320 * plan.height / plan.width))))
+                ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+                thumbs.append((s.id, sc.heading, base64.b64encode(jpg.tobytes()).decode()))
+        write_atomic(self.outdir / "report.json", json.dumps(self.report, indent=2).encode())
+        write_atomic(self.outdir / "report.html", _report_html(self.report, thumbs).encode())
+        files = {}
+        for p in sorted(self.outdir.rglob("*")):
+            if p.is_file() and ".cache" not in p.parts and p.name != "manifest.json" \
+                    and not p.name.startswith("."):
+                files[str(p.relative_to(self.outdir))] = {"bytes": p.stat().st_size,
+                                                          "sha256": _file_digest(p)}
+        manifest = {"schema": "Manifest.1", "generator": f"aiprod-post {__version__}",
+                    "source": str(self.source), "engine": self.report.get("engine"),
+                    "voices": self.report.get("voices"), "files": files}
+        write_atomic(self.outdir / "manifest.json", json.dumps(manifest, indent=2).encode())
+
+
+def _seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:3], "big")
+
+
+def _slug(title: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in title.strip())
+    return "_".join(p for p in keep.split("_") if p) or "film"
+
+
+def _mouth_cues(timings: dict, fps: Fraction) -> list[dict]:
+    from audio.tts import TimedUnit
+    from audio.visemes import mouth_cues
+
+    phonemes = [TimedUnit(p["text"], p["start"], p["end"]) for p in timings["phonemes"]]
+    return [c.__dict__ for c in mouth_cues(phonemes, timings["duration"], fps)]
+
+
+def _frame_at(path: Path, index: int) -> np.ndarray | None:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            for i, fr in enumerate(c.decode(video=0)):
+                if i >= index:
+                    return fr.to_ndarray(format="rgb24")
+    except Exception:  # noqa: BLE001 - a contact sheet without one frame is still a report
+        return None
+    return None
+
+
+def _report_html(report: dict, thumbs: list[tuple[str, str, str]]) -> str:
+    e = html.escape
+    cells = "".join(f"<figure><img src='data:image/jpeg;base64,{b64}' alt='{e(sid)}'>"
+                    f"<figcaption><b>{e(sid)}</b> {e(head)}</figcaption></figure>"
+                    for sid, head, b64 in thumbs)
+    rows = "".join(
+        f"<tr{' class=failed' if s['failed'] else ''}><td>{e(s['scene'])}</td><td>{e(s['id'])}"
+        f"</td><td>{e(s['framing'])}</td><td>{e(s['move'])}</td><td>{s['frames']}</td>"
+        f"<td>{e(', '.join(s['characters']))}</td><td>{e(' / '.join(s['dialogue'])[:160])}</td>"
+        f"</tr>" for s in report["shots"])
+    loud = "".join(
+        f"<tr><td>{e(k)}</td><td>{v.get('target')}</td><td>{v.get('integrated')}</td>"
+        f"<td>{v.get('true_peak')}</td><td>{v.get('loudness_range')}</td></tr>"
+        for k, v in report.get("loudness", {}).items())
+    stages = "".join(
+        f"<tr><td>{e(k)}</td><td>{v}</td><td>{report['made'].get(k, 0)}</td>"
+        f"<td>{report['cached'].get(k, 0)}</td></tr>" for k, v in report["stage_seconds"].items())
+    failed = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in report["failed_shots"].items())
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>{e(report['title'])} - aiprod-post report</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;background:#111;color:#ddd}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #444;padding:3px 8px}}
+.sheet{{display:flex;flex-wrap:wrap;gap:8px}}figure{{margin:0;width:320px}}
+img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{background:#600}}</style>
+</head><body><h1>{e(report['title'])}</h1>
+<p>{report['duration_seconds']} s, {report['duration_frames']} frames at {e(report['fps'])} fps,
+{report['size'][0]}x{report['size'][1]}, aiprod-post {e(report['version'])}</p>
+{'<h2>Failed shots</h2><ul>' + failed + '</ul>' if failed else ''}
+<h2>Contact sheet</h2><div class="sheet">{cells}</div>
+<h2>Shots</h2><table><tr><th>scene</th><th>shot</th><th>framing</th><th>move</th>
+<th>frames</th><th>characters</th><th>dialogue</th></tr>{rows}</table>
+<h2>Loudness</h2><table><tr><th>profile</th><th>target LUFS</th><th>integrated</th>
+<th>true peak dBTP</th><th>LRA</th></tr>{loud}</table>
+<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>made</th><th>cached</th></tr>
+{stages}</table></body></html>"""
+
+
+def render(source: str | Path, outdir: str | Path, options: RenderOptions | None = None
+           ) -> RenderResult:
+    """Run every stage for ``source`` into ``outdir``; see the module docstring."""
+    options = options or RenderOptions()
+    source, outdir = Path(source), Path(outdir)
+    profiles = options.profiles or options.project.output.profiles or ["web", "master"]
+    for p in profiles:
+        if p not in DELIVERY_PROFILES:
+            raise AiprodError(f"unknown delivery profile {p!r}: expected one of "
+                              f"{', '.join(DELIVERY_PROFILES)}", where="--profile")
+    outdir.mkdir(parents=True, exist_ok=True)
+    if not os.access(outdir, os.W_OK):
+        raise AiprodError("output folder is not writable", source=outdir)
+    run = _Render(source, outdir, options)
+    plan = run.plan()
+    lines = run.speech(plan)
+    plan = run.fit_dialogue(plan, lines)
+    media = run.generation(plan, lines)
+    mix = run.mix(plan, lines, profiles)
+    tl, otio_path = run.timeline(plan, media, lines, mix, profiles)
+    masters = run.masters(plan, tl, otio_path, mix, profiles)
+    run.subtitles(plan, lines)
+    run.write_report(plan, media, masters)
+    return RenderResult(outdir, masters, run.failed, run.report)
+

@@ -1,0 +1,156 @@
+"""The project file (TOML): characters, looks, engine, format and delivery profiles.
+
+Every key is checked: an unknown key is an error that names it, so a typo never
+silently does nothing. CLI flags override what the file says.
+
+.. code-block:: toml
+
+    [output]
+    width = 1920
+    height = 1080
+    fps = "24"
+    profiles = ["web", "master"]
+
+    [engine]
+    name = "animatic"          # animatic | clips | ltx
+    burn_in = false
+
+    [engine.clips]
+    folder = "footage"          # 3A.mov, 3B_take2.mp4 …
+    fit = "crop"                # crop | letterbox
+    media = { "2C" = "pickups/2C.mov" }
+
+    [characters.NELL]
+    voice = "en+f3"             # espeak-ng language[+variant]
+    pitch = 60
+    rate = 150
+    reference = "refs/nell.png"
+
+    [looks]
+    scene = { "2" = "day-for-night" }
+    shot = { "3A" = "noir" }
+
+    [audio]
+    duck_db = -12.0
+    music = "music/theme.wav"   # one bed for the film, looped
+    ambience = { "1" = "amb/harbour.wav" }
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import AiprodError
+from .plan import FrameRate
+
+__all__ = ["Project", "load_project", "DELIVERY_PROFILES", "DeliveryProfile"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputSettings(_Strict):
+    width: int | None = Field(None, ge=16, le=8192)
+    height: int | None = Field(None, ge=16, le=8192)
+    fps: FrameRate | None = None
+    profiles: list[str] | None = None
+    burn_in_subtitles: bool = False
+
+
+class ClipsSettings(_Strict):
+    folder: str | None = None
+    fit: Literal["crop", "letterbox"] = "crop"
+    fill: Literal["hold", "loop"] = "hold"
+    media: dict[str, str] = Field(default_factory=dict)
+
+
+class EngineSettings(_Strict):
+    name: Literal["animatic", "clips", "ltx"] = "animatic"
+    burn_in: bool = False
+    clips: ClipsSettings = Field(default_factory=ClipsSettings)
+
+
+class CharacterSettings(_Strict):
+    voice: str | None = None
+    pitch: int | None = Field(None, ge=0, le=100)
+    rate: int | None = Field(None, ge=80, le=450)
+    reference: str | None = None
+
+
+class LookSettings(_Strict):
+    scene: dict[str, str] = Field(default_factory=dict)
+    shot: dict[str, str] = Field(default_factory=dict)
+
+
+class AudioSettings(_Strict):
+    duck_db: float = Field(-12.0, le=0.0, ge=-60.0)
+    music: str | None = None
+    ambience: dict[str, str] = Field(default_factory=dict)
+    music_db: float = -8.0
+    ambience_db: float = -14.0
+
+
+class Project(_Strict):
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    characters: dict[str, CharacterSettings] = Field(default_factory=dict)
+    looks: LookSettings = Field(default_factory=LookSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    root: str = Field(".", exclude=True, description="folder relative paths resolve against")
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.root) / p
+
+
+class DeliveryProfile(BaseModel):
+    name: str
+    video: Literal["h264", "prores"]
+    loudness: float
+    true_peak: float
+    stems: bool = False
+    exports: bool = False
+
+
+DELIVERY_PROFILES: dict[str, DeliveryProfile] = {
+    "web": DeliveryProfile(name="web", video="h264", loudness=-14.0, true_peak=-1.0),
+    "broadcast-ebu": DeliveryProfile(name="broadcast-ebu", video="prores", loudness=-23.0,
+                                     true_peak=-1.0),
+    "broadcast-atsc": DeliveryProfile(name="broadcast-atsc", video="prores", loudness=-24.0,
+                                      true_peak=-2.0),
+    "master": DeliveryProfile(name="master", video="prores", loudness=-23.0, true_peak=-1.0,
+                              stems=True, exports=True),
+}
+
+
+def load_project(path: str | Path) -> Project:
+    """Read and check a project file; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AiprodError("no such project file", source=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AiprodError(f"invalid TOML: {exc}", source=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AiprodError(f"cannot read: {exc}", source=path) from None
+    try:
+        project = Project.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise AiprodError(f"{msg}", source=path, where=key) from None
+    project.root = str(path.parent)
+    for name in project.output.profiles or []:
+        if name not in DELIVERY_PROFILES:
+            raise AiprodError(f"unknown delivery profile {name!r}: expected one of "
+                              f"{', '.join(DELIVERY_PROFILES)}", source=path,
+                              where="output.profiles")
+    return project
+
