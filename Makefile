@@ -13,8 +13,8 @@ venv:
 
 demo:
 	$(PYTHON) scripts/bootstrap.py --venv $(VENV)
-	$(BIN)/aiprod-post plan $(EXAMPLE) -o $(OUT)/plan.json
-	$(BIN)/aiprod-post plan $(OUT)/plan.json
+	$(BIN)/aiprod-post plan $(EXAMPLE)
+	$(BIN)/aiprod-post render $(EXAMPLE) -o $(OUT)
 
 test:
 	$(PYTHON) scripts/bootstrap.py --venv $(VENV) --extras test
@@ -23,6 +23,8 @@ test:
 bench:
 	$(PYTHON) scripts/bootstrap.py --venv $(VENV) --extras test
 	$(BIN)/python benchmarks/bench_planner.py
+	taskset -c 0 $(BIN)/python benchmarks/bench_loudness.py
+	taskset -c 0 $(BIN)/python benchmarks/bench_animatic.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -13,9 +13,14 @@ events, not from an aligner. Output is mono float32 at 48 kHz.
 
 from __future__ import annotations
 
+import _ctypes
+import atexit
 import ctypes
 import hashlib
+import os
 import re
+import shutil
+import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -246,18 +251,47 @@ _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
 
 _LOCK = threading.Lock()  # libespeak-ng keeps global state: one synthesis at a time
 _LIB: tuple[ctypes.CDLL, int] | None = None
+_CALLBACK = None
 
 
-def _library() -> tuple[ctypes.CDLL, int]:
+_PRIVATE_COPY: str | None = None
+_LIBC = ctypes.CDLL(None)
+
+
+def _private_copy(path: str) -> str:
+    """A per-process copy of the shared library, so it can be unloaded and loaded again."""
+    global _PRIVATE_COPY
+    if _PRIVATE_COPY is None or not os.path.exists(_PRIVATE_COPY):
+        folder = tempfile.mkdtemp(prefix="aiprod-espeak-")
+        atexit.register(shutil.rmtree, folder, True)
+        _PRIVATE_COPY = os.path.join(folder, os.path.basename(path))
+        shutil.copyfile(path, _PRIVATE_COPY)
+    return _PRIVATE_COPY
+
+
+def _library(fresh: bool = False) -> tuple[ctypes.CDLL, int]:
+    """The loaded, initialised library.
+
+    ``fresh`` loads a new instance. libespeak-ng keeps static state from one utterance to
+    the next (pitch flutter and the like), which espeak_Terminate does not reset: the same
+    line comes out a few samples different after other lines. Unloading the library and
+    loading it again gives every line the same starting state, so the same input always
+    gives the same samples. It costs a few milliseconds a line.
+    """
     global _LIB
-    if _LIB is not None:
+    if _LIB is not None and not fresh:
         return _LIB
+    if _LIB is not None:
+        old = _LIB[0]
+        old.espeak_Terminate()
+        _LIB = None
+        _ctypes.dlclose(old._handle)
     try:
         import espeakng_loader
     except ImportError as exc:
         raise MediaError("the espeak TTS engine needs the 'espeakng-loader' package "
                          "(pip install espeakng-loader)") from exc
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    lib = ctypes.CDLL(_private_copy(espeakng_loader.get_library_path()))
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
@@ -268,9 +302,10 @@ def _library() -> tuple[ctypes.CDLL, int]:
                                  ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint),
                                  ctypes.c_void_p]
     lib.espeak_Synchronize.restype = ctypes.c_int
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     data_dir = espeakng_loader.get_data_path()
     # espeak_Initialize wants the folder that *contains* espeak-ng-data
-    parent = data_dir.rsplit("/", 1)[0].encode()
+    parent = os.path.dirname(data_dir).encode()
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, parent,
                                  _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA
                                  | _INITIALIZE_DONT_EXIT)
@@ -290,7 +325,6 @@ class EspeakEngine:
         spoken = speakable_text(" ".join(text.split()))
         if not spoken.strip():
             raise MediaError("nothing to speak: the line is empty once markup is removed")
-        lib, rate = _library()
         chunks: list[np.ndarray] = []
         events: list[tuple[int, int, int, int, str]] = []
 
@@ -310,6 +344,13 @@ class EspeakEngine:
         name = f"{voice.language}+{variant}" if variant else voice.language
         data = spoken.encode("utf-8") + b"\0"
         with _LOCK:
+            lib, rate = _library(fresh=True)
+            # breathy and whispering voices draw noise from a generator seeded from the
+            # clock at start-up (and from libc's rand()): seed both for repeatable output
+            lib.espeak_ng_SetRandSeed(0)
+            _LIBC.srand(0)
+            global _CALLBACK
+            _CALLBACK = callback  # the library keeps the pointer: keep the object alive
             lib.espeak_SetSynthCallback(callback)
             if lib.espeak_SetVoiceByName(name.encode()) != 0:
                 raise MediaError(f"unknown espeak-ng voice {name!r}: expected a language such as "

@@ -192,3 +192,13 @@ def test_speak_loudness_normalize_cli(tmp_path):
     bad.write_bytes(b"RIFF....not audio")
     r = runner.invoke(main, ["loudness", str(bad)])
     assert r.exit_code == 2 and "bad.wav" in r.output
+
+
+def test_the_same_line_gives_the_same_samples_whatever_was_spoken_before():
+    voices = assign_voices(["NELL", "IVO"])
+    first = ENGINE.synthesize("Tonight, then?", voices["IVO"])
+    ENGINE.synthesize("Ferry's gone. Left at six.", voices["NELL"], delivery_for("(whispering)"))
+    ENGINE.synthesize("Get in!", voices["NELL"], delivery_for("(shouting)"))
+    again = ENGINE.synthesize("Tonight, then?", voices["IVO"])
+    np.testing.assert_array_equal(first.samples, again.samples)
+    assert first.phonemes == again.phonemes

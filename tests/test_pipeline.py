@@ -1,0 +1,219 @@
+"""The render pipeline end to end at a small size: outputs, caching, edits, resume, batch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aiprod_post.cli import main
+from aiprod_post.errors import AiprodError
+from aiprod_post.pipeline import RenderOptions, render
+from aiprod_post.project import Project, load_project
+from editing.conform import probe
+from generation.engine import ENGINES
+
+SCRIPT = """Title: Two Lines
+
+EXT. PIER - DUSK
+
+Gulls over the water. NELL waits.
+
+NELL
+Ferry's gone.
+
+IVO
+Tonight?
+
+DISSOLVE TO:
+
+INT. BOOTH - NIGHT
+
+Rain on the glass.
+
+NELL
+(quietly)
+Drink up.
+"""
+
+SMALL = dict(width=160, height=96, quiet=True)
+
+
+def write_script(folder: Path, text: str = SCRIPT) -> Path:
+    p = folder / "two_lines.fountain"
+    p.write_text(text)
+    return p
+
+
+def decoded_digest(path: Path) -> tuple[str, str]:
+    """Hashes of the decoded picture and sound: what a viewer gets, not container bytes."""
+    v, a = hashlib.sha256(), hashlib.sha256()
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            v.update(frame.to_ndarray(format="rgb24").tobytes())
+    with av.open(str(path)) as c:
+        for frame in c.decode(audio=0):
+            a.update(frame.to_ndarray().tobytes())
+    return v.hexdigest(), a.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("render")
+    script = write_script(folder)
+    out = folder / "out"
+    result = render(script, out, RenderOptions(**SMALL))
+    return script, out, result
+
+
+def test_layout_masters_and_report(rendered):
+    script, out, result = rendered
+    assert result.exit_code == 0
+    for rel in ["masters/Two_Lines_web.mp4", "masters/Two_Lines_master.mov",
+                "timeline/Two_Lines.otio", "timeline/Two_Lines.xml", "timeline/Two_Lines.fcpxml",
+                "timeline/Two_Lines.edl", "timeline/plan.json", "audio/DX.wav", "audio/MX.wav",
+                "audio/FX.wav", "audio/mix_web.wav", "audio/mix_master.wav",
+                "subtitles/Two_Lines.srt", "subtitles/Two_Lines.vtt", "report.html",
+                "report.json", "manifest.json", "shots/1.mov", "shots/1.wav"]:
+        assert (out / rel).is_file(), rel
+    report = json.loads((out / "report.json").read_text())
+    web = probe(out / "masters/Two_Lines_web.mp4")
+    assert web["video"]["frames"] == report["duration_frames"]
+    assert web["video"]["width"] == 160 and web["video"]["codec"] == "h264"
+    assert report["loudness"]["web"]["integrated"] == pytest.approx(-14.0, abs=0.1)
+    assert report["loudness"]["master"]["integrated"] == pytest.approx(-23.0, abs=0.1)
+    html = (out / "report.html").read_text()
+    assert html.count("<img") == len(report["shots"]) and "Loudness" in html
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "masters/Two_Lines_web.mp4" in manifest["files"]
+
+
+def test_stems_sum_to_the_mix_before_normalisation(rendered):
+    from audio.io import read_audio
+    _, out, _ = rendered
+    dx, mx, fx = (read_audio(out / "audio" / f"{s}.wav")[0] for s in ("DX", "MX", "FX"))
+    assert dx.shape == mx.shape == fx.shape and np.abs(dx).max() > 0.01
+
+
+def test_rerun_with_nothing_changed_does_no_work(rendered):
+    script, out, _ = rendered
+    result = render(script, out, RenderOptions(**SMALL))
+    assert sum(result.report["made"].values()) == 0
+
+
+def test_editing_one_line_redoes_only_what_depends_on_it(rendered, tmp_path):
+    script, out, _ = rendered
+    import shutil
+    work = tmp_path / "out"
+    shutil.copytree(out, work, symlinks=True)
+    edited = write_script(tmp_path, SCRIPT.replace("Tonight?", "Tonight, then?"))
+    result = render(edited, work, RenderOptions(**SMALL))
+    made = result.report["made"]
+    assert made["speech"] == 1  # that line only
+    assert made["generation"] == 1  # the shot it is in
+    assert made["mix"] >= 1 and made["masters"] == 2
+    assert result.report["cached"]["speech"] == 2 and result.report["cached"]["generation"] >= 4
+
+
+def test_same_inputs_give_identical_pictures_and_sound(rendered, tmp_path):
+    script, out, _ = rendered
+    again = render(script, tmp_path / "again", RenderOptions(**SMALL))
+    a = decoded_digest(out / "masters/Two_Lines_web.mp4")
+    b = decoded_digest(again.masters["web"])
+    assert a == b
+
+
+def test_a_killed_render_resumes_to_the_same_masters(rendered, tmp_path):
+    script, out, _ = rendered
+    target = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "aiprod_post.cli", "render", str(script), "-o", str(target),
+           "--size", "160x96", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # kill it once some shots are in the cache, before the masters exist
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        shots = list((target / ".cache" / "shots").glob("*.mov")) if (target / ".cache").exists() \
+            else []
+        if len(shots) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (target / "masters" / "Two_Lines_web.mp4").exists() or proc.returncode == 0
+    result = render(script, target, RenderOptions(**SMALL))
+    assert result.exit_code == 0
+    for name in ("web", "master"):
+        assert decoded_digest(result.masters[name]) == decoded_digest(
+            out / f"masters/Two_Lines_{name}{'.mp4' if name == 'web' else '.mov'}")
+
+
+def test_a_failing_shot_becomes_a_slate_and_the_run_says_so(tmp_path):
+    from generation.animatic import AnimaticEngine
+
+    class Flaky(AnimaticEngine):
+        name = "flaky"
+
+        def render(self, shot, context):
+            if shot.id == "1A":
+                raise RuntimeError("model fell over")
+            return super().render(shot, context)
+
+    ENGINES["flaky"] = Flaky
+    try:
+        script = write_script(tmp_path)
+        result = render(script, tmp_path / "out", RenderOptions(engine="flaky", profiles=["web"],
+                                                                **SMALL))
+    finally:
+        ENGINES.pop("flaky")
+    assert result.exit_code == 3
+    assert "1A" in result.failed_shots and "model fell over" in result.failed_shots["1A"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["failed_shots"]["1A"]
+    assert (tmp_path / "out" / "masters" / "Two_Lines_web.mp4").is_file()
+
+
+def test_project_file_sets_things_and_refuses_unknown_keys(tmp_path):
+    good = tmp_path / "project.toml"
+    good.write_text('[output]\nwidth = 320\nheight = 180\nfps = "25"\nprofiles = ["web"]\n'
+                    '[characters.NELL]\nvoice = "en-us+f2"\npitch = 70\n')
+    project = load_project(good)
+    assert project.output.fps == Fraction(25) and project.characters["NELL"].pitch == 70
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[output]\nwidht = 320\n")
+    with pytest.raises(AiprodError) as err:
+        load_project(bad)
+    assert "output.widht" in str(err.value) and "unknown key" in str(err.value)
+    r = CliRunner().invoke(main, ["render", str(write_script(tmp_path)), "-o",
+                                  str(tmp_path / "x"), "--project", str(bad)])
+    assert r.exit_code == 2 and "widht" in r.output
+
+
+def test_log_json_and_batch(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    write_script(scripts)
+    (scripts / "empty.fountain").write_text("   \n")
+    runner = CliRunner()
+    r = runner.invoke(main, ["batch", str(scripts), "-o", str(tmp_path / "b"), "--jobs", "2",
+                             "--size", "160x96", "--profile", "web"])
+    summary = json.loads((tmp_path / "b" / "batch.json").read_text())
+    status = {Path(s["script"]).name: s["status"] for s in summary}
+    assert status == {"empty.fountain": "error", "two_lines.fountain": "ok"}
+    assert r.exit_code == 2 and "empty script" in r.output
+    r = runner.invoke(main, ["render", str(scripts / "two_lines.fountain"), "-o",
+                             str(tmp_path / "b" / "two_lines"), "--size", "160x96",
+                             "--profile", "web", "--log-json"])
+    events = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    assert {e["event"] for e in events} >= {"stage_start", "item", "stage_end"}
+    assert all(e["cached"] for e in events if e["event"] == "item")
