@@ -49,8 +49,23 @@ class KeyframeStore:
     establishing: dict[str, Keyframe] = field(default_factory=dict)  # scene id → keyframe
     shots: dict[str, dict[str, Keyframe]] = field(default_factory=dict)  # shot id → first/last
     characters: dict[str, np.ndarray] = field(default_factory=dict)  # name → reference sheet
+    _scene: str | None = None
+    _last_shot: str | None = None
 
     def add_shot(self, scene: Scene, shot: Shot, keyframes: dict[str, Keyframe]) -> None:
+        """Record a rendered shot's keyframes; keep only what later shots can ask for.
+
+        A shot is conditioned on its own scene's establishing keyframe or on the shot
+        just before it, so older scenes' keyframes are dropped: memory stays flat
+        however long the film is.
+        """
+        if self._scene is not None and self._scene != scene.id:
+            keep = self.shots.get(self._last_shot) if self._last_shot else None
+            self.shots = {self._last_shot: keep} if keep and self._last_shot else {}
+            self.establishing = {}
+        first_id = scene.shots[0].id if scene.shots else None
+        self.shots = {k: v for k, v in self.shots.items() if k in (first_id, self._last_shot)}
+        self._scene, self._last_shot = scene.id, shot.id
         self.shots[shot.id] = keyframes
         if scene.shots and scene.shots[0].id == shot.id and "first" in keyframes:
             self.establishing[scene.id] = keyframes["first"]
