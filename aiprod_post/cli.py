@@ -480,6 +480,78 @@ def batch_command(source: Path, output: Path, jobs: int, engine, profile, projec
              if any(r["status"] == "error" for r in results) else 3)
 
 
+@main.group("lut")
+def lut_group() -> None:
+    """Inspect and convert LUT files (.cube, .3dl, .spi1d, .spi3d, .csp)."""
+
+
+@lut_group.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def lut_info_command(path: Path, as_json: bool) -> None:
+    """Print a LUT's kind, size, domain and title."""
+    from grading.lut import read_lut
+
+    try:
+        info = read_lut(path).info()
+    except AiprodError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        click.echo("\n".join(f"{k}: {v}" for k, v in info.items()))
+
+
+@lut_group.command("convert")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--dialect", type=click.Choice(["iridas", "resolve"]), default=None,
+              help="Output .cube dialect (default: resolve when there is a shaper).")
+def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None:
+    """Convert a LUT to .cube."""
+    from grading.lut import read_lut, write_cube
+
+    try:
+        if output.suffix.lower() != ".cube":
+            raise AiprodError("can write .cube only", source=output)
+        lut = read_lut(source)
+        write_cube(lut, output, dialect or ("resolve" if lut.shaper is not None
+                                            and lut.table is not None else "iridas"))
+    except AiprodError as exc:
+        _fail(exc)
+    click.echo(f"{output}: {lut.kind}, size {lut.size}")
+
+
+@main.command("grade")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--look", required=True, help="A library look (warm_film, noir …) or a LUT file.")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
+def grade_command(source: Path, output: Path, look: str, strength: float) -> None:
+    """Grade any video with a look, keeping its audio (H.264 .mp4 or ProRes .mov by suffix)."""
+    from grading.grade import grade_video
+
+    try:
+        grade_video(source, output, look, strength)
+    except AiprodError as exc:
+        _fail(exc)
+    click.echo(f"{output}: graded with {look} at {strength:g}")
+
+
+@main.command("qa")
+@click.argument("video", type=click.Path(path_type=Path))
+def qa_command(video: Path) -> None:
+    """Picture QA of a video as JSON: legal levels (EBU R 103), flashes (ITU-R BT.1702),
+    black and frozen frames."""
+    from grading.qa import qa_video
+
+    try:
+        report = qa_video(video).as_dict()
+    except AiprodError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report, indent=2))
+
+
 @main.command("schema")
 def schema_command() -> None:
     """Print the shot plan's JSON Schema."""

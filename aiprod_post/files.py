@@ -6,7 +6,15 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "publish_mode"]
+
+
+def publish_mode(path: str | Path) -> None:
+    """Give a temporary file (created 0600 by mkstemp) the mode a normal file would get
+    (0666 less the umask), so outputs are readable by the user's collaborators."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
@@ -23,6 +31,7 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import signal
 
 from aiprod_post.errors import MediaError
+from aiprod_post.files import publish_mode
 
 __all__ = ["read_audio", "write_wav", "resample", "MIX_RATE"]
 
@@ -83,6 +84,7 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int = MIX_RATE,
     os.close(fd)
     try:
         soundfile.write(tmp, x, rate, subtype=subtype, format="WAV")
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import numpy as np
 import opentimelineio as otio
 
 from aiprod_post.errors import AiprodError, MediaError
+from aiprod_post.files import publish_mode
 
 from .timeline import NAMESPACE, timeline_rate, url_to_path
 
@@ -379,6 +380,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     out.mux(p)
         if profile.codec == "prores":
             _set_mov_vendor(tmp, b"apl0")
+        publish_mode(tmp)
         os.replace(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import opentimelineio as otio
 
 from aiprod_post.errors import AiprodError, MediaError
+from aiprod_post.files import publish_mode
 
 from .timeline import url_to_path
 
@@ -169,6 +170,7 @@ def export_timeline(timeline: otio.schema.Timeline, fmt: str, output: str | Path
         except Exception as exc:  # noqa: BLE001 - surface the adapter's reason
             raise MediaError(f"the {fmt} adapter could not write the timeline: {exc}",
                              source=output) from None
+        publish_mode(tmp)
         os.replace(tmp, output)
     finally:
         Path(tmp).unlink(missing_ok=True)

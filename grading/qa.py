@@ -1,0 +1,191 @@
+"""Picture QA: broadcast-legal levels, photosensitive flashes, black and frozen frames.
+
+* Levels, EBU R 103: in 8-bit video R', G', B' (and Y') stay within 5–246, in 10-bit
+  within 20–984; we report the share of pixels outside. R'G'B' are computed in code
+  values from the decoded Y'CbCr with the BT.709 matrix, as a waveform monitor does.
+* Flashes, ITU-R BT.1702: a flash is a pair of opposing changes in luminance of at
+  least 20 cd/m² where the darker state is below 160 cd/m², over at least a quarter
+  of the screen; more than three flashes in any one second fails. Saturated red
+  transitions (R/(R+G+B) ≥ 0.8) are counted the same way.
+* Black frames: average under 2 % of full scale and nothing brighter than 1 cd/m²
+  (so a title card's white text is not black); frozen frames: at least a second of
+  frames that do not change (a held title card shows up here, by design).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from aiprod_post.errors import MediaError
+
+__all__ = ["PictureQA", "qa_frames", "qa_video", "legal_range"]
+
+_KR, _KB = 0.2126, 0.0722  # BT.709
+
+
+def legal_range(bits: int) -> tuple[int, int]:
+    return (5, 246) if bits == 8 else (20, 984)
+
+
+@dataclass
+class PictureQA:
+    frames: int = 0
+    fps: float = 24.0
+    bits: int = 8
+    outside_pixels: int = 0
+    total_pixels: int = 0
+    code_min: int = 1 << 16
+    code_max: int = 0
+    flashes_max_per_second: int = 0
+    red_flashes_max_per_second: int = 0
+    flash_failures: list[float] = field(default_factory=list)  # seconds where it fails
+    black: list[tuple[int, int]] = field(default_factory=list)  # frame ranges [a, b)
+    frozen: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def share_outside(self) -> float:
+        return self.outside_pixels / self.total_pixels if self.total_pixels else 0.0
+
+    def as_dict(self) -> dict:
+        lo, hi = legal_range(self.bits)
+        return {
+            "frames": self.frames,
+            "levels": {"standard": "EBU R 103", "bits": self.bits, "legal": [lo, hi],
+                       "min": self.code_min, "max": self.code_max,
+                       "share_outside": round(self.share_outside, 6),
+                       "pass": self.share_outside < 0.01},
+            "flashes": {"standard": "ITU-R BT.1702",
+                        "max_per_second": self.flashes_max_per_second,
+                        "red_max_per_second": self.red_flashes_max_per_second,
+                        "failures_at_seconds": [round(t, 2) for t in self.flash_failures[:20]],
+                        "pass": self.flashes_max_per_second <= 3
+                        and self.red_flashes_max_per_second <= 3},
+            "black_frames": [list(r) for r in self.black],
+            "frozen_frames": [list(r) for r in self.frozen],
+        }
+
+
+def _luminance(rgb8: np.ndarray) -> np.ndarray:
+    """Approximate screen luminance in cd/m² (BT.1886, 100 cd/m² white) on a coarse grid."""
+    small = cv2.resize(rgb8, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    lin = small ** 2.4
+    return 100.0 * (lin @ np.array([_KR, 1 - _KR - _KB, _KB], np.float32)), small
+
+
+def qa_frames(frames: Iterable[np.ndarray], fps: Fraction | float,
+              yuv_codes: Iterable[np.ndarray] | None = None, bits: int = 8) -> PictureQA:
+    """QA of RGB frames (and, for levels, their R'G'B' code values if known)."""
+    qa = PictureQA(fps=float(fps), bits=bits)
+    prev_l = prev_red = prev_frame = None
+    transitions: list[tuple[int, int]] = []  # (frame, sign) of large-area luminance changes
+    red_transitions: list[tuple[int, int]] = []
+    last_sign = last_red_sign = 0
+    black_start = frozen_start = None
+    codes = iter(yuv_codes) if yuv_codes is not None else None
+    lo, hi = legal_range(bits)
+    for i, frame in enumerate(frames):
+        qa.frames += 1
+        if codes is not None:
+            c = next(codes)
+            qa.outside_pixels += int(np.count_nonzero(((c < lo) | (c > hi)).any(axis=-1)))
+            qa.total_pixels += c.shape[0] * c.shape[1]
+            qa.code_min = min(qa.code_min, int(c.min()))
+            qa.code_max = max(qa.code_max, int(c.max()))
+        lum, small = _luminance(frame)
+        red = (small[..., 0] / (small.sum(axis=-1) + 1e-6) >= 0.8) & (small[..., 0] > 0.2)
+        if prev_l is not None:
+            delta = lum - prev_l
+            darker = np.minimum(lum, prev_l)
+            big = (np.abs(delta) >= 20.0) & (darker < 160.0)
+            if big.mean() >= 0.25:
+                sign = int(np.sign(delta[big].mean()))
+                if sign and sign != last_sign:
+                    transitions.append((i, sign))
+                    last_sign = sign
+            red_change = red ^ prev_red
+            if red_change.mean() >= 0.25:
+                sign = 1 if red.mean() > prev_red.mean() else -1
+                if sign != last_red_sign:
+                    red_transitions.append((i, sign))
+                    last_red_sign = sign
+        is_black = float(frame.mean()) < 0.02 * 255 and float(np.percentile(lum, 99.5)) < 1.0
+        if is_black and black_start is None:
+            black_start = i
+        elif not is_black and black_start is not None:
+            qa.black.append((black_start, i))
+            black_start = None
+        same = prev_frame is not None and np.array_equal(frame, prev_frame)
+        if same and frozen_start is None:
+            frozen_start = i - 1
+        elif not same and frozen_start is not None:
+            if i - frozen_start >= qa.fps:
+                qa.frozen.append((frozen_start, i))
+            frozen_start = None
+        prev_l, prev_red, prev_frame = lum, red, frame
+    n = qa.frames
+    if black_start is not None:
+        qa.black.append((black_start, n))
+    if frozen_start is not None and n - frozen_start >= qa.fps:
+        qa.frozen.append((frozen_start, n))
+    window = max(1, int(round(qa.fps)))
+    for trans, attr in ((transitions, "flashes_max_per_second"),
+                        (red_transitions, "red_flashes_max_per_second")):
+        frames_at = [t for t, _ in trans]
+        best = 0
+        for k, t in enumerate(frames_at):
+            inside = sum(1 for u in frames_at[k:] if u < t + window)
+            flashes = inside // 2  # a flash is a pair of opposing transitions
+            if flashes > 3:
+                qa.flash_failures.append(t / qa.fps)
+            best = max(best, flashes)
+        setattr(qa, attr, best)
+    return qa
+
+
+def _rgb_codes(frame, bits: int) -> np.ndarray:
+    """R'G'B' code values from a decoded frame's Y'CbCr (BT.709), not rescaled."""
+    fmt = "yuv444p" if bits == 8 else "yuv444p10le"
+    planes = frame.reformat(format=fmt).to_ndarray().astype(np.float32)
+    y, cb, cr = planes[0], planes[1], planes[2]
+    mid = 128.0 if bits == 8 else 512.0
+    r = y + 2 * (1 - _KR) * (cr - mid)
+    b = y + 2 * (1 - _KB) * (cb - mid)
+    g = (y - _KR * r - _KB * b) / (1 - _KR - _KB)
+    return np.stack([r, g, b], axis=-1)
+
+
+def qa_video(path: str | Path) -> PictureQA:
+    """QA of a video file, decoded frame by frame (memory stays flat)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError("no such video", source=path)
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise MediaError(f"cannot read video: {exc}", source=path) from None
+    with container:
+        if not container.streams.video:
+            raise MediaError("has no video stream", source=path)
+        stream = container.streams.video[0]
+        bits = 10 if "10" in stream.format.name else 8
+        fps = Fraction(stream.average_rate or 24)
+        rgb_list: list = []
+
+        def frames() -> Iterator[np.ndarray]:
+            for fr in container.decode(stream):
+                rgb_list.append(_rgb_codes(fr, bits))
+                yield fr.to_ndarray(format="rgb24")
+
+        def codes() -> Iterator[np.ndarray]:
+            while rgb_list:
+                yield rgb_list.pop(0)
+
+        return qa_frames(frames(), fps, codes(), bits)
