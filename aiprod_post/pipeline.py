@@ -1,7 +1,8 @@
 """The render pipeline: script (or plan) to masters, timeline, stems, subtitles and a report.
 
 Stages run in order: plan → speech → generation (keyframe-conditioned) with
-lip-sync → mix → timeline and exports → masters → subtitles → report. Every
+lip-sync, shot matching and the look → mix → timeline and exports → masters →
+picture QA → subtitles → report. Every
 stage output is cached under ``OUTDIR/.cache`` by a hash of its inputs and
 settings, written atomically; a rerun with nothing changed does no work, a
 render killed at any point resumes where it stopped, and an edit redoes only
@@ -15,7 +16,8 @@ what depends on it. The documented layout is filled from the cache:
       shots/       1.mov, 1A.mov … (ProRes 422 HQ with handles), 1.wav … (dialogue)
       audio/       DX.wav, MX.wav, FX.wav, mix_web.wav, mix_master.wav, lines/
       subtitles/   TITLE.srt, TITLE.vtt
-      report.html, report.json, manifest.json
+      report.html  contact sheet, shot list, loudness, picture QA, stage timings, cache use
+      report.json, manifest.json
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ class _Render:
         self.r = Reporter(options.quiet, options.log_json)
         self.failed: dict[str, str] = {}
         self.report: dict[str, Any] = {"version": __version__}
+        self.width = 1920
 
     def cached(self, stage: str, key: str, suffix: str) -> Path:
         p = self.cache / stage / f"{key}{suffix}"
@@ -244,6 +247,7 @@ class _Render:
         if problems:
             where, message = problems[0]
             raise PlanError(message, source=self.source, where=where)
+        self.width = plan.width
         marker = self.cached("plan", key_of("plan", plan_to_json(plan)), ".json")
         hit = marker.exists()
         if not hit:
@@ -329,6 +333,7 @@ class _Render:
         from editing.timeline import ShotMedia, handles_for
         from generation.animatic import title_card
         from generation.engine import KeyframeStore, Keyframe, RenderContext, engine_by_name
+        from grading.looks import default_look, look_path
 
         name = self.o.engine or self.project.engine.name
         settings: dict[str, Any] = {}
@@ -358,10 +363,15 @@ class _Render:
                 track = shapes_per_frame(cues, n, fps, offset=head / fps + ln.offset)
                 old = visemes.get(ln.speaker, ["X"] * n)
                 visemes[ln.speaker] = [b if b != "X" else a for a, b in zip(old, track)]
-            look = self.project.looks.shot.get(shot.id) or self.project.looks.scene.get(scene.id)
+            look = (self.project.looks.shot.get(shot.id) or self.project.looks.scene.get(scene.id)
+                    or shot.look or scene.look or default_look(scene.light))
+            look_file = look_path(look, Path(self.project.root))
+            reference = store.establishing.get(scene.id)
+            match = reference is not None and reference.shot_id != shot.id
             key = key_of("shot", name, settings, longer.model_dump(mode="json"),
                          scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
-                         visemes, look)
+                         visemes, _file_digest(look_file), match,
+                         _array_digest(reference.image) if match else None)
             mov = self.cached("shots", key, ".mov")
             first, last = self.cached("shots", key, ".first.npy"), \
                 self.cached("shots", key, ".last.npy")
@@ -370,10 +380,12 @@ class _Render:
                 ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), visemes,
                                     label=shot.id)
                 error = None
+                grader = self._grader(look_file)
                 for attempt in (1, 2):
                     try:
                         r = engine.render(longer, ctx)
-                        encode_master(iter(r), n, fps, W, H, mov, PROFILES["prores"], None)
+                        graded = _graded(iter(r), grader, reference.image if match else None)
+                        encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None)
                         np.save(first.with_suffix(".tmp.npy"), r.keyframes["first"].image)
                         os.replace(first.with_suffix(".tmp.npy"), first)
                         np.save(last.with_suffix(".tmp.npy"), r.keyframes["last"].image)
@@ -401,6 +413,33 @@ class _Render:
             self.r.item(shot.id, i, len(shots), cached=hit)
         self.report["engine"] = {"name": name, "settings": settings}
         return media
+
+    def _grader(self, look_file: Path):
+        from grading.apply import FrameGrader
+        from grading.lut import read_lut
+
+        cache = self.__dict__.setdefault("_graders", {})
+        if look_file not in cache:
+            cache[look_file] = FrameGrader(read_lut(look_file))
+        return cache[look_file]
+
+    # ---- picture QA of the masters
+    def qa(self, masters: dict[str, Path]) -> None:
+        from grading.qa import qa_video
+
+        self.r.stage("qa", len(masters))
+        results = {}
+        for i, (name, path) in enumerate(masters.items(), 1):
+            key = key_of("qa", _file_digest(path))
+            cached = self.cached("qa", key, ".json")
+            hit = cached.exists()
+            if not hit:
+                # levels on a pixel sample (every 2nd to 4th pixel each way) keep QA quick
+                step = max(2, min(4, self.width // 480))
+                write_atomic(cached, json.dumps(qa_video(path, step=step).as_dict()).encode())
+            results[name] = json.loads(cached.read_text())
+            self.r.item(name, i, len(masters), cached=hit)
+        self.report["qa"] = results
 
     # ---- mix
     def mix(self, plan: ShotPlan, lines: dict[str, list[_Line]], profiles: list[str]
@@ -623,6 +662,23 @@ class _Render:
         write_atomic(self.outdir / "manifest.json", json.dumps(manifest, indent=2).encode())
 
 
+def _graded(frames, grader, reference: np.ndarray | None):
+    """Frames matched to the scene's reference keyframe (when given), then graded."""
+    from grading.match import apply_curves, match_curves
+
+    curves = None
+    for frame in frames:
+        if reference is not None:
+            if curves is None:
+                curves = match_curves(frame, reference)
+            frame = apply_curves(frame, curves)
+        yield grader(frame)
+
+
+def _array_digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
 def _seed(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:3], "big")
 
@@ -671,6 +727,12 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]]) -> str:
         f"<tr><td>{e(k)}</td><td>{v}</td><td>{report['made'].get(k, 0)}</td>"
         f"<td>{report['cached'].get(k, 0)}</td></tr>" for k, v in report["stage_seconds"].items())
     failed = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in report["failed_shots"].items())
+    qa = "".join(
+        f"<tr><td>{e(k)}</td><td>{'pass' if v['levels']['pass'] else 'FAIL'} "
+        f"({v['levels']['share_outside']:.4%} outside {v['levels']['legal']})</td>"
+        f"<td>{'pass' if v['flashes']['pass'] else 'FAIL'} "
+        f"(max {v['flashes']['max_per_second']}/s)</td><td>{len(v['black_frames'])}</td>"
+        f"<td>{len(v['frozen_frames'])}</td></tr>" for k, v in report.get("qa", {}).items())
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>{e(report['title'])} - aiprod-post report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;background:#111;color:#ddd}}
@@ -686,6 +748,8 @@ img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{backgroun
 <th>frames</th><th>characters</th><th>dialogue</th></tr>{rows}</table>
 <h2>Loudness</h2><table><tr><th>profile</th><th>target LUFS</th><th>integrated</th>
 <th>true peak dBTP</th><th>LRA</th></tr>{loud}</table>
+<h2>Picture QA</h2><table><tr><th>master</th><th>levels (EBU R 103)</th>
+<th>flashes (ITU-R BT.1702)</th><th>black runs</th><th>frozen runs</th></tr>{qa}</table>
 <h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>made</th><th>cached</th></tr>
 {stages}</table></body></html>"""
 
@@ -711,6 +775,7 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
     mix = run.mix(plan, lines, profiles)
     tl, otio_path = run.timeline(plan, media, lines, mix, profiles)
     masters = run.masters(plan, tl, otio_path, mix, profiles)
+    run.qa(masters)
     run.subtitles(plan, lines)
     run.write_report(plan, media, masters)
     return RenderResult(outdir, masters, run.failed, run.report)

@@ -60,7 +60,8 @@ _LIGHT = {
     "day": ((92, 148, 220), (190, 215, 240), (1.0, 1.0, 1.0), 1.0),
     "dawn": ((70, 80, 150), (245, 170, 160), (1.0, 0.9, 0.9), 0.8),
     "dusk": ((40, 40, 110), (250, 140, 80), (1.0, 0.82, 0.72), 0.7),
-    "night": ((6, 10, 30), (25, 35, 70), (0.42, 0.48, 0.72), 0.35),
+    # night is lit for a day-for-night grade on top (the default night look)
+    "night": ((10, 16, 44), (34, 46, 88), (0.66, 0.7, 0.86), 0.35),
 }
 
 _WATER = re.compile(r"HARBOU?R|PIER|DOCK|BEACH|SEA|OCEAN|RIVER|LAKE|SHORE|PORT|BAY|FERRY", re.I)

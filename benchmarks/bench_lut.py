@@ -1,0 +1,125 @@
+"""LUT benchmark: a 33-point .cube on 1920x1080 frames, side by side with FFmpeg's
+``lut3d`` filter (tetrahedral) on the same frames and LUT, in one run, through PyAV's
+filter graph (the same libavfilter the command line uses).
+
+Prints JSON: frames per second for both, the ratio, and the accuracy of ours against
+FFmpeg's output and against colour-science's tetrahedral interpolation. Target (issue 4):
+at least 3x FFmpeg's frames per second on one core
+(``taskset -c 0 python benchmarks/bench_lut.py``). With a CUDA GPU, also the torch path
+at 3840x2160.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from aiprod_post.planner import PlannerSettings, plan_source
+from generation.engine import KeyframeStore, RenderContext, engine_by_name
+from grading.apply import FrameGrader, apply_lut
+from grading.looks import look_path
+from grading.lut import read_cube
+
+ROOT = Path(__file__).resolve().parent.parent
+N_FRAMES = 48
+
+
+def frames() -> list[np.ndarray]:
+    """Real pictures: rendered animatic frames from the bundled example, plus camera-like
+    noise frames (the worst case for a table look-up)."""
+    plan, _ = plan_source(ROOT / "examples" / "the_last_ferry.fountain",
+                          PlannerSettings(width=1920, height=1080))
+    eng = engine_by_name("animatic")
+    out = []
+    store = KeyframeStore()
+    for scene, shot in plan.shots()[:: max(1, len(plan.shots()) // 8)]:
+        small = shot.model_copy(update={"duration": 3})
+        r = eng.render(small, RenderContext(scene, 1920, 1080, plan.fps, store.for_shot(scene, shot)))
+        out += list(r)
+    rng = np.random.default_rng(1)
+    noisy = [np.clip(f.astype(np.int16) + rng.integers(-12, 13, f.shape), 0, 255).astype(np.uint8)
+             for f in out[:8]]
+    return (out * 4)[:N_FRAMES], noisy
+
+
+def ffmpeg_lut3d(imgs: list[np.ndarray], cube: Path) -> tuple[float, list[np.ndarray]]:
+    graph = av.filter.Graph()
+    src = graph.add_buffer(width=1920, height=1080, format="rgb24", time_base=Fraction(1, 24))
+    lut = graph.add("lut3d", f"file={cube}:interp=tetrahedral")
+    sink = graph.add("buffersink")
+    src.link_to(lut)
+    lut.link_to(sink)
+    graph.configure()
+    outs = []
+    t0 = time.perf_counter()
+    for i, img in enumerate(imgs):
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf.pts = i
+        graph.push(vf)
+        outs.append(graph.pull().to_ndarray(format="rgb24"))
+    return time.perf_counter() - t0, outs
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cube = look_path("teal_orange")
+    lut = read_cube(cube)
+    imgs, noisy = frames()
+    t_build = time.perf_counter()
+    grader = FrameGrader(lut)
+    t_build = time.perf_counter() - t_build
+    grader(imgs[0])  # compile
+    t0 = time.perf_counter()
+    ours = [grader(f) for f in imgs]
+    t_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for f in noisy:
+        grader(f)
+    t_noisy = time.perf_counter() - t0
+    t_ff, theirs = ffmpeg_lut3d(imgs, cube)
+    diff_ff = max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(ours, theirs))
+    from colour.algebra import table_interpolation_tetrahedral
+    x = np.random.default_rng(2).random((100000, 3))
+    diff_cs = float(np.abs(apply_lut(x, lut) - table_interpolation_tetrahedral(x, lut.table)).max())
+    result = {
+        "benchmark": "lut3d",
+        "size": "1920x1080",
+        "frames": len(imgs),
+        "ours_fps": round(len(imgs) / t_ours, 1),
+        "ours_fps_noisy_frames": round(len(noisy) / t_noisy, 1),
+        "ffmpeg_lut3d_fps": round(len(imgs) / t_ff, 1),
+        "ratio": round(t_ff / t_ours, 2),
+        "target_ratio": 3.0,
+        "table_build_seconds": round(t_build, 2),
+        "max_code_difference_vs_ffmpeg_8bit": diff_ff,
+        "max_difference_vs_colour_science_float": diff_cs,
+        "cpu_affinity": len(os.sched_getaffinity(0)),
+    }
+    try:
+        import torch
+        if torch.cuda.is_available():
+            from grading.apply import apply_lut_torch
+            big = torch.rand(2160, 3840, 3, device="cuda")
+            apply_lut_torch(big, lut)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(50):
+                apply_lut_torch(big, lut)
+            torch.cuda.synchronize()
+            result["gpu"] = {"name": torch.cuda.get_device_name(0), "size": "3840x2160",
+                             "fps": round(50 / (time.perf_counter() - t0), 1),
+                             "date": datetime.date.today().isoformat(), "target_fps": 500}
+    except ImportError:
+        result["gpu"] = None
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
