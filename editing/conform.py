@@ -103,7 +103,11 @@ class _Reader:
         self._next: tuple[int, np.ndarray] | None = None
 
     def frame(self, index: int) -> np.ndarray:
-        """The picture at timeline-rate frame ``index`` of this media."""
+        """The picture at timeline-rate frame ``index`` of this media, as RGB."""
+        return self.decoded(index).to_ndarray(format="rgb24")
+
+    def decoded(self, index: int):
+        """The decoded frame (native pixel format, at the timeline's size) at ``index``."""
         target = int(math.floor(Fraction(index) * self.media_rate / self.rate + Fraction(1, 1000)))
         if self._frames is None or (self._current and target < self._current[0]):
             self._open_at(target)
@@ -130,7 +134,7 @@ class _Reader:
             idx = int(round(Fraction(fr.pts) * tb * self.media_rate)) if fr.pts is not None else 0
             if (fr.width, fr.height) != (w, h):
                 fr = fr.reformat(width=w, height=h)
-            yield idx, fr.to_ndarray(format="rgb24")
+            yield idx, fr
 
     def close(self) -> None:
         self.container.close()
@@ -194,9 +198,18 @@ def _spans(timeline: otio.schema.Timeline, rate: Fraction, base: Path | None) ->
     return spans
 
 
-def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None
-                    ) -> Iterator[np.ndarray]:
-    """The edited picture, frame by frame (H×W×3 uint8 RGB), transitions rendered."""
+def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
+                    rgb: bool = True) -> Iterator:
+    """The edited picture, frame by frame, transitions rendered.
+
+    Frames are H×W×3 uint8 RGB; with ``rgb=False``, frames of plain cuts come as the
+    decoded ``av.VideoFrame`` in the media's own pixel format (no conversion), and
+    only blended frames as RGB arrays.
+    """
+    if rgb:
+        for frame in timeline_frames(timeline, base, rgb=False):
+            yield frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
+        return
     rate = timeline_rate(timeline)
     meta = timeline.metadata.get(NAMESPACE, {})
     spans = _spans(timeline, rate, base)
@@ -231,6 +244,13 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None
             _b, after_in = sp.dissolve_in
             for k in range(sp.length):
                 t = sp.start + k
+                blends = ((nxt is not None and before and k >= sp.length - before)
+                          or (after_in and k < after_in) or (sp.fade_in and k < sp.fade_in)
+                          or (sp.fade_out and k >= sp.length - sp.fade_out))
+                if not blends:
+                    # a plain cut: hand the decoded frame on as it is (no RGB round trip)
+                    yield reader(i).decoded(sp.source_start + k)
+                    continue
                 picture = reader(i).frame(sp.source_start + k)
                 frame: np.ndarray | None = None  # float copy, only when something blends
                 if nxt is not None and before and k >= sp.length - before:
@@ -340,15 +360,22 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
             matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
             count = 0
             apts = 0
-            for i, rgb in enumerate(frames):
+            for i, item in enumerate(frames):
                 if i >= n_frames:
                     break
-                if profile.hdr:
-                    vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr), format="rgb48le")
+                if isinstance(item, av.VideoFrame) and not profile.hdr:
+                    # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
+                    vf = item if item.format.name == profile.pix_fmt else \
+                        item.reformat(format=profile.pix_fmt)
                 else:
-                    vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                vf = vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
-                                 dst_color_range=ColorRange.MPEG)
+                    rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
+                    if profile.hdr:
+                        vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
+                                                        format="rgb48le")
+                    else:
+                        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    vf = vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
+                                     dst_color_range=ColorRange.MPEG)
                 vf.pts = i
                 vf.time_base = cc.time_base
                 for p in v.encode(vf):
@@ -442,8 +469,10 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: 
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
-    return encode_master(timeline_frames(timeline, base), n, rate, width, height, Path(output),
-                         PROFILES[profile], Path(audio) if audio else None, progress=progress)
+    return encode_master(timeline_frames(timeline, base, rgb=False), n, rate, width, height,
+                         Path(output),
+                         PROFILES[profile], Path(audio) if audio else None,
+                         progress=progress)
 
 
 def probe(path: str | Path) -> dict:
