@@ -23,7 +23,8 @@ from aiprod_post.errors import MediaError
 
 from .lut import LUT
 
-__all__ = ["apply_lut", "apply_shaper", "FrameGrader", "apply_lut_torch", "lut_to_uint8_table"]
+__all__ = ["apply_lut", "apply_shaper", "FrameGrader", "apply_lut_torch", "grade_uint8_torch",
+           "lut_to_uint8_table"]
 
 
 def apply_shaper(x: np.ndarray, lut: LUT) -> np.ndarray:
@@ -227,35 +228,51 @@ class FrameGrader:
         return self.table[idx][..., :3]
 
 
+_TORCH_TABLES: dict = {}
+
+
 def apply_lut_torch(rgb, lut: LUT, method: str = "tetrahedral"):
-    """Tetrahedral/trilinear on a torch tensor (..., 3) in [domain], on its device."""
+    """Tetrahedral interpolation of a float torch tensor (..., 3) on its own device.
+
+    The same arithmetic as :func:`apply_lut`: the tetrahedron is chosen by comparing
+    the three fractions, so no sort is needed per pixel.
+    """
     import torch
 
     if method != "tetrahedral":
         raise MediaError("the GPU path implements tetrahedral interpolation")
     device = rgb.device
-    table = torch.as_tensor(lut.table, dtype=torch.float32, device=device)
+    key = (id(lut), str(device))
+    if key not in _TORCH_TABLES:  # upload the table once per LUT and device
+        _TORCH_TABLES[key] = tuple(torch.as_tensor(a, dtype=torch.float32, device=device)
+                                   for a in (lut.table, lut.domain_min, lut.domain_max))
+    table, dmin, dmax = _TORCH_TABLES[key]
     n = table.shape[0]
     flat = table.reshape(-1, 3)
-    dmin = torch.as_tensor(lut.domain_min, dtype=torch.float32, device=device)
-    dmax = torch.as_tensor(lut.domain_max, dtype=torch.float32, device=device)
-    x = ((rgb.reshape(-1, 3).float() - dmin) / (dmax - dmin)).clamp(0, 1) * (n - 1)
-    i = torch.clamp(x.floor().long(), max=n - 2)
+    x = ((rgb.reshape(-1, 3).float() - dmin) / (dmax - dmin)).clamp_(0, 1) * (n - 1)
+    i = torch.clamp(x.floor(), max=n - 2)
     f = x - i
+    i = i.long()
     fr, fg, fb = f[:, 0], f[:, 1], f[:, 2]
     sr, sg, sb = n * n, n, 1
     base = i[:, 0] * sr + i[:, 1] * sg + i[:, 2] * sb
-    c1, c2, c3 = fr >= fg, fg >= fb, fr >= fb
-    # sort the three fractions, carrying each one's stride along
-    fs = torch.stack([fr, fg, fb], dim=1)
-    strides = torch.tensor([sr, sg, sb], device=device).expand_as(i)
-    order = torch.argsort(fs, dim=1, descending=True, stable=True)
-    f_sorted = torch.gather(fs, 1, order)
-    s_sorted = torch.gather(strides, 1, order)
-    f1, f2, f3 = f_sorted[:, 0], f_sorted[:, 1], f_sorted[:, 2]
-    s1 = s_sorted[:, 0]
-    s2 = s1 + s_sorted[:, 1]
-    del c1, c2, c3
+    rg, gb, rb = fr >= fg, fg >= fb, fr >= fb
+    # the six orderings of (fr, fg, fb), as in _tetrahedral
+    f1 = torch.where(rg, torch.where(rb, fr, fb), torch.where(gb, fg, fb))
+    f3 = torch.where(rg, torch.where(gb, fb, fg), torch.where(rb, fb, fr))
+    f2 = fr + fg + fb - f1 - f3
+    s1 = torch.where(rg, torch.where(rb, sr, sb), torch.where(gb, sg, sb))
+    s3 = torch.where(rg, torch.where(gb, sb, sg), torch.where(rb, sb, sr))
+    s2 = s1 + (sr + sg + sb - s1 - s3)
     out = (flat[base] * (1 - f1)[:, None] + flat[base + s1] * (f1 - f2)[:, None]
            + flat[base + s2] * (f2 - f3)[:, None] + flat[base + sr + sg + sb] * f3[:, None])
     return out.reshape(rgb.shape)
+
+
+def grade_uint8_torch(frames, table):
+    """8-bit frames (..., 3) uint8 on a GPU through the 2^24-entry table of
+    :func:`lut_to_uint8_table` (as a torch tensor on the same device): exact, one gather."""
+    import torch
+
+    idx = (frames[..., 0].long() << 16) | (frames[..., 1].long() << 8) | frames[..., 2].long()
+    return torch.index_select(table, 0, idx.reshape(-1))[:, :3].reshape(frames.shape)
