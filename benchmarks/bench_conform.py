@@ -65,9 +65,10 @@ def make_media(folder: Path, width: int, height: int, shots: int):
 
 
 def peak_rss_of_conform(otio_path: Path, out: Path) -> float:
-    code = ("import resource,sys; from editing.conform import conform; "
+    # VmHWM, not ru_maxrss: after fork+exec, ru_maxrss still counts the parent's pages
+    code = ("from editing.conform import conform; "
             f"conform({str(otio_path)!r}, {str(out)!r}, 'h264'); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(res.stdout.strip().splitlines()[-1]) / 1024
 

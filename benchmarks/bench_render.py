@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,11 +38,13 @@ def longer_script(folder: Path, times: int) -> Path:
 
 
 def render(script: Path, out: Path, size: str) -> tuple[float, float]:
-    code = ("import resource,sys,time; from aiprod_post.pipeline import render, RenderOptions;"
+    # VmHWM, not ru_maxrss: after fork+exec, ru_maxrss still counts the parent's pages
+    code = ("import time; from aiprod_post.pipeline import render, RenderOptions;"
             f"w,h={size.split('x')[0]},{size.split('x')[1]};"
             "t=time.perf_counter();"
             f"render({str(script)!r}, {str(out)!r}, RenderOptions(width=w, height=h, quiet=True));"
-            "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(time.perf_counter()-t, [l.split()[1] for l in open('/proc/self/status')"
+            " if l.startswith('VmHWM')][0])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     secs, rss = res.stdout.strip().splitlines()[-1].split()
     return float(secs), int(rss) / 1024

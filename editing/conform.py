@@ -340,6 +340,8 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
             v.width, v.height = width, height
             v.pix_fmt = profile.pix_fmt
             v.options = dict(profile.options)
+            v.thread_type = "AUTO"  # frame and slice threads, as the ffmpeg command uses
+            v.thread_count = 0
             cc = v.codec_context
             cc.color_primaries = profile.primaries
             cc.color_trc = profile.transfer
