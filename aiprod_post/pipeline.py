@@ -386,6 +386,9 @@ class _Render:
                         r = engine.render(longer, ctx)
                         graded = _graded(iter(r), grader, reference.image if match else None)
                         encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None)
+                        for note in r.notes:
+                            self.r.note(note)
+                            self.report.setdefault("notes", {})[shot.id] = note
                         np.save(first.with_suffix(".tmp.npy"), r.keyframes["first"].image)
                         os.replace(first.with_suffix(".tmp.npy"), first)
                         np.save(last.with_suffix(".tmp.npy"), r.keyframes["last"].image)
@@ -590,11 +593,15 @@ class _Render:
             prof = DELIVERY_PROFILES[name]
             codec = PROFILES[prof.video]
             audio = mix["mixes"][name]
-            key = key_of("master", picture, _file_digest(audio), prof.video)
+            burn = self.project.output.burn_in_subtitles and prof.video == "h264"
+            cues = self.cues if burn else None
+            key = key_of("master", picture, _file_digest(audio), prof.video,
+                         [c.__dict__ for c in cues] if cues else None)
             cached = self.cached("masters", key, codec.suffix)
             hit = cached.exists()
             if not hit:
-                conform(tl, cached, prof.video, audio=audio, base=otio_path.parent)
+                conform(tl, cached, prof.video, audio=audio, base=otio_path.parent,
+                        subtitles=cues)
             dst = self.outdir / "masters" / f"{_slug(plan.title)}_{name}{codec.suffix}"
             _place(cached, dst)
             out[name] = dst
@@ -611,6 +618,7 @@ class _Render:
                              ln.speaker)
                   for shot_lines in lines.values() for ln in shot_lines]
         cues = subtitle_cues(spoken)
+        self.cues = cues
         folder = self.outdir / "subtitles"
         stem = _slug(plan.title)
         changed = _write_if_changed(folder / f"{stem}.srt", to_srt(cues).encode())
@@ -774,9 +782,9 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
     media = run.generation(plan, lines)
     mix = run.mix(plan, lines, profiles)
     tl, otio_path = run.timeline(plan, media, lines, mix, profiles)
+    run.subtitles(plan, lines)
     masters = run.masters(plan, tl, otio_path, mix, profiles)
     run.qa(masters)
-    run.subtitles(plan, lines)
     run.write_report(plan, media, masters)
     return RenderResult(outdir, masters, run.failed, run.report)
 

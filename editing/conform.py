@@ -30,7 +30,8 @@ from aiprod_post.files import publish_mode
 
 from .timeline import NAMESPACE, timeline_rate, url_to_path
 
-__all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "probe"]
+__all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "probe",
+           "burn_in"]
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,10 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
             _set_mov_vendor(tmp, b"apl0")
         publish_mode(tmp)
         os.replace(tmp, output)
+    except av.error.FFmpegError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MediaError(f"the {profile.codec} encoder refused {width}x{height} at {rate} fps: "
+                         f"{exc}", source=output) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -445,10 +450,58 @@ def _set_mov_vendor(path: Path, vendor: bytes) -> None:
                 return
 
 
+def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: int) -> Iterator:
+    """Subtitles drawn onto the picture: white text with a dark outline, bottom centre.
+
+    Frames without a subtitle pass through untouched (and unconverted).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = max(10, height // 20)
+    font = ImageFont.load_default(size=size)
+    overlays: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    def overlay(k: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if k not in overlays:
+            overlays.clear()  # one cue on screen at a time: keep one rendered
+            lines = cues[k].lines
+            img = Image.new("RGBA", (width, int(size * 1.35 * len(lines)) + size), (0, 0, 0, 0))
+            draw = ImageDraw.Draw(img)
+            for j, text in enumerate(lines):
+                tw = draw.textlength(text, font=font)
+                draw.text(((width - tw) / 2, j * size * 1.35 + size / 4), text, font=font,
+                          fill=(255, 255, 255, 255), stroke_width=max(1, size // 12),
+                          stroke_fill=(0, 0, 0, 255))
+            arr = np.asarray(img).astype(np.float32)
+            top = height - arr.shape[0] - int(height * 0.05)
+            overlays[k] = (arr[..., :3], arr[..., 3:] / 255.0, top)
+        return overlays[k]
+
+    k = 0
+    for i, frame in enumerate(frames):
+        t = float(Fraction(i) / rate)
+        while k < len(cues) and cues[k].end <= t:
+            k += 1
+        if k < len(cues) and cues[k].start <= t:
+            rgb = frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
+            rgb = rgb.copy()
+            colour_, alpha, top = overlay(k)
+            region = rgb[top:top + colour_.shape[0]].astype(np.float32)
+            rgb[top:top + colour_.shape[0]] = (region * (1 - alpha) + colour_ * alpha + 0.5
+                                               ).astype(np.uint8)
+            yield rgb
+        else:
+            yield frame
+
+
 def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: str = "h264",
             *, audio: Path | None = None, base: Path | None = None,
-            progress: Callable[[int, int], None] | None = None) -> Path:
-    """Render a master from ``timeline`` (an OTIO object or a .otio path)."""
+            progress: Callable[[int, int], None] | None = None,
+            subtitles: list | None = None) -> Path:
+    """Render a master from ``timeline`` (an OTIO object or a .otio path).
+
+    ``subtitles`` (cues from :mod:`editing.subtitles`) are burned into the picture.
+    """
     if profile not in PROFILES:
         raise AiprodError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}",
                           where="--profile")
@@ -471,8 +524,10 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: 
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
-    return encode_master(timeline_frames(timeline, base, rgb=False), n, rate, width, height,
-                         Path(output),
+    frames = timeline_frames(timeline, base, rgb=False)
+    if subtitles:
+        frames = burn_in(frames, subtitles, rate, width, height)
+    return encode_master(frames, n, rate, width, height, Path(output),
                          PROFILES[profile], Path(audio) if audio else None,
                          progress=progress)
 

@@ -6,7 +6,9 @@ a folder (``3A.mov``, ``3A_take2.mp4``: the stem up to the first ``_`` or
 held on its last frame or looped to the shot's duration (``fill``), scaled to
 the plan's size with crop or letterbox (``fit``), and its frame rate is
 conformed by taking, for each output frame, the source frame on screen at
-that time.
+that time. When the shot has dialogue, the mouth of the face in the footage is
+animated from the viseme track (``generation.lipsync``); a clip with no face
+found is left untouched and the render's ``notes`` say so.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.plan import Shot
 
 from .engine import RenderContext, ShotRender, register
+from .lipsync import MouthAnimator
 
 __all__ = ["ClipsEngine", "find_clip", "fit_frame"]
 
@@ -81,7 +84,20 @@ class ClipsEngine:
         n = shot.duration
         W, H = context.width, context.height
 
+        talking = _combined_track(context.visemes, n)
+        animator = MouthAnimator(float(fps)) if talking else None
+        render_notes: list[str] = []
+
         def frames() -> Iterator[np.ndarray]:
+            for i, frame in enumerate(footage()):
+                if animator is not None:
+                    frame = animator(frame, i, talking[i] if i < len(talking) else "X")
+                    if i == n - 1 and not animator.found_any:
+                        render_notes.append(f"no face found in the clip for shot {shot.id}: "
+                                            "lip-sync skipped, footage left as it is")
+                yield frame
+
+        def footage() -> Iterator[np.ndarray]:
             import av
 
             try:
@@ -119,4 +135,18 @@ class ClipsEngine:
                     k += 1
                     out += 1
 
-        return ShotRender(shot, frames, f"clip:{path.name}", context.scene.light)
+        render = ShotRender(shot, frames, f"clip:{path.name}", context.scene.light)
+        render.notes = render_notes
+        return render
+
+
+def _combined_track(visemes: dict[str, list[str]], n: int) -> list[str]:
+    """One mouth track for the face in the clip: any speaker's open shape wins."""
+    if not visemes:
+        return []
+    out = ["X"] * n
+    for track in visemes.values():
+        for i, shape in enumerate(track[:n]):
+            if shape not in ("X", "A"):
+                out[i] = shape
+    return out if any(s != "X" for s in out) else []

@@ -108,6 +108,8 @@ class ShotRender:
         self.n_frames = shot.duration
         self._frames = frames
         self.keyframes: dict[str, Keyframe] = {}
+        #: things the report should say about this shot (e.g. lip-sync skipped)
+        self.notes: list[str] = []
         self.set_key = set_key
         self.light = light
 

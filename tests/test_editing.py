@@ -244,3 +244,49 @@ def test_subtitles_keep_the_limits():
         assert len(c.text.replace("\n", "")) / (c.end - c.start) <= MAX_CPS + 1e-6
     srt, vtt = to_srt(cues), to_webvtt(cues)
     assert srt.startswith("1\n00:00:01,") and vtt.startswith("WEBVTT\n\n00:00:01.")
+
+
+def test_subtitles_burn_into_the_picture_only_while_shown(film, tmp_path):
+    from editing.subtitles import Cue
+    folder, plan, _ = film
+    cues = [Cue(1.0, 2.0, ["Ferry's gone."])]
+    plain = conform(folder / "film.otio", tmp_path / "plain.mp4", "h264")
+    burned = conform(folder / "film.otio", tmp_path / "burned.mp4", "h264", subtitles=cues)
+    import av
+    with av.open(str(plain)) as a, av.open(str(burned)) as b:
+        pairs = list(zip(a.decode(video=0), b.decode(video=0)))
+    diff = [np.abs(x.to_ndarray(format="rgb24").astype(int)
+                   - y.to_ndarray(format="rgb24").astype(int)) for x, y in pairs]
+    during = diff[36]  # 1.5 s at 24 fps
+    assert during.max() > 100
+    rows = np.nonzero(during.max(axis=(1, 2)) > 100)[0]
+    assert rows.min() > H // 2  # bottom of the frame
+    # before and after: the same picture, but for compression noise around the change
+    assert diff[12].mean() < 0.5 and diff[60].mean() < 0.5 and during.mean() > 2 * diff[12].mean()
+
+
+def test_dnxhr_master(tmp_path):
+    # DNxHR needs at least 256x120 or so: a small frame of its own
+    frames = (np.full((144, 256, 3), 16 * i, np.uint8) for i in range(12))
+    m = encode_master(frames, 12, Fraction(25), 256, 144, tmp_path / "d.mov", PROFILES["dnxhr"],
+                      None)
+    v = probe(m)["video"]
+    assert (v["codec"], v["pix_fmt"], v["frames"]) == ("dnxhd", "yuv422p10le", 12)
+    assert "HQX" in str(v["profile"]).upper() and (v["primaries"], v["matrix"]) == (1, 1)
+    with pytest.raises(MediaError, match="dnxhd"):
+        encode_master(iter([np.zeros((96, 160, 3), np.uint8)]), 1, Fraction(25), 160, 96,
+                      tmp_path / "small.mov", PROFILES["dnxhr"], None)
+    assert not list(tmp_path.glob("small*")) and not list(tmp_path.glob(".small*"))
+
+
+@pytest.mark.parametrize("profile,codec,pix,tags", [
+    ("hdr-pq", "hevc", "yuv420p10le", (9, 16, 9)),
+    ("hdr-hlg", "hevc", "yuv420p10le", (9, 18, 9)),
+])
+def test_optional_masters(film, tmp_path, profile, codec, pix, tags):
+    folder, plan, _ = film
+    m = conform(folder / "film.otio", tmp_path / f"m{PROFILES[profile].suffix}", profile)
+    v = probe(m)["video"]
+    assert (v["codec"], v["pix_fmt"]) == (codec, pix)
+    assert (v["primaries"], v["transfer"], v["matrix"]) == tags
+    assert v["frames"] == plan.duration and "10" in str(v["profile"])

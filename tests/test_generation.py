@@ -216,3 +216,52 @@ def test_missing_or_broken_clip_names_the_shot_and_path(tmp_path):
         list(engine_by_name("clips", folder=tmp_path).render(shot(id="2"),
                                                              RenderContext(scene(), W, H, FPS)))
     assert "2.mp4" in str(err.value) and "shot 2" in str(err.value)
+
+
+# ---------------------------------------------------------------- lip-sync on footage
+
+
+def write_still_clip(path: Path, img: np.ndarray, n: int, rate: int = 24) -> Path:
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=rate)
+        s.height, s.width = img.shape[:2]
+        s.pix_fmt = "yuv444p"
+        s.options = {"qp": "0"}
+        for _ in range(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def test_mouth_on_a_filmed_face_follows_the_visemes(tmp_path):
+    from skimage import data  # the astronaut photograph (NASA, public domain)
+
+    from generation.lipsync import find_face
+    face_img = data.astronaut()
+    x, y, w, h = find_face(face_img)
+    write_still_clip(tmp_path / "1.mp4", face_img, 30)
+    track = ["X"] * 10 + ["D"] * 10 + ["X"] * 10
+    eng = engine_by_name("clips", folder=tmp_path, fit="letterbox")
+    r = eng.render(shot(duration=30, characters=["NELL"]),
+                   RenderContext(scene(), 512, 512, FPS, visemes={"NELL": track}))
+    frames = list(r)
+    rest, open_ = frames[5].astype(int), frames[15].astype(int)
+    changed = np.abs(open_ - rest).sum(axis=2) > 30
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 100 and not r.notes
+    # the change is the mouth: inside the lower part of the detected face
+    assert x <= xs.min() and xs.max() <= x + w and y + h * 0.5 <= ys.min() and ys.max() <= y + h * 1.1
+    assert np.abs(frames[25].astype(int) - rest).max() <= 2  # closed again: untouched
+
+
+def test_footage_without_a_face_is_left_alone_and_reported(tmp_path):
+    write_clip(tmp_path / "1.mp4", 12, 24)
+    eng = engine_by_name("clips", folder=tmp_path)
+    plain = list(eng.render(shot(duration=12), RenderContext(scene(), W, H, FPS)))
+    r = eng.render(shot(duration=12), RenderContext(scene(), W, H, FPS,
+                                                    visemes={"NELL": ["D"] * 12}))
+    talked = list(r)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, talked))
+    assert r.notes and "no face found" in r.notes[0]
