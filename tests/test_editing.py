@@ -290,3 +290,16 @@ def test_optional_masters(film, tmp_path, profile, codec, pix, tags):
     assert (v["codec"], v["pix_fmt"]) == (codec, pix)
     assert (v["primaries"], v["transfer"], v["matrix"]) == tags
     assert v["frames"] == plan.duration and "10" in str(v["profile"])
+
+
+def test_media_at_another_rate_is_conformed_with_a_warning(film, tmp_path):
+    folder, plan, tl = film
+    other = otio.adapters.read_from_string(otio.adapters.write_to_string(tl))
+    clip = next(iter(video_track(other).find_clips()))
+    frames = (np.full((H, W, 3), 80, np.uint8) for _ in range(200))
+    src = encode_master(frames, 200, Fraction(25), W, H, tmp_path / "pal.mov",
+                        PROFILES["prores"], None)
+    clip.media_reference.target_url = f"file://{src}"
+    with pytest.warns(UserWarning, match="25 fps on a 24 fps timeline"):
+        m = conform(other, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav")
+    assert probe(m)["video"]["frames"] == plan.duration

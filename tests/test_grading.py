@@ -323,3 +323,20 @@ def test_lut_info_convert_grade_and_qa_commands(tmp_path):
     assert np.abs(f[..., 0] - f[..., 2]).max() <= 3  # noir: grey
     r = runner.invoke(main, ["qa", str(graded)])
     assert json.loads(r.output)["levels"]["bits"] == 8
+
+
+def test_hdr_output_transforms():
+    from grading.colour import hdr_output
+
+    def pq(nits: float) -> float:  # SMPTE ST 2084 inverse EOTF, the independent reference
+        m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
+        y = (nits / 10000) ** m1
+        return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+
+    ramp = np.array([[v, v, v] for v in (0.01, 0.18, 1.0, 4.0)])
+    out = hdr_output(ramp, "pq")[:, 1]
+    assert np.all(np.diff(out) > 0) and out.max() <= pq(1000) + 1e-3
+    # ACES 1.x HDR output puts scene 18 % grey at about 15 cd/m²
+    assert pq(10) < out[1] < pq(20)
+    hlg = hdr_output(ramp, "hlg")[:, 1]
+    assert np.all(np.diff(hlg) > 0) and 0 < hlg[1] < 0.5
