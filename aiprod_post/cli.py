@@ -552,6 +552,45 @@ def qa_command(video: Path) -> None:
     click.echo(json.dumps(report, indent=2))
 
 
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--data", type=click.Path(path_type=Path), default=Path("aiprod-data"),
+              show_default=True, help="Folder for the database and the jobs' files.")
+@click.option("--db", "db_url", help="SQLAlchemy URL (default: SQLite in --data).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Renders at a time.")
+def serve_command(host: str, port: int, data: Path, db_url: str | None, workers: int) -> None:
+    """Run the HTTP API (OpenAPI at /docs and /openapi.json)."""
+    import uvicorn
+
+    from .service.app import create_app
+
+    uvicorn.run(create_app(data, db_url, workers), host=host, port=port, log_level="warning")
+
+
+@main.group("token")
+def token_group() -> None:
+    """API tokens for the HTTP service."""
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--data", type=click.Path(path_type=Path), default=Path("aiprod-data"),
+              show_default=True)
+@click.option("--db", "db_url", help="SQLAlchemy URL (default: SQLite in --data).")
+def token_create_command(name: str, data: Path, db_url: str | None) -> None:
+    """Create a token: prints the bearer secret and the webhook signing secret once."""
+    from .service.db import connect, create_token
+
+    data.mkdir(parents=True, exist_ok=True)
+    try:
+        secret, hook = create_token(connect(db_url or f"sqlite:///{data / 'aiprod.db'}"), name)
+    except ValueError as exc:
+        _fail(AiprodError(str(exc), where="token"))
+    click.echo(f"token: {secret}\nwebhook secret: {hook}")
+
+
 @main.command("schema")
 def schema_command() -> None:
     """Print the shot plan's JSON Schema."""

@@ -1,0 +1,1 @@
+"""The HTTP service for publishing pipelines: jobs, artifacts, tokens, webhooks, metrics."""

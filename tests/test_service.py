@@ -1,0 +1,225 @@
+"""The HTTP service, over real HTTP, with a server started on 127.0.0.1 and a real SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from aiprod_post.cli import main
+
+SCRIPT = """EXT. PIER - DUSK
+
+Gulls over the water. NELL waits.
+
+NELL
+Ferry's gone.
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data: Path) -> None:
+        self.data, self.port, self.proc = data, free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Server":
+        self.proc = subprocess.Popen([sys.executable, "-m", "aiprod_post.cli", "serve", "--port",
+                                      str(self.port), "--data", str(self.data), "--workers", "1"],
+                                     start_new_session=True, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.data / "server.log", "ab"))
+        for _ in range(200):
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError((self.data / "server.log").read_text())
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def token(data: Path, name: str) -> tuple[str, str]:
+    out = CliRunner().invoke(main, ["token", "create", name, "--data", str(data)]).output
+    lines = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    return lines["token"], lines["webhook secret"]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    data = tmp_path_factory.mktemp("service")
+    alice, alice_hook = token(data, "alice")
+    bob, _ = token(data, "bob")
+    server = Server(data).start()
+    yield server, alice, alice_hook, bob
+    server.kill()
+
+
+def auth(t: str) -> dict:
+    return {"Authorization": f"Bearer {t}"}
+
+
+def submit(server, tok, **extra):
+    body = {"script": SCRIPT, "profiles": ["web"], "width": 160, "height": 96, **extra}
+    return httpx.post(server.url + "/v1/jobs", json=body, headers=auth(tok), timeout=30)
+
+
+def wait(server, tok, job_id, states=("succeeded", "failed", "cancelled"), timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=auth(tok)).json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job['state']}")
+
+
+def test_submit_poll_download_and_probe(service, tmp_path):
+    server, alice, _, bob = service
+    r = submit(server, alice)
+    assert r.status_code == 202
+    job = r.json()
+    assert job["state"] == "queued" and job["status_url"].endswith(job["id"])
+    done = wait(server, alice, job["id"])
+    assert done["state"] == "succeeded", done
+    assert set(done["timings"]) >= {"speech", "generation", "masters"}
+    arts = httpx.get(done["artifacts_url"], headers=auth(alice)).json()["artifacts"]
+    names = {a["name"] for a in arts}
+    assert "report.json" in names and "timeline/plan.json" in names
+    url = next(a["url"] for a in arts if a["name"].startswith("masters/")
+               and a["name"].endswith("_web.mp4"))
+    part = httpx.get(url, headers={**auth(alice), "Range": "bytes=0-99"})
+    assert part.status_code == 206 and len(part.content) == 100
+    whole = httpx.get(url, headers=auth(alice))
+    master = tmp_path / "web.mp4"
+    master.write_bytes(whole.content)
+    from editing.conform import probe
+    info = probe(master)
+    assert info["video"]["codec"] == "h264" and info["video"]["width"] == 160
+    # another token does not see the job; no token is refused
+    assert httpx.get(done["status_url"], headers=auth(bob)).status_code == 404
+    assert httpx.get(done["status_url"]).status_code == 401
+    assert httpx.get(done["status_url"], headers=auth("aip_wrong")).status_code == 401
+    # artifact names cannot leave the job's folder
+    for name in ("../../aiprod.db", "..%2F..%2Faiprod.db", "%2e%2e/%2e%2e/aiprod.db",
+                 ".cache/plan"):
+        r = httpx.get(f"{server.url}/v1/jobs/{done['id']}/artifacts/{name}", headers=auth(alice))
+        assert r.status_code == 404, name
+    metrics = httpx.get(server.url + "/metrics", headers=auth(alice)).text
+    assert 'aiprod_jobs{state="succeeded"}' in metrics and "aiprod_queue_depth" in metrics
+    assert "/v1/jobs" in httpx.get(server.url + "/openapi.json").json()["paths"]
+
+
+def test_idempotency_key_makes_retries_safe(service):
+    server, alice, _, _ = service
+    headers = {**auth(alice), "Idempotency-Key": "retry-42"}
+    body = {"script": SCRIPT, "profiles": ["web"], "width": 160, "height": 96}
+    a = httpx.post(server.url + "/v1/jobs", json=body, headers=headers).json()
+    b = httpx.post(server.url + "/v1/jobs", json=body, headers=headers).json()
+    assert a["id"] == b["id"]
+    wait(server, alice, a["id"])
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"script": "x" * 1_100_000}, "limit is 1000000"),
+    ({"script": SCRIPT, "width": 7680, "height": 4320}, "resolution 7680x4320"),
+    ({"script": SCRIPT, "profiles": ["cinema"]}, "unknown profile 'cinema'"),
+    ({"script": SCRIPT, "plan": {}}, "exactly one of"),
+    ({"script": "INT. A - DAY\n\n/* open"}, "unclosed boneyard"),
+    ({"plan": {"schema_version": "ShotPlan.9", "scenes": []}}, "unknown schema version"),
+    ({"script": SCRIPT, "colour": "red"}, "colour"),
+])
+def test_bad_requests_get_400_with_a_readable_reason(service, body, needle):
+    server, alice, _, _ = service
+    r = httpx.post(server.url + "/v1/jobs", json=body, headers=auth(alice))
+    assert r.status_code == 400 and needle in r.json()["detail"]
+    r = httpx.post(server.url + "/v1/jobs", content=b"{not json", headers=auth(alice))
+    assert r.status_code == 400 and "not JSON" in r.json()["detail"]
+
+
+def test_upload_a_script_file(service):
+    server, alice, _, _ = service
+    r = httpx.post(server.url + "/v1/jobs", headers=auth(alice),
+                   files={"script": ("ferry.fountain", SCRIPT.encode())},
+                   data={"profiles": "web", "width": "160", "height": "96"})
+    assert r.status_code == 202
+    assert wait(server, alice, r.json()["id"])["state"] == "succeeded"
+    r = httpx.post(server.url + "/v1/jobs", headers=auth(alice),
+                   files={"script": ("bad.fountain", b"\xff\xfe\x00")})
+    assert r.status_code == 400 and "not UTF-8" in r.json()["detail"]
+
+
+def test_cancel_a_running_job(service):
+    server, alice, _, _ = service
+    job = submit(server, alice, width=320, height=180, profiles=["web", "master"]).json()
+    wait(server, alice, job["id"], states=("running",))
+    r = httpx.delete(job["status_url"], headers=auth(alice))
+    assert r.json()["state"] == "cancelled"
+    time.sleep(1.0)
+    assert httpx.get(job["status_url"], headers=auth(alice)).json()["state"] == "cancelled"
+
+
+def test_webhook_is_signed(service):
+    server, alice, alice_hook, _ = service
+    received: list[tuple[dict, bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        job = submit(server, alice,
+                     callback_url=f"http://127.0.0.1:{hook.server_address[1]}/done").json()
+        wait(server, alice, job["id"])
+        deadline = time.monotonic() + 20
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        hook.shutdown()
+    headers, body = received[0]
+    expected = "sha256=" + hmac.new(alice_hook.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Aiprod-Signature"], expected)
+    assert json.loads(body) == {**json.loads(body), "id": job["id"], "state": "succeeded"}
+
+
+def test_a_restart_loses_no_job(tmp_path):
+    alice, _ = token(tmp_path, "alice")
+    server = Server(tmp_path).start()
+    try:
+        job = submit(server, alice, width=320, height=180).json()
+        wait(server, alice, job["id"], states=("running",))
+        time.sleep(1.5)
+        server.kill()  # mid-render
+        server = Server(tmp_path).start()
+        done = wait(server, alice, job["id"])
+        assert done["state"] == "succeeded"
+    finally:
+        server.kill()
