@@ -83,6 +83,19 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _peak_rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``path`` atomically unless it already holds ``data``; True if it was written."""
     if path.exists() and path.read_bytes() == data:
@@ -103,6 +116,8 @@ class Reporter:
         self._stage: str | None = None
         self._stage_t0 = 0.0
         self.timings: dict[str, float] = {}
+        #: the process's peak resident memory at the end of each stage
+        self.peak_rss_mib: dict[str, float] = {}
         self.done: dict[str, int] = {}
         self.cached: dict[str, int] = {}
         self._tty = sys.stderr.isatty()
@@ -147,6 +162,7 @@ class Reporter:
             return
         seconds = time.monotonic() - self._stage_t0
         self.timings[self._stage] = round(self.timings.get(self._stage, 0.0) + seconds, 3)
+        self.peak_rss_mib[self._stage] = _peak_rss_mib()
         self._emit("stage_end", stage=self._stage, seconds=round(seconds, 3),
                    done=self.done.get(self._stage, 0), cached=self.cached.get(self._stage, 0))
         if not self.quiet and not self.log_json:
@@ -439,7 +455,8 @@ class _Render:
             if not hit:
                 # levels on a pixel sample (every 2nd to 4th pixel each way) keep QA quick
                 step = max(2, min(4, self.width // 480))
-                write_atomic(cached, json.dumps(qa_video(path, step=step).as_dict()).encode())
+                qa = qa_video(path, step=step, levels_every=6)
+                write_atomic(cached, json.dumps(qa.as_dict()).encode())
             results[name] = json.loads(cached.read_text())
             self.r.item(name, i, len(masters), cached=hit)
         self.report["qa"] = results
@@ -644,6 +661,7 @@ class _Render:
                        "failed": self.failed.get(s.id)} for sc, s in plan.shots()],
             "failed_shots": self.failed,
             "stage_seconds": self.r.timings,
+            "peak_rss_mib_after_stage": self.r.peak_rss_mib,
             "made": self.r.done,
             "cached": self.r.cached,
             "masters": {k: str(v.relative_to(self.outdir)) for k, v in masters.items()},

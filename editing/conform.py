@@ -141,6 +141,42 @@ class _Reader:
         self.container.close()
 
 
+class _PacketReader:
+    """Compressed frames of a ProRes file, for copying into a ProRes master untouched."""
+
+    def __init__(self, path: Path, rate: Fraction, width: int, height: int) -> None:
+        import av
+
+        self.container = av.open(str(path))
+        s = self.container.streams.video[0]
+        cc = s.codec_context
+        self.ok = (cc.name == "prores" and str(cc.profile) == "HQ"
+                   and s.format.name == "yuv422p10le" and (s.width, s.height) == (width, height)
+                   and Fraction(s.average_rate or 0) == rate)
+        self.stream, self.rate = s, rate
+        self._packets = None
+        self._next_index = None
+
+    def packet(self, index: int):
+        if self._packets is None or self._next_index is None or index < self._next_index:
+            tb = self.stream.time_base
+            self.container.seek(int(Fraction(index) / self.rate / tb) if index else 0,
+                                stream=self.stream, backward=True)
+            self._packets = (p for p in self.container.demux(self.stream) if p.size)
+        tb = self.stream.time_base
+        for p in self._packets:
+            at = int(round(Fraction(p.pts) * tb * self.rate))
+            if at == index:
+                self._next_index = index + 1
+                return p
+            if at > index:
+                break
+        raise MediaError(f"no compressed frame {index} to copy", source=self.container.name)
+
+    def close(self) -> None:
+        self.container.close()
+
+
 # ------------------------------------------------------------------ the picture
 
 
@@ -200,12 +236,14 @@ def _spans(timeline: otio.schema.Timeline, rate: Fraction, base: Path | None) ->
 
 
 def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
-                    rgb: bool = True) -> Iterator:
+                    rgb: bool = True, copy_prores: bool = False) -> Iterator:
     """The edited picture, frame by frame, transitions rendered.
 
     Frames are H×W×3 uint8 RGB; with ``rgb=False``, frames of plain cuts come as the
     decoded ``av.VideoFrame`` in the media's own pixel format (no conversion), and
-    only blended frames as RGB arrays.
+    only blended frames as RGB arrays. With ``copy_prores``, frames of plain cuts from
+    ProRes 422 HQ media come as compressed ``av.Packet`` objects, to be copied into a
+    ProRes master without decoding or re-encoding (ProRes frames stand alone).
     """
     if rgb:
         for frame in timeline_frames(timeline, base, rgb=False):
@@ -225,11 +263,20 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
         with av.open(str(clips[0].path)) as c:
             width, height = c.streams.video[0].width, c.streams.video[0].height
     readers: dict[int, _Reader] = {}
+    packet_readers: dict[int, _PacketReader] = {}
 
     def reader(i: int) -> _Reader:
         if i not in readers:
             readers[i] = _Reader(spans[i].path, spans[i].clip.name, rate, width, height)
         return readers[i]
+
+    def packets(i: int) -> _PacketReader | None:
+        if not copy_prores:
+            return None
+        if i not in packet_readers:
+            reader(i)  # opens with the clear errors for missing or unreadable media
+            packet_readers[i] = _PacketReader(spans[i].path, rate, width, height)
+        return packet_readers[i] if packet_readers[i].ok else None
 
     try:
         black = np.zeros((height, width, 3), np.uint8)
@@ -249,8 +296,11 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                           or (after_in and k < after_in) or (sp.fade_in and k < sp.fade_in)
                           or (sp.fade_out and k >= sp.length - sp.fade_out))
                 if not blends:
-                    # a plain cut: hand the decoded frame on as it is (no RGB round trip)
-                    yield reader(i).decoded(sp.source_start + k)
+                    pr = packets(i)
+                    if pr is not None:  # a plain cut into ProRes: the compressed frame itself
+                        yield pr.packet(sp.source_start + k)
+                    else:  # hand the decoded frame on as it is (no RGB round trip)
+                        yield reader(i).decoded(sp.source_start + k)
                     continue
                 picture = reader(i).frame(sp.source_start + k)
                 frame: np.ndarray | None = None  # float copy, only when something blends
@@ -278,8 +328,12 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                     yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)
             if i - 1 in readers:
                 readers.pop(i - 1).close()
+            if i - 1 in packet_readers:
+                packet_readers.pop(i - 1).close()
     finally:
         for r in readers.values():
+            r.close()
+        for r in packet_readers.values():
             r.close()
 
 
@@ -318,7 +372,7 @@ def _samples_at(frame_index: int, rate: Fraction, sr: int) -> int:
 def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, width: int,
                   height: int, output: Path, profile: Profile, audio: Path | None,
                   *, progress: Callable[[int, int], None] | None = None,
-                  sample_rate: int = 48000) -> Path:
+                  sample_rate: int = 48000, copy_packets: bool = False) -> Path:
     """Encode ``frames`` (and ``audio``) to ``output`` with ``profile``, atomically."""
     import av
     import soundfile
@@ -341,7 +395,10 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
             v.width, v.height = width, height
             v.pix_fmt = profile.pix_fmt
             v.options = dict(profile.options)
-            v.thread_type = "AUTO"  # frame and slice threads, as the ffmpeg command uses
+            # frame and slice threads, as the ffmpeg command uses; but where copied frames
+            # are interleaved with encoded ones, the encoder must not hold frames back
+            # (frame threads do), or its packets would arrive after later copied ones
+            v.thread_type = "SLICE" if copy_packets else "AUTO"
             v.thread_count = 0
             cc = v.codec_context
             cc.color_primaries = profile.primaries
@@ -360,12 +417,29 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 a = out.add_stream(profile.audio_codec, rate=sample_rate, layout="stereo")
                 if profile.audio_bitrate:
                     a.bit_rate = profile.audio_bitrate
+            if profile.codec == "prores":
+                # open the encoder now: copied ProRes frames may be muxed before any frame
+                # is encoded, and the header needs the stream's parameters
+                cc.open(strict=False)
             matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
             count = 0
             apts = 0
             for i, item in enumerate(frames):
                 if i >= n_frames:
                     break
+                if isinstance(item, av.Packet):
+                    # a ProRes frame copied from the shot's media: no decode, no encode
+                    item.stream = v
+                    item.time_base = cc.time_base
+                    item.pts = item.dts = i
+                    item.duration = 1
+                    out.mux(item)
+                    count += 1
+                    if a is not None and snd is not None:
+                        apts = _mux_audio(a, out, snd, i, rate, sample_rate, apts)
+                    if progress:
+                        progress(count, n_frames)
+                    continue
                 if isinstance(item, av.VideoFrame) and not profile.hdr:
                     # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
                     vf = item if item.format.name == profile.pix_fmt else \
@@ -385,20 +459,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     out.mux(p)
                 count += 1
                 if a is not None and snd is not None:
-                    want = _samples_at(i + 1, rate, sample_rate) - apts
-                    block = snd.read(want, dtype="float32", always_2d=True)
-                    if block.shape[1] == 1:
-                        block = np.repeat(block, 2, axis=1)
-                    block = block[:, :2]
-                    if len(block) < want:
-                        block = np.pad(block, ((0, want - len(block)), (0, 0)))
-                    planar = np.ascontiguousarray(block.T)
-                    af = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
-                    af.sample_rate = sample_rate
-                    af.pts = apts
-                    apts += want
-                    for p in a.encode(af):
-                        out.mux(p)
+                    apts = _mux_audio(a, out, snd, i, rate, sample_rate, apts)
                 if progress:
                     progress(count, n_frames)
             if count != n_frames:
@@ -423,6 +484,26 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
         if snd is not None:
             snd.close()
     return output
+
+
+def _mux_audio(a, out, snd, i: int, rate: Fraction, sample_rate: int, apts: int) -> int:
+    """Encode and mux the audio that belongs under video frame ``i``; returns the new pts."""
+    import av
+
+    want = _samples_at(i + 1, rate, sample_rate) - apts
+    block = snd.read(want, dtype="float32", always_2d=True)
+    if block.shape[1] == 1:
+        block = np.repeat(block, 2, axis=1)
+    block = block[:, :2]
+    if len(block) < want:
+        block = np.pad(block, ((0, want - len(block)), (0, 0)))
+    af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T), format="fltp",
+                                    layout="stereo")
+    af.sample_rate = sample_rate
+    af.pts = apts
+    for p in a.encode(af):
+        out.mux(p)
+    return apts + want
 
 
 def _set_mov_vendor(path: Path, vendor: bytes) -> None:
@@ -524,12 +605,13 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: 
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
-    frames = timeline_frames(timeline, base, rgb=False)
+    copy = profile == "prores" and not subtitles
+    frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy)
     if subtitles:
         frames = burn_in(frames, subtitles, rate, width, height)
     return encode_master(frames, n, rate, width, height, Path(output),
                          PROFILES[profile], Path(audio) if audio else None,
-                         progress=progress)
+                         progress=progress, copy_packets=copy)
 
 
 def probe(path: str | Path) -> dict:
