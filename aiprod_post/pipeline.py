@@ -361,6 +361,12 @@ class _Render:
             settings = {"media": {k: str(self.project.path(v)) for k, v in c.media.items()},
                         "folder": str(self.project.path(c.folder)) if c.folder else None,
                         "fit": c.fit, "fill": c.fill}
+        elif name == "ltx":
+            lx = self.project.engine.ltx.model_dump()
+            for key in ("model", "config", "text_encoder", "tokenizer"):
+                if lx.get(key):
+                    lx[key] = str(self.project.path(lx[key]))
+            settings = lx
         engine = engine_by_name(name, **settings)
         handles = handles_for(plan)
         store = KeyframeStore()
@@ -430,7 +436,8 @@ class _Render:
             _place(mov, dst)
             media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name)
             self.r.item(shot.id, i, len(shots), cached=hit)
-        self.report["engine"] = {"name": name, "settings": settings}
+        self.report["engine"] = {"name": name, "settings": settings,
+                                 "identity": getattr(engine, "identity", None)}
         return media
 
     def _grader(self, look_file: Path):

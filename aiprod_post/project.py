@@ -15,6 +15,10 @@ silently does nothing. CLI flags override what the file says.
     name = "animatic"          # animatic | clips | ltx
     burn_in = false
 
+    [engine.ltx]
+    model = "/models/ltx-video-0.9.7-distilled"   # a diffusers folder (local only)
+    preset = "distilled"        # or "dev"
+
     [engine.clips]
     folder = "footage"          # 3A.mov, 3B_take2.mp4 …
     fit = "crop"                # crop | letterbox
@@ -69,10 +73,28 @@ class ClipsSettings(_Strict):
     media: dict[str, str] = Field(default_factory=dict)
 
 
+class LTXProjectSettings(_Strict):
+    model: str = ""
+    config: str | None = None
+    text_encoder: str | None = None
+    tokenizer: str | None = None
+    preset: Literal["distilled", "dev"] = "distilled"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    device: str = "cuda"
+    max_frames: int = Field(121, ge=9)
+    establishing_strength: float = Field(0.6, ge=0.0, le=1.0)
+    previous_strength: float = Field(1.0, ge=0.0, le=1.0)
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = None
+
+
 class EngineSettings(_Strict):
     name: Literal["animatic", "clips", "ltx"] = "animatic"
     burn_in: bool = False
     clips: ClipsSettings = Field(default_factory=ClipsSettings)
+    ltx: LTXProjectSettings = Field(default_factory=LTXProjectSettings)
 
 
 class CharacterSettings(_Strict):

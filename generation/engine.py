@@ -155,7 +155,7 @@ def register(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engin
 
 def engine_by_name(name: str, **settings) -> Engine:
     # engines register themselves on import
-    from . import animatic, clips  # noqa: F401
+    from . import animatic, clips, ltx  # noqa: F401
 
     if name not in ENGINES:
         raise AiprodError(f"unknown engine {name!r}: expected one of {', '.join(sorted(ENGINES))}",

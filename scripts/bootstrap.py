@@ -43,6 +43,30 @@ def _torch_version_of(python: Path | str) -> str | None:
     return out.stdout.strip() or None
 
 
+def _torch_without_cuda_download(kept_torch: str | None) -> bool:
+    """True where torch can be had without pulling a CUDA build onto a CPU machine: a
+    torch is already there, the machine has a GPU (the CUDA build is wanted), or a CPU
+    wheel of the pinned version lies in pip's find-links folders."""
+    if kept_torch or _has_nvidia_gpu():
+        return True
+    pin = next((line.split("==", 1)[1] for line in (ROOT / "constraints" / "cpu.txt")
+                .read_text().splitlines() if line.startswith("torch==")), None)
+    folders = os.environ.get("PIP_FIND_LINKS", "").split()
+    try:  # find-links from pip's own configuration files
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                             text=True, check=False).stdout
+        for line in out.splitlines():
+            if "find-links" in line and "=" in line:
+                folders += line.split("=", 1)[1].strip().strip("'\"").split()
+    except OSError:
+        pass
+    for folder in folders:
+        p = Path(folder.removeprefix("file://"))
+        if p.is_dir() and pin and any(p.glob(f"torch-{pin}+cpu-*.whl")):
+            return True
+    return False
+
+
 def _has_nvidia_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None
 
@@ -85,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     generated = venv_dir / "aiprod-constraints.txt"
     generated.write_text("\n".join(constraints) + "\n")
 
-    spec = "." + (f"[{args.extras}]" if args.extras else "")
+    extras = [e for e in args.extras.split(",") if e]
+    if "test" in extras and "ltx" not in extras and _torch_without_cuda_download(kept_torch):
+        # the ltx engine's CPU tests need torch; take it only where that costs no CUDA build
+        extras.append("ltx")
+    spec = "." + (f"[{','.join(extras)}]" if extras else "")
     fingerprint = hashlib.sha256(
         json.dumps([(ROOT / "pyproject.toml").read_text(), constraints, spec]).encode()
     ).hexdigest()

@@ -1,0 +1,173 @@
+"""The ltx engine on the CPU, with a tiny randomly initialised LTX-Video built in the test
+(transformer, VAE, T5 encoder, tokenizer), saved to a folder and loaded the way users load
+real weights: from a local path only."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generation.ltx import drop_module_mocks  # noqa: E402
+
+torch = pytest.importorskip("torch", reason="the ltx extra (torch, diffusers) is not installed")
+drop_module_mocks()
+diffusers = pytest.importorskip("diffusers")
+
+from aiprod_post.errors import AiprodError  # noqa: E402
+from aiprod_post.plan import Framing, Scene, Shot  # noqa: E402
+from generation.engine import Keyframe, RenderContext, engine_by_name  # noqa: E402
+from generation.ltx import shot_prompt, valid_frames, valid_size  # noqa: E402
+
+W, H = 60, 40  # not multiples of 32 on purpose
+
+
+def tiny_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ("the a of and in on with shot wide close-up medium static camera pan light day "
+             "night dusk dawn exterior interior pier booth nell ivo is speaking frame cinematic "
+             "film still natural motion look worst quality blurry").split()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+    fast.save_pretrained(folder)
+    return fast, len(vocab)
+
+
+def build_tiny_ltx(folder: Path) -> Path:
+    """A randomly initialised LTX-Video, a few hundred kilobytes, saved like real weights."""
+    from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler,
+                           LTXConditionPipeline, LTXVideoTransformer3DModel)
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer, vocab = tiny_tokenizer(folder / "tok")
+    torch.manual_seed(0)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True,
+        decoder_causal=True)  # frame 0 decodes from latent frame 0 alone
+    vae.use_framewise_encoding = False
+    vae.use_framewise_decoding = False
+    # A trained VAE's posterior is sharp; a random one's variance is huge, and the
+    # pipeline *samples* the conditioning latents. Give the tiny VAE a trained VAE's
+    # certainty: the last encoder channel is the shared log-variance.
+    with torch.no_grad():
+        conv = vae.encoder.conv_out.conv
+        conv.weight[-1].zero_()
+        conv.bias[-1] = -30.0
+    text = T5EncoderModel(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=37, num_layers=2,
+                                   num_heads=4, relative_attention_num_buckets=8))
+    pipe = LTXConditionPipeline(transformer=transformer, vae=vae,
+                                scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder=text,
+                                tokenizer=tokenizer)
+    pipe.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return build_tiny_ltx(tmp_path_factory.mktemp("tiny-ltx"))
+
+
+SETTINGS = dict(device="cpu", dtype="float32", preset="distilled", steps=2,
+                max_sequence_length=16,
+                extra={"image_cond_noise_scale": 0.0, "decode_timestep": 0.0})
+
+
+def scene() -> Scene:
+    return Scene(id="1", heading="EXT. PIER - DUSK", int_ext="EXT", location="PIER",
+                 light="dusk", shots=[])
+
+
+def shot(duration: int = 10, seed: int = 3) -> Shot:
+    return Shot(id="1A", framing=Framing.WIDE, duration=duration, seed=seed,
+                characters=["NELL"], action="Gulls over the water.")
+
+
+def test_constraints_and_prompt():
+    assert valid_frames(121) == 121 and valid_frames(122) == 129
+    assert valid_size(W, H) == (64, 64)
+    p = shot_prompt(shot(), RenderContext(scene(), W, H, Fraction(24)))
+    assert "Gulls over the water" in p and "wide shot" in p and "dusk light" in p
+
+
+def test_renders_a_shot_end_to_end_from_a_local_folder(model_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    r = eng.render(shot(10), RenderContext(scene(), W, H, Fraction(24)))
+    frames = list(r)
+    assert len(frames) == 10 and frames[0].shape == (H, W, 3) and frames[0].dtype == np.uint8
+    assert set(r.keyframes) == {"first", "last"}
+    assert eng.identity["pipeline"] == "LTXConditionPipeline" and len(eng.identity["sha256"]) == 64
+    again = list(engine_by_name("ltx", model=str(model_dir), **SETTINGS).render(
+        shot(10), RenderContext(scene(), W, H, Fraction(24))))
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again))  # the plan's seed
+
+
+def test_the_keyframe_is_honoured(model_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    yy, xx = np.mgrid[0:H, 0:W]
+    key = np.stack([xx * 4, yy * 6, 255 - xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    ctx = RenderContext(scene(), W, H, Fraction(24),
+                        {"previous": Keyframe("1", 0, key, light="dusk")})
+    first_a = next(iter(eng.render(shot(9, seed=1), ctx))).astype(float)
+    first_b = next(iter(eng.render(shot(9, seed=2), ctx))).astype(float)
+    free_a = next(iter(eng.render(shot(9, seed=1), RenderContext(scene(), W, H, Fraction(24)))))
+    free_b = next(iter(eng.render(shot(9, seed=2), RenderContext(scene(), W, H, Fraction(24)))))
+    # conditioned, the first frame is the keyframe's (seed hardly matters); free, it is noise's
+    conditioned_spread = np.abs(first_a - first_b).mean()
+    free_spread = np.abs(free_a.astype(float) - free_b.astype(float)).mean()
+    assert conditioned_spread < 0.2 * free_spread
+    # and it is the keyframe as the model's VAE sees it (encoded and decoded)
+    pipe = eng.pipeline()
+    x = pipe.video_processor.preprocess(_padded(key), 64, 64).unsqueeze(2)
+    with torch.no_grad():
+        lat = pipe.vae.encode(x).latent_dist.mode()
+        seen = pipe.vae.decode(lat, return_dict=False)[0][0, :, 0].permute(1, 2, 0).numpy()
+    seen = np.clip((seen + 1) * 127.5 + 0.5, 0, 255)[12:52, 2:62]  # the plan's crop
+    near = np.abs(first_a - seen).mean()
+    far = np.abs(free_a.astype(float) - seen).mean()
+    assert near < 0.1 * far, (near, far)
+
+
+def _padded(img):
+    import cv2
+    from PIL import Image
+    return Image.fromarray(cv2.copyMakeBorder(img, 12, 12, 2, 2, cv2.BORDER_REPLICATE))
+
+
+def test_long_shots_chain_segments(model_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), **{**SETTINGS, "max_frames": 9})
+    frames = list(eng.render(shot(20), RenderContext(scene(), W, H, Fraction(24))))
+    assert len(frames) == 20
+
+
+def test_missing_or_wrong_model_paths(tmp_path):
+    with pytest.raises(AiprodError, match="no such model path"):
+        list(engine_by_name("ltx", model=str(tmp_path / "nope"), **SETTINGS).render(
+            shot(), RenderContext(scene(), W, H, Fraction(24))))
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model_index.json").write_text("{}")
+    with pytest.raises(AiprodError, match="missing transformer, vae, scheduler"):
+        list(engine_by_name("ltx", model=str(tmp_path / "half"), **SETTINGS).render(
+            shot(), RenderContext(scene(), W, H, Fraction(24))))
+    with pytest.raises(AiprodError, match="single-file checkpoint needs"):
+        (tmp_path / "m.safetensors").write_bytes(b"x")
+        list(engine_by_name("ltx", model=str(tmp_path / "m.safetensors"), **SETTINGS).render(
+            shot(), RenderContext(scene(), W, H, Fraction(24))))
+    with pytest.raises(AiprodError, match="unknown ltx setting"):
+        engine_by_name("ltx", model="x", lora="y")
