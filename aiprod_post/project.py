@@ -88,6 +88,7 @@ class LTXProjectSettings(_Strict):
     cpu_offload: bool = False
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = None
+    compile: bool = True
 
 
 class EngineSettings(_Strict):
