@@ -223,3 +223,23 @@ def test_a_restart_loses_no_job(tmp_path):
         assert done["state"] == "succeeded"
     finally:
         server.kill()
+
+
+def test_uploaded_music_is_probed_before_use(service, tmp_path):
+    import numpy as np
+
+    from audio.io import write_wav
+    server, alice, _, _ = service
+    r = httpx.post(server.url + "/v1/jobs", headers=auth(alice),
+                   files={"script": ("s.fountain", SCRIPT.encode()),
+                          "music": ("theme.wav", b"RIFF this is not audio at all")},
+                   data={"profiles": "web", "width": "160", "height": "96"})
+    assert r.status_code == 400 and "not usable audio" in r.json()["detail"]
+    t = np.arange(48000 * 2) / 48000
+    wav = write_wav(tmp_path / "theme.wav", np.stack([0.2 * np.sin(2 * np.pi * 220 * t)] * 2, 1))
+    r = httpx.post(server.url + "/v1/jobs", headers=auth(alice),
+                   files={"script": ("s.fountain", SCRIPT.encode()),
+                          "music": ("theme.wav", wav.read_bytes())},
+                   data={"profiles": "web", "width": "160", "height": "96"})
+    assert r.status_code == 202
+    assert wait(server, alice, r.json()["id"])["state"] == "succeeded"

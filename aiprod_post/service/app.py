@@ -126,6 +126,8 @@ class Dispatcher:
             cmd += ["--size", f"{request['width']}x{request['height']}"]
         if request.get("fps"):
             cmd += ["--fps", request["fps"]]
+        if (folder / "project.toml").exists():
+            cmd += ["--project", str(folder / "project.toml")]
         log = open(folder / "render.log", "ab")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         with self.lock:
@@ -275,6 +277,7 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
             if prior is not None:
                 return JSONResponse(_job_view(prior, request), status_code=202)
         body = await _read_body(request, limits)
+        music = body.pop("_music", None)
         try:
             req = JobRequest.model_validate(body)
         except ValidationError as exc:
@@ -284,6 +287,8 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
         job_id = str(uuid.uuid4())
         folder = data / "jobs" / job_id
         folder.mkdir(parents=True)
+        if music is not None:
+            _accept_music(folder, *music)
         if req.plan is not None:
             (folder / "plan.json").write_text(json.dumps(req.plan))
         else:
@@ -376,8 +381,15 @@ async def _read_body(request: Request, limits: Limits) -> dict:
         for key, value in form.multi_items():
             if hasattr(value, "read"):
                 raw = await value.read()
+                if key == "music":
+                    if len(raw) > limits.upload_bytes:
+                        raise _bad(f"music is {len(raw)} bytes; the limit is "
+                                   f"{limits.upload_bytes}")
+                    body["_music"] = (value.filename or "music", raw)
+                    continue
                 if key != "script":
-                    raise _bad(f"unexpected file field {key!r}: send the screenplay as 'script'")
+                    raise _bad(f"unexpected file field {key!r}: send the screenplay as 'script' "
+                               "and an optional music bed as 'music'")
                 if len(raw) > limits.script_bytes:
                     raise _bad(f"script is {len(raw)} bytes; the limit is {limits.script_bytes}")
                 try:
@@ -402,6 +414,25 @@ async def _read_body(request: Request, limits: Limits) -> dict:
     if not isinstance(body, dict):
         raise _bad("body must be a JSON object with 'script' or 'plan'")
     return body
+
+
+def _accept_music(folder: Path, filename: str, raw: bytes) -> None:
+    """Keep an uploaded music bed only if it decodes as audio (probed before use)."""
+    import shutil
+
+    from audio.io import read_audio
+
+    suffix = Path(filename).suffix.lower()[:8] if Path(filename).suffix else ".bin"
+    path = folder / f"music{suffix}"
+    path.write_bytes(raw)
+    try:
+        samples, rate = read_audio(path)
+        if samples.shape[0] < rate // 10:
+            raise AiprodError("is shorter than 100 ms")
+    except AiprodError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _bad(f"music upload {filename!r} is not usable audio: {exc.message}") from None
+    (folder / "project.toml").write_text(f'[audio]\nmusic = "{path.name}"\n')
 
 
 def _check(req: JobRequest, limits: Limits) -> None:
