@@ -424,9 +424,24 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
             matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
             count = 0
             apts = 0
-            for i, item in enumerate(frames):
-                if i >= n_frames:
-                    break
+            def prepare(item):
+                """Into the encoder's pixel format (runs on the prefetch thread)."""
+                if isinstance(item, av.Packet):
+                    return item
+                if isinstance(item, av.VideoFrame) and not profile.hdr:
+                    # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
+                    return item if item.format.name == profile.pix_fmt else \
+                        item.reformat(format=profile.pix_fmt)
+                rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
+                if profile.hdr:
+                    vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
+                                                    format="rgb48le")
+                else:
+                    vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                return vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
+                                   dst_color_range=ColorRange.MPEG)
+
+            for i, item in enumerate(_prefetch(frames, prepare, n_frames)):
                 if isinstance(item, av.Packet):
                     # a ProRes frame copied from the shot's media: no decode, no encode
                     item.stream = v
@@ -434,29 +449,11 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     item.pts = item.dts = i
                     item.duration = 1
                     out.mux(item)
-                    count += 1
-                    if a is not None and snd is not None:
-                        apts = _mux_audio(a, out, snd, i, rate, sample_rate, apts)
-                    if progress:
-                        progress(count, n_frames)
-                    continue
-                if isinstance(item, av.VideoFrame) and not profile.hdr:
-                    # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
-                    vf = item if item.format.name == profile.pix_fmt else \
-                        item.reformat(format=profile.pix_fmt)
                 else:
-                    rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
-                    if profile.hdr:
-                        vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
-                                                        format="rgb48le")
-                    else:
-                        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                    vf = vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
-                                     dst_color_range=ColorRange.MPEG)
-                vf.pts = i
-                vf.time_base = cc.time_base
-                for p in v.encode(vf):
-                    out.mux(p)
+                    item.pts = i
+                    item.time_base = cc.time_base
+                    for p in v.encode(item):
+                        out.mux(p)
                 count += 1
                 if a is not None and snd is not None:
                     apts = _mux_audio(a, out, snd, i, rate, sample_rate, apts)
@@ -484,6 +481,49 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
         if snd is not None:
             snd.close()
     return output
+
+
+def _prefetch(items: Iterator, prepare: Callable, limit: int, depth: int = 6) -> Iterator:
+    """``prepare(item)`` for the first ``limit`` items, on a second thread, a few ahead.
+
+    Decoding, compositing and pixel-format conversion then overlap with encoding (PyAV
+    releases the GIL inside FFmpeg), as the ffmpeg command's threads do. The queue is
+    short, so memory stays flat.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for k, item in enumerate(items):
+                if k >= limit or stop.is_set():
+                    break
+                q.put(("ok", prepare(item)))
+            q.put(("end", done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer to raise
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="conform-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 def _mux_audio(a, out, snd, i: int, rate: Fraction, sample_rate: int, apts: int) -> int:
