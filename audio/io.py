@@ -7,8 +7,6 @@ WAV by default, to a temporary name that is renamed when complete.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 from scipy import signal
 
 from aiprod_post.errors import MediaError
-from aiprod_post.files import publish_mode
+from aiprod_post.files import atomic_path
 
 __all__ = ["read_audio", "write_wav", "resample", "MIX_RATE"]
 
@@ -80,13 +78,6 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int = MIX_RATE,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0 - 2.0 ** -23)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.wav", dir=path.parent)
-    os.close(fd)
-    try:
-        soundfile.write(tmp, x, rate, subtype=subtype, format="WAV")
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, ".tmp.wav") as tmp:
+        soundfile.write(str(tmp), x, rate, subtype=subtype, format="WAV")
     return path

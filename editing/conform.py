@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +25,7 @@ import numpy as np
 import opentimelineio as otio
 
 from aiprod_post.errors import AiprodError, MediaError
-from aiprod_post.files import publish_mode
+from aiprod_post.files import atomic_path
 
 from .timeline import NAMESPACE, timeline_rate, url_to_path
 
@@ -138,6 +137,14 @@ class _Reader:
             yield idx, fr
 
     def close(self) -> None:
+        # The decode generator refers back to this reader (a reference cycle) and holds
+        # the decoder's frame pool through the last frame: break the cycle now, or the
+        # pools of every closed clip wait for the cycle collector and memory grows with
+        # the length of the film.
+        if self._frames is not None:
+            self._frames.close()
+        self._frames = None
+        self._current = None
         self.container.close()
 
 
@@ -174,6 +181,8 @@ class _PacketReader:
         raise MediaError(f"no compressed frame {index} to copy", source=self.container.name)
 
     def close(self) -> None:
+        # the packet generator holds the container: drop it, or it outlives the close
+        self._packets = None
         self.container.close()
 
 
@@ -383,100 +392,91 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
         raise MediaError("output folder does not exist", source=output.parent)
     if not os.access(output.parent, os.W_OK):
         raise MediaError("output folder is not writable", source=output.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".part{profile.suffix}",
-                                    dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     snd = None
     try:
-        with av.open(str(tmp), "w", format=profile.container,
-                     options=profile.container_options or {}) as out:
-            v = out.add_stream(profile.codec, rate=rate)
-            v.width, v.height = width, height
-            v.pix_fmt = profile.pix_fmt
-            v.options = dict(profile.options)
-            # frame and slice threads, as the ffmpeg command uses; but where copied frames
-            # are interleaved with encoded ones, the encoder must not hold frames back
-            # (frame threads do), or its packets would arrive after later copied ones
-            v.thread_type = "SLICE" if copy_packets else "AUTO"
-            v.thread_count = 0
-            cc = v.codec_context
-            cc.color_primaries = profile.primaries
-            cc.color_trc = profile.transfer
-            cc.colorspace = profile.matrix
-            cc.color_range = 1  # MPEG (limited) range
-            cc.time_base = Fraction(1) / rate
-            if profile.codec == "libx264":
-                cc.gop_size = max(1, int(round(rate)) * 2)  # closed (open-gop=0), 2 s
-            a = None
-            if audio is not None:
-                snd = soundfile.SoundFile(str(audio))
-                if snd.samplerate != sample_rate:
-                    raise MediaError(f"mix is {snd.samplerate} Hz, expected {sample_rate}",
-                                     source=audio)
-                a = out.add_stream(profile.audio_codec, rate=sample_rate, layout="stereo")
-                if profile.audio_bitrate:
-                    a.bit_rate = profile.audio_bitrate
-            if profile.codec == "prores":
-                # open the encoder now: copied ProRes frames may be muxed before any frame
-                # is encoded, and the header needs the stream's parameters
-                cc.open(strict=False)
-            matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
-            count = 0
-            apts = 0
-            def prepare(item):
-                """Into the encoder's pixel format (runs on the prefetch thread)."""
-                if isinstance(item, av.Packet):
-                    return item
-                if isinstance(item, av.VideoFrame) and not profile.hdr:
-                    # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
-                    return item if item.format.name == profile.pix_fmt else \
-                        item.reformat(format=profile.pix_fmt)
-                rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
-                if profile.hdr:
-                    vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
-                                                    format="rgb48le")
-                else:
-                    vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                return vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
-                                   dst_color_range=ColorRange.MPEG)
+        with atomic_path(output, f".part{profile.suffix}") as tmp:
+            with av.open(str(tmp), "w", format=profile.container,
+                         options=profile.container_options or {}) as out:
+                v = out.add_stream(profile.codec, rate=rate)
+                v.width, v.height = width, height
+                v.pix_fmt = profile.pix_fmt
+                v.options = dict(profile.options)
+                # frame and slice threads, as the ffmpeg command uses; but where copied frames
+                # are interleaved with encoded ones, the encoder must not hold frames back
+                # (frame threads do), or its packets would arrive after later copied ones
+                v.thread_type = "SLICE" if copy_packets else "AUTO"
+                v.thread_count = 0
+                cc = v.codec_context
+                cc.color_primaries = profile.primaries
+                cc.color_trc = profile.transfer
+                cc.colorspace = profile.matrix
+                cc.color_range = 1  # MPEG (limited) range
+                cc.time_base = Fraction(1) / rate
+                if profile.codec == "libx264":
+                    cc.gop_size = max(1, int(round(rate)) * 2)  # closed (open-gop=0), 2 s
+                a = None
+                if audio is not None:
+                    snd = soundfile.SoundFile(str(audio))
+                    if snd.samplerate != sample_rate:
+                        raise MediaError(f"mix is {snd.samplerate} Hz, expected {sample_rate}",
+                                         source=audio)
+                    a = out.add_stream(profile.audio_codec, rate=sample_rate, layout="stereo")
+                    if profile.audio_bitrate:
+                        a.bit_rate = profile.audio_bitrate
+                if profile.codec == "prores":
+                    # open the encoder now: copied ProRes frames may be muxed before any frame
+                    # is encoded, and the header needs the stream's parameters
+                    cc.open(strict=False)
+                matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
+                count = 0
+                apts = 0
+                def prepare(item):
+                    """Into the encoder's pixel format (runs on the prefetch thread)."""
+                    if isinstance(item, av.Packet):
+                        return item
+                    if isinstance(item, av.VideoFrame) and not profile.hdr:
+                        # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
+                        return item if item.format.name == profile.pix_fmt else \
+                            item.reformat(format=profile.pix_fmt)
+                    rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
+                    if profile.hdr:
+                        vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
+                                                        format="rgb48le")
+                    else:
+                        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    return vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
+                                       dst_color_range=ColorRange.MPEG)
 
-            for i, item in enumerate(_prefetch(frames, prepare, n_frames)):
-                if isinstance(item, av.Packet):
-                    # a ProRes frame copied from the shot's media: no decode, no encode
-                    item.stream = v
-                    item.time_base = cc.time_base
-                    item.pts = item.dts = i
-                    item.duration = 1
-                    out.mux(item)
-                else:
-                    item.pts = i
-                    item.time_base = cc.time_base
-                    for p in v.encode(item):
-                        out.mux(p)
-                count += 1
-                if a is not None and snd is not None:
-                    apts = _mux_audio(a, out, snd, i, rate, sample_rate, apts)
-                if progress:
-                    progress(count, n_frames)
-            if count != n_frames:
-                raise MediaError(f"the timeline gave {count} frames, expected {n_frames}")
-            for p in v.encode():
-                out.mux(p)
-            if a is not None:
-                for p in a.encode():
+                for i, item in enumerate(_prefetch(frames, prepare, n_frames)):
+                    if isinstance(item, av.Packet):
+                        # a ProRes frame copied from the shot's media: no decode, no encode
+                        item.stream = v
+                        item.time_base = cc.time_base
+                        item.pts = item.dts = i
+                        item.duration = 1
+                        out.mux(item)
+                    else:
+                        item.pts = i
+                        item.time_base = cc.time_base
+                        for p in v.encode(item):
+                            out.mux(p)
+                    count += 1
+                    if a is not None and snd is not None:
+                        apts = _mux_audio(a, out, snd, i, rate, sample_rate, apts)
+                    if progress:
+                        progress(count, n_frames)
+                if count != n_frames:
+                    raise MediaError(f"the timeline gave {count} frames, expected {n_frames}")
+                for p in v.encode():
                     out.mux(p)
-        if profile.codec == "prores":
-            _set_mov_vendor(tmp, b"apl0")
-        publish_mode(tmp)
-        os.replace(tmp, output)
+                if a is not None:
+                    for p in a.encode():
+                        out.mux(p)
+            if profile.codec == "prores":
+                _set_mov_vendor(tmp, b"apl0")
     except av.error.FFmpegError as exc:
-        tmp.unlink(missing_ok=True)
         raise MediaError(f"the {profile.codec} encoder refused {width}x{height} at {rate} fps: "
                          f"{exc}", source=output) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         if snd is not None:
             snd.close()
@@ -627,13 +627,10 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: 
         raise AiprodError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}",
                           where="--profile")
     if not isinstance(timeline, otio.schema.Timeline):
+        from .export import read_timeline
+
         path = Path(timeline)
-        if not path.is_file():
-            raise MediaError("no such timeline", source=path)
-        try:
-            timeline = otio.adapters.read_from_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any adapter failure is a bad timeline
-            raise MediaError(f"cannot read timeline: {exc}", source=path) from None
+        timeline = read_timeline(path)
         base = base or path.parent
     meta = timeline.metadata.get(NAMESPACE, {})
     rate = timeline_rate(timeline)

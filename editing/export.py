@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 
 import opentimelineio as otio
 
 from aiprod_post.errors import AiprodError, MediaError
-from aiprod_post.files import publish_mode
+from aiprod_post.files import atomic_path
 
 from .timeline import url_to_path
 
@@ -159,19 +158,12 @@ def export_timeline(timeline: otio.schema.Timeline, fmt: str, output: str | Path
         tl = _for_aaf(_without_fades(tl))
     elif fmt == "fcpxml":
         tl = _without_fades(tl)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".part{output.suffix}",
-                               dir=output.parent)
-    os.close(fd)
-    os.unlink(tmp)  # some adapters refuse to write over an existing file
-    try:
+    extra = {"use_empty_mob_ids": True} if fmt == "aaf" else {}
+    with atomic_path(output, f".part{output.suffix}") as tmp:
+        tmp.unlink()  # some adapters refuse to write over an existing file
         try:
-            extra = {"use_empty_mob_ids": True} if fmt == "aaf" else {}
-            otio.adapters.write_to_file(tl, tmp, adapter_name=adapter, **extra)
+            otio.adapters.write_to_file(tl, str(tmp), adapter_name=adapter, **extra)
         except Exception as exc:  # noqa: BLE001 - surface the adapter's reason
             raise MediaError(f"the {fmt} adapter could not write the timeline: {exc}",
                              source=output) from None
-        publish_mode(tmp)
-        os.replace(tmp, output)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return output

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 from aiprod_post.errors import MediaError
-from aiprod_post.files import publish_mode
+from aiprod_post.files import atomic_path
 
 from .apply import FrameGrader
 from .looks import load_look
@@ -28,15 +26,14 @@ def grade_video(source: str | Path, output: str | Path, look: str, strength: flo
         raise MediaError("no such video", source=source)
     grader = FrameGrader(load_look(look, Path.cwd()), strength)
     mov = output.suffix.lower() == ".mov"
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".part{output.suffix}",
-                               dir=output.parent if output.parent.exists() else None)
-    os.close(fd)
-    try:
+    if not output.parent.is_dir():
+        raise MediaError("output folder does not exist", source=output.parent)
+    with atomic_path(output, f".part{output.suffix}") as tmp:
         try:
             inp = av.open(str(source))
         except Exception as exc:  # noqa: BLE001
             raise MediaError(f"cannot read video: {exc}", source=source) from None
-        with inp, av.open(tmp, "w", format="mov" if mov else "mp4",
+        with inp, av.open(str(tmp), "w", format="mov" if mov else "mp4",
                           options={} if mov else {"movflags": "+faststart"}) as out:
             vin = inp.streams.video[0]
             rate = Fraction(vin.average_rate or 24)
@@ -85,9 +82,4 @@ def grade_video(source: str | Path, output: str | Path, look: str, strength: flo
             if aout is not None and not copy_audio:
                 for p in aout.encode():
                     out.mux(p)
-        publish_mode(tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return output
