@@ -243,3 +243,33 @@ def test_uploaded_music_is_probed_before_use(service, tmp_path):
                    data={"profiles": "web", "width": "160", "height": "96"})
     assert r.status_code == 202
     assert wait(server, alice, r.json()["id"])["state"] == "succeeded"
+
+
+@pytest.mark.skipif(not os.environ.get("AIPROD_TEST_POSTGRES_URL"),
+                    reason="set AIPROD_TEST_POSTGRES_URL to a PostgreSQL database to run")
+def test_jobs_persist_in_postgresql(tmp_path):
+    url = os.environ["AIPROD_TEST_POSTGRES_URL"]
+    out = CliRunner().invoke(main, ["token", "create", f"pg-{os.getpid()}-{time.time_ns()}",
+                                    "--data", str(tmp_path), "--db", url]).output
+    tok = dict(line.split(": ", 1) for line in out.strip().splitlines())["token"]
+    server = Server(tmp_path)
+    server.proc = subprocess.Popen([sys.executable, "-m", "aiprod_post.cli", "serve", "--port",
+                                    str(server.port), "--data", str(tmp_path), "--db", url],
+                                   start_new_session=True, stdout=subprocess.DEVNULL,
+                                   stderr=open(tmp_path / "server.log", "ab"))
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        job = submit(server, tok).json()
+        assert wait(server, tok, job["id"])["state"] == "succeeded"
+    finally:
+        server.kill()
+    import sqlalchemy
+    with sqlalchemy.create_engine(url).connect() as c:
+        state = c.execute(sqlalchemy.text("select state from jobs where id = :i"),
+                          {"i": job["id"]}).scalar()
+    assert state == "succeeded"
