@@ -368,6 +368,8 @@ class _Render:
                     lx[key] = str(self.project.path(lx[key]))
             settings = lx
         engine = engine_by_name(name, **settings)
+        if hasattr(engine, "check"):
+            engine.check()  # a missing model is bad input for the run, not a failed shot
         handles = handles_for(plan)
         store = KeyframeStore()
         shots = plan.shots()

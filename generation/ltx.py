@@ -212,6 +212,10 @@ class LTXEngine:
                 raise AiprodError(f"no such {name} path", source=value)
         return path
 
+    def check(self) -> None:
+        """Fail before any shot is rendered when the model cannot be loaded at all."""
+        self.pipeline()
+
     def pipeline(self):
         if self._pipe is not None:
             return self._pipe

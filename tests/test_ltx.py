@@ -171,3 +171,17 @@ def test_missing_or_wrong_model_paths(tmp_path):
             shot(), RenderContext(scene(), W, H, Fraction(24))))
     with pytest.raises(AiprodError, match="unknown ltx setting"):
         engine_by_name("ltx", model="x", lora="y")
+
+
+def test_render_with_ltx_and_no_model_stops_with_a_clear_error(tmp_path):
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+    script = tmp_path / "s.fountain"
+    script.write_text("EXT. PIER - DUSK\n\nGulls.\n")
+    project = tmp_path / "p.toml"
+    project.write_text(f'[engine]\nname = "ltx"\n[engine.ltx]\nmodel = "{tmp_path / "nope"}"\n')
+    r = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
+                                  "--project", str(project), "--size", "160x96", "--quiet"])
+    assert r.exit_code == 2 and "no such model path" in r.output
+    assert not (tmp_path / "out" / "masters").exists()
