@@ -387,8 +387,11 @@ class _Render:
                 track = shapes_per_frame(cues, n, fps, offset=head / fps + ln.offset)
                 old = visemes.get(ln.speaker, ["X"] * n)
                 visemes[ln.speaker] = [b if b != "X" else a for a, b in zip(old, track)]
-            look = (self.project.looks.shot.get(shot.id) or self.project.looks.scene.get(scene.id)
-                    or shot.look or scene.look or default_look(scene.light))
+            look = (self.project.looks.shot.get(shot.id) or shot.look or (
+                # a title card is graphics on black: the scene's grade is not for it
+                "neutral_rec709" if shot.framing.value == "title" else None)
+                or self.project.looks.scene.get(scene.id) or scene.look
+                or default_look(scene.light))
             look_file = look_path(look, Path(self.project.root))
             reference = store.establishing.get(scene.id)
             match = reference is not None and reference.shot_id != shot.id
