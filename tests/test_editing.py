@@ -261,8 +261,11 @@ def test_subtitles_burn_into_the_picture_only_while_shown(film, tmp_path):
     assert during.max() > 100
     rows = np.nonzero(during.max(axis=(1, 2)) > 100)[0]
     assert rows.min() > H // 2  # bottom of the frame
-    # before and after: the same picture, but for compression noise around the change
-    assert diff[12].mean() < 0.5 and diff[60].mean() < 0.5 and during.mean() > 2 * diff[12].mean()
+    # before and after, the subtitle band holds only compression noise (the encoder spends
+    # its bits a little differently around the change), far less than the text itself
+    band = slice(rows.min(), rows.max() + 1)
+    shown = during[band].mean()
+    assert shown > 10 * max(diff[12][band].mean(), diff[60][band].mean(), 0.1)
 
 
 def test_dnxhr_master(tmp_path):
