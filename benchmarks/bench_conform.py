@@ -81,8 +81,7 @@ def long_timeline(tl: otio.schema.Timeline, repeats: int) -> otio.schema.Timelin
     clips = [c for c in tl.tracks[0] if isinstance(c, otio.schema.Clip)]
     for _ in range(repeats):
         for c in clips:
-            v.append(c.deepcopy() if hasattr(c, "deepcopy") else
-                     otio.adapters.read_from_string(otio.adapters.write_to_string(c)))
+            v.append(c.clone())
     out.tracks.append(v)
     return out
 

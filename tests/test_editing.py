@@ -188,8 +188,7 @@ def test_dissolve_and_fade_are_rendered(film):
 
 def test_missing_media_names_the_clip_and_path(film, tmp_path):
     folder, plan, tl = film
-    broken = tl.deepcopy() if hasattr(tl, "deepcopy") else otio.adapters.read_from_string(
-        otio.adapters.write_to_string(tl))
+    broken = tl.clone()
     clip = next(iter(video_track(broken).find_clips()))
     clip.media_reference.target_url = "file:///nowhere/missing.mov"
     with pytest.raises(MediaError) as err:
@@ -200,7 +199,7 @@ def test_missing_media_names_the_clip_and_path(film, tmp_path):
 
 def test_media_shorter_than_its_range(film, tmp_path):
     folder, plan, tl = film
-    broken = otio.adapters.read_from_string(otio.adapters.write_to_string(tl))
+    broken = tl.clone()
     clip = next(iter(video_track(broken).find_clips()))
     sr = clip.source_range
     clip.source_range = otio.opentime.TimeRange(sr.start_time, sr.duration + sr.duration)
@@ -297,7 +296,7 @@ def test_optional_masters(film, tmp_path, profile, codec, pix, tags):
 
 def test_media_at_another_rate_is_conformed_with_a_warning(film, tmp_path):
     folder, plan, tl = film
-    other = otio.adapters.read_from_string(otio.adapters.write_to_string(tl))
+    other = tl.clone()
     clip = next(iter(video_track(other).find_clips()))
     frames = (np.full((H, W, 3), 80, np.uint8) for _ in range(200))
     src = encode_master(frames, 200, Fraction(25), W, H, tmp_path / "pal.mov",

@@ -166,20 +166,26 @@ def test_unknown_engine():
 # ---------------------------------------------------------------- clips
 
 
-def write_clip(path: Path, n: int, rate: int, size=(320, 240)) -> Path:
-    """A clip whose frame k is filled with grey level 10 * k (so frames can be identified)."""
+def write_frames(path: Path, frames, rate: int = 24) -> Path:
+    """A lossless H.264 clip of the given RGB frames."""
+    frames = list(frames)
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=rate)
-        s.width, s.height = size
+        s.height, s.width = frames[0].shape[:2]
         s.pix_fmt = "yuv444p"
         s.options = {"qp": "0"}
-        for k in range(n):
-            img = np.full((size[1], size[0], 3), 10 * k, np.uint8)
+        for img in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
     return path
+
+
+def write_clip(path: Path, n: int, rate: int, size=(320, 240)) -> Path:
+    """A clip whose frame k is filled with grey level 10 * k (so frames can be identified)."""
+    return write_frames(path, (np.full((size[1], size[0], 3), 10 * k, np.uint8)
+                               for k in range(n)), rate)
 
 
 def test_clips_are_trimmed_held_looped_and_rate_conformed(tmp_path):
@@ -221,27 +227,13 @@ def test_missing_or_broken_clip_names_the_shot_and_path(tmp_path):
 # ---------------------------------------------------------------- lip-sync on footage
 
 
-def write_still_clip(path: Path, img: np.ndarray, n: int, rate: int = 24) -> Path:
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=rate)
-        s.height, s.width = img.shape[:2]
-        s.pix_fmt = "yuv444p"
-        s.options = {"qp": "0"}
-        for _ in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
-
-
 def test_mouth_on_a_filmed_face_follows_the_visemes(tmp_path):
     from skimage import data  # the astronaut photograph (NASA, public domain)
 
     from generation.lipsync import find_face
     face_img = data.astronaut()
     x, y, w, h = find_face(face_img)
-    write_still_clip(tmp_path / "1.mp4", face_img, 30)
+    write_frames(tmp_path / "1.mp4", [face_img] * 30)
     track = ["X"] * 10 + ["D"] * 10 + ["X"] * 10
     eng = engine_by_name("clips", folder=tmp_path, fit="letterbox")
     r = eng.render(shot(duration=30, characters=["NELL"]),
