@@ -106,6 +106,59 @@ def _for_aaf(tl: otio.schema.Timeline) -> otio.schema.Timeline:
     return out
 
 
+def _add_aaf_markers(path: Path, tl: otio.schema.Timeline) -> int:
+    """Write the timeline's clip and track markers into the AAF the adapter wrote (its
+    writer drops them), the way Avid stores them: each picture slot gets a
+    PhysicalTrackNumber, and an EventMobSlot on the same track number holds one
+    DescriptiveMarker per marker at its record position, describing that slot.
+    Returns the number of markers written."""
+    import aaf2
+
+    video = [t for t in tl.tracks if t.kind == otio.schema.TrackKind.Video]
+    placed: list[list[tuple[int, int, str]]] = []
+    for track in video:
+        marks = []
+        for item in [track, *track.find_clips(shallow_search=True)]:
+            for m in item.markers:
+                start = m.marked_range.start_time
+                if item is not track:
+                    start = item.transformed_time(start, track)
+                marks.append((int(round(start.value)),
+                              int(round(m.marked_range.duration.value)), m.name))
+        placed.append(sorted(marks))
+    if not any(placed):
+        return 0
+    written = 0
+    with aaf2.open(str(path), "rw") as f:
+        mob = next(f.content.toplevel())
+        pictures = [s for s in mob.slots if isinstance(s, aaf2.mobslots.TimelineMobSlot)
+                    and s.segment.media_kind == "Picture"]
+        next_id = max(s.slot_id for s in mob.slots) + 1
+        for number, (slot, marks) in enumerate(zip(pictures, placed), start=1):
+            if slot.get("PhysicalTrackNumber") is None or slot["PhysicalTrackNumber"].value is None:
+                slot["PhysicalTrackNumber"].value = number
+            if not marks:
+                continue
+            events = f.create.EventMobSlot()
+            events["SlotID"].value = next_id
+            next_id += 1
+            events["EditRate"].value = slot.edit_rate
+            events["PhysicalTrackNumber"].value = slot["PhysicalTrackNumber"].value
+            events["SlotName"].value = f"{slot.name} markers"
+            seq = f.create.Sequence(media_kind="DescriptiveMetadata")
+            for position, length, name in marks:
+                marker = f.create.DescriptiveMarker()
+                marker["Position"].value = position
+                marker["Length"].value = length
+                marker["Comment"].value = name  # AAF has one text per marker: the name
+                marker["DescribedSlots"].value = {slot.slot_id}
+                seq.components.append(marker)
+                written += 1
+            events.segment = seq
+            mob.slots.append(events)
+    return written
+
+
 def _for_edl(tl: otio.schema.Timeline) -> otio.schema.Timeline:
     """An EDL dissolve starts at the B-side's record in: move each centred dissolve's
     start onto its own cut (the outgoing clip ends there, the incoming one starts there)."""
@@ -166,4 +219,6 @@ def export_timeline(timeline: otio.schema.Timeline, fmt: str, output: str | Path
         except Exception as exc:  # noqa: BLE001 - surface the adapter's reason
             raise MediaError(f"the {fmt} adapter could not write the timeline: {exc}",
                              source=output) from None
+        if fmt == "aaf":
+            _add_aaf_markers(tmp, tl)
     return output

@@ -129,9 +129,14 @@ def test_exports_read_back_with_the_same_clips_cuts_and_durations(film, tmp_path
         assert _cuts(back) == _cuts(_for_edl(tl))
     else:
         assert _cuts(back) == _cuts(tl)
-    if fmt in ("otio", "otioz", "fcp7", "fcpxml", "edl"):  # the AAF adapter writes no markers
-        names = [m.name for c in video_track(back).find_clips() for m in c.markers]
-        assert set(s.id for _, s in plan.shots()) <= set(names)
+    names = [m.name for c in video_track(back).find_clips() for m in c.markers]
+    assert set(s.id for _, s in plan.shots()) <= set(names)
+    if fmt in ("otio", "otioz", "aaf"):  # these keep each marker on its clip, at its frame
+        def marks(t):
+            return sorted((c.name, m.name, c.transformed_time(m.marked_range.start_time,
+                                                              video_track(t)).to_frames())
+                          for c in video_track(t).find_clips() for m in c.markers)
+        assert marks(back) == marks(tl)
 
 
 def test_relative_media_paths(film, tmp_path):
