@@ -355,7 +355,7 @@ class _Render:
     # ---- generation
     def generation(self, plan: ShotPlan, lines: dict[str, list[_Line]]) -> dict[str, Any]:
         from audio.visemes import MouthCue, shapes_per_frame
-        from editing.conform import PROFILES, encode_master
+        from editing.conform import PROFILES, encode_master, read_ahead
         from editing.timeline import ShotMedia, handles_for
         from generation.animatic import title_card
         from generation.engine import KeyframeStore, Keyframe, RenderContext, engine_by_name
@@ -373,7 +373,7 @@ class _Render:
                         "fit": c.fit, "fill": c.fill}
         elif name == "ltx":
             lx = self.project.engine.ltx.model_dump()
-            for key in ("model", "config", "text_encoder", "tokenizer"):
+            for key in ("model", "config", "text_encoder", "tokenizer", "upsampler"):
                 if lx.get(key):
                     lx[key] = str(self.project.path(lx[key]))
             settings = lx
@@ -382,6 +382,12 @@ class _Render:
             engine.check()  # a missing model is bad input for the run, not a failed shot
         handles = handles_for(plan)
         store = KeyframeStore()
+        references = {}  # character → digest of the reference image the project gives
+        for cname, ch in self.project.characters.items():
+            if ch.reference:
+                store.characters[cname] = _read_image(self.project.path(ch.reference),
+                                                      f"[characters.{cname}] reference")
+                references[cname] = _array_digest(store.characters[cname])
         shots = plan.shots()
         self.r.stage("generation", len(shots))
         media: dict[str, ShotMedia] = {}
@@ -408,20 +414,24 @@ class _Render:
             key = key_of("shot", name, settings, longer.model_dump(mode="json"),
                          scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
                          visemes, _file_digest(look_file), match,
-                         _array_digest(reference.image) if match else None)
+                         _array_digest(reference.image) if match else None,
+                         {c: references[c] for c in shot.characters if c in references})
             mov = self.cached("shots", key, ".mov")
             first, last = self.cached("shots", key, ".first.npy"), \
                 self.cached("shots", key, ".last.npy")
             hit = mov.exists() and first.exists() and last.exists()
             if not hit:
                 ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), visemes,
-                                    label=shot.id)
+                                    label=shot.id, look=look)
                 error = None
                 grader = self._grader(look_file)
                 for attempt in (1, 2):
                     try:
                         r = engine.render(longer, ctx)
-                        graded = _graded(iter(r), grader, reference.image if match else None)
+                        # three threads: the engine renders, matching and the grade run on
+                        # encode_master's prefetch thread, the encoder on this one
+                        graded = _graded(read_ahead(iter(r)), grader,
+                                         reference.image if match else None)
                         encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None)
                         for note in r.notes:
                             self.r.note(note)
@@ -466,22 +476,27 @@ class _Render:
 
     # ---- picture QA of the masters
     def qa(self, masters: dict[str, Path]) -> None:
+        """Picture QA. The masters stage measures it on the frames it sends to the first
+        master it encodes frame by frame (no second decode); only where every master
+        copied frames (a ProRes-only run) is a master decoded here for it."""
         from grading.qa import qa_video
 
-        self.r.stage("qa", len(masters))
-        results = {}
-        for i, (name, path) in enumerate(masters.items(), 1):
+        self.r.stage("qa", 1)
+        results = self.report.setdefault("qa", {})
+        hit = bool(results)
+        if not results and masters:
+            name, path = next(iter(masters.items()))
             key = key_of("qa", _file_digest(path))
             cached = self.cached("qa", key, ".json")
             hit = cached.exists()
             if not hit:
                 # levels on a pixel sample (every 2nd to 4th pixel each way) keep QA quick
                 step = max(2, min(4, self.width // 480))
-                qa = qa_video(path, step=step, levels_every=6)
-                write_atomic(cached, json.dumps(qa.as_dict()).encode())
+                qa = dict(qa_video(path, step=step, levels_every=6).as_dict(),
+                          measured_on=f"{path.name}, decoded")
+                write_atomic(cached, json.dumps(qa).encode())
             results[name] = json.loads(cached.read_text())
-            self.r.item(name, i, len(masters), cached=hit)
-        self.report["qa"] = results
+        self.r.item("qa", 1, 1, cached=hit)
 
     # ---- mix
     def mix(self, plan: ShotPlan, lines: dict[str, list[_Line]], profiles: list[str]
@@ -624,10 +639,13 @@ class _Render:
         import opentimelineio as otio
 
         from editing.conform import PROFILES, conform
+        from grading.qa import QAMeter
 
         self.r.stage("masters", len(profiles))
         out: dict[str, Path] = {}
         picture = key_of("picture", otio.adapters.write_to_string(tl, "otio_json"))
+        watched = False  # picture QA rides along the first master encoded frame by frame
+        step = max(2, min(4, self.width // 480))
         for i, name in enumerate(profiles, 1):
             prof = DELIVERY_PROFILES[name]
             codec = PROFILES[prof.video]
@@ -637,10 +655,27 @@ class _Render:
             key = key_of("master", picture, _file_digest(audio), prof.video,
                          [c.__dict__ for c in cues] if cues else None)
             cached = self.cached("masters", key, codec.suffix)
+            qa_file = self.cached("qa", key_of("qa-encoded", key), ".json")
             hit = cached.exists()
+            encodes_all = prof.video != "prores" or bool(cues)
+            meter = None
+            if encodes_all and not watched and not (hit and qa_file.exists()):
+                meter = QAMeter(plan.fps, 10 if "10" in codec.pix_fmt else 8)
+                counter = iter(range(1 << 62))
+
+                def watch(frame, meter=meter, counter=counter):
+                    meter.add_av(frame, step=step, levels=next(counter) % 6 == 0)
+                hit = False  # the picture QA needs the frames: encode again
             if not hit:
                 conform(tl, cached, prof.video, audio=audio, base=otio_path.parent,
-                        subtitles=cues)
+                        subtitles=cues, watch=watch if meter else None)
+            if meter is not None:
+                qa = dict(meter.result().as_dict(),
+                          measured_on=f"{name} master, every frame as sent to its encoder")
+                write_atomic(qa_file, json.dumps(qa).encode())
+            if encodes_all and not watched:
+                self.report.setdefault("qa", {})[name] = json.loads(qa_file.read_text())
+                watched = True
             dst = self.outdir / "masters" / f"{_slug(plan.title)}_{name}{codec.suffix}"
             _place(cached, dst)
             out[name] = dst
@@ -723,6 +758,19 @@ def _graded(frames, grader, reference: np.ndarray | None):
         yield grader(frame)
 
 
+def _read_image(path: Path, field: str) -> np.ndarray:
+    """An RGB image the project names, or an error naming the field and file."""
+    import cv2
+
+    if not path.is_file():
+        raise AiprodError(f"{field}: no such image", source=path)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise AiprodError(f"{field}: not an image OpenCV can read (PNG, JPEG, TIFF …)",
+                          source=path)
+    return np.ascontiguousarray(img[..., ::-1])
+
+
 def _array_digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
@@ -776,7 +824,7 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]]) -> str:
         f"<td>{report['cached'].get(k, 0)}</td></tr>" for k, v in report["stage_seconds"].items())
     failed = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in report["failed_shots"].items())
     qa = "".join(
-        f"<tr><td>{e(k)}</td><td>{'pass' if v['levels']['pass'] else 'FAIL'} "
+        f"<tr><td>{e(v.get('measured_on', k))}</td><td>{'pass' if v['levels']['pass'] else 'FAIL'} "
         f"({v['levels']['share_outside']:.4%} outside {v['levels']['legal']})</td>"
         f"<td>{'pass' if v['flashes']['pass'] else 'FAIL'} "
         f"(max {v['flashes']['max_per_second']}/s)</td><td>{len(v['black_frames'])}</td>"
@@ -796,7 +844,7 @@ img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{backgroun
 <th>frames</th><th>characters</th><th>dialogue</th></tr>{rows}</table>
 <h2>Loudness</h2><table><tr><th>profile</th><th>target LUFS</th><th>integrated</th>
 <th>true peak dBTP</th><th>LRA</th></tr>{loud}</table>
-<h2>Picture QA</h2><table><tr><th>master</th><th>levels (EBU R 103)</th>
+<h2>Picture QA</h2><table><tr><th>measured on</th><th>levels (EBU R 103)</th>
 <th>flashes (ITU-R BT.1702)</th><th>black runs</th><th>frozen runs</th></tr>{qa}</table>
 <h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>made</th><th>cached</th></tr>
 {stages}</table></body></html>"""

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import opentimelineio as otio
@@ -29,7 +29,7 @@ from aiprod_post.files import atomic_path
 
 from .timeline import NAMESPACE, timeline_rate, url_to_path
 
-__all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "probe",
+__all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "read_ahead", "probe",
            "burn_in"]
 
 
@@ -381,8 +381,13 @@ def _samples_at(frame_index: int, rate: Fraction, sr: int) -> int:
 def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, width: int,
                   height: int, output: Path, profile: Profile, audio: Path | None,
                   *, progress: Callable[[int, int], None] | None = None,
-                  sample_rate: int = 48000, copy_packets: bool = False) -> Path:
-    """Encode ``frames`` (and ``audio``) to ``output`` with ``profile``, atomically."""
+                  sample_rate: int = 48000, copy_packets: bool = False,
+                  watch: Callable[[Any], None] | None = None) -> Path:
+    """Encode ``frames`` (and ``audio``) to ``output`` with ``profile``, atomically.
+
+    ``watch`` sees each frame exactly as it goes to the encoder (a PyAV frame in the
+    encoder's pixel format, on the prefetch thread, in order): picture QA rides along
+    there instead of decoding the master again. Copied packets are not shown to it."""
     import av
     import soundfile
     from av.video.reformatter import ColorRange, Colorspace
@@ -447,7 +452,14 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     return vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
                                        dst_color_range=ColorRange.MPEG)
 
-                for i, item in enumerate(_prefetch(frames, prepare, n_frames)):
+                def prepare_and_watch(item):
+                    out_frame = prepare(item)
+                    if not isinstance(out_frame, av.Packet):
+                        watch(out_frame)
+                    return out_frame
+
+                for i, item in enumerate(_prefetch(frames, prepare_and_watch if watch else prepare,
+                                                   n_frames)):
                     if isinstance(item, av.Packet):
                         # a ProRes frame copied from the shot's media: no decode, no encode
                         item.stream = v
@@ -483,8 +495,23 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
     return output
 
 
-def _prefetch(items: Iterator, prepare: Callable, limit: int, depth: int = 6) -> Iterator:
-    """``prepare(item)`` for the first ``limit`` items, on a second thread, a few ahead.
+def read_ahead(items: Iterator, depth: int = 4) -> Iterator:
+    """``items`` produced on a thread of their own, a few ahead of the consumer: a frame
+    source (a generation engine) then runs beside the thread that grades and converts its
+    frames and the encoder's threads, instead of taking turns with them. The source is
+    run to its end, so what it does after its last item (an engine's keyframes) is done
+    when this iterator is exhausted."""
+    return _prefetch(items, _same, None, depth)
+
+
+def _same(item):
+    return item
+
+
+def _prefetch(items: Iterator, prepare: Callable, limit: int | None, depth: int = 6
+              ) -> Iterator:
+    """``prepare(item)`` for the first ``limit`` items (all: None), on a second thread, a
+    few ahead.
 
     Decoding, compositing and pixel-format conversion then overlap with encoding (PyAV
     releases the GIL inside FFmpeg), as the ffmpeg command's threads do. The queue is
@@ -500,14 +527,14 @@ def _prefetch(items: Iterator, prepare: Callable, limit: int, depth: int = 6) ->
     def work() -> None:
         try:
             for k, item in enumerate(items):
-                if k >= limit or stop.is_set():
+                if (limit is not None and k >= limit) or stop.is_set():
                     break
                 q.put(("ok", prepare(item)))
             q.put(("end", done))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer to raise
             q.put(("error", exc))
 
-    thread = threading.Thread(target=work, name="conform-prefetch", daemon=True)
+    thread = threading.Thread(target=work, name="prefetch", daemon=True)
     thread.start()
     try:
         while True:
@@ -618,10 +645,13 @@ def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: in
 def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: str = "h264",
             *, audio: Path | None = None, base: Path | None = None,
             progress: Callable[[int, int], None] | None = None,
-            subtitles: list | None = None) -> Path:
+            subtitles: list | None = None, watch: Callable[[Any], None] | None = None
+            ) -> Path:
     """Render a master from ``timeline`` (an OTIO object or a .otio path).
 
     ``subtitles`` (cues from :mod:`editing.subtitles`) are burned into the picture.
+    ``watch`` sees every encoded frame (see :func:`encode_master`); a ProRes master without
+    burn-in copies the compressed frames of plain cuts, which ``watch`` does not see.
     """
     if profile not in PROFILES:
         raise AiprodError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}",
@@ -648,7 +678,7 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: 
         frames = burn_in(frames, subtitles, rate, width, height)
     return encode_master(frames, n, rate, width, height, Path(output),
                          PROFILES[profile], Path(audio) if audio else None,
-                         progress=progress, copy_packets=copy)
+                         progress=progress, copy_packets=copy, watch=watch)
 
 
 def probe(path: str | Path) -> dict:

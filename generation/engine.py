@@ -81,6 +81,10 @@ class KeyframeStore:
         if scene.id in self.establishing and "establishing" not in out:
             if self.establishing[scene.id].shot_id != shot.id:
                 out["establishing"] = self.establishing[scene.id]
+        for name in shot.characters:  # reference images the project gives
+            if name in self.characters:
+                out[f"character:{name}"] = Keyframe("", 0, self.characters[name],
+                                                    characters=(name,))
         return out
 
 
@@ -97,6 +101,8 @@ class RenderContext:
     visemes: dict[str, list[str]] = field(default_factory=dict)
     burn_in: bool = False
     label: str = ""
+    #: the look the shot will be graded with (an engine may describe it in its prompt)
+    look: str | None = None
 
 
 class ShotRender:

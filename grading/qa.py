@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import cv2
 import numpy as np
 
 from aiprod_post.errors import MediaError
 
-__all__ = ["PictureQA", "qa_frames", "qa_video", "legal_range"]
+__all__ = ["PictureQA", "QAMeter", "qa_frames", "qa_video", "legal_range"]
 
 _KR, _KB = 0.2126, 0.0722  # BT.709
 
@@ -78,74 +78,103 @@ def _luminance(rgb8: np.ndarray) -> np.ndarray:
     return 100.0 * (lin @ np.array([_KR, 1 - _KR - _KB, _KB], np.float32)), small
 
 
-def qa_frames(frames: Iterable[np.ndarray], fps: Fraction | float,
-              yuv_codes: Iterable[np.ndarray] | None = None, bits: int = 8) -> PictureQA:
-    """QA of RGB frames (and, for levels, their R'G'B' code values if known)."""
-    qa = PictureQA(fps=float(fps), bits=bits)
-    prev_l = prev_red = prev_frame = None
-    transitions: list[tuple[int, int]] = []  # (frame, sign) of large-area luminance changes
-    red_transitions: list[tuple[int, int]] = []
-    last_sign = last_red_sign = 0
-    black_start = frozen_start = None
-    codes = iter(yuv_codes) if yuv_codes is not None else None
-    lo, hi = legal_range(bits)
-    for i, frame in enumerate(frames):
+class QAMeter:
+    """Picture QA fed one frame at a time (memory stays flat), so it can watch frames
+    wherever they already pass: a decoder, or the frames a master is encoded from."""
+
+    def __init__(self, fps: Fraction | float, bits: int = 8):
+        self.qa = PictureQA(fps=float(fps), bits=bits)
+        self._prev_l = self._prev_red = self._prev_frame = None
+        self._transitions: list[tuple[int, int]] = []  # (frame, sign) of large-area changes
+        self._red_transitions: list[tuple[int, int]] = []
+        self._last_sign = self._last_red_sign = 0
+        self._black_start: int | None = None
+        self._frozen_start: int | None = None
+
+    def add(self, frame: np.ndarray, codes: np.ndarray | None = None) -> None:
+        """One RGB frame (any size; 256×144 is plenty) and, for levels, R'G'B' codes."""
+        qa = self.qa
+        i = qa.frames
         qa.frames += 1
-        c = next(codes) if codes is not None else None
-        if c is not None:
-            qa.outside_pixels += int(np.count_nonzero(((c < lo) | (c > hi)).any(axis=-1)))
-            qa.total_pixels += c.shape[0] * c.shape[1]
-            qa.code_min = min(qa.code_min, int(c.min()))
-            qa.code_max = max(qa.code_max, int(c.max()))
+        if codes is not None:
+            lo, hi = legal_range(qa.bits)
+            qa.outside_pixels += int(np.count_nonzero(((codes < lo) | (codes > hi)).any(axis=-1)))
+            qa.total_pixels += codes.shape[0] * codes.shape[1]
+            qa.code_min = min(qa.code_min, int(codes.min()))
+            qa.code_max = max(qa.code_max, int(codes.max()))
         lum, small = _luminance(frame)
         red = (small[..., 0] / (small.sum(axis=-1) + 1e-6) >= 0.8) & (small[..., 0] > 0.2)
+        prev_l, prev_red = self._prev_l, self._prev_red
         if prev_l is not None:
             delta = lum - prev_l
             darker = np.minimum(lum, prev_l)
             big = (np.abs(delta) >= 20.0) & (darker < 160.0)
             if big.mean() >= 0.25:
                 sign = int(np.sign(delta[big].mean()))
-                if sign and sign != last_sign:
-                    transitions.append((i, sign))
-                    last_sign = sign
+                if sign and sign != self._last_sign:
+                    self._transitions.append((i, sign))
+                    self._last_sign = sign
             red_change = red ^ prev_red
             if red_change.mean() >= 0.25:
                 sign = 1 if red.mean() > prev_red.mean() else -1
-                if sign != last_red_sign:
-                    red_transitions.append((i, sign))
-                    last_red_sign = sign
+                if sign != self._last_red_sign:
+                    self._red_transitions.append((i, sign))
+                    self._last_red_sign = sign
         is_black = float(frame.mean()) < 0.02 * 255 and float(np.percentile(lum, 99.5)) < 1.0
-        if is_black and black_start is None:
-            black_start = i
-        elif not is_black and black_start is not None:
-            qa.black.append((black_start, i))
-            black_start = None
-        same = prev_frame is not None and np.array_equal(frame, prev_frame)
-        if same and frozen_start is None:
-            frozen_start = i - 1
-        elif not same and frozen_start is not None:
-            if i - frozen_start >= qa.fps:
-                qa.frozen.append((frozen_start, i))
-            frozen_start = None
-        prev_l, prev_red, prev_frame = lum, red, frame
-    n = qa.frames
-    if black_start is not None:
-        qa.black.append((black_start, n))
-    if frozen_start is not None and n - frozen_start >= qa.fps:
-        qa.frozen.append((frozen_start, n))
-    window = max(1, int(round(qa.fps)))
-    for trans, attr in ((transitions, "flashes_max_per_second"),
-                        (red_transitions, "red_flashes_max_per_second")):
-        frames_at = [t for t, _ in trans]
-        best = 0
-        for k, t in enumerate(frames_at):
-            inside = sum(1 for u in frames_at[k:] if u < t + window)
-            flashes = inside // 2  # a flash is a pair of opposing transitions
-            if flashes > 3:
-                qa.flash_failures.append(t / qa.fps)
-            best = max(best, flashes)
-        setattr(qa, attr, best)
-    return qa
+        if is_black and self._black_start is None:
+            self._black_start = i
+        elif not is_black and self._black_start is not None:
+            qa.black.append((self._black_start, i))
+            self._black_start = None
+        same = self._prev_frame is not None and np.array_equal(frame, self._prev_frame)
+        if same and self._frozen_start is None:
+            self._frozen_start = i - 1
+        elif not same and self._frozen_start is not None:
+            if i - self._frozen_start >= qa.fps:
+                qa.frozen.append((self._frozen_start, i))
+            self._frozen_start = None
+        self._prev_l, self._prev_red, self._prev_frame = lum, red, frame
+
+    def add_av(self, frame, *, step: int = 1, levels: bool = True) -> None:
+        """A decoded (or about to be encoded) PyAV frame in Y'CbCr: flashes, black and
+        frozen frames at 256×144 scaled by swscale; levels from its own code values."""
+        codes = _rgb_codes(frame, self.qa.bits, step) if levels else None
+        self.add(frame.reformat(width=256, height=144, format="rgb24").to_ndarray(), codes)
+
+    def result(self) -> PictureQA:
+        qa = self.qa
+        n = qa.frames
+        black, frozen = list(qa.black), list(qa.frozen)
+        if self._black_start is not None:
+            black.append((self._black_start, n))
+        if self._frozen_start is not None and n - self._frozen_start >= qa.fps:
+            frozen.append((self._frozen_start, n))
+        out = PictureQA(frames=n, fps=qa.fps, bits=qa.bits, outside_pixels=qa.outside_pixels,
+                        total_pixels=qa.total_pixels, code_min=qa.code_min,
+                        code_max=qa.code_max, black=black, frozen=frozen)
+        window = max(1, int(round(qa.fps)))
+        for trans, attr in ((self._transitions, "flashes_max_per_second"),
+                            (self._red_transitions, "red_flashes_max_per_second")):
+            frames_at = [t for t, _ in trans]
+            best = 0
+            for k, t in enumerate(frames_at):
+                inside = sum(1 for u in frames_at[k:] if u < t + window)
+                flashes = inside // 2  # a flash is a pair of opposing transitions
+                if flashes > 3:
+                    out.flash_failures.append(t / qa.fps)
+                best = max(best, flashes)
+            setattr(out, attr, best)
+        return out
+
+
+def qa_frames(frames: Iterable[np.ndarray], fps: Fraction | float,
+              yuv_codes: Iterable[np.ndarray] | None = None, bits: int = 8) -> PictureQA:
+    """QA of RGB frames (and, for levels, their R'G'B' code values if known)."""
+    meter = QAMeter(fps, bits)
+    codes = iter(yuv_codes) if yuv_codes is not None else None
+    for frame in frames:
+        meter.add(frame, next(codes) if codes is not None else None)
+    return meter.result()
 
 
 def _rgb_codes(frame, bits: int, step: int = 1) -> np.ndarray:
@@ -186,17 +215,7 @@ def qa_video(path: str | Path, step: int = 1, levels_every: int = 1) -> PictureQ
         stream.thread_type = "AUTO"
         bits = 10 if "10" in stream.format.name else 8
         fps = Fraction(stream.average_rate or 24)
-        pending: list = []
-
-        def frames() -> Iterator[np.ndarray]:
-            for i, fr in enumerate(container.decode(stream)):
-                pending.append(_rgb_codes(fr, bits, step) if i % levels_every == 0 else None)
-                # flashes are judged at 64x36 and frozen frames at 256x144: let swscale
-                # do the scaling from the decoder's own format
-                yield fr.reformat(width=256, height=144, format="rgb24").to_ndarray()
-
-        def codes() -> Iterator[np.ndarray | None]:
-            while pending:
-                yield pending.pop(0)
-
-        return qa_frames(frames(), fps, codes(), bits)
+        meter = QAMeter(fps, bits)
+        for i, fr in enumerate(container.decode(stream)):
+            meter.add_av(fr, step=step, levels=i % levels_every == 0)
+        return meter.result()

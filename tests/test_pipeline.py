@@ -95,6 +95,18 @@ def test_layout_masters_and_report(rendered):
     assert report["loudness"]["master"]["integrated"] == pytest.approx(-23.0, abs=0.1)
     html = (out / "report.html").read_text()
     assert html.count("<img") == len(report["shots"]) and "Loudness" in html
+    # picture QA rode along the web encode; decoding the master gives the same findings
+    from grading.qa import qa_video
+    ridealong = report["qa"]["web"]
+    decoded = qa_video(out / "masters/Two_Lines_web.mp4").as_dict()
+    assert "sent to its encoder" in ridealong["measured_on"]
+    assert ridealong["frames"] == decoded["frames"] == report["duration_frames"]
+    for k in ("black_frames", "flashes"):
+        assert ridealong[k] == decoded[k], k
+    # a frozen run is identical frames: a codec can break a run up, never make one
+    held = {f for a, b in ridealong["frozen_frames"] for f in range(a, b)}
+    assert {f for a, b in decoded["frozen_frames"] for f in range(a, b)} <= held
+    assert ridealong["levels"]["pass"] == decoded["levels"]["pass"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert "masters/Two_Lines_web.mp4" in manifest["files"]
 
@@ -132,6 +144,16 @@ def test_same_inputs_give_identical_pictures_and_sound(rendered, tmp_path):
     a = decoded_digest(out / "masters/Two_Lines_web.mp4")
     b = decoded_digest(again.masters["web"])
     assert a == b
+
+
+def test_a_master_only_run_decodes_its_master_for_picture_qa(rendered, tmp_path):
+    script, out, _ = rendered
+    # the ProRes master copies the shots' compressed frames, so no encoder saw them
+    result = render(script, tmp_path / "m", RenderOptions(**dict(SMALL, profiles=["master"])))
+    qa = result.report["qa"]
+    assert list(qa) == ["master"] and "decoded" in qa["master"]["measured_on"]
+    assert qa["master"]["levels"]["bits"] == 10
+    assert qa["master"]["frames"] == result.report["duration_frames"]
 
 
 def test_a_killed_render_resumes_to_the_same_masters(rendered, tmp_path):
@@ -217,3 +239,37 @@ def test_log_json_and_batch(tmp_path):
     events = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
     assert {e["event"] for e in events} >= {"stage_start", "item", "stage_end"}
     assert all(e["cached"] for e in events if e["event"] == "item")
+
+
+def test_character_references_reach_the_engine(tmp_path):
+    """A reference image in the project conditions the shots its character is in (the
+    ltx engine uses it; a recording engine here shows what every engine is given)."""
+    import cv2
+
+    from generation.animatic import AnimaticEngine
+    from generation.engine import register
+
+    seen: dict[str, list[str]] = {}
+
+    @register("recording")
+    class Recording(AnimaticEngine):
+        name = "recording"
+
+        def render(self, shot, context):
+            seen[shot.id] = sorted(k for k in context.keyframes if k.startswith("character:"))
+            return super().render(shot, context)
+
+    ref = np.zeros((64, 48, 3), np.uint8)
+    ref[:, :, 2] = 200
+    cv2.imwrite(str(tmp_path / "nell.png"), ref)
+    project = tmp_path / "p.toml"
+    project.write_text('[characters.NELL]\nreference = "nell.png"\n')
+    opts = dict(SMALL, engine="recording", profiles=["web"], project=load_project(project))
+    render(write_script(tmp_path), tmp_path / "out", RenderOptions(**opts))
+    with_nell = [k for k, v in seen.items() if v == ["character:NELL"]]
+    assert with_nell and all(v in ([], ["character:NELL"]) for v in seen.values())
+    project.write_text('[characters.NELL]\nreference = "missing.png"\n')
+    with pytest.raises(AiprodError, match=r"\[characters.NELL\] reference: no such image"):
+        render(write_script(tmp_path), tmp_path / "out2",
+               RenderOptions(**dict(opts, project=load_project(project))))
+    ENGINES.pop("recording", None)
