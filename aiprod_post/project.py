@@ -18,6 +18,7 @@ silently does nothing. CLI flags override what the file says.
     [engine.ltx]
     model = "/models/ltx-video-0.9.7-distilled"   # a diffusers folder (local only)
     preset = "distilled"        # or "dev"
+    upsampler = "models/ltxv-spatial-upscaler"  # optional second stage (latent upsampler)
 
     [engine.clips]
     folder = "footage"          # 3A.mov, 3B_take2.mp4 …
@@ -89,6 +90,10 @@ class LTXProjectSettings(_Strict):
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = None
     compile: bool = True
+    upsampler: str | None = None
+    upsample_steps: int = Field(10, ge=1)
+    upsample_strength: float = Field(0.4, gt=0.0, le=1.0)
+    character_strength: float = Field(0.35, ge=0.0, le=1.0)
 
 
 class EngineSettings(_Strict):

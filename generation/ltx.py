@@ -14,7 +14,11 @@ GPU the transformer is compiled and the text embeddings are computed once per sh
 
 Weights: a diffusers-format folder (``model_index.json``, transformer, vae,
 text_encoder, tokenizer, scheduler), or a single-file checkpoint with a local diffusers
-``config`` folder for the rest. Nothing is downloaded (``local_files_only``). The LTX
+``config`` folder for the rest. Nothing is downloaded (``local_files_only``). With ``upsampler`` set (a local latent upsampler), each generation is LTX-Video's
+multi-scale recipe: a first pass at half size, the latents upsampled ×2, and a short
+refining pass at full size. A character with a reference image in the project is
+conditioned on it in the middle of the shot's first segment (``character_strength``).
+The LTX
 weights carry their own licence (OpenRAIL-M for LTX-Video 0.9.5 and later; the LTX-2
 Community License for LTX-2) and are not shipped with aiprod-post.
 """
@@ -70,6 +74,13 @@ class LTXSettings:
     max_sequence_length: int = 128
     #: compile the transformer (CUDA): ~1.35-1.4x faster after a one-off compile
     compile: bool = True
+    #: a local latent upsampler (LTXLatentUpsamplerModel folder, or a pipeline folder with
+    #: ``latent_upsampler/``): generate at half size, upsample the latents ×2, then refine
+    upsampler: str | None = None
+    upsample_steps: int = 10
+    upsample_strength: float = 0.4  # denoise strength of the refining pass
+    #: a character's reference image conditions the middle of the shot's first segment
+    character_strength: float = 0.35
     extra: dict = field(default_factory=dict)
 
 
@@ -176,6 +187,9 @@ class LTXEngine:
             raise AiprodError(f"unknown LTX preset {self.s.preset!r}: expected "
                               f"{' or '.join(PRESETS)}", where="[engine.ltx] preset")
         self._pipe = None
+        self._upsample = None
+        #: (width, height, steps) of each denoising pass run, for the manifest and tests
+        self.passes: list[tuple[int, int, int]] = []
         self.tried: list[str] = []
 
     # ---- loading
@@ -206,11 +220,19 @@ class LTXEngine:
                 if not getattr(self.s, name) and not (Path(self.s.config) / name).exists():
                     raise AiprodError(f"no {name}: set [engine.ltx] {name} to a local folder",
                                       source=path)
-        for name in ("text_encoder", "tokenizer", "config"):
+        for name in ("text_encoder", "tokenizer", "config", "upsampler"):
             value = getattr(self.s, name)
             if value and not Path(value).exists():
                 raise AiprodError(f"no such {name} path", source=value)
+        if self.s.upsampler and not (self._upsampler_dir() / "config.json").is_file():
+            raise AiprodError("not a latent upsampler folder: expected config.json (an "
+                              "LTXLatentUpsamplerModel) or latent_upsampler/config.json",
+                              source=self.s.upsampler)
         return path
+
+    def _upsampler_dir(self) -> Path:
+        up = Path(self.s.upsampler or "")
+        return up / "latent_upsampler" if (up / "latent_upsampler").is_dir() else up
 
     def check(self) -> None:
         """Fail before any shot is rendered when the model cannot be loaded at all."""
@@ -265,6 +287,21 @@ class LTXEngine:
             pipe.to(device)
         if self.s.vae_tiling:
             pipe.vae.enable_tiling()
+        self._upsample = None
+        if self.s.upsampler:
+            from diffusers import LTXLatentUpsamplePipeline
+            from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+            try:
+                model = LTXLatentUpsamplerModel.from_pretrained(
+                    self._upsampler_dir(), local_files_only=True, torch_dtype=dtype)
+            except (OSError, ValueError, KeyError) as exc:
+                raise AiprodError(f"cannot load the latent upsampler: {exc}",
+                                  source=self.s.upsampler) from None
+            self._upsample = LTXLatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=model)
+            self._upsample.latent_upsampler.to(pipe._execution_device if self.s.cpu_offload
+                                               else device)
+            self._upsample.set_progress_bar_config(disable=True)
         if self.s.compile and device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -276,6 +313,8 @@ class LTXEngine:
         self._embeddings: dict = {}
         self.identity = {"model": str(path), **_weights_identity(path), "dtype": self.s.dtype,
                          "pipeline": type(pipe).__name__, "settings": asdict(self.s)}
+        if self.s.upsampler:
+            self.identity["upsampler"] = _weights_identity(self._upsampler_dir())
         return pipe
 
     # ---- rendering
@@ -292,8 +331,9 @@ class LTXEngine:
             preset["guidance_scale"] = self.s.guidance_scale
         from PIL import Image
 
-        conds = [LTXVideoCondition(image=Image.fromarray(img), frame_index=0, strength=strength)
-                 for img, strength in conditions] or None
+        conds = [LTXVideoCondition(image=Image.fromarray(img), frame_index=index,
+                                   strength=strength)
+                 for img, strength, index in conditions] or None
         gen_device = "cpu" if self.s.cpu_offload else self.s.device
         generator = torch.Generator(device=gen_device).manual_seed(int(seed))
         cfg = preset["guidance_scale"] > 1.0
@@ -303,11 +343,26 @@ class LTXEngine:
                 prompt=prompt, negative_prompt=NEGATIVE_PROMPT, do_classifier_free_guidance=cfg,
                 max_sequence_length=self.s.max_sequence_length, device=pipe._execution_device)}
         pe, pm, ne, nm = self._embeddings[key]
-        out = pipe(conditions=conds, prompt_embeds=pe, prompt_attention_mask=pm,
-                   negative_prompt_embeds=ne if cfg else None,
-                   negative_prompt_attention_mask=nm if cfg else None,
-                   width=w, height=h, num_frames=n, generator=generator, output_type="np",
-                   **{**preset, **self.s.extra})
+        text = dict(prompt_embeds=pe, prompt_attention_mask=pm,
+                    negative_prompt_embeds=ne if cfg else None,
+                    negative_prompt_attention_mask=nm if cfg else None)
+        settings = {**preset, **self.s.extra}
+        if self._upsample is None:
+            out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
+                       generator=generator, output_type="np", **settings)
+            self.passes.append((w, h, settings["num_inference_steps"]))
+        else:
+            # LTX-Video's multi-scale recipe: a first pass at half size, its latents upsampled
+            # ×2 by the latent upsampler, then a short refining pass at full size from them
+            low = pipe(conditions=conds, **text, width=w // 2, height=h // 2, num_frames=n,
+                       generator=generator, output_type="latent", **settings).frames
+            up = self._upsample(latents=low, output_type="latent").frames
+            refine = dict(settings, num_inference_steps=self.s.upsample_steps)
+            out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
+                       denoise_strength=self.s.upsample_strength, latents=up,
+                       generator=generator, output_type="np", **refine)
+            self.passes += [(w // 2, h // 2, settings["num_inference_steps"]),
+                            (w, h, self.s.upsample_steps)]
         frames = np.asarray(out.frames[0])
         return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -340,16 +395,32 @@ class LTXEngine:
 
     def render(self, shot: Shot, context: RenderContext) -> ShotRender:
         W, H = context.width, context.height
-        gw, gh = valid_size(W, H)
-        look = None
-        prompt = shot_prompt(shot, context, look)
+        # with the upsampler, the first pass runs at half the size: keep that a multiple of 32
+        gw, gh = valid_size(W, H) if not self.s.upsampler else \
+            tuple(2 * v for v in valid_size(math.ceil(W / 2), math.ceil(H / 2)))
+        prompt = shot_prompt(shot, context, context.look)
         first_conditions = []
         if "previous" in context.keyframes:
             first_conditions.append((_fit(context.keyframes["previous"].image, gw, gh, W, H),
-                                     self.s.previous_strength))
+                                     self.s.previous_strength, 0))
         elif "establishing" in context.keyframes:
             first_conditions.append((_fit(context.keyframes["establishing"].image, gw, gh, W,
-                                          H), self.s.establishing_strength))
+                                          H), self.s.establishing_strength, 0))
+        # character references: in the middle of the first segment (LTX conditions on
+        # latent frames, so the index is a multiple of 8; frame 0 belongs to the keyframe)
+        first_n = valid_frames(min(shot.duration, self.s.max_frames))
+        middle = 8 * ((first_n - 1) // 16)
+        refs = sorted(k for k in context.keyframes if k.startswith("character:"))
+        notes = []
+        if refs and middle >= 8:
+            for k in refs:
+                first_conditions.append((_fit(context.keyframes[k].image, gw, gh, W, H),
+                                         self.s.character_strength, middle))
+            notes.append(f"conditioned on the reference of {', '.join(r[10:] for r in refs)} "
+                         f"at frame {middle}")
+        elif refs:
+            notes.append("too short for a character reference besides its keyframe: "
+                         "references not used")
 
         def frames() -> Iterator[np.ndarray]:
             produced = 0
@@ -369,10 +440,12 @@ class LTXEngine:
                 for f in clip[start:start + left]:
                     produced += 1
                     yield _crop(f, W, H)
-                conditions = [(clip[-1], 1.0)]
+                conditions = [(clip[-1], 1.0, 0)]
                 segment_index += 1
 
-        return ShotRender(shot, frames, f"ltx:{context.scene.location}", context.scene.light)
+        r = ShotRender(shot, frames, f"ltx:{context.scene.location}", context.scene.light)
+        r.notes.extend(notes)
+        return r
 
 
 def _fit(img: np.ndarray, w: int, h: int, plan_w: int, plan_h: int) -> np.ndarray:

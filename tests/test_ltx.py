@@ -185,3 +185,83 @@ def test_render_with_ltx_and_no_model_stops_with_a_clear_error(tmp_path):
                                   "--project", str(project), "--size", "160x96", "--quiet"])
     assert r.exit_code == 2 and "no such model path" in r.output
     assert not (tmp_path / "out" / "masters").exists()
+
+
+@pytest.fixture(scope="module")
+def upsampler_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised latent upsampler, saved as the real one is."""
+    from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+    torch.manual_seed(1)
+    model = LTXLatentUpsamplerModel(in_channels=8, mid_channels=32, num_blocks_per_stage=1,
+                                    dims=3, spatial_upsample=True)
+    folder = tmp_path_factory.mktemp("tiny-upsampler")
+    model.save_pretrained(folder / "latent_upsampler")
+    return folder
+
+
+def test_two_stage_generation_with_the_latent_upsampler(model_dir, upsampler_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), upsampler=str(upsampler_dir),
+                         upsample_steps=2, **SETTINGS)
+    frames = list(eng.render(shot(10), RenderContext(scene(), W, H, Fraction(24))))
+    assert len(frames) == 10 and frames[0].shape == (H, W, 3)
+    # half size first (a multiple of 32 that doubles to cover the plan), then full size
+    assert eng.passes == [(32, 32, 2), (64, 64, 2)]
+    assert len(eng.identity["upsampler"]["sha256"]) == 64
+    one = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    single = list(one.render(shot(10), RenderContext(scene(), W, H, Fraction(24))))
+    assert one.passes == [(64, 64, 2)]
+    assert not np.array_equal(frames[5], single[5])
+    with pytest.raises(AiprodError, match="not a latent upsampler folder"):
+        engine_by_name("ltx", model=str(model_dir), upsampler=str(model_dir),
+                       **SETTINGS).check()
+
+
+def test_the_keyframe_is_honoured_through_both_stages(model_dir, upsampler_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), upsampler=str(upsampler_dir),
+                         upsample_steps=2, **SETTINGS)
+    yy, xx = np.mgrid[0:H, 0:W]
+    key = np.stack([xx * 4, yy * 6, 255 - xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    ctx = RenderContext(scene(), W, H, Fraction(24),
+                        {"previous": Keyframe("1", 0, key, light="dusk")})
+    a = next(iter(eng.render(shot(9, seed=1), ctx))).astype(float)
+    b = next(iter(eng.render(shot(9, seed=2), ctx))).astype(float)
+    free = RenderContext(scene(), W, H, Fraction(24))
+    fa = next(iter(eng.render(shot(9, seed=1), free))).astype(float)
+    fb = next(iter(eng.render(shot(9, seed=2), free))).astype(float)
+    assert np.abs(a - b).mean() < 0.2 * np.abs(fa - fb).mean()
+
+
+def test_a_character_reference_conditions_the_middle_of_the_shot(model_dir):
+    """LTX takes an image at a frame other than 0 as extra keyframe tokens placed at that
+    time; what a trained model makes of them a random one cannot show, so the test checks
+    the tokens reach the transformer, and that they change the picture."""
+    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    yy, xx = np.mgrid[0:H, 0:W]
+    ref = np.stack([255 - xx * 4, yy * 6, xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    with_ref = RenderContext(scene(), W, H, Fraction(24),
+                             {"character:NELL": Keyframe("", 0, ref, characters=("NELL",))})
+    seen: list[int] = []
+    hook = eng.pipeline().transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["hidden_states"].shape[1]),
+        with_kwargs=True)
+    try:
+        r1 = eng.render(shot(17, seed=1), with_ref)
+        a = list(r1)
+        free = list(eng.render(shot(17, seed=1), RenderContext(scene(), W, H, Fraction(24))))
+    finally:
+        hook.remove()
+    assert r1.notes == ["conditioned on the reference of NELL at frame 8"]
+    vae = eng.pipeline().vae
+    per_latent_frame = (64 // vae.spatial_compression_ratio) ** 2
+    steps = len(seen) // 2
+    assert seen[0] - seen[steps] == per_latent_frame  # one latent frame of reference tokens
+    assert not np.array_equal(a[8], free[8])
+    short = eng.render(shot(9, seed=1), with_ref)
+    list(short)
+    assert "references not used" in short.notes[0]
+
+
+def test_the_prompt_names_the_look():
+    ctx = RenderContext(scene(), W, H, Fraction(24), look="teal_orange")
+    assert "teal orange look" in shot_prompt(shot(), ctx, ctx.look)
