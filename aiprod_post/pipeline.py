@@ -746,16 +746,22 @@ class _Render:
 
 
 def _graded(frames, grader, reference: np.ndarray | None):
-    """Frames matched to the scene's reference keyframe (when given), then graded."""
-    from grading.match import apply_curves, match_curves
+    """Frames matched to the scene's reference keyframe (when given), then graded, in one
+    pass per frame. A frame equal to the one before (a held shot, a mouth that keeps its
+    shape) is not graded again: the same graded array is yielded, which the encoder's
+    conversion also recognises."""
+    from grading.match import match_curves
 
     curves = None
+    prev_in = prev_out = None
     for frame in frames:
-        if reference is not None:
-            if curves is None:
-                curves = match_curves(frame, reference)
-            frame = apply_curves(frame, curves)
-        yield grader(frame)
+        if prev_in is not None and np.array_equal(frame, prev_in):
+            yield prev_out
+            continue
+        if reference is not None and curves is None:
+            curves = match_curves(frame, reference)
+        prev_in, prev_out = frame, grader(frame, curves)
+        yield prev_out
 
 
 def _read_image(path: Path, field: str) -> np.ndarray:

@@ -435,8 +435,17 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
                 count = 0
                 apts = 0
+                last: list = [None, None]  # the item prepared last, and what it became
+
                 def prepare(item):
-                    """Into the encoder's pixel format (runs on the prefetch thread)."""
+                    """Into the encoder's pixel format (runs on the prefetch thread). The same
+                    array again (a held frame) is converted once."""
+                    if item is last[0]:
+                        return last[1]
+                    last[0], last[1] = item, convert(item)
+                    return last[1]
+
+                def convert(item):
                     if isinstance(item, av.Packet):
                         return item
                     if isinstance(item, av.VideoFrame) and not profile.hdr:

@@ -193,12 +193,13 @@ def _gather_kernel():
         return None
 
     @numba.njit(boundscheck=False, nogil=True, cache=True)
-    def gather(img, table, out):
+    def gather(img, curves, table, out):
         h, w = img.shape[0], img.shape[1]
         for y in range(h):
             for x in range(w):
-                v = table[(np.int64(img[y, x, 0]) << 16) | (np.int64(img[y, x, 1]) << 8)
-                          | np.int64(img[y, x, 2])]
+                v = table[(np.int64(curves[0, img[y, x, 0]]) << 16)
+                          | (np.int64(curves[1, img[y, x, 1]]) << 8)
+                          | np.int64(curves[2, img[y, x, 2]])]
                 out[y, x, 0] = v[0]
                 out[y, x, 1] = v[1]
                 out[y, x, 2] = v[2]
@@ -208,6 +209,7 @@ def _gather_kernel():
 
 
 _GATHER = None
+_IDENTITY_CURVES = np.tile(np.arange(256, dtype=np.uint8), (3, 1))
 
 
 class FrameGrader:
@@ -219,10 +221,15 @@ class FrameGrader:
         if _GATHER is None:
             _GATHER = _gather_kernel() or False
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
+    def __call__(self, frame: np.ndarray, curves: np.ndarray | None = None) -> np.ndarray:
+        """``frame`` graded; with ``curves`` (3×256 uint8 per-channel curves, as shot
+        matching makes) applied first, in the same pass."""
         out = np.empty_like(frame)
         if _GATHER:
-            return _GATHER(frame, self.table, out)
+            return _GATHER(np.ascontiguousarray(frame),
+                           _IDENTITY_CURVES if curves is None else curves, self.table, out)
+        if curves is not None:
+            frame = np.stack([curves[c][frame[..., c]] for c in range(3)], axis=-1)
         idx = (frame[..., 0].astype(np.int64) << 16) | (frame[..., 1].astype(np.int64) << 8) \
             | frame[..., 2]
         return self.table[idx][..., :3]

@@ -180,15 +180,44 @@ def qa_frames(frames: Iterable[np.ndarray], fps: Fraction | float,
 def _rgb_codes(frame, bits: int, step: int = 1) -> np.ndarray:
     """R'G'B' code values from a decoded frame's Y'CbCr (BT.709), not rescaled; every
     ``step``-th pixel in each direction."""
-    # PyAV gives these two formats as (3, H, W) planes at full size
-    fmt = "yuv444p" if bits == 8 else "yuv422p10le"
-    planes = frame.reformat(format=fmt).to_ndarray()[:, ::step, ::step].astype(np.float32)
-    y, cb, cr = planes[0], planes[1], planes[2]
+    planes = _sampled_planes(frame, step)
+    if planes is None:
+        # PyAV gives these two formats as (3, H, W) planes at full size
+        fmt = "yuv444p" if bits == 8 else "yuv422p10le"
+        planes = frame.reformat(format=fmt).to_ndarray()[:, ::step, ::step]
+    y, cb, cr = (p.astype(np.float32) for p in planes)
     mid = 128.0 if bits == 8 else 512.0
     r = y + 2 * (1 - _KR) * (cr - mid)
     b = y + 2 * (1 - _KB) * (cb - mid)
     g = (y - _KR * r - _KB * b) / (1 - _KR - _KB)
     return np.stack([r, g, b], axis=-1)
+
+
+_PLANAR = {"yuv420p": (np.uint8, 2, 2), "yuv422p": (np.uint8, 2, 1), "yuv444p": (np.uint8, 1, 1),
+           "yuv420p10le": (np.uint16, 2, 2), "yuv422p10le": (np.uint16, 2, 1),
+           "yuv444p10le": (np.uint16, 1, 1)}
+
+
+def _sampled_planes(frame, step: int):
+    """Y', Cb, Cr on the same every-``step``-th-pixel grid, read straight from a planar
+    frame's planes (no conversion), where its chroma siting allows; else None."""
+    kind = _PLANAR.get(frame.format.name)
+    if kind is None:
+        return None
+    dtype, sx, sy = kind
+    if step % sx or step % sy:
+        return None
+    out = []
+    for i, plane in enumerate(frame.planes[:3]):
+        width = plane.line_size // np.dtype(dtype).itemsize
+        a = np.frombuffer(plane, dtype).reshape(-1, width)
+        if i == 0:
+            out.append(a[:frame.height:step, :frame.width:step])
+        else:
+            out.append(a[:frame.height // sy:step // sy, :frame.width // sx:step // sx])
+    h = min(p.shape[0] for p in out)
+    w = min(p.shape[1] for p in out)
+    return [p[:h, :w] for p in out]
 
 
 def qa_video(path: str | Path, step: int = 1, levels_every: int = 1) -> PictureQA:

@@ -310,3 +310,22 @@ def test_media_at_another_rate_is_conformed_with_a_warning(film, tmp_path):
     with pytest.warns(UserWarning, match="25 fps on a 24 fps timeline"):
         m = conform(other, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav")
     assert probe(m)["video"]["frames"] == plan.duration
+
+
+def test_a_held_frame_is_converted_once_and_encoded_each_time(tmp_path):
+    """The same array yielded again (a held frame) gives the same master as copies of it."""
+    import av
+
+    rng = np.random.default_rng(5)
+    a, b = (rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(2))
+    held = [a, a, a, b, b, a]
+    copies = [f.copy() for f in held]
+    outs = []
+    for name, frames in (("held", held), ("copies", copies)):
+        out = encode_master(iter(frames), 6, Fraction(24), 96, 64, tmp_path / f"{name}.mov",
+                            PROFILES["prores"], None)
+        with av.open(str(out)) as c:
+            outs.append([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert len(outs[0]) == 6
+    assert all(np.array_equal(x, y) for x, y in zip(*outs))
+    assert not np.array_equal(outs[0][2], outs[0][3])

@@ -187,6 +187,17 @@ def test_8bit_frame_path_equals_the_float_path():
     np.testing.assert_array_equal(fast, ref)
 
 
+def test_curves_and_grade_in_one_pass_equal_curves_then_grade():
+    from grading.match import apply_curves
+
+    lut = random_lut(17)
+    frame = RNG.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    curves = np.stack([np.clip(np.arange(256) * k + o, 0, 255) for k, o in
+                       ((0.8, 20), (1.1, -5), (0.95, 3))]).astype(np.uint8)
+    grader = FrameGrader(lut)
+    np.testing.assert_array_equal(grader(frame, curves), grader(apply_curves(frame, curves)))
+
+
 def test_gpu_path_matches_cpu():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
