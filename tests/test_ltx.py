@@ -265,3 +265,20 @@ def test_a_character_reference_conditions_the_middle_of_the_shot(model_dir):
 def test_the_prompt_names_the_look():
     ctx = RenderContext(scene(), W, H, Fraction(24), look="teal_orange")
     assert "teal orange look" in shot_prompt(shot(), ctx, ctx.look)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_bf16_two_stage_render(model_dir, upsampler_dir):
+    """The GPU path users take: CUDA, bfloat16, the compiled transformer, both stages."""
+    eng = engine_by_name("ltx", model=str(model_dir), upsampler=str(upsampler_dir),
+                         **{**SETTINGS, "device": "cuda", "dtype": "bfloat16", "compile": True,
+                            "upsample_steps": 2})
+    yy, xx = np.mgrid[0:H, 0:W]
+    key = np.stack([xx * 4, yy * 6, 255 - xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    ctx = RenderContext(scene(), W, H, Fraction(24),
+                        {"previous": Keyframe("1", 0, key, light="dusk"),
+                         "character:NELL": Keyframe("", 0, key[::-1].copy())})
+    frames = list(eng.render(shot(20), ctx))
+    assert len(frames) == 20 and frames[0].shape == (H, W, 3)
+    assert eng.passes[:2] == [(32, 32, 2), (64, 64, 2)]
+    assert eng.identity["dtype"] == "bfloat16"
