@@ -187,22 +187,44 @@ def oversampled_peaks(x: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING) -> np
     """Per input sample ``n``, the largest absolute value of the oversampled signal
     on ``[n, n + 1)``, maximum over channels (a linked detector, as a limiter needs).
 
-    ``x`` is (frames, channels).
+    ``x`` is (frames, channels). Long inputs are worked through in blocks that stay in
+    the processor's cache (with the filter's overlap), not as programme-long temporaries.
     """
     phases, lead, _ = _oversampling_phases(factor)
     n = x.shape[0]
-    peaks = abs_peak_per_frame(x)
+    block = 1 << 16
+    if n <= block:
+        return _oversampled_block(x, phases, lead, 0, n)
+    peaks = np.empty(n)
+    taps = len(phases[0])
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        lo, hi = max(0, a - taps), min(n, b + taps)
+        peaks[a:b] = _oversampled_block(x[lo:hi], phases, lead, a - lo, b - a)
+    return peaks
+
+
+def _oversampled_block(x: np.ndarray, phases, lead: int, start: int, count: int) -> np.ndarray:
+    """oversampled_peaks of ``x``, for its samples ``start`` … ``start + count``."""
+    n = x.shape[0]
+    peaks = None
     for c in range(x.shape[1]):
         xc = np.ascontiguousarray(x[:, c], dtype=np.float64)
+        if peaks is None:
+            peaks = np.abs(xc[start:start + count])
+        else:
+            np.maximum(peaks, np.abs(xc[start:start + count]), out=peaks)
         for ph in phases:
-            y = np.convolve(xc, ph)[lead: lead + n]
+            y = np.convolve(xc, ph)[lead: lead + n][start:start + count]
             np.maximum(peaks, np.abs(y), out=peaks)
     return peaks
 
 
 def abs_peak_per_frame(x: np.ndarray) -> np.ndarray:
     """``max(|x[n, c]|)`` over channels, without numpy's slow reduction over a short axis."""
-    peaks = np.abs(x[:, 0]).astype(np.float64)
+    peaks = np.abs(x[:, 0])
+    if peaks.dtype != np.float64:
+        peaks = peaks.astype(np.float64)
     for c in range(1, x.shape[1]):
         np.maximum(peaks, np.abs(x[:, c]), out=peaks)
     return peaks

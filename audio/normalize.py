@@ -80,8 +80,18 @@ def limit_true_peak(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float, 
     :func:`segment_true_peaks`) saves measuring them again.
     """
     x = _as_frames(samples)
-    y, touched = _limit(x, sample_rate, ceiling_dbtp, lookahead_ms, release_ms, segment_peaks)
-    return y if touched else x.copy()
+    if segment_peaks is None and x.shape[0]:
+        segment_peaks = segment_true_peaks(x)
+    runs = _limit(x, sample_rate, ceiling_dbtp, lookahead_ms, release_ms, segment_peaks)
+    return _apply(x, 1.0, runs)
+
+
+def _apply(x: np.ndarray, gain: float, runs: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    """``x`` times ``gain``, times each run's limiter gain where it has one (a new array)."""
+    y = x * gain if gain != 1.0 else x.copy()
+    for lo, hi, g in runs:
+        y[lo:hi] *= g[:, None]
+    return y
 
 
 class _PeakCache:
@@ -110,49 +120,58 @@ class _PeakCache:
 
 def _limit(x: np.ndarray, sample_rate: int, ceiling_dbtp: float, lookahead_ms: float,
            release_ms: float, segment_peaks: np.ndarray | None,
-           cache: _PeakCache | None = None, gain_of_cache: float = 1.0
-           ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The limiter; also returns the sample ranges whose gain it changed.
-
-    When nothing needs limiting, ``x`` itself is returned (not a copy).
-    """
+           cache: _PeakCache | None = None, gain: float = 1.0
+           ) -> list[tuple[int, int, np.ndarray]]:
+    """The limiter's gain for ``x * gain``, only where it is needed: a list of
+    ``(lo, hi, gain curve)`` sample ranges (empty when nothing needs limiting).
+    ``segment_peaks`` are those of ``x * gain``. Nothing programme-long is allocated,
+    so a long programme that needs little limiting costs little."""
     # a thousandth of a dB of headroom absorbs the rounding of the peak detector
     thr = 10 ** ((ceiling_dbtp - 0.001) / 20)
     n = x.shape[0]
     if n == 0:
-        return x, []
+        return []
     seg = PEAK_SEGMENT
-    if segment_peaks is None:
-        segment_peaks = segment_true_peaks(x, seg)
     need = np.flatnonzero(segment_peaks > thr)
     if need.size == 0:
-        return x, []
+        return []
     _, lead, _ = _oversampling_phases(4)
-    required = np.ones(n)
     pad = 2 * lead + 2
+    parts = []  # (lo, hi, required gain, first and last sample over)
     for run in np.split(need, np.flatnonzero(np.diff(need) > 1) + 1):
         lo, hi = max(0, int(run[0]) * seg - pad), min(n, (int(run[-1]) + 1) * seg + pad)
-        peaks = cache.get(lo, hi, gain_of_cache) if cache else oversampled_peaks(x[lo:hi])
+        peaks = cache.get(lo, hi, gain) if cache else oversampled_peaks(x[lo:hi]) * gain
         with np.errstate(divide="ignore"):
-            required[lo:hi] = np.minimum(required[lo:hi], np.minimum(1.0, thr / peaks))
-    over = np.flatnonzero(required < 1.0)
-    if over.size == 0:
-        return x, []
+            req = np.minimum(1.0, thr / peaks)
+        over = np.flatnonzero(req < 1.0)
+        if over.size:
+            parts.append((lo, hi, req, lo + int(over[0]), lo + int(over[-1])))
+    if not parts:
+        return []
 
     attack = max(2, int(sample_rate * lookahead_ms / 1000))
     block = max(1, sample_rate // 1000)
     # per 1 ms block, the dB gain falls back towards 0 dB by this factor
     decay = math.exp(-1.0 / max(release_ms, 1.0))
-    gain = np.ones(n)
     reach = 2 * attack + int(sample_rate * release_ms / 1000) * 8 + block
-    touched: list[tuple[int, int]] = []
-    for run in np.split(over, np.flatnonzero(np.diff(over) > 2 * reach) + 1):
-        lo, hi = max(0, int(run[0]) - reach), min(n, int(run[-1]) + reach + 1)
-        g = minimum_filter1d(required[lo:hi], size=2 * attack + 1, mode="nearest")
+    groups: list[list] = []
+    for part in parts:
+        if groups and part[3] - groups[-1][-1][4] <= 2 * reach:
+            groups[-1].append(part)
+        else:
+            groups.append([part])
+    runs = []
+    for group in groups:
+        lo, hi = max(0, group[0][3] - reach), min(n, group[-1][4] + reach + 1)
+        required = np.ones(hi - lo)
+        for plo, phi, req, _, _ in group:
+            a, b = max(lo, plo), min(hi, phi)
+            np.minimum(required[a - lo:b - lo], req[a - plo:b - plo],
+                       out=required[a - lo:b - lo])
+        g = minimum_filter1d(required, size=2 * attack + 1, mode="nearest")
         g = uniform_filter1d(g, size=attack, mode="nearest")  # attack ramp ends at the peak
-        gain[lo:hi] = np.minimum(gain[lo:hi], _release(g, block, decay))
-        touched.append((lo, hi))
-    return x * gain[:, None], touched
+        runs.append((lo, hi, _release(g, block, decay)))
+    return runs
 
 
 def _release(g: np.ndarray, block: int, decay: float) -> np.ndarray:
@@ -173,24 +192,30 @@ def _release(g: np.ndarray, block: int, decay: float) -> np.ndarray:
     return np.minimum(g, uniform_filter1d(stepped, size=block, mode="nearest"))
 
 
-def _retouch_power(seg_power: np.ndarray, y: np.ndarray, fs: int,
-                   touched: list[tuple[int, int]]) -> np.ndarray:
-    """Segment powers of ``y`` where the limiter changed it, from ``seg_power`` elsewhere.
+def _retouch_power(seg_power: np.ndarray, x: np.ndarray, gain: float,
+                   runs: list[tuple[int, int, np.ndarray]], fs: int) -> np.ndarray:
+    """Segment powers of the limited programme, from ``seg_power`` (already scaled by
+    ``gain`` squared) outside the limited stretches.
 
-    The K-weighting filter is linear, so outside the limited stretches the
-    powers are the input's times the gain squared (already in ``seg_power``);
-    inside, they are recomputed from half a second before (the filters settle
-    in a few milliseconds).
+    The K-weighting filter is linear, so outside the limited stretches the powers are
+    the input's times the gain squared; inside, they are recomputed from half a second
+    before (the filters settle in a few milliseconds), on those stretches alone.
     """
     seg = int(round(fs * 0.1))
     out = seg_power.copy()
     settle = 5
-    for lo, hi in touched:
+    for lo, hi, _ in runs:
         first = max(0, lo // seg - settle)
         last = min(len(out), -(-hi // seg) + settle)
         if last <= first:
             continue
-        part = _segment_power(y[first * seg: last * seg], fs)
+        a, b = first * seg, last * seg
+        y = x[a:b] * gain
+        for rlo, rhi, g in runs:  # this stretch's limiting (and a neighbour's, if close)
+            c, d = max(a, rlo), min(b, rhi)
+            if c < d:
+                y[c - a:d - a] *= g[c - rlo:d - rlo, None]
+        part = _segment_power(y, fs)
         keep = max(0, lo // seg - first) if first > 0 else 0
         out[first + keep: first + len(part)] = part[keep:]
     return out
@@ -227,9 +252,8 @@ def normalize(samples: np.ndarray, sample_rate: int, target: Target, *,
     tried: list[tuple[float, float]] = []  # (gain, resulting loudness)
     for _ in range(12):
         g = 10 ** (gain_db / 20)
-        y, touched = _limit(x * g, fs, target.true_peak - margin, 5.0, 80.0, seg_peaks * g,
-                            cache, g)
-        power = _retouch_power(seg_power * g * g, y, fs, touched)
+        runs = _limit(x, fs, target.true_peak - margin, 5.0, 80.0, seg_peaks * g, cache, g)
+        power = _retouch_power(seg_power * g * g, x, g, runs, fs)
         level = _gated_mean(_window_power(power, 4), -10.0)[0]
         if abs(level - target.integrated) <= tolerance_lu:
             break
@@ -241,8 +265,9 @@ def normalize(samples: np.ndarray, sample_rate: int, target: Target, *,
             gain_db = g1 + (target.integrated - l1) / slope
         else:
             gain_db += target.integrated - level
+    y = _apply(x, g, runs)
     peaks = seg_peaks * g
-    for lo, hi in touched:
+    for lo, hi, _ in runs:
         a, b = lo // PEAK_SEGMENT, -(-hi // PEAK_SEGMENT)
         peaks[a:b] = segment_true_peaks(y[a * PEAK_SEGMENT: b * PEAK_SEGMENT])
     after = summarise(power, float(peaks.max()), y, fs)
