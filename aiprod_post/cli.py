@@ -6,6 +6,7 @@ and exits 2 without writing output. An internal fault exits 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from fractions import Fraction
@@ -198,10 +199,16 @@ def _parse_voice(text: str | None):
 @click.option("--voice", help="espeak-ng voice: language[+variant], e.g. en-us+f2 or en+m3.")
 @click.option("--engine", type=click.Choice(["espeak", "coqui"]), default="espeak",
               show_default=True)
+@click.option("--model", type=click.Path(path_type=Path),
+              help="coqui: a local coqui-tts model folder (config.json and a checkpoint).")
+@click.option("--speaker-wav", type=click.Path(path_type=Path),
+              help="coqui: a recording of the voice to clone (YourTTS, XTTS).")
+@click.option("--device", default="cpu", show_default=True, help="coqui: cpu or cuda.")
 @click.option("--parenthetical", help="Delivery, as in a script: (whispering), (shouting), (beat).")
 @click.option("--fps", callback=_parse_fps, help="Frame rate for the mouth cues (default 24).")
-def speak_command(text: str, output: Path, voice: str | None, engine: str,
-                  parenthetical: str | None, fps: Fraction | None) -> None:
+def speak_command(text: str, output: Path, voice: str | None, engine: str, model: Path | None,
+                  speaker_wav: Path | None, device: str, parenthetical: str | None,
+                  fps: Fraction | None) -> None:
     """Speak TEXT into a WAV, with word, phoneme and mouth-shape timings.
 
     Writes OUTPUT (the speech), OUTPUT.json (words, phonemes, Rhubarb-style
@@ -212,11 +219,14 @@ def speak_command(text: str, output: Path, voice: str | None, engine: str,
     from audio.visemes import mouth_cues, to_rhubarb_tsv
 
     try:
+        v = _parse_voice(voice)
         if engine == "coqui":
-            raise AiprodError("the coqui engine is not built yet (see the open audio issue); "
-                              "use --engine espeak")
-        speech = engine_by_name(engine).synthesize(text, _parse_voice(voice),
-                                                   delivery_for(parenthetical))
+            tts = engine_by_name("coqui", model=model, device=device)
+            if speaker_wav:
+                v = dataclasses.replace(v, reference=str(speaker_wav))
+        else:
+            tts = engine_by_name(engine)
+        speech = tts.synthesize(text, v, delivery_for(parenthetical))
         cues = mouth_cues(speech.phonemes, speech.duration, fps or Fraction(24))
         timings = speech.timings()
         timings["fps"] = format_frame_rate(fps or Fraction(24))

@@ -23,6 +23,7 @@ what depends on it. The documented layout is filled from the cache:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import json
@@ -297,14 +298,28 @@ class _Render:
                                     else base.pitch, base.range,
                                     ch.rate if ch.rate is not None else base.rate)
         voices = assign_voices(names, overrides)
+        for name, ch in self.project.characters.items():
+            if ch.speaker_wav and name in voices:
+                voices[name] = dataclasses.replace(
+                    voices[name], reference=str(self.project.path(ch.speaker_wav)))
         self.report["voices"] = {n: v.name for n, v in voices.items()}
-        engine = engine_by_name("espeak")
+        a = self.project.audio
+        if a.tts_engine == "coqui":
+            engine = engine_by_name("coqui", model=self.project.path(a.tts_model)
+                                    if a.tts_model else None, device=a.tts_device)
+            engine.check()  # a missing or broken model is bad input for the whole run
+            tts_id: Any = engine.identity
+        else:
+            engine, tts_id = engine_by_name("espeak"), "espeak"
+        self.report["tts"] = {"engine": a.tts_engine, "identity": engine.identity
+                              if a.tts_engine == "coqui" else None}
         lines = [(shot, ln) for _, shot in plan.shots() for ln in shot.dialogue]
         self.r.stage("speech", len(lines))
         out: dict[str, list[_Line]] = {}
         for i, (shot, ln) in enumerate(lines, 1):
             voice = voices.get(ln.speaker) or Voice()
-            key = key_of("speech", "espeak", ln.text, ln.parenthetical, voice.__dict__)
+            key = key_of("speech", tts_id, ln.text, ln.parenthetical, voice.__dict__,
+                         _file_digest(Path(voice.reference)) if voice.reference else None)
             wav, meta = self.cached("speech", key, ".wav"), self.cached("speech", key, ".json")
             hit = wav.exists() and meta.exists()
             if not hit:

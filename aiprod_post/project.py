@@ -30,6 +30,7 @@ silently does nothing. CLI flags override what the file says.
     pitch = 60
     rate = 150
     reference = "refs/nell.png"
+    speaker_wav = "refs/nell.wav"  # coqui engine: clone her voice (YourTTS, XTTS)
 
     [looks]
     scene = { "2" = "day-for-night" }
@@ -108,6 +109,7 @@ class CharacterSettings(_Strict):
     pitch: int | None = Field(None, ge=0, le=100)
     rate: int | None = Field(None, ge=80, le=450)
     reference: str | None = None
+    speaker_wav: str | None = None  # a recording to clone the voice from (coqui engine)
 
 
 class LookSettings(_Strict):
@@ -121,6 +123,9 @@ class AudioSettings(_Strict):
     ambience: dict[str, str] = Field(default_factory=dict)
     music_db: float = -8.0
     ambience_db: float = -14.0
+    tts_engine: Literal["espeak", "coqui"] = "espeak"
+    tts_model: str | None = None  # coqui: a local model folder (config.json + checkpoint)
+    tts_device: str = "cpu"
 
 
 class Project(_Strict):

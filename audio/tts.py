@@ -58,6 +58,8 @@ class Voice:
     pitch: int = 50
     range: int = 50
     rate: int = 165
+    #: a recording of the voice, for engines that clone (coqui with YourTTS or XTTS)
+    reference: str | None = None
 
     @property
     def name(self) -> str:
@@ -471,7 +473,12 @@ def _voiced_until(audio: np.ndarray, hop: float = 0.005, floor_db: float = -45.0
 ENGINES: dict[str, type] = {"espeak": EspeakEngine}
 
 
-def engine_by_name(name: str) -> SpeechEngine:
+def engine_by_name(name: str, **settings) -> SpeechEngine:
+    """``espeak`` (no settings) or ``coqui`` (``model``: a local folder, ``device``)."""
+    if name == "coqui":
+        from .coqui import CoquiEngine
+
+        return CoquiEngine(**settings)
     if name not in ENGINES:
-        raise MediaError(f"unknown TTS engine {name!r}: expected one of {', '.join(ENGINES)}")
+        raise MediaError(f"unknown TTS engine {name!r}: expected espeak or coqui")
     return ENGINES[name]()
