@@ -12,7 +12,7 @@ what depends on it. The documented layout is filled from the cache:
 
     OUTDIR/
       masters/     TITLE_web.mp4, TITLE_master.mov …
-      timeline/    TITLE.otio, TITLE.xml (FCP 7), TITLE.fcpxml, TITLE.edl, plan.json
+      timeline/    TITLE.otio, TITLE.xml (FCP 7), TITLE.fcpxml, TITLE.edl, TITLE.aaf, plan.json
       shots/       1.mov, 1A.mov … (ProRes 422 HQ with handles), 1.wav … (dialogue)
       audio/       DX.wav, MX.wav, FX.wav, mix_web.wav, mix_master.wav, lines/
       subtitles/   TITLE.srt, TITLE.vtt
@@ -635,7 +635,8 @@ class _Render:
         changed = _write_if_changed(otio_path, text)
         written = [otio_path]
         if any(DELIVERY_PROFILES[p].exports for p in profiles):
-            for fmt in ("fcp7", "fcpxml", "edl", "otioz"):
+            # .otioz is left to `aiprod-post export`: it would copy every shot's media again
+            for fmt in ("fcp7", "fcpxml", "edl", "aaf"):
                 target = folder / f"{stem}{FORMATS[fmt][1]}"
                 if target.exists() and not changed:
                     written.append(target)
