@@ -16,8 +16,8 @@ gave that word. For other models (no durations exposed), the espeak-ng word and 
 timings are scaled to the spoken length.
 
 Delivery: gain and pauses as with espeak-ng; a VITS model speaks faster or slower
-through its length scale; whispering is not something these models can do (noted in the
-timings' ``notes``).
+through its length scale; whispering is not something these models can do, so a
+whispered line is only softer and slower.
 
 coqui-tts needs torch together with a torchaudio that loads beside it. On x86-64, PyPI's
 torchaudio is built against CUDA torch, so a CPU-only install is not possible from PyPI;

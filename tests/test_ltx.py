@@ -118,16 +118,24 @@ def test_renders_a_shot_end_to_end_from_a_local_folder(model_dir):
     assert all(np.array_equal(a, b) for a, b in zip(frames, again))  # the plan's seed
 
 
-def test_the_keyframe_is_honoured(model_dir):
-    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+def ramp_key() -> np.ndarray:
     yy, xx = np.mgrid[0:H, 0:W]
-    key = np.stack([xx * 4, yy * 6, 255 - xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    return np.stack([xx * 4, yy * 6, 255 - xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+
+
+def first_frames(eng, key: np.ndarray):
+    """First frames for seeds 1 and 2, conditioned on ``key`` and free."""
     ctx = RenderContext(scene(), W, H, Fraction(24),
                         {"previous": Keyframe("1", 0, key, light="dusk")})
-    first_a = next(iter(eng.render(shot(9, seed=1), ctx))).astype(float)
-    first_b = next(iter(eng.render(shot(9, seed=2), ctx))).astype(float)
-    free_a = next(iter(eng.render(shot(9, seed=1), RenderContext(scene(), W, H, Fraction(24)))))
-    free_b = next(iter(eng.render(shot(9, seed=2), RenderContext(scene(), W, H, Fraction(24)))))
+    free = RenderContext(scene(), W, H, Fraction(24))
+    return [next(iter(eng.render(shot(9, seed=seed), c))).astype(float)
+            for c in (ctx, free) for seed in (1, 2)]
+
+
+def test_the_keyframe_is_honoured(model_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    key = ramp_key()
+    first_a, first_b, free_a, free_b = first_frames(eng, key)
     # conditioned, the first frame is the keyframe's (seed hardly matters); free, it is noise's
     conditioned_spread = np.abs(first_a - first_b).mean()
     free_spread = np.abs(free_a.astype(float) - free_b.astype(float)).mean()
@@ -220,15 +228,7 @@ def test_two_stage_generation_with_the_latent_upsampler(model_dir, upsampler_dir
 def test_the_keyframe_is_honoured_through_both_stages(model_dir, upsampler_dir):
     eng = engine_by_name("ltx", model=str(model_dir), upsampler=str(upsampler_dir),
                          upsample_steps=2, **SETTINGS)
-    yy, xx = np.mgrid[0:H, 0:W]
-    key = np.stack([xx * 4, yy * 6, 255 - xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
-    ctx = RenderContext(scene(), W, H, Fraction(24),
-                        {"previous": Keyframe("1", 0, key, light="dusk")})
-    a = next(iter(eng.render(shot(9, seed=1), ctx))).astype(float)
-    b = next(iter(eng.render(shot(9, seed=2), ctx))).astype(float)
-    free = RenderContext(scene(), W, H, Fraction(24))
-    fa = next(iter(eng.render(shot(9, seed=1), free))).astype(float)
-    fb = next(iter(eng.render(shot(9, seed=2), free))).astype(float)
+    a, b, fa, fb = first_frames(eng, ramp_key())
     assert np.abs(a - b).mean() < 0.2 * np.abs(fa - fb).mean()
 
 
@@ -237,8 +237,7 @@ def test_a_character_reference_conditions_the_middle_of_the_shot(model_dir):
     time; what a trained model makes of them a random one cannot show, so the test checks
     the tokens reach the transformer, and that they change the picture."""
     eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
-    yy, xx = np.mgrid[0:H, 0:W]
-    ref = np.stack([255 - xx * 4, yy * 6, xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    ref = ramp_key()[:, :, ::-1].copy()
     with_ref = RenderContext(scene(), W, H, Fraction(24),
                              {"character:NELL": Keyframe("", 0, ref, characters=("NELL",))})
     seen: list[int] = []
@@ -273,8 +272,7 @@ def test_gpu_bf16_two_stage_render(model_dir, upsampler_dir):
     eng = engine_by_name("ltx", model=str(model_dir), upsampler=str(upsampler_dir),
                          **{**SETTINGS, "device": "cuda", "dtype": "bfloat16", "compile": True,
                             "upsample_steps": 2})
-    yy, xx = np.mgrid[0:H, 0:W]
-    key = np.stack([xx * 4, yy * 6, 255 - xx * 4], axis=-1).clip(0, 255).astype(np.uint8)
+    key = ramp_key()
     ctx = RenderContext(scene(), W, H, Fraction(24),
                         {"previous": Keyframe("1", 0, key, light="dusk"),
                          "character:NELL": Keyframe("", 0, key[::-1].copy())})
