@@ -543,8 +543,8 @@ class _Render:
         self.r.stage("mix", 1 + len(profiles))
         hit = all(p.exists() for p in stem_paths.values())
         if not hit:
-            clips = [DialogueClip(ln.start_sample, read_audio(ln.wav)[0][:, 0], name=ln.line_id)
-                     for ln in all_lines]
+            clips = [DialogueClip(ln.start_sample, read_audio(ln.wav, "float32")[0][:, 0],
+                                  name=ln.line_id) for ln in all_lines]
 
             def user_bed(path: str) -> np.ndarray:
                 x, rate = read_audio(self.project.path(path))
@@ -552,18 +552,23 @@ class _Render:
 
             music_src = user_bed(a.music) if a.music else None
             music, ambience = [], []
-            for b in beds:
+            for b in beds:  # each scene's beds are made when mixed (memory stays flat)
                 seconds = (b["end"] - b["start"]) / 48000
-                m = music_src if music_src is not None else procedural_bed(
-                    "music", min(seconds, 32.0) + 1, plan.seed + _seed(b["scene"]), b["light"])
+                m = music_src if music_src is not None else (
+                    lambda b=b, seconds=seconds: procedural_bed(
+                        "music", min(seconds, 32.0) + 1, plan.seed + _seed(b["scene"]),
+                        b["light"]))
                 music.append(Bed(b["start"], b["end"], m, name=f"music {b['scene']}"))
-                amb = user_bed(b["ambience"]) if b["ambience"] else procedural_bed(
-                    "ambience", min(seconds, 20.0) + 1, plan.seed + 7 + _seed(b["scene"]),
-                    b["light"], exterior=b["exterior"])
+                amb = (lambda b=b: user_bed(b["ambience"])) if b["ambience"] else (
+                    lambda b=b, seconds=seconds: procedural_bed(
+                        "ambience", min(seconds, 20.0) + 1, plan.seed + 7 + _seed(b["scene"]),
+                        b["light"], exterior=b["exterior"]))
                 ambience.append(Bed(b["start"], b["end"], amb, name=f"ambience {b['scene']}"))
             stems = mix_stems(clips, music, ambience, total, settings)
+            del clips, music, ambience
             for s, arr in (("DX", stems.dx), ("MX", stems.mx), ("FX", stems.fx)):
                 write_wav(stem_paths[s], arr)
+            del stems  # programme-long: memory must not grow with the film
         self.r.item("stems", 1, 1 + len(profiles), cached=hit)
         audio_dir = self.outdir / "audio"
         for s, p in stem_paths.items():
@@ -578,12 +583,15 @@ class _Render:
             info = self.cached("mix", mkey, ".json")
             hit = path.exists() and info.exists()
             if not hit:
-                if stems_sum is None:
-                    stems_sum = sum(read_audio(p)[0] for p in stem_paths.values())
+                if stems_sum is None:  # float32: programme-long arrays at half the memory
+                    stems_sum = read_audio(stem_paths["DX"], "float32")[0]
+                    for s in ("MX", "FX"):
+                        stems_sum += read_audio(stem_paths[s], "float32")[0]
                 y, after, warnings = normalize(stems_sum, 48000, Target(
                     name, prof.loudness, prof.true_peak))
                 write_wav(path, y)
-                check = measure(*read_audio(path))  # measured again from the file as written
+                del y
+                check = measure(*read_audio(path, "float32"))  # again, from the file written
                 write_atomic(info, json.dumps({**check.as_dict(), "warnings": warnings}).encode())
             loud[name] = {"target": prof.loudness, "ceiling": prof.true_peak,
                           **json.loads(info.read_text())}

@@ -29,8 +29,9 @@ def resample(x: np.ndarray, rate: int, to: int = MIX_RATE) -> np.ndarray:
     return signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0)
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode ``path`` to float64 samples shaped (frames, channels) and the sample rate."""
+def read_audio(path: str | Path, dtype: str = "float64") -> tuple[np.ndarray, int]:
+    """Decode ``path`` to samples shaped (frames, channels) and the sample rate
+    (``dtype`` float64, or float32 for programme-long audio: half the memory)."""
     path = Path(path)
     if not path.exists():
         raise MediaError("no such file", source=path)
@@ -39,7 +40,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         import soundfile
 
-        data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+        data, rate = soundfile.read(str(path), dtype=dtype, always_2d=True)
         return data, int(rate)
     except Exception:  # noqa: BLE001 - libsndfile cannot read it; let FFmpeg try
         pass
@@ -63,7 +64,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
                 chunks.append(arr.astype(np.float64))
         if not chunks:
             raise MediaError("decodes to no audio samples", source=path)
-        return np.concatenate(chunks), int(rate)
+        return np.concatenate(chunks).astype(dtype, copy=False), int(rate)
     except MediaError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is bad input here
@@ -77,7 +78,13 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int = MIX_RATE,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0 - 2.0 ** -23)
+    x = np.asarray(samples)
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    block = 1 << 20  # written a block at a time: no programme-long temporary copies
     with atomic_path(path, ".tmp.wav") as tmp:
-        soundfile.write(str(tmp), x, rate, subtype=subtype, format="WAV")
+        with soundfile.SoundFile(str(tmp), "w", rate, channels, subtype=subtype,
+                                 format="WAV") as f:
+            for a in range(0, max(len(x), 1), block):
+                f.write(np.clip(np.asarray(x[a:a + block], dtype=np.float64),
+                                -1.0, 1.0 - 2.0 ** -23))
     return path

@@ -117,7 +117,10 @@ def channel_weights(channels: int) -> np.ndarray:
 
 
 def _as_frames(samples: np.ndarray) -> np.ndarray:
-    x = np.asarray(samples, dtype=np.float64)
+    """(frames, channels); float32 stays float32 (programme-long audio at half the
+    memory: the filters below work in float64 a block at a time), anything else float64."""
+    samples = np.asarray(samples)
+    x = samples if samples.dtype == np.float32 else np.asarray(samples, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -137,11 +140,17 @@ def _segment_power(x: np.ndarray, fs: int) -> np.ndarray:
     sos = k_weighting_sos(fs)
     n_seg = x.shape[0] // seg
     power = np.zeros(n_seg)
+    block = 256  # segments filtered at a time, the filter state carried across
     for c in range(x.shape[1]):
         if weights[c] == 0 or n_seg == 0:
             continue
-        y = signal.sosfilt(sos, np.ascontiguousarray(x[:, c]))[: n_seg * seg].reshape(n_seg, seg)
-        power += weights[c] * np.einsum("ij,ij->i", y, y)
+        zi = np.zeros((sos.shape[0], 2))
+        for first in range(0, n_seg, block):
+            last = min(n_seg, first + block)
+            xc = np.asarray(x[first * seg:last * seg, c], dtype=np.float64)
+            y, zi = signal.sosfilt(sos, xc, zi=zi)
+            y = y.reshape(last - first, seg)
+            power[first:last] += weights[c] * np.einsum("ij,ij->i", y, y)
     return power / seg
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from scipy import signal
@@ -36,11 +37,13 @@ class DialogueClip:
 
 @dataclass
 class Bed:
-    """A bed over ``[start, end)`` samples, looped from ``samples`` (frames, 1 or 2)."""
+    """A bed over ``[start, end)`` samples, looped from ``samples`` (frames, 1 or 2), or
+    from what ``samples()`` returns when it is a callable: made when mixed, then dropped,
+    so a film of many scenes does not hold every scene's bed at once."""
 
     start: int
     end: int
-    samples: np.ndarray
+    samples: np.ndarray | Callable[[], np.ndarray]
     gain_db: float = 0.0
     name: str = ""
 
@@ -196,8 +199,12 @@ def duck_gain(key: np.ndarray, settings: MixSettings) -> np.ndarray:
         level = target + (level - target) * coef
         out[k] = level
     centres = (np.arange(nb) + 0.5) * block
-    gain_db = np.interp(np.arange(len(key)), centres, out)
-    return (10 ** (gain_db / 20)).astype(np.float32)
+    gain = np.empty(len(key), np.float32)
+    step = 1 << 20  # interpolated a chunk at a time: no programme-long float64 temporaries
+    for a in range(0, len(key), step):
+        b = min(len(key), a + step)
+        gain[a:b] = 10 ** (np.interp(np.arange(a, b), centres, out) / 20)
+    return gain
 
 
 def _bed_bus(beds: list[Bed], length: int, settings: MixSettings) -> np.ndarray:
@@ -208,7 +215,8 @@ def _bed_bus(beds: list[Bed], length: int, settings: MixSettings) -> np.ndarray:
         if b <= a:
             continue
         lo, hi = max(0, a - xf // 2), min(length, b + xf // 2)
-        x = bed.samples if bed.samples.ndim == 2 else bed.samples[:, None]
+        x = bed.samples() if callable(bed.samples) else bed.samples
+        x = x if x.ndim == 2 else x[:, None]
         if x.shape[1] == 1:
             x = np.repeat(x, 2, axis=1)
         elif x.shape[1] > 2:
@@ -230,9 +238,15 @@ def mix_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[Bed
     """Build the DX, MX and FX stems (stereo, 48 kHz) for a programme of ``length`` samples."""
     settings = settings or MixSettings()
     dx_mono = place_dialogue(dialogue, length, settings.fade_ms)
-    dx = np.repeat((dx_mono * np.float32(_CENTRE))[:, None], 2, axis=1)
     gain = duck_gain(dx_mono, settings)[:, None]
-    mx = _bed_bus(music, length, settings) * np.float32(10 ** (settings.music_db / 20)) * gain
-    fx = _bed_bus(ambience, length, settings) * np.float32(10 ** (settings.ambience_db / 20)) \
-        * gain
-    return Stems(dx, mx.astype(np.float32), fx.astype(np.float32))
+    dx_mono *= np.float32(_CENTRE)
+    dx = np.repeat(dx_mono[:, None], 2, axis=1)
+    del dx_mono
+    # programme-long buses are scaled in place: memory is a few stereo float32 arrays
+    mx = _bed_bus(music, length, settings)
+    mx *= np.float32(10 ** (settings.music_db / 20))
+    mx *= gain
+    fx = _bed_bus(ambience, length, settings)
+    fx *= np.float32(10 ** (settings.ambience_db / 20))
+    fx *= gain
+    return Stems(dx, mx, fx)

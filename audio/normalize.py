@@ -103,6 +103,24 @@ class _PeakCache:
         self.peaks = np.zeros(x.shape[0], np.float32)
         self.done = np.zeros(-(-x.shape[0] // PEAK_SEGMENT), bool)
 
+    def segment_peaks(self) -> np.ndarray:
+        """The true peak of every :data:`PEAK_SEGMENT`, measuring all of ``x`` once (no
+        programme-long float64 copy of the per-sample peaks)."""
+        n = self.x.shape[0]
+        out = np.zeros(len(self.done))
+        step = 64 * PEAK_SEGMENT
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            self.get(a, b, 1.0)
+            p = self.peaks[a:b]
+            k = -(-(b - a) // PEAK_SEGMENT)
+            full = (b - a) // PEAK_SEGMENT
+            out[a // PEAK_SEGMENT: a // PEAK_SEGMENT + full] = \
+                p[:full * PEAK_SEGMENT].reshape(full, PEAK_SEGMENT).max(axis=1)
+            if k > full:
+                out[a // PEAK_SEGMENT + full] = p[full * PEAK_SEGMENT:].max()
+        return out
+
     def get(self, lo: int, hi: int, gain: float) -> np.ndarray:
         a, b = lo // PEAK_SEGMENT, -(-hi // PEAK_SEGMENT)
         todo = np.flatnonzero(~self.done[a:b]) + a
@@ -245,8 +263,7 @@ def normalize(samples: np.ndarray, sample_rate: int, target: Target, *,
     cache = _PeakCache(x)
     n_seg = len(cache.done)
     # one oversampling pass serves both the segment map and the limiter's detector
-    seg_peaks = np.pad(cache.get(0, x.shape[0], 1.0), (0, n_seg * PEAK_SEGMENT - x.shape[0])
-                       ).reshape(n_seg, PEAK_SEGMENT).max(axis=1)
+    seg_peaks = cache.segment_peaks()
     margin = 0.1  # dB under the ceiling, for the limiter's own interpolation error
     gain_db = target.integrated - level0
     tried: list[tuple[float, float]] = []  # (gain, resulting loudness)
