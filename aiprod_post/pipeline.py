@@ -42,7 +42,7 @@ import numpy as np
 from . import __version__
 from .checks import plan_problems
 from .errors import AiprodError, PlanError
-from .files import write_atomic
+from .files import sha256_file, write_atomic
 from .plan import ShotPlan, format_frame_rate, load_plan, plan_to_json
 from .planner import PlannerSettings, plan_source
 from .project import DELIVERY_PROFILES, Project
@@ -72,11 +72,7 @@ def _file_digest(path: Path) -> str:
     st = Path(path).stat()
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
+        _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from scipy import signal
 
 from aiprod_post.errors import MediaError
+from aiprod_post.files import sha256_file
 
 from .tts import (
     OUTPUT_RATE,
@@ -117,12 +118,8 @@ class CoquiEngine:
             raise MediaError(f"cannot load the coqui-tts model: {type(exc).__name__}: {exc}",
                              source=ckpt) from None
         self._synth = synth
-        digest = hashlib.sha256()
-        with open(ckpt, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(chunk)
         self.identity = {"model": str(self.model_dir), "checkpoint": ckpt.name,
-                         "sha256": digest.hexdigest(),
+                         "sha256": sha256_file(ckpt),
                          "class": type(synth.tts_model).__name__}
         return synth
 

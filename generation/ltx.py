@@ -36,6 +36,7 @@ from typing import Iterator
 import numpy as np
 
 from aiprod_post.errors import AiprodError
+from aiprod_post.files import sha256_file
 from aiprod_post.plan import Framing, Shot
 
 from .engine import RenderContext, ShotRender, register
@@ -160,11 +161,7 @@ def _weights_identity(folder: Path) -> dict:
         st = p.stat()
         key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
         if key not in index:
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 24), b""):
-                    h.update(chunk)
-            index[key] = h.hexdigest()
+            index[key] = sha256_file(p)
         digest.update(index[key].encode())
     try:
         index_path.write_text(json.dumps(index))
