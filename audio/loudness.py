@@ -199,44 +199,89 @@ def oversampled_peaks(x: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING) -> np
     ``x`` is (frames, channels). Long inputs are worked through in blocks that stay in
     the processor's cache (with the filter's overlap), not as programme-long temporaries.
     """
-    phases, lead, _ = _oversampling_phases(factor)
     n = x.shape[0]
-    block = 1 << 16
-    if n <= block:
-        return _oversampled_block(x, phases, lead, 0, n)
     peaks = np.empty(n)
-    taps = len(phases[0])
+    if n == 0:
+        return peaks
+    low, high = _phase_matrix(factor)
+    block = 1 << 15
     for a in range(0, n, block):
         b = min(n, a + block)
-        lo, hi = max(0, a - taps), min(n, b + taps)
-        peaks[a:b] = _oversampled_block(x[lo:hi], phases, lead, a - lo, b - a)
+        peaks[a:b] = _oversampled_block(x, low, high, a, b)
     return peaks
 
 
-def _oversampled_block(x: np.ndarray, phases, lead: int, start: int, count: int) -> np.ndarray:
-    """oversampled_peaks of ``x``, for its samples ``start`` … ``start + count``."""
+@lru_cache(maxsize=8)
+def _phase_matrix(factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The in-between phases as two Toeplitz blocks, so that one matrix product computes
+    every phase of ``_PHASE_ROW`` consecutive samples at once.
+
+    With the input cut into rows of ``L = 24`` samples, ``X[m] = x[L m - 11 : L m + 13]``
+    shifted, output sample ``L m + r`` of phase ``p`` reads ``X[m]`` and ``X[m + 1]``:
+    ``Y = X[:-1] @ low + X[1:] @ high``, column ``p L + r``. BLAS does in one call what
+    three direct convolutions did, about five times faster in float32 (its rounding,
+    ~1e-6 relative, is far under the limiter's 0.001 dB of headroom).
+    """
+    phases, lead, _ = _oversampling_phases(factor)
+    L = len(phases[0])
+    t = np.zeros((2 * L, len(phases) * L))
+    for p, h in enumerate(phases):
+        g = h[::-1]  # y[n] = sum_t g[t] x[n - (L - 1 - lead) + t]
+        for r in range(L):
+            t[r:r + L, p * L + r] = g
+    t = t.astype(np.float32)
+    return t[:L], t[L:]
+
+
+def _oversampled_block(x: np.ndarray, low: np.ndarray, high: np.ndarray, a: int, b: int
+                       ) -> np.ndarray:
+    """oversampled_peaks of ``x[a:b]`` (reading the filter's overlap around it)."""
+    L, width = low.shape
+    before = L - 1 - 12  # samples of history each output reads (the phases' lead is 12)
+    rows = -(-(b - a) // L)
     n = x.shape[0]
+    lo, hi = max(0, a - before), min(n, b + 12)
+    xp = np.zeros((rows + 1) * L, np.float32)
     peaks = None
     for c in range(x.shape[1]):
-        xc = np.ascontiguousarray(x[:, c], dtype=np.float64)
+        xp[lo - a + before: hi - a + before] = x[lo:hi, c]
+        rows_x = xp.reshape(rows + 1, L)
+        y = rows_x[:-1] @ low
+        y += rows_x[1:] @ high
+        np.abs(y, out=y)
+        y = y.reshape(rows, width // L, L)
+        m = y[:, 0]
+        for p in range(1, y.shape[1]):
+            m = np.maximum(m, y[:, p])
+        m = m.reshape(-1)[: b - a]
         if peaks is None:
-            peaks = np.abs(xc[start:start + count])
+            peaks = np.abs(np.asarray(x[a:b, c], dtype=np.float64))
         else:
-            np.maximum(peaks, np.abs(xc[start:start + count]), out=peaks)
-        for ph in phases:
-            y = np.convolve(xc, ph)[lead: lead + n][start:start + count]
-            np.maximum(peaks, np.abs(y), out=peaks)
+            np.maximum(peaks, np.abs(x[a:b, c]), out=peaks)
+        np.maximum(peaks, m, out=peaks)
     return peaks
 
 
 def abs_peak_per_frame(x: np.ndarray) -> np.ndarray:
-    """``max(|x[n, c]|)`` over channels, without numpy's slow reduction over a short axis."""
-    peaks = np.abs(x[:, 0])
-    if peaks.dtype != np.float64:
-        peaks = peaks.astype(np.float64)
-    for c in range(1, x.shape[1]):
-        np.maximum(peaks, np.abs(x[:, c]), out=peaks)
+    """``max(|x[n, c]|)`` over channels, without numpy's slow reduction over a short axis,
+    a cache-sized block at a time."""
+    n = x.shape[0]
+    peaks = np.empty(n)
+    block = 1 << 15
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        out = peaks[a:b]
+        np.abs(x[a:b, 0], out=out, casting="unsafe")
+        for c in range(1, x.shape[1]):
+            np.maximum(out, np.abs(x[a:b, c]), out=out)
     return peaks
+
+
+def sample_peak_of(x: np.ndarray) -> float:
+    """``max |x|`` of a (frames, channels) array, without an absolute-value copy."""
+    if x.size == 0:
+        return 0.0
+    return float(max(x.max(), -x.min()))
 
 
 PEAK_SEGMENT = 4800  # samples per segment of the per-segment true-peak map
@@ -314,7 +359,7 @@ def summarise(seg_power: np.ndarray, true_peak_linear: float | None, x: np.ndarr
     duration = x.shape[0] / fs
     momentary = _window_power(seg_power, 4)
     short_term = _window_power(seg_power, 30)
-    sample_peak = float(abs_peak_per_frame(x).max()) if x.size else 0.0
+    sample_peak = sample_peak_of(x)
     with np.errstate(divide="ignore"):
         sample_peak_db = 20 * math.log10(sample_peak) if sample_peak > 0 else -math.inf
         if true_peak_linear is None:

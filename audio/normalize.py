@@ -201,13 +201,28 @@ def _release(g: np.ndarray, block: int, decay: float) -> np.ndarray:
     nb = -(-len(g) // block)
     padded = np.pad(g, (0, nb * block - len(g)), mode="edge").reshape(nb, block).min(axis=1)
     want = 20 * np.log10(np.maximum(padded, 1e-9))
-    out = np.empty(nb)
-    level = 0.0
-    for k, w in enumerate(want.tolist()):
-        level = min(w, level * decay)
-        out[k] = level
+    out = _decaying_minimum(want, decay)
     stepped = np.repeat(10 ** (out / 20), block)[: len(g)]
     return np.minimum(g, uniform_filter1d(stepped, size=block, mode="nearest"))
+
+
+def _decaying_minimum(want: np.ndarray, decay: float, chunk: int = 256) -> np.ndarray:
+    """``out[k] = min(want[k], out[k - 1] * decay)`` (from 0), for ``want <= 0``.
+
+    Unrolled, ``out[k] = decay**k * min_j(want[j] * decay**-j)``: a running minimum,
+    worked in chunks so ``decay**-j`` stays small, the last value carried over.
+    """
+    out = np.empty(len(want))
+    scale = decay ** -np.arange(chunk, dtype=np.float64)
+    carry = 0.0
+    for a in range(0, len(want), chunk):
+        w = want[a:a + chunk]
+        k = len(w)
+        run = np.minimum.accumulate(w * scale[:k])
+        np.minimum(run, carry * decay, out=run)
+        out[a:a + k] = run / scale[:k]
+        carry = out[a + k - 1]
+    return out
 
 
 def _retouch_power(seg_power: np.ndarray, x: np.ndarray, gain: float,

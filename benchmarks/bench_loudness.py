@@ -2,7 +2,7 @@
 normalisation with the true-peak limiter, and the TTS real-time factor.
 
 Prints one JSON object. Target (issue 3): analysis + normalisation at >= 100x real time
-on one core. Run pinned to one core: ``taskset -c 0 python benchmarks/bench_loudness.py``.
+on one core (``measure_and_normalize_x_realtime``, per target). Run pinned to one core: ``taskset -c 0 python benchmarks/bench_loudness.py``.
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ def main() -> None:
         "measure_x_realtime": round(seconds / t_measure, 1),
         "normalize": results,
         "normalize_x_realtime": {k: round(seconds / v["seconds"], 1) for k, v in results.items()},
+        # the issue's figure: a full measurement of the input, then normalisation (which
+        # analyses the input itself and measures its output again)
+        "measure_and_normalize_x_realtime": {
+            k: round(seconds / (t_measure + v["seconds"]), 1) for k, v in results.items()},
         "target_x_realtime": 100,
         "tts_real_time_factor": round(tts_rtf, 4),
     }))

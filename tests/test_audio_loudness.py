@@ -13,7 +13,7 @@ import pytest
 
 from aiprod_post.errors import MediaError
 from audio.io import read_audio, write_wav
-from audio.loudness import k_weighting_sos, measure, true_peak
+from audio.loudness import k_weighting_sos, measure, oversampled_peaks, true_peak
 from audio.normalize import TARGETS, limit_true_peak, normalize, resolve_target
 
 FS = 48000
@@ -116,6 +116,25 @@ def test_tech3341_true_peak(case, freq, amplitude, phase, expected):
     if case == 19:
         # every sample is at or under full scale, yet the true peak is +3 dBTP
         assert np.abs(x).max() <= 1.0 + 1e-9
+
+
+def test_per_sample_true_peaks_match_an_independent_4x_resampler():
+    """The limiter's detector, sample by sample (across its internal block boundaries),
+    against scipy's polyphase resampler with its own Kaiser filter."""
+    from scipy import signal
+
+    rng = np.random.default_rng(3)
+    n = 70000
+    sos = signal.butter(12, 16000, fs=FS, output="sos")
+    x = signal.sosfilt(sos, rng.standard_normal((n + 2000, 2)), axis=0)[2000:]
+    x /= np.abs(x).max()
+    ours = oversampled_peaks(x)
+    up = signal.resample_poly(x, 4, 1, axis=0, window=("kaiser", 10.0))
+    ref = np.abs(up).reshape(n, 4, 2).max(axis=(1, 2))
+    core = slice(100, n - 100)  # the two filters treat the programme's edges differently
+    db = 20 * np.log10(ours[core] / ref[core])
+    assert np.abs(db).max() < 0.01
+    assert ours.shape == (n,) and np.all(ours >= np.abs(x).max(axis=1))
 
 
 @pytest.mark.parametrize("case,parts,expected", [
