@@ -512,10 +512,13 @@ class _Render:
     # ---- mix
     def mix(self, plan: ShotPlan, lines: dict[str, list[_Line]], profiles: list[str]
             ) -> dict[str, Any]:
+        import soundfile
+
         from audio.io import read_audio, resample, write_wav
-        from audio.loudness import measure
-        from audio.mix import Bed, DialogueClip, MixSettings, mix_stems, procedural_bed
-        from audio.normalize import Target, normalize
+        from audio.loudness import measure_file
+        from audio.mix import Bed, DialogueClip, MixSettings, procedural_bed, render_stems
+        from audio.normalize import Target, normalize_source
+        from audio.stream import FileSource, SumSource, WavWriter
 
         a = self.project.audio
         fps = plan.fps
@@ -539,8 +542,11 @@ class _Render:
         self.r.stage("mix", 1 + len(profiles))
         hit = all(p.exists() for p in stem_paths.values())
         if not hit:
-            clips = [DialogueClip(ln.start_sample, read_audio(ln.wav, "float32")[0][:, 0],
-                                  name=ln.line_id) for ln in all_lines]
+            # each line is read when the mixer reaches it (memory stays flat with the film)
+            clips = [DialogueClip(ln.start_sample,
+                                  lambda ln=ln: read_audio(ln.wav, "float32")[0][:, 0],
+                                  name=ln.line_id, length=soundfile.info(str(ln.wav)).frames)
+                     for ln in all_lines]
 
             def user_bed(path: str) -> np.ndarray:
                 x, rate = read_audio(self.project.path(path))
@@ -560,18 +566,16 @@ class _Render:
                         "ambience", min(seconds, 20.0) + 1, plan.seed + 7 + _seed(b["scene"]),
                         b["light"], exterior=b["exterior"]))
                 ambience.append(Bed(b["start"], b["end"], amb, name=f"ambience {b['scene']}"))
-            stems = mix_stems(clips, music, ambience, total, settings)
-            del clips, music, ambience
-            for s, arr in (("DX", stems.dx), ("MX", stems.mx), ("FX", stems.fx)):
-                write_wav(stem_paths[s], arr)
-            del stems  # programme-long: memory must not grow with the film
+            with WavWriter(stem_paths["DX"], 2) as dx, WavWriter(stem_paths["MX"], 2) as mx, \
+                    WavWriter(stem_paths["FX"], 2) as fx:
+                render_stems(clips, music, ambience, total, {"DX": dx, "MX": mx, "FX": fx},
+                             settings)
         self.r.item("stems", 1, 1 + len(profiles), cached=hit)
         audio_dir = self.outdir / "audio"
         for s, p in stem_paths.items():
             _place(p, audio_dir / f"{s}.wav")
         mixes: dict[str, Path] = {}
         loud: dict[str, dict] = {}
-        stems_sum = None
         for i, name in enumerate(profiles, 2):
             prof = DELIVERY_PROFILES[name]
             mkey = key_of("mixdown", key, prof.loudness, prof.true_peak)
@@ -579,15 +583,16 @@ class _Render:
             info = self.cached("mix", mkey, ".json")
             hit = path.exists() and info.exists()
             if not hit:
-                if stems_sum is None:  # float32: programme-long arrays at half the memory
-                    stems_sum = read_audio(stem_paths["DX"], "float32")[0]
-                    for s in ("MX", "FX"):
-                        stems_sum += read_audio(stem_paths[s], "float32")[0]
-                y, after, warnings = normalize(stems_sum, 48000, Target(
-                    name, prof.loudness, prof.true_peak))
-                write_wav(path, y)
-                del y
-                check = measure(*read_audio(path, "float32"))  # again, from the file written
+                # the stems' sum, normalised and written a block at a time
+                sources = [FileSource(stem_paths[s]) for s in ("DX", "MX", "FX")]
+                try:
+                    with WavWriter(path, 2) as out:
+                        _after, warnings = normalize_source(SumSource(sources), 48000, Target(
+                            name, prof.loudness, prof.true_peak), out)
+                finally:
+                    for src in sources:
+                        src.close()
+                check = measure_file(path)  # again, from the file written
                 write_atomic(info, json.dumps({**check.as_dict(), "warnings": warnings}).encode())
             loud[name] = {"target": prof.loudness, "ceiling": prof.true_peak,
                           **json.loads(info.read_text())}
@@ -598,7 +603,7 @@ class _Render:
         for ln in all_lines:
             _place(ln.wav, lines_dir / f"{ln.line_id}.wav")
         # per-shot sync sound for editors: the dialogue stem over each shot's cut
-        dx = None
+        dx: FileSource | None = None
         start = 0
         for _, shot in plan.shots():
             a0 = int(round(Fraction(start) * 48000 / fps))
@@ -608,9 +613,11 @@ class _Render:
             cached = self.cached("mix", skey, ".wav")
             if not cached.exists():
                 if dx is None:
-                    dx = read_audio(stem_paths["DX"])[0]
-                write_wav(cached, dx[a0:a1])
+                    dx = FileSource(stem_paths["DX"])
+                write_wav(cached, dx.read(a0, a1))
             _place(cached, self.outdir / "shots" / f"{shot.id}.wav")
+        if dx is not None:
+            dx.close()
         self.report["loudness"] = loud
         return {"mixes": mixes, "stems": {s: audio_dir / f"{s}.wav" for s in stem_paths},
                 "lines_dir": lines_dir}

@@ -14,7 +14,6 @@ import numpy as np
 from scipy import signal
 
 from aiprod_post.errors import MediaError
-from aiprod_post.files import atomic_path
 
 __all__ = ["read_audio", "write_wav", "resample", "MIX_RATE"]
 
@@ -74,17 +73,12 @@ def read_audio(path: str | Path, dtype: str = "float64") -> tuple[np.ndarray, in
 def write_wav(path: str | Path, samples: np.ndarray, rate: int = MIX_RATE,
               subtype: str = "PCM_24") -> Path:
     """Write a WAV (24-bit by default) atomically. Samples beyond full scale are clipped."""
-    import soundfile
+    from .stream import WavWriter
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     x = np.asarray(samples)
     channels = 1 if x.ndim == 1 else x.shape[1]
     block = 1 << 20  # written a block at a time: no programme-long temporary copies
-    with atomic_path(path, ".tmp.wav") as tmp:
-        with soundfile.SoundFile(str(tmp), "w", rate, channels, subtype=subtype,
-                                 format="WAV") as f:
-            for a in range(0, max(len(x), 1), block):
-                f.write(np.clip(np.asarray(x[a:a + block], dtype=np.float64),
-                                -1.0, 1.0 - 2.0 ** -23))
-    return path
+    with WavWriter(path, channels, rate, subtype) as w:
+        for a in range(0, max(len(x), 1), block):
+            w.write(x[a:a + block])
+    return Path(path)

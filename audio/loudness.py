@@ -35,6 +35,9 @@ __all__ = [
     "k_weighting_sos",
     "channel_weights",
     "measure",
+    "measure_source",
+    "measure_file",
+    "scan",
     "true_peak",
     "oversampled_peaks",
     "TRUE_PEAK_OVERSAMPLING",
@@ -133,25 +136,52 @@ def _to_lufs(power: np.ndarray) -> np.ndarray:
         return -0.691 + 10 * np.log10(power)
 
 
+class _SegmentMeter:
+    """K-weighted, channel-weighted mean square per 100 ms segment, fed a block at a time
+    (the filters' state carried from block to block)."""
+
+    def __init__(self, fs: int, channels: int) -> None:
+        self.seg = int(round(fs * _SEGMENT_SECONDS))
+        self.sos = k_weighting_sos(fs)
+        self.weights = channel_weights(channels)
+        self.zi = [np.zeros((self.sos.shape[0], 2)) for _ in range(channels)]
+        self.rest = np.zeros(0)
+        self.parts: list[np.ndarray] = []
+
+    def feed(self, x: np.ndarray) -> None:
+        p = None
+        for c, w in enumerate(self.weights):
+            if w == 0:
+                continue
+            y, self.zi[c] = signal.sosfilt(self.sos, np.asarray(x[:, c], dtype=np.float64),
+                                           zi=self.zi[c])
+            y *= y
+            if w != 1.0:
+                y *= w
+            if p is None:
+                p = y
+            else:
+                p += y
+        if p is None:
+            p = np.zeros(x.shape[0])
+        if self.rest.size:
+            p = np.concatenate([self.rest, p])
+        k = len(p) // self.seg
+        self.parts.append(p[:k * self.seg].reshape(k, self.seg).sum(axis=1))
+        self.rest = p[k * self.seg:].copy()
+
+    def powers(self) -> np.ndarray:
+        """Mean power of every complete segment fed so far."""
+        return np.concatenate(self.parts) / self.seg if self.parts else np.zeros(0)
+
+
 def _segment_power(x: np.ndarray, fs: int) -> np.ndarray:
     """Weighted K-filtered mean square per 100 ms segment (summed over channels)."""
-    seg = int(round(fs * _SEGMENT_SECONDS))
-    weights = channel_weights(x.shape[1])
-    sos = k_weighting_sos(fs)
-    n_seg = x.shape[0] // seg
-    power = np.zeros(n_seg)
-    block = 256  # segments filtered at a time, the filter state carried across
-    for c in range(x.shape[1]):
-        if weights[c] == 0 or n_seg == 0:
-            continue
-        zi = np.zeros((sos.shape[0], 2))
-        for first in range(0, n_seg, block):
-            last = min(n_seg, first + block)
-            xc = np.asarray(x[first * seg:last * seg, c], dtype=np.float64)
-            y, zi = signal.sosfilt(sos, xc, zi=zi)
-            y = y.reshape(last - first, seg)
-            power[first:last] += weights[c] * np.einsum("ij,ij->i", y, y)
-    return power / seg
+    meter = _SegmentMeter(fs, x.shape[1])
+    block = 32 * meter.seg  # the filters work in float64 on cache-sized blocks
+    for a in range(0, x.shape[0], block):
+        meter.feed(x[a:a + block])
+    return meter.powers()
 
 
 def _window_power(seg_power: np.ndarray, n: int) -> np.ndarray:
@@ -287,37 +317,71 @@ def sample_peak_of(x: np.ndarray) -> float:
 PEAK_SEGMENT = 4800  # samples per segment of the per-segment true-peak map
 
 
-def segment_true_peaks(x: np.ndarray, seg: int = PEAK_SEGMENT) -> np.ndarray:
-    """Linear true peak of every ``seg``-sample segment (the last one may be short)."""
+def _segment_maxima(peaks: np.ndarray, seg: int = PEAK_SEGMENT) -> np.ndarray:
+    """The maximum of every ``seg`` values (the last group may be short)."""
+    k = -(-len(peaks) // seg)
+    return np.pad(peaks, (0, k * seg - len(peaks))).reshape(k, seg).max(axis=1)
+
+
+@dataclass
+class Scan:
+    """What one pass over a programme gives: 100 ms K-weighted powers, the sample peak
+    (and, when asked, the true peak) of every :data:`PEAK_SEGMENT`, clipped samples."""
+
+    seg_power: np.ndarray
+    sample_peaks: np.ndarray
+    true_peaks: np.ndarray | None
+    clipped: int
+    frames: int
+    channels: int
+
+
+def scan(src, fs: int, true_peaks: bool = False, power: bool = True) -> Scan:
+    """One pass over ``src`` (a :mod:`audio.stream` source), a block at a time (without
+    the K-weighted powers when ``power`` is false)."""
+    n = src.frames
+    meter = _SegmentMeter(fs, src.channels)
     _, lead, _ = _oversampling_phases(TRUE_PEAK_OVERSAMPLING)
     pad = 2 * lead + 2
-    n = x.shape[0]
-    n_seg = -(-n // seg)
-    out = np.zeros(n_seg)
-    chunk = 64
-    for first in range(0, n_seg, chunk):
-        a, b = first * seg, min(n, (first + chunk) * seg)
-        lo, hi = max(0, a - pad), min(n, b + pad)
-        peaks = oversampled_peaks(x[lo:hi])[a - lo: b - lo]
-        k = -(-len(peaks) // seg)
-        out[first:first + k] = np.pad(peaks, (0, k * seg - len(peaks))).reshape(k, seg).max(axis=1)
-    return out
+    n_seg = -(-n // PEAK_SEGMENT)
+    sample_peaks = np.zeros(n_seg)
+    tps = np.zeros(n_seg) if true_peaks else None
+    clipped = 0
+    block = 32 * PEAK_SEGMENT
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        lo, hi = (max(0, a - pad), min(n, b + pad)) if true_peaks else (a, b)
+        xc = src.read(lo, hi)
+        x = xc[a - lo:b - lo]
+        if not np.isfinite(x).all():
+            raise MediaError(f"samples contain NaN or infinity (at {a / fs:.2f} s or after)")
+        if power:
+            meter.feed(x)
+        absx = abs_peak_per_frame(x)
+        s0 = a // PEAK_SEGMENT
+        part = _segment_maxima(absx)
+        sample_peaks[s0:s0 + len(part)] = part
+        if part.max(initial=0.0) >= 1.0:
+            clipped += int(np.count_nonzero(np.abs(x) >= 1.0))
+        if tps is not None:
+            tps[s0:s0 + len(part)] = _segment_maxima(oversampled_peaks(xc)[a - lo:b - lo])
+    return Scan(meter.powers(), sample_peaks, tps, clipped, n, src.channels)
 
 
-def true_peak(samples: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING) -> float:
-    """Maximum true-peak level in dBTP (BS.1770-4 Annex 2)."""
-    x = _as_frames(samples)
-    if x.size == 0:
-        return -math.inf
+def _screened_true_peak(src, sample_peaks: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING
+                        ) -> float:
+    """Linear true peak of ``src`` from its per-segment sample peaks, oversampling only
+    the segments whose bound can still beat the running maximum."""
     _, lead, bound = _oversampling_phases(factor)
     pad = 2 * lead + 2
-    seg = 4800
-    n_seg = -(-x.shape[0] // seg)
-    absx = abs_peak_per_frame(x)
-    seg_peak = np.pad(absx, (0, n_seg * seg - len(absx))).reshape(n_seg, seg).max(axis=1)
+    seg = PEAK_SEGMENT
+    n_seg = len(sample_peaks)
+    if n_seg == 0:
+        return 0.0
+    seg_peak = sample_peaks
     # a segment's interpolation also reads `pad` samples of its neighbours
     neighbour = np.maximum(seg_peak, np.maximum(np.r_[0, seg_peak[:-1]], np.r_[seg_peak[1:], 0]))
-    best = float(absx.max())
+    best = float(seg_peak.max())
     order = np.argsort(-neighbour)
     # Oversample the most promising segments first, a batch at a time (contiguous
     # segments of a batch are processed as one run), until no remaining segment
@@ -331,41 +395,82 @@ def true_peak(samples: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING) -> floa
         chosen.sort()
         breaks = np.flatnonzero(np.diff(chosen) > 1) + 1
         for run in np.split(chosen, breaks):
-            lo = max(0, int(run[0]) * seg - pad)
-            hi = min(x.shape[0], (int(run[-1]) + 1) * seg + pad)
-            best = max(best, float(oversampled_peaks(x[lo:hi], factor).max()))
+            for first in range(int(run[0]), int(run[-1]) + 1, 64):
+                last = min(int(run[-1]) + 1, first + 64)
+                a, b = first * seg, min(src.frames, last * seg)
+                lo, hi = max(0, a - pad), min(src.frames, b + pad)
+                # only the run itself: the cut ends of the context would ring
+                peaks = oversampled_peaks(src.read(lo, hi), factor)[a - lo:b - lo]
+                best = max(best, float(peaks.max()))
+    return best
+
+
+def _db(linear: float) -> float:
     with np.errstate(divide="ignore"):
-        return float(20 * np.log10(best)) if best > 0 else -math.inf
+        return float(20 * np.log10(linear)) if linear > 0 else -math.inf
 
 
-def measure(samples: np.ndarray, sample_rate: int) -> Loudness:
-    """Integrated loudness, loudness range, true peak, momentary and short-term maxima."""
+def true_peak(samples: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING) -> float:
+    """Maximum true-peak level in dBTP (BS.1770-4 Annex 2)."""
+    from .stream import ArraySource
+
     x = _as_frames(samples)
+    if x.size == 0:
+        return -math.inf
+    sample_peaks = np.concatenate([
+        _segment_maxima(abs_peak_per_frame(x[a:a + 64 * PEAK_SEGMENT]))
+        for a in range(0, x.shape[0], 64 * PEAK_SEGMENT)])
+    return _db(_screened_true_peak(ArraySource(x), sample_peaks, factor))
+
+
+def _check_rate(sample_rate) -> int:
     fs = int(sample_rate)
     if fs <= 0:
         raise MediaError(f"sample rate {sample_rate} is not positive")
     if round(fs * _SEGMENT_SECONDS) != fs * _SEGMENT_SECONDS:
         raise MediaError(f"sample rate {fs} Hz: resample to 48 kHz before measuring")
-    if not np.all(np.isfinite(x)):
-        raise MediaError("samples contain NaN or infinity")
-    return summarise(_segment_power(x, fs), None, x, fs)
+    return fs
 
 
-def summarise(seg_power: np.ndarray, true_peak_linear: float | None, x: np.ndarray, fs: int
+def measure(samples: np.ndarray, sample_rate: int) -> Loudness:
+    """Integrated loudness, loudness range, true peak, momentary and short-term maxima."""
+    from .stream import as_source
+
+    return measure_source(as_source(samples), sample_rate)
+
+
+def measure_source(src, sample_rate: int) -> Loudness:
+    """:func:`measure` of a :mod:`audio.stream` source (a file, a sum of stems), read a
+    block at a time: memory does not grow with the programme's length."""
+    fs = _check_rate(sample_rate)
+    sc = scan(src, fs)
+    tp = _screened_true_peak(src, sc.sample_peaks)
+    return summarise(sc, tp, fs)
+
+
+def measure_file(path) -> Loudness:
+    """:func:`measure_source` of an audio file libsndfile reads."""
+    from .stream import FileSource
+
+    src = FileSource(path)
+    try:
+        return measure_source(src, src.rate)
+    finally:
+        src.close()
+
+
+def summarise(sc: Scan, true_peak_linear: float, fs: int, seg_power: np.ndarray | None = None
               ) -> Loudness:
-    """All figures from the 100 ms K-weighted segment powers of ``x`` (and its true peak,
-    linear, when already known)."""
+    """All figures from a :class:`Scan` and the programme's linear true peak
+    (``seg_power`` in place of the scan's, where the caller knows better)."""
     warnings: list[str] = []
-    duration = x.shape[0] / fs
+    seg_power = sc.seg_power if seg_power is None else seg_power
+    duration = sc.frames / fs
     momentary = _window_power(seg_power, 4)
     short_term = _window_power(seg_power, 30)
-    sample_peak = sample_peak_of(x)
-    with np.errstate(divide="ignore"):
-        sample_peak_db = 20 * math.log10(sample_peak) if sample_peak > 0 else -math.inf
-        if true_peak_linear is None:
-            tp_db = true_peak(x)
-        else:
-            tp_db = 20 * math.log10(true_peak_linear) if true_peak_linear > 0 else -math.inf
+    sample_peak = float(sc.sample_peaks.max(initial=0.0))
+    sample_peak_db = _db(sample_peak)
+    tp_db = _db(true_peak_linear)
 
     integrated: float | None
     if momentary.size == 0:
@@ -386,9 +491,9 @@ def summarise(seg_power: np.ndarray, true_peak_linear: float | None, x: np.ndarr
             lra = float(np.percentile(levels, 95) - np.percentile(levels, 10))
         else:
             lra = 0.0
-    if sample_peak >= 1.0:
-        clipped = int(np.count_nonzero(np.abs(x) >= 1.0))
-        warnings.append(f"{clipped} samples at or beyond full scale: the input may be clipped")
+    if sc.clipped:
+        warnings.append(f"{sc.clipped} samples at or beyond full scale: the input may be "
+                        "clipped")
     return Loudness(
         integrated=integrated,
         loudness_range=lra,
@@ -398,6 +503,6 @@ def summarise(seg_power: np.ndarray, true_peak_linear: float | None, x: np.ndarr
         short_term_max=float(_to_lufs(short_term).max()) if short_term.size else None,
         duration=duration,
         sample_rate=fs,
-        channels=x.shape[1] if x.ndim == 2 else 1,
+        channels=sc.channels,
         warnings=warnings,
     )

@@ -22,17 +22,30 @@ from aiprod_post.errors import MediaError
 from .io import MIX_RATE
 
 __all__ = ["DialogueClip", "Bed", "MixSettings", "Stems", "place_dialogue", "loop_to_length",
-           "procedural_bed", "duck_gain", "mix_stems"]
+           "procedural_bed", "duck_gain", "mix_stems", "render_stems"]
 
 _CENTRE = 1 / math.sqrt(2)  # equal-power pan law at the centre
 
 
 @dataclass
 class DialogueClip:
-    start: int  # sample at MIX_RATE
-    samples: np.ndarray  # mono
+    """A mono line at ``start`` (samples at MIX_RATE). ``samples`` may be a callable that
+    loads them when the mixer reaches the line; ``length`` (in samples) is then needed."""
+
+    start: int
+    samples: np.ndarray | Callable[[], np.ndarray]
     gain_db: float = 0.0
     name: str = ""
+    length: int | None = None
+
+    @property
+    def frames(self) -> int:
+        if self.length is None:
+            self.length = int(np.asarray(self.load()).reshape(-1).size)
+        return self.length
+
+    def load(self) -> np.ndarray:
+        return self.samples() if callable(self.samples) else self.samples
 
 
 @dataclass
@@ -79,10 +92,17 @@ def _fade(n: int) -> np.ndarray:
 
 def place_dialogue(clips: list[DialogueClip], length: int, fade_ms: float = 5.0) -> np.ndarray:
     """A mono dialogue bus of ``length`` samples with every clip faded in and out."""
-    bus = np.zeros(length, np.float32)
+    return _place_window(clips, 0, length, fade_ms)
+
+
+def _place_window(clips: list[DialogueClip], lo: int, hi: int, fade_ms: float) -> np.ndarray:
+    """Samples ``[lo, hi)`` of the mono dialogue bus."""
+    bus = np.zeros(hi - lo, np.float32)
     nf = max(1, int(MIX_RATE * fade_ms / 1000))
     for clip in clips:
-        x = np.asarray(clip.samples, np.float32).reshape(-1).copy()
+        if clip.start >= hi or clip.start + clip.frames <= lo:
+            continue
+        x = np.asarray(clip.load(), np.float32).reshape(-1).copy()
         if x.size == 0:
             continue
         k = min(nf, x.size // 2)
@@ -91,38 +111,49 @@ def place_dialogue(clips: list[DialogueClip], length: int, fade_ms: float = 5.0)
             x[:k] *= ramp
             x[-k:] *= ramp[::-1]
         x *= np.float32(10 ** (clip.gain_db / 20))
-        a = max(0, clip.start)
-        b = min(length, clip.start + x.size)
+        a = max(lo, clip.start)
+        b = min(hi, clip.start + x.size)
         if b > a:
-            bus[a:b] += x[a - clip.start: b - clip.start]
+            bus[a - lo:b - lo] += x[a - clip.start: b - clip.start]
     return bus
 
 
 def loop_to_length(x: np.ndarray, length: int, crossfade: int) -> np.ndarray:
     """Repeat ``x`` (frames, channels) to ``length`` frames, crossfading each seam."""
+    return _loop_segment(x, length, crossfade, 0, length)
+
+
+def _loop_segment(x: np.ndarray, length: int, crossfade: int, lo: int, hi: int) -> np.ndarray:
+    """Frames ``[lo, hi)`` of ``loop_to_length(x, length, crossfade)``, made alone."""
     x = np.asarray(x, np.float32)
     if x.ndim == 1:
         x = x[:, None]
     if x.shape[0] == 0:
         raise MediaError("bed has no samples")
     if x.shape[0] >= length:
-        return x[:length].copy()
+        return x[lo:hi].copy()
     crossfade = max(1, min(crossfade, x.shape[0] // 2))
-    out = np.zeros((length, x.shape[1]), np.float32)
+    out = np.zeros((hi - lo, x.shape[1]), np.float32)
     ramp = _fade(crossfade)[:, None]
     step = x.shape[0] - crossfade
-    pos = 0
-    first = True
-    while pos < length:
-        piece = x.copy()
-        if not first:
-            piece[:crossfade] *= ramp
-        if pos + x.shape[0] < length:
-            piece[-crossfade:] *= ramp[::-1]
-        n = min(x.shape[0], length - pos)
-        out[pos:pos + n] += piece[:n]
-        pos += step
-        first = False
+    for k in range(max(0, (lo - x.shape[0]) // step), -(-hi // step) + 1):
+        pos = k * step
+        if pos >= length or pos >= hi:
+            break
+        a, b = max(lo, pos), min(hi, length, pos + x.shape[0])
+        if b <= a:
+            continue
+        piece = x[a - pos:b - pos].copy()
+        if k > 0:  # fade in over the first `crossfade` frames of the piece
+            f = slice(a - pos, min(b - pos, crossfade))
+            if f.start < f.stop:
+                piece[f.start - (a - pos):f.stop - (a - pos)] *= ramp[f]
+        if pos + x.shape[0] < length:  # fade out over its last `crossfade` frames
+            t0 = x.shape[0] - crossfade
+            c, d = max(a - pos, t0), b - pos
+            if c < d:
+                piece[c - (a - pos):d - (a - pos)] *= ramp[::-1][c - t0:d - t0]
+        out[a - lo:b - lo] += piece
     return out
 
 
@@ -182,71 +213,141 @@ def procedural_bed(kind: str, seconds: float, seed: int, light: str = "day",
 
 def duck_gain(key: np.ndarray, settings: MixSettings) -> np.ndarray:
     """Side-chain gain (linear, per sample) that dips by ``duck_db`` while ``key`` speaks."""
-    block = MIX_RATE // 100  # 10 ms
-    nb = -(-len(key) // block)
-    if nb == 0:
-        return np.ones(0, np.float32)
-    padded = np.pad(np.asarray(key, np.float64), (0, nb * block - len(key)))
-    rms = np.sqrt(np.mean(padded.reshape(nb, block) ** 2, axis=1))
+    levels = _duck_levels(_block_rms(np.asarray(key, np.float64)), settings)
+    return _duck_window(levels, 0, len(key))
+
+
+_DUCK_BLOCK = MIX_RATE // 100  # the side-chain works on 10 ms blocks
+
+
+def _block_rms(key: np.ndarray) -> np.ndarray:
+    """RMS of every 10 ms block of ``key`` (the last one zero-padded)."""
+    nb = -(-len(key) // _DUCK_BLOCK)
+    padded = np.pad(np.asarray(key, np.float64), (0, nb * _DUCK_BLOCK - len(key)))
+    return np.sqrt(np.mean(padded.reshape(nb, _DUCK_BLOCK) ** 2, axis=1))
+
+
+def _duck_levels(rms: np.ndarray, settings: MixSettings) -> np.ndarray:
+    """The side-chain's gain in dB per 10 ms block, with attack and release."""
     active = rms > 10 ** (settings.duck_threshold_db / 20)
     att = math.exp(-10.0 / max(settings.duck_attack_ms, 1e-3))
     rel = math.exp(-10.0 / max(settings.duck_release_ms, 1e-3))
     level = 0.0
-    out = np.empty(nb)
+    out = np.empty(len(rms))
     for k, on in enumerate(active.tolist()):
         target = settings.duck_db if on else 0.0
         coef = att if target < level else rel
         level = target + (level - target) * coef
         out[k] = level
-    centres = (np.arange(nb) + 0.5) * block
-    gain = np.empty(len(key), np.float32)
-    step = 1 << 20  # interpolated a chunk at a time: no programme-long float64 temporaries
-    for a in range(0, len(key), step):
-        b = min(len(key), a + step)
-        gain[a:b] = 10 ** (np.interp(np.arange(a, b), centres, out) / 20)
-    return gain
+    return out
 
 
-def _bed_bus(beds: list[Bed], length: int, settings: MixSettings) -> np.ndarray:
-    bus = np.zeros((length, 2), np.float32)
-    xf = int(MIX_RATE * settings.bed_crossfade_ms / 1000)
-    for bed in beds:
-        a, b = max(0, bed.start), min(length, bed.end)
-        if b <= a:
-            continue
-        lo, hi = max(0, a - xf // 2), min(length, b + xf // 2)
-        x = bed.samples() if callable(bed.samples) else bed.samples
-        x = x if x.ndim == 2 else x[:, None]
-        if x.shape[1] == 1:
-            x = np.repeat(x, 2, axis=1)
-        elif x.shape[1] > 2:
-            x = x[:, :2]
-        piece = loop_to_length(x, hi - lo, xf) * np.float32(10 ** (bed.gain_db / 20))
-        k = min(xf, (hi - lo) // 2)
-        if k:
-            ramp = _fade(k)[:, None]
-            if lo > 0:
-                piece[:k] *= ramp
-            if hi < length:
-                piece[-k:] *= ramp[::-1]
-        bus[lo:hi] += piece
-    return bus
+def _duck_window(levels: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The per-sample linear gain on ``[lo, hi)``, interpolated between block centres."""
+    if len(levels) == 0:
+        return np.ones(hi - lo, np.float32)
+    centres = (np.arange(len(levels)) + 0.5) * _DUCK_BLOCK
+    return (10 ** (np.interp(np.arange(lo, hi), centres, levels) / 20)).astype(np.float32)
+
+
+class _BedBus:
+    """A bus of beds, made a window at a time; each bed's source is made when the
+    window first reaches it and dropped once past it."""
+
+    def __init__(self, beds: list[Bed], length: int, settings: MixSettings) -> None:
+        self.length = length
+        self.xf = int(MIX_RATE * settings.bed_crossfade_ms / 1000)
+        self.beds = []
+        for bed in beds:
+            a, b = max(0, bed.start), min(length, bed.end)
+            if b > a:
+                self.beds.append((bed, max(0, a - self.xf // 2), min(length, b + self.xf // 2)))
+        self.made: dict[int, np.ndarray] = {}
+
+    def _source(self, i: int) -> np.ndarray:
+        if i not in self.made:
+            bed = self.beds[i][0]
+            x = bed.samples() if callable(bed.samples) else bed.samples
+            x = np.asarray(x, np.float32)
+            x = x if x.ndim == 2 else x[:, None]
+            if x.shape[1] == 1:
+                x = np.repeat(x, 2, axis=1)
+            elif x.shape[1] > 2:
+                x = x[:, :2]
+            self.made[i] = x
+        return self.made[i]
+
+    def window(self, w0: int, w1: int) -> np.ndarray:
+        bus = np.zeros((w1 - w0, 2), np.float32)
+        for i, (bed, lo, hi) in enumerate(self.beds):
+            if hi <= w0:
+                self.made.pop(i, None)
+                continue
+            if lo >= w1:
+                continue
+            a, b = max(w0, lo), min(w1, hi)
+            piece = _loop_segment(self._source(i), hi - lo, self.xf, a - lo, b - lo)
+            piece *= np.float32(10 ** (bed.gain_db / 20))
+            k = min(self.xf, (hi - lo) // 2)
+            if k:
+                ramp = _fade(k)
+                rel = np.arange(a - lo, b - lo)
+                if lo > 0:
+                    head = rel < k
+                    piece[head] *= ramp[rel[head]][:, None]
+                if hi < self.length:
+                    tail = rel >= (hi - lo) - k
+                    piece[tail] *= ramp[::-1][rel[tail] - ((hi - lo) - k)][:, None]
+            bus[a - w0:b - w0] += piece
+        return bus
+
+
+_WINDOW = 1 << 18  # samples mixed at a time (a multiple of the side-chain's block)
+
+
+def render_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[Bed],
+                 length: int, sinks: dict, settings: MixSettings | None = None) -> None:
+    """Write the DX, MX and FX stems (stereo float32, 48 kHz) of a programme of ``length``
+    samples to ``sinks["DX"]``, ``["MX"]``, ``["FX"]`` a window at a time: memory does
+    not grow with the programme. Lines are read when their window is mixed."""
+    settings = settings or MixSettings()
+    clips = sorted(dialogue, key=lambda c: c.start)
+    window = _WINDOW - _WINDOW % _DUCK_BLOCK
+    # first pass: the side-chain's level, from the dialogue bus's 10 ms RMS
+    rms = [_block_rms(_place_window(_near(clips, w0, min(length, w0 + window)), w0,
+                                    min(length, w0 + window), settings.fade_ms))
+           for w0 in range(0, length, window)]
+    levels = _duck_levels(np.concatenate(rms) if rms else np.zeros(0), settings)
+    music_bus, amb_bus = _BedBus(music, length, settings), _BedBus(ambience, length, settings)
+    mx_gain = np.float32(10 ** (settings.music_db / 20))
+    fx_gain = np.float32(10 ** (settings.ambience_db / 20))
+    for w0 in range(0, length, window):
+        w1 = min(length, w0 + window)
+        dx_mono = _place_window(_near(clips, w0, w1), w0, w1, settings.fade_ms)
+        gain = _duck_window(levels, w0, w1)[:, None]
+        dx_mono *= np.float32(_CENTRE)
+        sinks["DX"].write(np.repeat(dx_mono[:, None], 2, axis=1))
+        mx = music_bus.window(w0, w1)
+        mx *= mx_gain
+        mx *= gain
+        sinks["MX"].write(mx)
+        fx = amb_bus.window(w0, w1)
+        fx *= fx_gain
+        fx *= gain
+        sinks["FX"].write(fx)
+
+
+def _near(clips: list[DialogueClip], lo: int, hi: int) -> list[DialogueClip]:
+    """The clips (sorted by start) that may reach into ``[lo, hi)``."""
+    return [c for c in clips if c.start < hi and c.start + c.frames > lo]
 
 
 def mix_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[Bed], length: int,
               settings: MixSettings | None = None) -> Stems:
     """Build the DX, MX and FX stems (stereo, 48 kHz) for a programme of ``length`` samples."""
-    settings = settings or MixSettings()
-    dx_mono = place_dialogue(dialogue, length, settings.fade_ms)
-    gain = duck_gain(dx_mono, settings)[:, None]
-    dx_mono *= np.float32(_CENTRE)
-    dx = np.repeat(dx_mono[:, None], 2, axis=1)
-    del dx_mono
-    # programme-long buses are scaled in place: memory is a few stereo float32 arrays
-    mx = _bed_bus(music, length, settings)
-    mx *= np.float32(10 ** (settings.music_db / 20))
-    mx *= gain
-    fx = _bed_bus(ambience, length, settings)
-    fx *= np.float32(10 ** (settings.ambience_db / 20))
-    fx *= gain
-    return Stems(dx, mx, fx)
+    from .stream import ArraySink
+
+    out = {s: np.zeros((length, 2), np.float32) for s in ("DX", "MX", "FX")}
+    render_stems(dialogue, music, ambience, length, {s: ArraySink(a) for s, a in out.items()},
+                 settings)
+    return Stems(out["DX"], out["MX"], out["FX"])

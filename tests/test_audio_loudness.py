@@ -137,6 +137,19 @@ def test_per_sample_true_peaks_match_an_independent_4x_resampler():
     assert ours.shape == (n,) and np.all(ours >= np.abs(x).max(axis=1))
 
 
+def test_true_peak_has_no_ringing_from_where_the_programme_is_cut_up():
+    """A long programme is oversampled a few segments at a time; the cut ends of those
+    pieces ring and must not count (a constant level once read 1.1 dB high)."""
+    n = 60 * FS
+    x = np.full((n, 2), 0.5)
+    r = int(0.05 * FS)  # smooth fades: the constant's own true peak is its level
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, r))
+    x[:r] *= ramp[:, None]
+    x[-r:] *= ramp[::-1, None]
+    assert true_peak(x) == pytest.approx(20 * math.log10(0.5), abs=0.01)
+    assert measure(x, FS).true_peak == pytest.approx(20 * math.log10(0.5), abs=0.01)
+
+
 @pytest.mark.parametrize("case,parts,expected", [
     (1, [(-20, 20), (-30, 20)], 10),
     (2, [(-20, 20), (-15, 20)], 5),
@@ -199,6 +212,36 @@ def test_normalize_hits_target_and_ceiling_after_writing(tmp_path, name):
     m = measure(*read_audio(out))
     assert m.integrated == pytest.approx(target.integrated, abs=0.1)
     assert m.true_peak <= target.true_peak
+
+
+def test_normalising_stem_files_streams_to_the_same_result(tmp_path):
+    """Three stem files summed, normalised and written a block at a time give what the
+    in-memory path gives from their sum; measuring the file streams too."""
+    from audio.loudness import measure_file
+    from audio.normalize import normalize_source
+    from audio.stream import FileSource, SumSource, WavWriter
+
+    rng = np.random.default_rng(9)
+    n = 40 * FS
+    stems = [0.2 * sine(-6, 40, 220.0 * (k + 1)) * (1 + 0.5 * np.sin(np.arange(n) / FS * k))[:, None]
+             for k in range(3)]
+    stems[2][::9973] += 0.6 * rng.standard_normal((len(stems[2][::9973]), 2))  # sharp peaks
+    paths = [write_wav(tmp_path / f"{k}.wav", s) for k, s in enumerate(stems)]
+    total = sum(read_audio(p)[0] for p in paths)
+    expected, expected_after, _ = normalize(total, FS, TARGETS["streaming"])
+    sources = [FileSource(p) for p in paths]
+    out = tmp_path / "mix.wav"
+    with WavWriter(out, 2) as w:
+        after, _ = normalize_source(SumSource(sources), FS, TARGETS["streaming"], w)
+    got = read_audio(out)[0]
+    np.testing.assert_allclose(got, expected, atol=2 ** -22)
+    assert after.integrated == pytest.approx(expected_after.integrated, abs=1e-9)
+    again = measure_file(out)
+    assert again.integrated == pytest.approx(-14.0, abs=0.1)
+    assert again.true_peak <= -1.0
+    m = measure(got, FS)
+    assert again.integrated == pytest.approx(m.integrated, abs=1e-6)
+    assert again.true_peak == pytest.approx(m.true_peak, abs=1e-6)
 
 
 def test_limiter_leaves_quiet_programme_untouched_and_never_clips():
