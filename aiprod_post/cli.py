@@ -253,6 +253,24 @@ def _read_for_loudness(path: Path):
     return samples, rate
 
 
+def _loudness_source(path: Path):
+    """A file libsndfile reads at a rate of whole 100 ms segments is read a block at a
+    time (memory stays flat however long it is); anything else is decoded whole."""
+    from audio.stream import ArraySource, FileSource
+
+    if path.is_file():
+        try:
+            src = FileSource(path)
+        except AiprodError:
+            src = None
+        if src is not None:
+            if src.rate % 10 == 0:
+                return src, src.rate
+            src.close()
+    samples, rate = _read_for_loudness(path)
+    return ArraySource(samples if samples.ndim == 2 else samples[:, None]), rate
+
+
 def _fmt_level(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
@@ -270,14 +288,18 @@ def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
     Integrated loudness, loudness range (EBU Tech 3342), true peak (4x
     oversampled), momentary and short-term maxima.
     """
-    from audio.loudness import measure
+    from audio.loudness import measure_source
 
     results = []
     failed = False
     for path in files:
         try:
-            samples, rate = _read_for_loudness(path)
-            m = measure(samples, rate)
+            src, rate = _loudness_source(path)
+            try:
+                m = measure_source(src, rate)
+            finally:
+                if hasattr(src, "close"):
+                    src.close()
         except AiprodError as exc:
             click.echo(f"aiprod-post: error: {exc.with_source(path) if not exc.source else exc}",
                        err=True)
@@ -309,18 +331,22 @@ def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--ceiling", type=float, help="True-peak ceiling in dBTP (default: the target's).")
 def normalize_command(source: Path, output: Path, target: str, ceiling: float | None) -> None:
     """Normalise SOURCE to a loudness target with a true-peak limiter, and check the result."""
-    from audio.io import read_audio, write_wav
-    from audio.loudness import measure
-    from audio.normalize import normalize, resolve_target
+    from audio.loudness import measure_file
+    from audio.normalize import normalize_source, resolve_target
+    from audio.stream import WavWriter
 
     try:
         goal = resolve_target(target, ceiling)
-        samples, rate = _read_for_loudness(source)
-        result, _after, warnings = normalize(samples, rate, goal)
+        src, rate = _loudness_source(source)
+        try:  # read, normalised and written a block at a time
+            with WavWriter(output, src.channels, rate) as out:
+                _after, warnings = normalize_source(src, rate, goal, out)
+        finally:
+            if hasattr(src, "close"):
+                src.close()
         for w in warnings:
             click.echo(f"{source}: warning: {w}", err=True)
-        write_wav(output, result, rate)
-        check = measure(*read_audio(output))  # measured again from the file as written
+        check = measure_file(output)  # measured again from the file as written
     except AiprodError as exc:
         _fail(exc if exc.source else exc.with_source(source))
     except OSError as exc:

@@ -69,8 +69,15 @@ class FileSource:
         self.frames, self.channels, self.rate = self._f.frames, self._f.channels, self._f.samplerate
 
     def read(self, lo: int, hi: int) -> np.ndarray:
-        self._f.seek(lo)
-        return self._f.read(hi - lo, dtype="float64", always_2d=True)
+        try:
+            self._f.seek(lo)
+            x = self._f.read(hi - lo, dtype="float64", always_2d=True)
+        except Exception as exc:  # noqa: BLE001 - a file cut short or corrupt inside
+            raise MediaError(f"cannot read audio at frame {lo}: {exc}", source=self.path) from None
+        if len(x) != hi - lo:
+            raise MediaError(f"ends at frame {lo + len(x)}, expected {hi} frames",
+                             source=self.path)
+        return x
 
     def close(self) -> None:
         self._f.close()
