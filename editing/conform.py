@@ -290,6 +290,13 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
     try:
         black = np.zeros((height, width, 3), np.uint8)
         for i, sp in enumerate(spans):
+            # done with every earlier clip but the previous one when a dissolve into this
+            # one still reads its tail: close them, after gaps too, or each one's decoder,
+            # threads and frame pool stay open and memory grows with the film
+            keep = i - 1 if sp.path is not None and sp.dissolve_in[1] else i
+            for opened in (readers, packet_readers):
+                for done in [k for k in opened if k < keep]:
+                    opened.pop(done).close()
             if sp.path is None:  # a gap is black
                 for _ in range(sp.length):
                     yield black
@@ -335,10 +342,6 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                     yield picture
                 else:
                     yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)
-            if i - 1 in readers:
-                readers.pop(i - 1).close()
-            if i - 1 in packet_readers:
-                packet_readers.pop(i - 1).close()
     finally:
         for r in readers.values():
             r.close()

@@ -191,6 +191,43 @@ def test_dissolve_and_fade_are_rendered(film):
                                                              after.astype(float)).mean()
 
 
+def test_each_clips_decoder_is_closed_once_passed_gaps_included(film, monkeypatch):
+    """Clip, black gap, clip, gap … : a clip's decoder (its threads and frame pool) is
+    closed once the picture has moved past it, so memory does not grow with the film."""
+    import editing.conform as conform_module
+
+    folder, plan, tl = film
+    clips = [c for c in video_track(tl) if isinstance(c, otio.schema.Clip)]
+    cut = otio.schema.Timeline(name="gappy", metadata=dict(tl.metadata))
+    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    for _ in range(3):
+        for clip in clips:
+            track.append(clip.clone())
+            track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(
+                duration=otio.opentime.RationalTime(3, 24))))
+    cut.tracks.append(track)
+    live: set[int] = set()
+    most = 0
+    opened, closed = conform_module._Reader.__init__, conform_module._Reader.close
+
+    def init(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        live.add(id(self))
+
+    def close(self):
+        closed(self)
+        live.discard(id(self))
+
+    monkeypatch.setattr(conform_module._Reader, "__init__", init)
+    monkeypatch.setattr(conform_module._Reader, "close", close)
+    n = 0
+    for _ in timeline_frames(cut, folder, rgb=False):
+        n += 1
+        most = max(most, len(live))
+    assert n == int(track.duration().value)
+    assert most <= 2 and not live  # the clip just passed at most, and none left open
+
+
 def test_missing_media_names_the_clip_and_path(film, tmp_path):
     folder, plan, tl = film
     broken = tl.clone()
