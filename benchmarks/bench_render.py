@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,9 +64,11 @@ def ffmpeg_masters(out: Path) -> float:
                       int(c.source_range.start_time.value), int(c.source_range.duration.value)))
     n = sum(c[2] for c in clips)
     concat = concat_list(clips, rate, out)
-    t = encode(concat, out / "audio" / "mix_web.wav", rate, n, X264, out / "ffmpeg_web.mp4")
-    t += encode(concat, out / "audio" / "mix_master.wav", rate, n, PRORES,
-                out / "ffmpeg_master.mov")
+    t = 0.0
+    for mix, codec, name in (("mix_web.wav", X264, "ffmpeg_web.mp4"),
+                             ("mix_master.wav", PRORES, "ffmpeg_master.mov")):
+        t += encode(concat, out / "audio" / mix, rate, n, codec, out / name)
+        (out / name).unlink()  # a 14-minute ProRes master is 8 GB: keep the disk free
     return t
 
 
@@ -86,11 +89,14 @@ def main() -> None:
             out = folder / name
             secs, rss = render(script, out, args.size)
             report = json.loads((out / "report.json").read_text())
+            for master in [*(out / "masters").iterdir(), *(out / ".cache" / "masters").iterdir()]:
+                master.unlink()  # measured; FFmpeg reads the shots and the mixes
             ff = ffmpeg_masters(out)
             result[name] = {"film_seconds": report["duration_seconds"],
                             "render_seconds": round(secs, 1), "ffmpeg_seconds": round(ff, 1),
                             "ratio": round(secs / ff, 2), "peak_rss_mib": round(rss, 1),
                             "stage_seconds": report["stage_seconds"]}
+            shutil.rmtree(out)
         result["target_ratio"] = 1.5
         result["target_peak_rss_mib"] = 2048
     print(json.dumps(result))
