@@ -14,7 +14,6 @@ events, not from an aligner. Output is mono float32 at 48 kHz.
 from __future__ import annotations
 
 import _ctypes
-import atexit
 import ctypes
 import hashlib
 import os
@@ -256,19 +255,20 @@ _LIB: tuple[ctypes.CDLL, int] | None = None
 _CALLBACK = None
 
 
-_PRIVATE_COPY: str | None = None
 _LIBC = ctypes.CDLL(None)
 
 
-def _private_copy(path: str) -> str:
-    """A per-process copy of the shared library, so it can be unloaded and loaded again."""
-    global _PRIVATE_COPY
-    if _PRIVATE_COPY is None or not os.path.exists(_PRIVATE_COPY):
-        folder = tempfile.mkdtemp(prefix="aiprod-espeak-")
-        atexit.register(shutil.rmtree, folder, True)
-        _PRIVATE_COPY = os.path.join(folder, os.path.basename(path))
-        shutil.copyfile(path, _PRIVATE_COPY)
-    return _PRIVATE_COPY
+def _load_private_copy(path: str) -> ctypes.CDLL:
+    """Load a private copy of the shared library, so it can be unloaded and loaded again
+    (a path of its own is a new instance). The copy is deleted as soon as it is loaded
+    (the mapping stays): nothing is left in the temporary folder, even by a killed process."""
+    folder = tempfile.mkdtemp(prefix="aiprod-espeak-")
+    try:
+        copy = os.path.join(folder, os.path.basename(path))
+        shutil.copyfile(path, copy)
+        return ctypes.CDLL(copy)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _library(fresh: bool = False) -> tuple[ctypes.CDLL, int]:
@@ -293,7 +293,7 @@ def _library(fresh: bool = False) -> tuple[ctypes.CDLL, int]:
     except ImportError as exc:
         raise MediaError("the espeak TTS engine needs the 'espeakng-loader' package "
                          "(pip install espeakng-loader)") from exc
-    lib = ctypes.CDLL(_private_copy(espeakng_loader.get_library_path()))
+    lib = _load_private_copy(espeakng_loader.get_library_path())
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
