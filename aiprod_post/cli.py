@@ -298,8 +298,7 @@ def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
             try:
                 m = measure_source(src, rate)
             finally:
-                if hasattr(src, "close"):
-                    src.close()
+                src.close()
         except AiprodError as exc:
             click.echo(f"aiprod-post: error: {exc.with_source(path) if not exc.source else exc}",
                        err=True)
@@ -342,8 +341,7 @@ def normalize_command(source: Path, output: Path, target: str, ceiling: float | 
             with WavWriter(output, src.channels, rate) as out:
                 _after, warnings = normalize_source(src, rate, goal, out)
         finally:
-            if hasattr(src, "close"):
-                src.close()
+            src.close()
         for w in warnings:
             click.echo(f"{source}: warning: {w}", err=True)
         check = measure_file(output)  # measured again from the file as written

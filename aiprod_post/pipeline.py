@@ -584,14 +584,13 @@ class _Render:
             hit = path.exists() and info.exists()
             if not hit:
                 # the stems' sum, normalised and written a block at a time
-                sources = [FileSource(stem_paths[s]) for s in ("DX", "MX", "FX")]
+                stems_sum = SumSource([FileSource(stem_paths[s]) for s in ("DX", "MX", "FX")])
                 try:
                     with WavWriter(path, 2) as out:
-                        _after, warnings = normalize_source(SumSource(sources), 48000, Target(
+                        _after, warnings = normalize_source(stems_sum, 48000, Target(
                             name, prof.loudness, prof.true_peak), out)
                 finally:
-                    for src in sources:
-                        src.close()
+                    stems_sum.close()
                 check = measure_file(path)  # again, from the file written
                 write_atomic(info, json.dumps({**check.as_dict(), "warnings": warnings}).encode())
             loud[name] = {"target": prof.loudness, "ceiling": prof.true_peak,

@@ -222,6 +222,10 @@ def _oversampling_phases(factor: int) -> tuple[tuple[np.ndarray, ...], int, floa
     return tuple(phases), 12, bound
 
 
+# samples of context on each side that make a piece's oversampled peaks exact
+PEAK_CONTEXT = 2 * _oversampling_phases(TRUE_PEAK_OVERSAMPLING)[1] + 2
+
+
 def oversampled_peaks(x: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING) -> np.ndarray:
     """Per input sample ``n``, the largest absolute value of the oversampled signal
     on ``[n, n + 1)``, maximum over channels (a linked detector, as a limiter needs).
@@ -244,7 +248,7 @@ def oversampled_peaks(x: np.ndarray, factor: int = TRUE_PEAK_OVERSAMPLING) -> np
 @lru_cache(maxsize=8)
 def _phase_matrix(factor: int) -> tuple[np.ndarray, np.ndarray]:
     """The in-between phases as two Toeplitz blocks, so that one matrix product computes
-    every phase of ``_PHASE_ROW`` consecutive samples at once.
+    every phase of 24 consecutive samples at once.
 
     With the input cut into rows of ``L = 24`` samples, ``X[m] = x[L m - 11 : L m + 13]``
     shifted, output sample ``L m + r`` of phase ``p`` reads ``X[m]`` and ``X[m + 1]``:
@@ -307,13 +311,6 @@ def abs_peak_per_frame(x: np.ndarray) -> np.ndarray:
     return peaks
 
 
-def sample_peak_of(x: np.ndarray) -> float:
-    """``max |x|`` of a (frames, channels) array, without an absolute-value copy."""
-    if x.size == 0:
-        return 0.0
-    return float(max(x.max(), -x.min()))
-
-
 PEAK_SEGMENT = 4800  # samples per segment of the per-segment true-peak map
 
 
@@ -341,8 +338,7 @@ def scan(src, fs: int, true_peaks: bool = False, power: bool = True) -> Scan:
     the K-weighted powers when ``power`` is false)."""
     n = src.frames
     meter = _SegmentMeter(fs, src.channels)
-    _, lead, _ = _oversampling_phases(TRUE_PEAK_OVERSAMPLING)
-    pad = 2 * lead + 2
+    pad = PEAK_CONTEXT
     n_seg = -(-n // PEAK_SEGMENT)
     sample_peaks = np.zeros(n_seg)
     tps = np.zeros(n_seg) if true_peaks else None
@@ -372,8 +368,8 @@ def _screened_true_peak(src, sample_peaks: np.ndarray, factor: int = TRUE_PEAK_O
                         ) -> float:
     """Linear true peak of ``src`` from its per-segment sample peaks, oversampling only
     the segments whose bound can still beat the running maximum."""
-    _, lead, bound = _oversampling_phases(factor)
-    pad = 2 * lead + 2
+    _, _, bound = _oversampling_phases(factor)
+    pad = PEAK_CONTEXT
     seg = PEAK_SEGMENT
     n_seg = len(sample_peaks)
     if n_seg == 0:

@@ -311,11 +311,9 @@ def render_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[
     samples to ``sinks["DX"]``, ``["MX"]``, ``["FX"]`` a window at a time: memory does
     not grow with the programme. Lines are read when their window is mixed."""
     settings = settings or MixSettings()
-    clips = sorted(dialogue, key=lambda c: c.start)
     window = _WINDOW - _WINDOW % _DUCK_BLOCK
     # first pass: the side-chain's level, from the dialogue bus's 10 ms RMS
-    rms = [_block_rms(_place_window(_near(clips, w0, min(length, w0 + window)), w0,
-                                    min(length, w0 + window), settings.fade_ms))
+    rms = [_block_rms(_place_window(dialogue, w0, min(length, w0 + window), settings.fade_ms))
            for w0 in range(0, length, window)]
     levels = _duck_levels(np.concatenate(rms) if rms else np.zeros(0), settings)
     music_bus, amb_bus = _BedBus(music, length, settings), _BedBus(ambience, length, settings)
@@ -323,7 +321,7 @@ def render_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[
     fx_gain = np.float32(10 ** (settings.ambience_db / 20))
     for w0 in range(0, length, window):
         w1 = min(length, w0 + window)
-        dx_mono = _place_window(_near(clips, w0, w1), w0, w1, settings.fade_ms)
+        dx_mono = _place_window(dialogue, w0, w1, settings.fade_ms)
         gain = _duck_window(levels, w0, w1)[:, None]
         dx_mono *= np.float32(_CENTRE)
         sinks["DX"].write(np.repeat(dx_mono[:, None], 2, axis=1))
@@ -335,11 +333,6 @@ def render_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[
         fx *= fx_gain
         fx *= gain
         sinks["FX"].write(fx)
-
-
-def _near(clips: list[DialogueClip], lo: int, hi: int) -> list[DialogueClip]:
-    """The clips (sorted by start) that may reach into ``[lo, hi)``."""
-    return [c for c in clips if c.start < hi and c.start + c.frames > lo]
 
 
 def mix_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[Bed], length: int,

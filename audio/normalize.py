@@ -29,14 +29,12 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from aiprod_post.errors import MediaError
 
 from .loudness import (
+    PEAK_CONTEXT,
     PEAK_SEGMENT,
     Loudness,
-    Scan,
     _as_frames,
     _check_rate,
     _gated_mean,
-    _oversampling_phases,
-    _segment_maxima,
     _SegmentMeter,
     _window_power,
     abs_peak_per_frame,
@@ -50,7 +48,7 @@ from .stream import ArraySink, ArraySource
 __all__ = ["Target", "TARGETS", "resolve_target", "limit_true_peak", "normalize",
            "normalize_source"]
 
-_PAD = 2 * 12 + 2  # samples of context the oversampling filter reads each side
+_PAD = PEAK_CONTEXT  # samples of context the oversampling filter reads each side
 _BLOCK = 1 << 16  # samples a pass works on at a time
 
 

@@ -26,6 +26,9 @@ class Source(Protocol):
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Samples ``[lo, hi)`` as (frames, channels) float32 or float64."""
 
+    def close(self) -> None:
+        """Let go of what it reads from."""
+
 
 class Sink(Protocol):
     def write(self, block: np.ndarray) -> None:
@@ -41,6 +44,9 @@ class ArraySource:
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         return self.x[lo:hi]
+
+    def close(self) -> None:
+        pass
 
 
 class ArraySink:
@@ -102,6 +108,10 @@ class SumSource:
         for s in self.sources[1:]:
             out += s.read(lo, hi)
         return out
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
 
 
 class WavWriter:

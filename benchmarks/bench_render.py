@@ -18,8 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from fractions import Fraction
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

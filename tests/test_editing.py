@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from aiprod_post.cli import main
-from aiprod_post.errors import AiprodError, MediaError
+from aiprod_post.errors import MediaError
 from aiprod_post.fountain import parse
 from aiprod_post.planner import PlannerSettings, plan_script
 from audio.io import write_wav
