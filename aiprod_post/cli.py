@@ -184,7 +184,7 @@ def validate_command(source: Path) -> None:
 
 
 def _parse_voice(text: str | None):
-    from audio.tts import Voice
+    from aiprod_post.audio.tts import Voice
 
     if not text:
         return Voice()
@@ -214,9 +214,9 @@ def speak_command(text: str, output: Path, voice: str | None, engine: str, model
     Writes OUTPUT (the speech), OUTPUT.json (words, phonemes, Rhubarb-style
     mouth cues) and OUTPUT.tsv (Rhubarb TSV).
     """
-    from audio.io import write_wav
-    from audio.tts import delivery_for, engine_by_name
-    from audio.visemes import mouth_cues, to_rhubarb_tsv
+    from aiprod_post.audio.io import write_wav
+    from aiprod_post.audio.tts import delivery_for, engine_by_name
+    from aiprod_post.audio.visemes import mouth_cues, to_rhubarb_tsv
 
     try:
         v = _parse_voice(voice)
@@ -244,7 +244,7 @@ def speak_command(text: str, output: Path, voice: str | None, engine: str, model
 
 
 def _read_for_loudness(path: Path):
-    from audio.io import read_audio, resample
+    from aiprod_post.audio.io import read_audio, resample
 
     samples, rate = read_audio(path)
     if rate % 10:
@@ -256,7 +256,7 @@ def _read_for_loudness(path: Path):
 def _loudness_source(path: Path):
     """A file libsndfile reads at a rate of whole 100 ms segments is read a block at a
     time (memory stays flat however long it is); anything else is decoded whole."""
-    from audio.stream import ArraySource, FileSource
+    from aiprod_post.audio.stream import ArraySource, FileSource
 
     if path.is_file():
         try:
@@ -288,7 +288,7 @@ def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
     Integrated loudness, loudness range (EBU Tech 3342), true peak (4x
     oversampled), momentary and short-term maxima.
     """
-    from audio.loudness import measure_source
+    from aiprod_post.audio.loudness import measure_source
 
     results = []
     failed = False
@@ -330,9 +330,9 @@ def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--ceiling", type=float, help="True-peak ceiling in dBTP (default: the target's).")
 def normalize_command(source: Path, output: Path, target: str, ceiling: float | None) -> None:
     """Normalise SOURCE to a loudness target with a true-peak limiter, and check the result."""
-    from audio.loudness import measure_file
-    from audio.normalize import normalize_source, resolve_target
-    from audio.stream import WavWriter
+    from aiprod_post.audio.loudness import measure_file
+    from aiprod_post.audio.normalize import normalize_source, resolve_target
+    from aiprod_post.audio.stream import WavWriter
 
     try:
         goal = resolve_target(target, ceiling)
@@ -364,7 +364,7 @@ def normalize_command(source: Path, output: Path, target: str, ceiling: float | 
 @click.option("--relative", is_flag=True, help="Media paths relative to the output file.")
 def export_command(timeline: Path, fmt: str, output: Path, relative: bool) -> None:
     """Export a TIMELINE (.otio) for Resolve, Premiere, Final Cut Pro or Avid."""
-    from editing.export import export_timeline, read_timeline
+    from aiprod_post.editing.export import export_timeline, read_timeline
 
     try:
         export_timeline(read_timeline(timeline), fmt, output, relative=relative)
@@ -382,7 +382,7 @@ def export_command(timeline: Path, fmt: str, output: Path, relative: bool) -> No
               help="Mix to lay in (default: the mix the timeline names).")
 def conform_command(timeline: Path, output: Path, profile: str, audio: Path | None) -> None:
     """Render a master from a TIMELINE (.otio): decode, transitions, encode."""
-    from editing.conform import conform, probe
+    from aiprod_post.editing.conform import conform, probe
 
     try:
         conform(timeline, output, profile, audio=audio)
@@ -524,7 +524,7 @@ def lut_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def lut_info_command(path: Path, as_json: bool) -> None:
     """Print a LUT's kind, size, domain and title."""
-    from grading.lut import read_lut
+    from aiprod_post.grading.lut import read_lut
 
     try:
         info = read_lut(path).info()
@@ -543,7 +543,7 @@ def lut_info_command(path: Path, as_json: bool) -> None:
               help="Output .cube dialect (default: resolve when there is a shaper).")
 def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None:
     """Convert a LUT to .cube."""
-    from grading.lut import read_lut, write_cube
+    from aiprod_post.grading.lut import read_lut, write_cube
 
     try:
         if output.suffix.lower() != ".cube":
@@ -563,7 +563,7 @@ def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
 def grade_command(source: Path, output: Path, look: str, strength: float) -> None:
     """Grade any video with a look, keeping its audio (H.264 .mp4 or ProRes .mov by suffix)."""
-    from grading.grade import grade_video
+    from aiprod_post.grading.grade import grade_video
 
     try:
         grade_video(source, output, look, strength)
@@ -577,7 +577,7 @@ def grade_command(source: Path, output: Path, look: str, strength: float) -> Non
 def qa_command(video: Path) -> None:
     """Picture QA of a video as JSON: legal levels (EBU R 103), flashes (ITU-R BT.1702),
     black and frozen frames."""
-    from grading.qa import qa_video
+    from aiprod_post.grading.qa import qa_video
 
     try:
         report = qa_video(video).as_dict()

@@ -280,8 +280,8 @@ class _Render:
 
     # ---- speech
     def speech(self, plan: ShotPlan) -> dict[str, list[_Line]]:
-        from audio.io import write_wav
-        from audio.tts import Voice, assign_voices, delivery_for, engine_by_name
+        from aiprod_post.audio.io import write_wav
+        from aiprod_post.audio.tts import Voice, assign_voices, delivery_for, engine_by_name
 
         names = [c.name for c in plan.cast]
         overrides = {}
@@ -365,12 +365,12 @@ class _Render:
 
     # ---- generation
     def generation(self, plan: ShotPlan, lines: dict[str, list[_Line]]) -> dict[str, Any]:
-        from audio.visemes import MouthCue, shapes_per_frame
-        from editing.conform import PROFILES, encode_master, read_ahead
-        from editing.timeline import ShotMedia, handles_for
-        from generation.animatic import title_card
-        from generation.engine import KeyframeStore, Keyframe, RenderContext, engine_by_name
-        from grading.looks import default_look, look_path
+        from aiprod_post.audio.visemes import MouthCue, shapes_per_frame
+        from aiprod_post.editing.conform import PROFILES, encode_master, read_ahead
+        from aiprod_post.editing.timeline import ShotMedia, handles_for
+        from aiprod_post.generation.animatic import title_card
+        from aiprod_post.generation.engine import KeyframeStore, Keyframe, RenderContext, engine_by_name
+        from aiprod_post.grading.looks import default_look, look_path
 
         name = self.o.engine or self.project.engine.name
         settings: dict[str, Any] = {}
@@ -477,8 +477,8 @@ class _Render:
         return media
 
     def _grader(self, look_file: Path):
-        from grading.apply import FrameGrader
-        from grading.lut import read_lut
+        from aiprod_post.grading.apply import FrameGrader
+        from aiprod_post.grading.lut import read_lut
 
         cache = self.__dict__.setdefault("_graders", {})
         if look_file not in cache:
@@ -490,7 +490,7 @@ class _Render:
         """Picture QA. The masters stage measures it on the frames it sends to the first
         master it encodes frame by frame (no second decode); only where every master
         copied frames (a ProRes-only run) is a master decoded here for it."""
-        from grading.qa import qa_video
+        from aiprod_post.grading.qa import qa_video
 
         self.r.stage("qa", 1)
         results = self.report.setdefault("qa", {})
@@ -514,11 +514,11 @@ class _Render:
             ) -> dict[str, Any]:
         import soundfile
 
-        from audio.io import read_audio, resample, write_wav
-        from audio.loudness import measure_file
-        from audio.mix import Bed, DialogueClip, MixSettings, procedural_bed, render_stems
-        from audio.normalize import Target, normalize_source
-        from audio.stream import FileSource, SumSource, WavWriter
+        from aiprod_post.audio.io import read_audio, resample, write_wav
+        from aiprod_post.audio.loudness import measure_file
+        from aiprod_post.audio.mix import Bed, DialogueClip, MixSettings, procedural_bed, render_stems
+        from aiprod_post.audio.normalize import Target, normalize_source
+        from aiprod_post.audio.stream import FileSource, SumSource, WavWriter
 
         a = self.project.audio
         fps = plan.fps
@@ -625,8 +625,8 @@ class _Render:
     def timeline(self, plan: ShotPlan, media, lines, mix, profiles: list[str]):
         import opentimelineio as otio
 
-        from editing.export import FORMATS, export_timeline
-        from editing.timeline import LineMedia, TimelineMedia, build_timeline
+        from aiprod_post.editing.export import FORMATS, export_timeline
+        from aiprod_post.editing.timeline import LineMedia, TimelineMedia, build_timeline
 
         self.r.stage("timeline", 1)
         line_media = [LineMedia(ln.line_id, ln.speaker, mix["lines_dir"] / f"{ln.line_id}.wav",
@@ -664,8 +664,8 @@ class _Render:
                 ) -> dict[str, Path]:
         import opentimelineio as otio
 
-        from editing.conform import PROFILES, conform
-        from grading.qa import QAMeter
+        from aiprod_post.editing.conform import PROFILES, conform
+        from aiprod_post.grading.qa import QAMeter
 
         self.r.stage("masters", len(profiles))
         out: dict[str, Path] = {}
@@ -710,7 +710,7 @@ class _Render:
 
     # ---- subtitles
     def subtitles(self, plan: ShotPlan, lines: dict[str, list[_Line]]) -> None:
-        from editing.subtitles import SpokenLine, subtitle_cues, to_srt, to_webvtt
+        from aiprod_post.editing.subtitles import SpokenLine, subtitle_cues, to_srt, to_webvtt
 
         self.r.stage("subtitles", 1)
         spoken = [SpokenLine(ln.start_sample / 48000, ln.text,
@@ -776,7 +776,7 @@ def _graded(frames, grader, reference: np.ndarray | None):
     pass per frame. A frame equal to the one before (a held shot, a mouth that keeps its
     shape) is not graded again: the same graded array is yielded, which the encoder's
     conversion also recognises."""
-    from grading.match import match_curves
+    from aiprod_post.grading.match import match_curves
 
     curves = None
     prev_in = prev_out = None
@@ -817,8 +817,8 @@ def _slug(title: str) -> str:
 
 
 def _mouth_cues(timings: dict, fps: Fraction) -> list[dict]:
-    from audio.tts import TimedUnit
-    from audio.visemes import mouth_cues
+    from aiprod_post.audio.tts import TimedUnit
+    from aiprod_post.audio.visemes import mouth_cues
 
     phonemes = [TimedUnit(p["text"], p["start"], p["end"]) for p in timings["phonemes"]]
     return [c.__dict__ for c in mouth_cues(phonemes, timings["duration"], fps)]

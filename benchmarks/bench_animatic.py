@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from aiprod_post.planner import PlannerSettings, plan_source
-from generation.engine import KeyframeStore, RenderContext, engine_by_name
+from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "the_last_ferry.fountain"
 

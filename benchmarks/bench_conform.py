@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ffmpeg import PRORES, X264, concat_list, encode, ffmpeg  # noqa: E402
 
 from aiprod_post.planner import PlannerSettings, plan_source  # noqa: E402
-from audio.io import write_wav  # noqa: E402
-from editing.conform import PROFILES, conform, encode_master  # noqa: E402
-from editing.timeline import ShotMedia, TimelineMedia, build_timeline, handles_for  # noqa: E402
-from generation.engine import KeyframeStore, RenderContext, engine_by_name  # noqa: E402
+from aiprod_post.audio.io import write_wav  # noqa: E402
+from aiprod_post.editing.conform import PROFILES, conform, encode_master  # noqa: E402
+from aiprod_post.editing.timeline import ShotMedia, TimelineMedia, build_timeline, handles_for  # noqa: E402
+from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "the_last_ferry.fountain"
 
@@ -66,7 +66,7 @@ def make_media(folder: Path, width: int, height: int, shots: int):
 
 def peak_rss_of_conform(otio_path: Path, out: Path) -> float:
     # VmHWM, not ru_maxrss: after fork+exec, ru_maxrss still counts the parent's pages
-    code = ("from editing.conform import conform; "
+    code = ("from aiprod_post.editing.conform import conform; "
             f"conform({str(otio_path)!r}, {str(out)!r}, 'h264'); "
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

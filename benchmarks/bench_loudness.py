@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from audio.loudness import measure
-from audio.mix import Bed, DialogueClip, mix_stems, procedural_bed
-from audio.normalize import TARGETS, normalize
-from audio.tts import EspeakEngine, assign_voices
+from aiprod_post.audio.loudness import measure
+from aiprod_post.audio.mix import Bed, DialogueClip, mix_stems, procedural_bed
+from aiprod_post.audio.normalize import TARGETS, normalize
+from aiprod_post.audio.tts import EspeakEngine, assign_voices
 
 FS = 48000
 MINUTES = 10

@@ -22,10 +22,10 @@ import av
 import numpy as np
 
 from aiprod_post.planner import PlannerSettings, plan_source
-from generation.engine import KeyframeStore, RenderContext, engine_by_name
-from grading.apply import FrameGrader, apply_lut
-from grading.looks import look_path
-from grading.lut import read_cube
+from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name
+from aiprod_post.grading.apply import FrameGrader, apply_lut
+from aiprod_post.grading.looks import look_path
+from aiprod_post.grading.lut import read_cube
 
 ROOT = Path(__file__).resolve().parent.parent
 N_FRAMES = 48
@@ -105,7 +105,7 @@ def main() -> None:
     try:
         import torch
         if torch.cuda.is_available():
-            from grading.apply import apply_lut_torch
+            from aiprod_post.grading.apply import apply_lut_torch
             big = torch.rand(2160, 3840, 3, device="cuda")
             apply_lut_torch(big, lut)
             torch.cuda.synchronize()

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grading.apply import apply_lut, apply_lut_torch, grade_uint8_torch, lut_to_uint8_table
-from grading.lut import read_cube
+from aiprod_post.grading.apply import apply_lut, apply_lut_torch, grade_uint8_torch, lut_to_uint8_table
+from aiprod_post.grading.lut import read_cube
 
 LUT_FILE = Path(__file__).resolve().parent.parent / "luts" / "teal_orange.cube"
 

@@ -52,7 +52,7 @@ def render(script: Path, out: Path, size: str) -> tuple[float, float]:
 def ffmpeg_masters(out: Path) -> float:
     import opentimelineio as otio
 
-    from editing.timeline import timeline_rate, url_to_path
+    from aiprod_post.editing.timeline import timeline_rate, url_to_path
 
     tl = otio.adapters.read_from_file(str(next((out / "timeline").glob("*.otio"))))
     rate = timeline_rate(tl)

@@ -11,8 +11,8 @@ Three paths give the same numbers:
   and a GPU are present.
 
 >>> lut = LUT.identity(5)
->>> apply_lut(np.array([[0.2, 0.5, 0.9]]), lut).round(6)
-array([[0.2, 0.5, 0.9]])
+>>> apply_lut(np.array([[0.2, 0.5, 0.9]]), lut).round(6).tolist()
+[[0.2, 0.5, 0.9]]
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ scene or per shot. A look is a name from the library or a path to any LUT file.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 from aiprod_post.errors import MediaError
@@ -16,7 +17,8 @@ from .lut import LUT, read_lut
 __all__ = ["LOOKS_DIR", "LOOK_NAMES", "DEFAULT_LOOK_BY_LIGHT", "look_path", "load_look",
            "default_look"]
 
-LOOKS_DIR = Path(__file__).resolve().parent.parent / "luts"
+# package data of aiprod_post.luts (the repository's luts/ folder), so a wheel finds them too
+LOOKS_DIR = Path(str(resources.files("aiprod_post.luts")))
 LOOK_NAMES = ["neutral_rec709", "warm_film", "teal_orange", "bleach_bypass", "day_for_night",
               "noir"]
 _ALIASES = {"neutral": "neutral_rec709", "day-for-night": "day_for_night",

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from grading.lut import LUT, write_cube  # noqa: E402
+from aiprod_post.grading.lut import LUT, write_cube  # noqa: E402
 
 SIZE = 33
 LUMA = np.array([0.2126, 0.7152, 0.0722])  # BT.709

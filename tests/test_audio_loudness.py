@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from aiprod_post.errors import MediaError
-from audio.io import read_audio, write_wav
-from audio.loudness import k_weighting_sos, measure, oversampled_peaks, true_peak
-from audio.normalize import TARGETS, limit_true_peak, normalize, resolve_target
+from aiprod_post.audio.io import read_audio, write_wav
+from aiprod_post.audio.loudness import k_weighting_sos, measure, oversampled_peaks, true_peak
+from aiprod_post.audio.normalize import TARGETS, limit_true_peak, normalize, resolve_target
 
 FS = 48000
 
@@ -78,14 +78,14 @@ def test_lfe_is_excluded_in_5_1():
 
 def test_tech3341_case9_short_term_is_constant():
     x = np.concatenate([seq((-20, 1.34), (-30, 1.66)) for _ in range(5)])
-    from audio.loudness import _segment_power, _to_lufs, _window_power
+    from aiprod_post.audio.loudness import _segment_power, _to_lufs, _window_power
     st = _to_lufs(_window_power(_segment_power(x, FS), 30))
     np.testing.assert_allclose(st, -23.0, atol=0.1)
 
 
 def test_tech3341_case12_momentary_is_constant():
     x = np.concatenate([seq((-20, 0.18), (-30, 0.22)) for _ in range(25)])
-    from audio.loudness import _segment_power, _to_lufs, _window_power
+    from aiprod_post.audio.loudness import _segment_power, _to_lufs, _window_power
     # momentary blocks that start on a period boundary hold exactly one cycle
     m = _to_lufs(_window_power(_segment_power(x, FS), 4))[::4]
     np.testing.assert_allclose(m, -23.0, atol=0.1)
@@ -217,9 +217,9 @@ def test_normalize_hits_target_and_ceiling_after_writing(tmp_path, name):
 def test_normalising_stem_files_streams_to_the_same_result(tmp_path):
     """Three stem files summed, normalised and written a block at a time give what the
     in-memory path gives from their sum; measuring the file streams too."""
-    from audio.loudness import measure_file
-    from audio.normalize import normalize_source
-    from audio.stream import FileSource, SumSource, WavWriter
+    from aiprod_post.audio.loudness import measure_file
+    from aiprod_post.audio.normalize import normalize_source
+    from aiprod_post.audio.stream import FileSource, SumSource, WavWriter
 
     rng = np.random.default_rng(9)
     n = 40 * FS

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from aiprod_post.cli import main
 from aiprod_post.errors import MediaError
-from audio.io import read_audio
-from audio.loudness import measure
-from audio.mix import (
+from aiprod_post.audio.io import read_audio
+from aiprod_post.audio.loudness import measure
+from aiprod_post.audio.mix import (
     Bed,
     DialogueClip,
     MixSettings,
@@ -22,8 +22,8 @@ from audio.mix import (
     place_dialogue,
     procedural_bed,
 )
-from audio.tts import EspeakEngine, Voice, assign_voices, delivery_for, speakable_text
-from audio.visemes import mouth_cues, shapes_per_frame, to_rhubarb_json, to_rhubarb_tsv, viseme_for
+from aiprod_post.audio.tts import EspeakEngine, Voice, assign_voices, delivery_for, speakable_text
+from aiprod_post.audio.visemes import mouth_cues, shapes_per_frame, to_rhubarb_json, to_rhubarb_tsv, viseme_for
 
 ENGINE = EspeakEngine()
 FS = 48000
@@ -158,8 +158,8 @@ def test_stems_sum_to_the_mix_and_beds_duck_under_dialogue():
 def test_stems_are_mixed_a_window_at_a_time_without_seams(tmp_path):
     """Stems stream to WAV writers a window (2**18 samples) at a time; a line across a
     window boundary, loaded only when mixed, lands whole, and the beds run on."""
-    from audio.mix import render_stems
-    from audio.stream import WavWriter
+    from aiprod_post.audio.mix import render_stems
+    from aiprod_post.audio.stream import WavWriter
 
     n = 12 * FS
     boundary = 1 << 18

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from aiprod_post.cli import main
 from aiprod_post.errors import MediaError
-from audio.coqui import CoquiEngine, model_files
-from audio.tts import Delivery, Voice, engine_by_name
+from aiprod_post.audio.coqui import CoquiEngine, model_files
+from aiprod_post.audio.tts import Delivery, Voice, engine_by_name
 
 
 def test_model_folder_errors_name_what_is_missing(tmp_path):
@@ -140,7 +140,7 @@ def test_same_line_same_audio_and_delivery_changes_it(tiny):
 
 def test_speakers_of_a_multi_speaker_model_go_to_characters(tmp_path):
     _coqui()
-    from audio.tts import assign_voices
+    from aiprod_post.audio.tts import assign_voices
 
     eng = CoquiEngine(build_tiny_vits(tmp_path / "multi", speakers=4))
     voices = assign_voices(["NELL", "IVO", "CAPTAIN"])

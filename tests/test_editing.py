@@ -14,14 +14,14 @@ from aiprod_post.cli import main
 from aiprod_post.errors import MediaError
 from aiprod_post.fountain import parse
 from aiprod_post.planner import PlannerSettings, plan_script
-from audio.io import write_wav
-from editing.conform import PROFILES, conform, encode_master, probe, timeline_frames
-from editing.export import FORMATS, export_timeline, read_timeline
-from editing.subtitles import MAX_CPS, MAX_LINE, MIN_SECONDS, SpokenLine, subtitle_cues, to_srt, \
+from aiprod_post.audio.io import write_wav
+from aiprod_post.editing.conform import PROFILES, conform, encode_master, probe, timeline_frames
+from aiprod_post.editing.export import FORMATS, export_timeline, read_timeline
+from aiprod_post.editing.subtitles import MAX_CPS, MAX_LINE, MIN_SECONDS, SpokenLine, subtitle_cues, to_srt, \
     to_webvtt
-from editing.timeline import NAMESPACE, ShotMedia, TimelineMedia, build_timeline, handles_for, \
+from aiprod_post.editing.timeline import NAMESPACE, ShotMedia, TimelineMedia, build_timeline, handles_for, \
     url_to_path
-from generation.engine import KeyframeStore, RenderContext, engine_by_name
+from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name
 
 W, H = 160, 96
 SCRIPT = """FADE IN:
@@ -98,7 +98,7 @@ def test_exact_ntsc_rate_is_kept(tmp_path):
     plan, tl = make_film(tmp_path, Fraction(24000, 1001))
     assert tl.metadata[NAMESPACE]["rate"] == "24000/1001"
     again = read_timeline(tmp_path / "film.otio")
-    from editing.timeline import timeline_rate
+    from aiprod_post.editing.timeline import timeline_rate
     assert timeline_rate(again) == Fraction(24000, 1001)
     master = conform(tmp_path / "film.otio", tmp_path / "m.mp4", "h264")
     info = probe(master)
@@ -124,7 +124,7 @@ def test_exports_read_back_with_the_same_clips_cuts_and_durations(film, tmp_path
         # An EDL dissolve starts at the incoming event's record in, so the centred
         # dissolve is written starting half its length earlier: same picture, and the
         # cuts are those of that equivalent edit.
-        from editing.export import _for_edl
+        from aiprod_post.editing.export import _for_edl
         assert _cuts(back) == _cuts(_for_edl(tl))
     else:
         assert _cuts(back) == _cuts(tl)
@@ -193,7 +193,7 @@ def test_dissolve_and_fade_are_rendered(film):
 def test_each_clips_decoder_is_closed_once_passed_gaps_included(film, monkeypatch):
     """Clip, black gap, clip, gap … : a clip's decoder (its threads and frame pool) is
     closed once the picture has moved past it, so memory does not grow with the film."""
-    import editing.conform as conform_module
+    import aiprod_post.editing.conform as conform_module
 
     folder, plan, tl = film
     clips = [c for c in video_track(tl) if isinstance(c, otio.schema.Clip)]
@@ -263,7 +263,7 @@ def test_cli_errors_exit_2(film, tmp_path):
 
 
 def test_subtitles_keep_the_limits():
-    from audio.tts import EspeakEngine, Voice
+    from aiprod_post.audio.tts import EspeakEngine, Voice
 
     engine = EspeakEngine()
     texts = ["Because you ran. Nobody runs for a ferry unless something is waiting for them "
@@ -287,7 +287,7 @@ def test_subtitles_keep_the_limits():
 
 
 def test_subtitles_burn_into_the_picture_only_while_shown(film, tmp_path):
-    from editing.subtitles import Cue
+    from aiprod_post.editing.subtitles import Cue
     folder, plan, _ = film
     cues = [Cue(1.0, 2.0, ["Ferry's gone."])]
     plain = conform(folder / "film.otio", tmp_path / "plain.mp4", "h264")

@@ -13,11 +13,11 @@ import pytest
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.plan import CameraMove, Framing, Scene, Shot
 from aiprod_post.planner import plan_source
-from audio.tts import EspeakEngine, Voice
-from audio.visemes import mouth_cues, shapes_per_frame
-from generation.animatic import character_sheet, render_reference_sheet
-from generation.coherence import coherence
-from generation.engine import KeyframeStore, RenderContext, engine_by_name
+from aiprod_post.audio.tts import EspeakEngine, Voice
+from aiprod_post.audio.visemes import mouth_cues, shapes_per_frame
+from aiprod_post.generation.animatic import character_sheet, render_reference_sheet
+from aiprod_post.generation.coherence import coherence
+from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name
 
 W, H = 480, 270
 FPS = Fraction(24)
@@ -230,7 +230,7 @@ def test_missing_or_broken_clip_names_the_shot_and_path(tmp_path):
 def test_mouth_on_a_filmed_face_follows_the_visemes(tmp_path):
     from skimage import data  # the astronaut photograph (NASA, public domain)
 
-    from generation.lipsync import find_face
+    from aiprod_post.generation.lipsync import find_face
     face_img = data.astronaut()
     x, y, w, h = find_face(face_img)
     write_frames(tmp_path / "1.mp4", [face_img] * 30)

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 from aiprod_post.cli import main
 from aiprod_post.errors import MediaError
-from grading.apply import FrameGrader, apply_lut
-from grading.colour import CONFIG_NAME, convert
-from grading.looks import LOOK_NAMES, LOOKS_DIR, default_look, load_look
-from grading.lut import LUT, parse_cube, read_cube, read_lut, write_cube
-from grading.match import apply_curves, match_curves, mean_delta_e
-from grading.qa import qa_frames
+from aiprod_post.grading.apply import FrameGrader, apply_lut
+from aiprod_post.grading.colour import CONFIG_NAME, convert
+from aiprod_post.grading.looks import LOOK_NAMES, LOOKS_DIR, default_look, load_look
+from aiprod_post.grading.lut import LUT, parse_cube, read_cube, read_lut, write_cube
+from aiprod_post.grading.match import apply_curves, match_curves, mean_delta_e
+from aiprod_post.grading.qa import qa_frames
 
 RNG = np.random.default_rng(7)
 
@@ -188,7 +188,7 @@ def test_8bit_frame_path_equals_the_float_path():
 
 
 def test_curves_and_grade_in_one_pass_equal_curves_then_grade():
-    from grading.match import apply_curves
+    from aiprod_post.grading.match import apply_curves
 
     lut = random_lut(17)
     frame = RNG.integers(0, 256, (90, 160, 3), dtype=np.uint8)
@@ -202,7 +202,7 @@ def test_gpu_path_matches_cpu():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from grading.apply import apply_lut_torch
+    from aiprod_post.grading.apply import apply_lut_torch
     lut = random_lut(33)
     x = RNG.random((100000, 3))
     gpu = apply_lut_torch(torch.as_tensor(x, device="cuda"), lut).cpu().numpy()
@@ -246,7 +246,7 @@ def test_six_looks_are_bundled_documented_and_33_point():
 
 def test_matching_brings_a_scene_s_shots_closer():
     from aiprod_post.plan import Framing, Scene, Shot
-    from generation.engine import RenderContext, engine_by_name
+    from aiprod_post.generation.engine import RenderContext, engine_by_name
     scene = Scene(id="1", heading="INT. BOOTH - NIGHT", int_ext="INT", location="BOOTH",
                   light="night", shots=[])
     eng = engine_by_name("animatic")
@@ -325,7 +325,7 @@ def test_lut_info_convert_grade_and_qa_commands(tmp_path):
     graded = tmp_path / "graded.mp4"
     r = runner.invoke(main, ["grade", str(src), "-o", str(graded), "--look", "noir"])
     assert r.exit_code == 0, r.output
-    from editing.conform import probe
+    from aiprod_post.editing.conform import probe
     info = probe(graded)
     assert info["video"]["frames"] == 24 and info["audio"]["samples"] == probe(src)["audio"][
         "samples"]
@@ -337,7 +337,7 @@ def test_lut_info_convert_grade_and_qa_commands(tmp_path):
 
 
 def test_hdr_output_transforms():
-    from grading.colour import hdr_output
+    from aiprod_post.grading.colour import hdr_output
 
     def pq(nits: float) -> float:  # SMPTE ST 2084 inverse EOTF, the independent reference
         m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875

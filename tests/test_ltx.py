@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generation.ltx import drop_module_mocks  # noqa: E402
+from aiprod_post.generation.ltx import drop_module_mocks  # noqa: E402
 
 torch = pytest.importorskip("torch", reason="the ltx extra (torch, diffusers) is not installed")
 drop_module_mocks()
@@ -18,8 +18,8 @@ diffusers = pytest.importorskip("diffusers")
 
 from aiprod_post.errors import AiprodError  # noqa: E402
 from aiprod_post.plan import Framing, Scene, Shot  # noqa: E402
-from generation.engine import Keyframe, RenderContext, engine_by_name  # noqa: E402
-from generation.ltx import shot_prompt, valid_frames, valid_size  # noqa: E402
+from aiprod_post.generation.engine import Keyframe, RenderContext, engine_by_name  # noqa: E402
+from aiprod_post.generation.ltx import shot_prompt, valid_frames, valid_size  # noqa: E402
 
 W, H = 60, 40  # not multiples of 32 on purpose
 

@@ -21,8 +21,8 @@ from aiprod_post.cli import main
 from aiprod_post.errors import AiprodError
 from aiprod_post.pipeline import RenderOptions, render
 from aiprod_post.project import Project, load_project
-from editing.conform import probe
-from generation.engine import ENGINES
+from aiprod_post.editing.conform import probe
+from aiprod_post.generation.engine import ENGINES
 
 SCRIPT = """Title: Two Lines
 
@@ -96,7 +96,7 @@ def test_layout_masters_and_report(rendered):
     html = (out / "report.html").read_text()
     assert html.count("<img") == len(report["shots"]) and "Loudness" in html
     # picture QA rode along the web encode; decoding the master gives the same findings
-    from grading.qa import qa_video
+    from aiprod_post.grading.qa import qa_video
     ridealong = report["qa"]["web"]
     decoded = qa_video(out / "masters/Two_Lines_web.mp4").as_dict()
     assert "sent to its encoder" in ridealong["measured_on"]
@@ -112,7 +112,7 @@ def test_layout_masters_and_report(rendered):
 
 
 def test_stems_sum_to_the_mix_before_normalisation(rendered):
-    from audio.io import read_audio
+    from aiprod_post.audio.io import read_audio
     _, out, _ = rendered
     dx, mx, fx = (read_audio(out / "audio" / f"{s}.wav")[0] for s in ("DX", "MX", "FX"))
     assert dx.shape == mx.shape == fx.shape and np.abs(dx).max() > 0.01
@@ -181,7 +181,7 @@ def test_a_killed_render_resumes_to_the_same_masters(rendered, tmp_path):
 
 
 def test_a_failing_shot_becomes_a_slate_and_the_run_says_so(tmp_path):
-    from generation.animatic import AnimaticEngine
+    from aiprod_post.generation.animatic import AnimaticEngine
 
     class Flaky(AnimaticEngine):
         name = "flaky"
@@ -246,8 +246,8 @@ def test_character_references_reach_the_engine(tmp_path):
     ltx engine uses it; a recording engine here shows what every engine is given)."""
     import cv2
 
-    from generation.animatic import AnimaticEngine
-    from generation.engine import register
+    from aiprod_post.generation.animatic import AnimaticEngine
+    from aiprod_post.generation.engine import register
 
     seen: dict[str, list[str]] = {}
 

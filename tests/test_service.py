@@ -113,7 +113,7 @@ def test_submit_poll_download_and_probe(service, tmp_path):
     whole = httpx.get(url, headers=auth(alice))
     master = tmp_path / "web.mp4"
     master.write_bytes(whole.content)
-    from editing.conform import probe
+    from aiprod_post.editing.conform import probe
     info = probe(master)
     assert info["video"]["codec"] == "h264" and info["video"]["width"] == 160
     # another token does not see the job; no token is refused
@@ -228,7 +228,7 @@ def test_a_restart_loses_no_job(tmp_path):
 def test_uploaded_music_is_probed_before_use(service, tmp_path):
     import numpy as np
 
-    from audio.io import write_wav
+    from aiprod_post.audio.io import write_wav
     server, alice, _, _ = service
     r = httpx.post(server.url + "/v1/jobs", headers=auth(alice),
                    files={"script": ("s.fountain", SCRIPT.encode()),

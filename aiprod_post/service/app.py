@@ -420,7 +420,7 @@ def _accept_music(folder: Path, filename: str, raw: bytes) -> None:
     """Keep an uploaded music bed only if it decodes as audio (probed before use)."""
     import shutil
 
-    from audio.io import read_audio
+    from aiprod_post.audio.io import read_audio
 
     suffix = Path(filename).suffix.lower()[:8] if Path(filename).suffix else ".bin"
     path = folder / f"music{suffix}"

@@ -1,0 +1,1 @@
+"""The bundled looks, as package data (read through ``importlib.resources``)."""
