@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AiprodError", "ScriptError", "PlanError", "MediaError"]
+__all__ = ["AiprodError", "ScriptError", "PlanError", "MediaError", "PathError"]
 
 
 class AiprodError(Exception):
@@ -49,3 +49,8 @@ class PlanError(AiprodError):
 
 class MediaError(AiprodError):
     """Audio, video or LUT input that cannot be read or used as asked."""
+
+
+class PathError(AiprodError):
+    """A name from data (an id, a title, a request) that would make a path outside its
+    folder."""

@@ -9,7 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["write_atomic", "publish_mode", "atomic_path"]
+from .errors import PathError
+
+__all__ = ["write_atomic", "publish_mode", "atomic_path", "inside", "sha256_file"]
 
 
 def publish_mode(path: str | Path) -> None:
@@ -61,3 +63,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def inside(folder: str | Path, *parts: str) -> Path:
+    """``folder / part / …`` for names that come from data (shot, line, take ids, titles,
+    names in a request), refusing anything that would land outside ``folder``.
+
+    Each part must be one plain name: not empty, not ``.`` or ``..``, no path separator,
+    no NUL. The joined path is then resolved (symbolic links included) and must stay
+    inside the resolved ``folder``; a link planted in the folder that points elsewhere is
+    refused too. Every path the pipeline builds from data goes through here.
+
+    >>> inside("/srv/out", "shots", "3A.mov").as_posix()
+    '/srv/out/shots/3A.mov'
+    >>> inside("/srv/out", "shots", "../../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    aiprod_post.errors.PathError: '../../etc/passwd': expected a plain file name inside /srv/out, not a path
+    """
+    base = Path(folder)
+    for part in parts:
+        if (not isinstance(part, str) or not part or part in (".", "..") or "\x00" in part
+                or "/" in part or (os.sep != "/" and os.sep in part)
+                or (os.altsep and os.altsep in part)):
+            raise PathError(f"{part!r}: expected a plain file name inside {base}, not a path")
+    path = base.joinpath(*parts)
+    root = base.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise PathError(f"{'/'.join(parts)!r} resolves outside {base}")
+    return path

@@ -42,7 +42,8 @@ import numpy as np
 from . import __version__
 from .checks import plan_problems
 from .errors import AiprodError, PlanError
-from .files import sha256_file, write_atomic
+from .files import inside, sha256_file, write_atomic
+from .outlock import output_lock, remove_stale_temporaries
 from .plan import ShotPlan, format_frame_rate, load_plan, plan_to_json
 from .planner import PlannerSettings, plan_source
 from .project import DELIVERY_PROFILES, Project
@@ -468,7 +469,7 @@ class _Render:
                 fk = {"first": Keyframe(shot.id, 0, np.load(first), light=scene.light),
                       "last": Keyframe(shot.id, n - 1, np.load(last), light=scene.light)}
                 store.add_shot(scene, shot, fk)
-            dst = self.outdir / "shots" / f"{shot.id}.mov"
+            dst = inside(self.outdir, "shots", f"{shot.id}.mov")
             _place(mov, dst)
             media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name)
             self.r.item(shot.id, i, len(shots), cached=hit)
@@ -600,7 +601,7 @@ class _Render:
             self.r.item(f"mix {name}", i, 1 + len(profiles), cached=hit)
         lines_dir = audio_dir / "lines"
         for ln in all_lines:
-            _place(ln.wav, lines_dir / f"{ln.line_id}.wav")
+            _place(ln.wav, inside(lines_dir, f"{ln.line_id}.wav"))
         # per-shot sync sound for editors: the dialogue stem over each shot's cut
         dx: FileSource | None = None
         start = 0
@@ -614,7 +615,7 @@ class _Render:
                 if dx is None:
                     dx = FileSource(stem_paths["DX"])
                 write_wav(cached, dx.read(a0, a1))
-            _place(cached, self.outdir / "shots" / f"{shot.id}.wav")
+            _place(cached, inside(self.outdir, "shots", f"{shot.id}.wav"))
         if dx is not None:
             dx.close()
         self.report["loudness"] = loud
@@ -629,9 +630,9 @@ class _Render:
         from aiprod_post.editing.timeline import LineMedia, TimelineMedia, build_timeline
 
         self.r.stage("timeline", 1)
-        line_media = [LineMedia(ln.line_id, ln.speaker, mix["lines_dir"] / f"{ln.line_id}.wav",
-                                ln.start_sample, int(round(ln.timings["duration"] * 48000)),
-                                ln.text)
+        line_media = [LineMedia(ln.line_id, ln.speaker,
+                                inside(mix["lines_dir"], f"{ln.line_id}.wav"), ln.start_sample,
+                                int(round(ln.timings["duration"] * 48000)), ln.text)
                       for shot_lines in lines.values() for ln in shot_lines]
         main_mix = mix["mixes"].get("master") or next(iter(mix["mixes"].values()))
         tl = build_timeline(plan, TimelineMedia(media, line_media, mix["stems"]["MX"],
@@ -702,7 +703,7 @@ class _Render:
             if encodes_all and not watched:
                 self.report.setdefault("qa", {})[name] = json.loads(qa_file.read_text())
                 watched = True
-            dst = self.outdir / "masters" / f"{_slug(plan.title)}_{name}{codec.suffix}"
+            dst = inside(self.outdir, "masters", f"{_slug(plan.title)}_{name}{codec.suffix}")
             _place(cached, dst)
             out[name] = dst
             self.r.item(name, i, len(profiles), cached=hit)
@@ -813,7 +814,7 @@ def _seed(text: str) -> int:
 
 def _slug(title: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in title.strip())
-    return "_".join(p for p in keep.split("_") if p) or "film"
+    return "_".join(p for p in keep.split("_") if p)[:80] or "film"
 
 
 def _mouth_cues(timings: dict, fps: Fraction) -> list[dict]:
@@ -895,16 +896,18 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
     outdir.mkdir(parents=True, exist_ok=True)
     if not os.access(outdir, os.W_OK):
         raise AiprodError("output folder is not writable", source=outdir)
-    run = _Render(source, outdir, options)
-    plan = run.plan()
-    lines = run.speech(plan)
-    plan = run.fit_dialogue(plan, lines)
-    media = run.generation(plan, lines)
-    mix = run.mix(plan, lines, profiles)
-    tl, otio_path = run.timeline(plan, media, lines, mix, profiles)
-    run.subtitles(plan, lines)
-    masters = run.masters(plan, tl, otio_path, mix, profiles)
-    run.qa(masters)
-    run.write_report(plan, media, masters)
+    with output_lock(outdir):  # a second render into this folder stops here, named
+        remove_stale_temporaries(outdir)  # left by a render that was killed
+        run = _Render(source, outdir, options)
+        plan = run.plan()
+        lines = run.speech(plan)
+        plan = run.fit_dialogue(plan, lines)
+        media = run.generation(plan, lines)
+        mix = run.mix(plan, lines, profiles)
+        tl, otio_path = run.timeline(plan, media, lines, mix, profiles)
+        run.subtitles(plan, lines)
+        masters = run.masters(plan, tl, otio_path, mix, profiles)
+        run.qa(masters)
+        run.write_report(plan, media, masters)
     return RenderResult(outdir, masters, run.failed, run.report)
 

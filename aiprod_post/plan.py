@@ -25,14 +25,19 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StringConstraints,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from .errors import PlanError
 from .files import write_atomic
 
 __all__ = [
+    "ID_PATTERN",
+    "SafeId",
+    "id_problem",
     "SCHEMA_VERSION",
     "UPGRADES",
     "FrameRate",
@@ -104,6 +109,32 @@ FrameRate = Annotated[
 ]
 
 
+#: Ids of scenes, shots and lines become file names (``shots/3A.mov``,
+#: ``audio/lines/3.4.wav``): letters, digits, ``.``, ``_`` and ``-``, starting and ending
+#: with a letter or digit, at most 64 characters. Fountain scene numbers (``#12A#``,
+#: ``#I-1-A#``) fit; anything that could name a path does not.
+ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$"
+ID_MAX = 64
+
+SafeId = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=ID_MAX)]
+
+
+def id_problem(value: str, max_len: int = ID_MAX) -> str | None:
+    """Why ``value`` cannot be a scene, shot or line id, or None where it can.
+
+    >>> id_problem("12A"), id_problem("I-1-A")
+    (None, None)
+    >>> id_problem("../x")
+    "'../x' is not a safe id: expected 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+    """
+    import re
+
+    if len(value) <= max_len and re.fullmatch(ID_PATTERN, value) and ".." not in value:
+        return None
+    return (f"{value[:80]!r} is not a safe id: expected 1-{max_len} letters, digits, '.', '_' "
+            "or '-', starting and ending with a letter or digit")
+
+
 def frames_to_timecode(frames: int, rate: Fraction) -> str:
     """Non-drop-frame SMPTE timecode at the rate's nominal frame count.
 
@@ -171,7 +202,7 @@ class Conditioning(_Model):
 
 
 class DialogueLine(_Model):
-    id: str = Field(description="stable id: scene, then the line's order in the scene")
+    id: SafeId = Field(description="stable id: scene, then the line's order in the scene")
     speaker: str = Field(description="normalised cast name")
     text: str = Field(description="what is spoken: no emphasis markup, no notes")
     parenthetical: str | None = None
@@ -182,7 +213,7 @@ class DialogueLine(_Model):
 
 
 class Shot(_Model):
-    id: str = Field(description="scene number plus letter: 3, 3A, 3B …")
+    id: SafeId = Field(description="scene number plus letter: 3, 3A, 3B …")
     framing: Framing
     camera_move: CameraMove = CameraMove.STATIC
     duration: int = Field(ge=1, description="frames at the plan's frame rate")
@@ -199,7 +230,7 @@ class Shot(_Model):
 
 
 class Scene(_Model):
-    id: str
+    id: SafeId
     heading: str
     int_ext: Literal["INT", "EXT", "EST", "INT/EXT"] | None = None
     location: str = ""
@@ -229,6 +260,23 @@ class ShotPlan(_Model):
     generator: str | None = None
     cast: list[CastMember] = Field(default_factory=list)
     scenes: list[Scene]
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> "ShotPlan":
+        """Scene, shot and line ids name files: each must be unique in the plan (shots and
+        lines share the ``shots/`` and ``audio/lines/`` folders with nothing else)."""
+        for kind, ids in (("scene", [s.id for s in self.scenes]),
+                          ("shot", [sh.id for _, sh in self.shots()]),
+                          ("dialogue line", [ln.id for _, sh in self.shots() for ln in sh.dialogue])):
+            seen: set[str] = set()
+            for i in ids:
+                if ".." in i:
+                    raise ValueError(f"{kind} id {i!r}: '..' is not allowed in an id")
+                if i.casefold() in seen:  # 3a and 3A are one file on macOS and Windows
+                    raise ValueError(f"{kind} id {i!r} is used twice (letter case aside); "
+                                     "ids must be unique")
+                seen.add(i.casefold())
+        return self
 
     def shots(self) -> list[tuple[Scene, Shot]]:
         """Every shot in film order with its scene."""

@@ -31,6 +31,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Union
 
+from pydantic import ValidationError
+
 from . import __version__
 from .errors import ScriptError
 from .fountain import parse_bytes, read_script_bytes
@@ -45,6 +47,7 @@ from .plan import (
     ShotPlan,
     Transition,
     TransitionKind,
+    id_problem,
 )
 from .script import (
     Action,
@@ -287,11 +290,13 @@ class _Planner:
                 auto_number += 1
                 scene_id = h.scene_number or str(auto_number)
             line = h.line if h else 1
-            if scene_id in seen_ids:
+            if (problem := id_problem(scene_id, max_len=48)) is not None:  # room for 3AB.12
+                raise ScriptError(f"scene number {problem}", line=line)
+            if scene_id.casefold() in seen_ids:  # 3a and 3A would be one file on macOS
                 raise ScriptError(f"scene number {scene_id!r} is already used by the scene on "
-                                  f"line {seen_ids[scene_id]}; scene numbers must be unique",
-                                  line=line)
-            seen_ids[scene_id] = line
+                                  f"line {seen_ids[scene_id.casefold()]}; scene numbers must be "
+                                  "unique", line=line)
+            seen_ids[scene_id.casefold()] = line
             light = _light(h.time_of_day if h else None, light)
             continuous = bool(h and h.time_of_day and _CONTINUOUS.search(h.time_of_day))
             shots = self._cover(draft, pending)
@@ -327,12 +332,15 @@ class _Planner:
         for t in pending:
             self.warnings.append((t.line, f"transition {t.text!r} has no shot after it"))
         self._number_lines(scenes)
-        return ShotPlan(
-            title=title, source=source, source_sha256=sha256, fps=self.fps,
-            width=self.s.width, height=self.s.height, seed=self.s.seed,
-            generator=f"aiprod-post {__version__}",
-            cast=list(self.cast.values()), scenes=scenes,
-        )
+        try:
+            return ShotPlan(
+                title=title, source=source, source_sha256=sha256, fps=self.fps,
+                width=self.s.width, height=self.s.height, seed=self.s.seed,
+                generator=f"aiprod-post {__version__}",
+                cast=list(self.cast.values()), scenes=scenes,
+            )
+        except ValidationError as exc:  # e.g. shot 3A of scene 3 beside a scene numbered 3A
+            raise ScriptError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
     def _shot(self, shot_id: str, d: _ShotDraft, cond: Conditioning) -> Shot:
         frames = max(1, round(Fraction(d.seconds).limit_denominator(1000) * self.fps))
@@ -469,7 +477,7 @@ class _Planner:
                 paren = item.text
                 continue
             out.append(DialogueLine(
-                id="", speaker=speaker, text=" ".join(item.text.plain.split()),
+                id="0", speaker=speaker, text=" ".join(item.text.plain.split()),
                 parenthetical=paren, extensions=exts, lyric=isinstance(item, Lyrics),
                 dual=block.dual is not None, source_line=item.line))
             paren = None
