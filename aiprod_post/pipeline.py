@@ -665,7 +665,7 @@ class _Render:
                 ) -> dict[str, Path]:
         import opentimelineio as otio
 
-        from aiprod_post.editing.conform import PROFILES, conform
+        from aiprod_post.editing.conform import PROFILES, conform, verify_master
         from aiprod_post.grading.qa import QAMeter
 
         self.r.stage("masters", len(profiles))
@@ -705,6 +705,8 @@ class _Render:
                 watched = True
             dst = inside(self.outdir, "masters", f"{_slug(plan.title)}_{name}{codec.suffix}")
             _place(cached, dst)
+            # held to its profile by probe: frames, GOP and keyframes, level, tags, VBV
+            self.report.setdefault("masters", {})[name] = verify_master(dst, tl, prof.video)
             out[name] = dst
             self.r.item(name, i, len(profiles), cached=hit)
         return out

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import opentimelineio as otio
@@ -30,11 +30,22 @@ from aiprod_post.files import atomic_path
 from .timeline import NAMESPACE, timeline_rate, url_to_path
 
 __all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "read_ahead", "probe",
-           "burn_in"]
+           "burn_in", "bitrate_cap", "h264_level", "encoder_options", "gop_frames", "keyframe_plan",
+           "cut_frames", "master_keyframes", "verify_master"]
 
 
 @dataclass(frozen=True)
 class Profile:
+    """A master's encoder settings.
+
+    ``gop_seconds`` makes a long-GOP master: a closed GOP (it starts with an IDR frame and
+    refers to nothing before it) of that length, with keyframes at those GOP starts only,
+    and also at every hard cut where ``keyframes_at_cuts`` asks; ``None`` is an intra
+    codec, every frame a keyframe. ``capped`` limits the bitrate for streaming (VBV
+    maxrate and buffer beside the CRF, from :func:`bitrate_cap`) and names the H.264 level
+    that fits (:func:`h264_level`).
+    """
+
     name: str
     container: str
     suffix: str
@@ -49,13 +60,23 @@ class Profile:
     transfer: int = 1  # AVCOL_TRC_BT709
     matrix: int = 1  # AVCOL_SPC_BT709
     hdr: str | None = None
+    gop_seconds: int | None = None
+    keyframes_at_cuts: bool = False
+    capped: bool = False
+    b_frames: int = 0
 
 
 PROFILES: dict[str, Profile] = {
+    # Web: what YouTube, Vimeo and Apple's HLS authoring spec ask of an H.264 upload or
+    # rendition - High profile, CABAC, closed GOP of 2 s with keyframes at the GOP starts
+    # only (HLS and DASH segments then start on one), 2 consecutive B-frames (YouTube's
+    # figure) with a B-pyramid (High profile allows it; every platform's decoder takes it),
+    # a level that fits size, rate and VBV, and the bitrate capped by a VBV (README).
     "h264": Profile("h264", "mp4", ".mp4", "libx264", "yuv420p",
                     {"profile": "high", "preset": "medium", "crf": "18",
-                     "x264-params": "open-gop=0"},
-                    "aac", "fltp", 256_000, {"movflags": "+faststart"}),
+                     "x264-params": "b-pyramid=normal"},
+                    "aac", "fltp", 256_000, {"movflags": "+faststart"},
+                    gop_seconds=2, capped=True, b_frames=2),
     "prores": Profile("prores", "mov", ".mov", "prores", "yuv422p10le",
                       {"profile": "3", "vendor": "apl0"}, "pcm_s24le", "s32"),
     "dnxhr": Profile("dnxhr", "mov", ".mov", "dnxhd", "yuv422p10le",
@@ -63,12 +84,135 @@ PROFILES: dict[str, Profile] = {
     "hdr-pq": Profile("hdr-pq", "mov", ".mov", "libx265", "yuv420p10le",
                       {"x265-params": "log-level=error:hdr10=1:repeat-headers=1", "crf": "18",
                        "preset": "fast", "profile": "main10"},
-                      "pcm_s24le", "s32", primaries=9, transfer=16, matrix=9, hdr="pq"),
+                      "pcm_s24le", "s32", primaries=9, transfer=16, matrix=9, hdr="pq",
+                      gop_seconds=2, b_frames=4),
     "hdr-hlg": Profile("hdr-hlg", "mov", ".mov", "libx265", "yuv420p10le",
                        {"x265-params": "log-level=error:repeat-headers=1", "crf": "18",
                         "preset": "fast", "profile": "main10"},
-                       "pcm_s24le", "s32", primaries=9, transfer=18, matrix=9, hdr="hlg"),
+                       "pcm_s24le", "s32", primaries=9, transfer=18, matrix=9, hdr="hlg",
+                       gop_seconds=2, b_frames=4),
 }
+
+# Bitrate caps for streaming by picture height, kbit/s at standard (up to 30 fps) and high
+# (48-60 fps) frame rates: YouTube's recommended upload bitrates for SDR (2026); Vimeo asks
+# 10-20 Mbit/s at 1080p and Apple's HLS authoring spec tops its 1080p ladder at 7.8 Mbit/s,
+# so the 1080p cap of 8 Mbit/s sits where all three accept it.
+_CAPS_KBPS: tuple[tuple[int, int, int], ...] = (
+    (360, 1_000, 1_500), (480, 2_500, 4_000), (720, 5_000, 7_500), (1080, 8_000, 12_000),
+    (1440, 16_000, 24_000), (2160, 45_000, 68_000), (1 << 30, 160_000, 240_000))
+
+
+def bitrate_cap(width: int, height: int, rate: Fraction) -> tuple[int, int]:
+    """VBV ``(maxrate, bufsize)`` in kbit/s and kbit for a streaming master: the platform
+    figure for the picture's height (``_CAPS_KBPS``), a buffer of two seconds (one GOP).
+
+    >>> bitrate_cap(1920, 1080, Fraction(24))
+    (8000, 16000)
+    >>> bitrate_cap(1280, 720, Fraction(60))
+    (7500, 15000)
+    """
+    lines = max(height, math.ceil(width * 9 / 16))  # a 1920x804 scope picture is "1080p"
+    for top, standard, high in _CAPS_KBPS:
+        if lines <= top:
+            cap = high if rate > 30 else standard
+            return cap, 2 * cap
+    raise AssertionError("unreachable: the last row has no height limit")
+
+
+# H.264 levels (ITU-T H.264 Table A-1): name, MaxMBPS, MaxFS, MaxDpbMbs, MaxBR and MaxCPB
+# (kbit/s and kbit for Baseline/Main; High profile allows 1.25 times, Table A-2).
+_H264_LEVELS: tuple[tuple[str, int, int, int, int, int], ...] = (
+    ("1", 1485, 99, 396, 64, 175), ("1.1", 3000, 396, 900, 192, 500),
+    ("1.2", 6000, 396, 2376, 384, 1000), ("1.3", 11880, 396, 2376, 768, 2000),
+    ("2", 11880, 396, 2376, 2000, 2000), ("2.1", 19800, 792, 4752, 4000, 4000),
+    ("2.2", 20250, 1620, 8100, 4000, 4000), ("3", 40500, 1620, 8100, 10000, 10000),
+    ("3.1", 108000, 3600, 18000, 14000, 14000), ("3.2", 216000, 5120, 20480, 20000, 20000),
+    ("4", 245760, 8192, 32768, 20000, 25000), ("4.1", 245760, 8192, 32768, 50000, 62500),
+    ("4.2", 522240, 8704, 34816, 50000, 62500), ("5", 589824, 22080, 110400, 135000, 135000),
+    ("5.1", 983040, 36864, 184320, 240000, 240000),
+    ("5.2", 2073600, 36864, 184320, 240000, 240000),
+    ("6", 4177920, 139264, 696320, 240000, 240000),
+    ("6.1", 8355840, 139264, 696320, 480000, 480000),
+    ("6.2", 16711680, 139264, 696320, 800000, 800000))
+
+
+def h264_level(width: int, height: int, rate: Fraction, maxrate: int, bufsize: int,
+               dpb_frames: int = 4) -> str:
+    """The lowest H.264 level (High profile) whose limits hold this stream: frame size,
+    macroblocks per second, ``dpb_frames`` reference pictures, VBV maxrate and buffer.
+
+    >>> h264_level(1920, 1080, Fraction(24), 8000, 16000)
+    '4'
+    >>> h264_level(1920, 1080, Fraction(60), 12000, 24000)
+    '4.2'
+    """
+    mbs = math.ceil(width / 16) * math.ceil(height / 16)
+    for name, mbps, fs, dpb, br, cpb in _H264_LEVELS:
+        # frame width and height each at most sqrt(8 * MaxFS) macroblocks (A.3.1 f, g)
+        side = math.isqrt(8 * fs)
+        if (mbs <= fs and mbs * rate <= mbps and mbs * dpb_frames <= dpb
+                and math.ceil(width / 16) <= side and math.ceil(height / 16) <= side
+                and maxrate <= br * 5 // 4 and bufsize <= cpb * 5 // 4):
+            return name
+    raise MediaError(f"{width}x{height} at {rate} fps is beyond every H.264 level")
+
+
+def encoder_options(profile: Profile, width: int, height: int, rate: Fraction) -> dict:
+    """The encoder options ``profile`` is encoded with at this size and rate: the profile's
+    own, then the GOP (closed, ``gop_seconds`` long, no scene-cut keyframes: keyframes go
+    where :func:`keyframe_plan` puts them, forced as IDR), B-frames, VBV and level.
+
+    >>> encoder_options(PROFILES["h264"], 1920, 1080, Fraction(24))["x264-params"]
+    'b-pyramid=normal:keyint=48:min-keyint=1:scenecut=0:open-gop=0:bframes=2:vbv-maxrate=8000:vbv-bufsize=16000:level=4'
+    """
+    options = dict(profile.options)
+    if profile.gop_seconds is None:
+        return options
+    gop = gop_frames(profile, rate)
+    key = {"libx264": "x264-params", "libx265": "x265-params"}[profile.codec]
+    params = [options[key]] if options.get(key) else []
+    params += [f"keyint={gop}", "min-keyint=1", "scenecut=0", "open-gop=0",
+               f"bframes={profile.b_frames}"]
+    if profile.capped:
+        maxrate, bufsize = bitrate_cap(width, height, rate)
+        params += [f"vbv-maxrate={maxrate}", f"vbv-bufsize={bufsize}"]
+        if profile.codec == "libx264":
+            params.append(f"level={h264_level(width, height, rate, maxrate, bufsize)}")
+    options[key] = ":".join(params)
+    # a frame handed over as I becomes an IDR frame (a keyframe of a closed GOP), not an
+    # I frame that later frames may reach past
+    options["forced-idr"] = "1"
+    return options
+
+
+def gop_frames(profile: Profile, rate: Fraction) -> int:
+    """Frames in one GOP of ``profile`` at ``rate`` (1 for an intra codec)."""
+    if profile.gop_seconds is None:
+        return 1
+    return max(1, int(round(rate * profile.gop_seconds)))
+
+
+def keyframe_plan(n_frames: int, gop: int, cuts: Iterable[int] = ()) -> list[int]:
+    """Where the keyframes of a long-GOP master go: frame 0, then one ``gop`` frames after
+    the last, and one at each of ``cuts`` (the count restarts there).
+
+    >>> keyframe_plan(100, 48)
+    [0, 48, 96]
+    >>> keyframe_plan(100, 48, cuts=[30, 50])
+    [0, 30, 50, 98]
+    """
+    starts: list[int] = []
+    pending = sorted(c for c in set(cuts) if 0 < c < n_frames)
+    at = 0
+    while at < n_frames:
+        starts.append(at)
+        nxt = at + gop
+        while pending and pending[0] <= at:
+            pending.pop(0)
+        if pending and pending[0] < nxt:
+            nxt = pending.pop(0)
+        at = nxt
+    return starts
 
 
 # ------------------------------------------------------------------ reading media
@@ -385,14 +529,19 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                   height: int, output: Path, profile: Profile, audio: Path | None,
                   *, progress: Callable[[int, int], None] | None = None,
                   sample_rate: int = 48000, copy_packets: bool = False,
-                  watch: Callable[[Any], None] | None = None) -> Path:
+                  watch: Callable[[Any], None] | None = None,
+                  keyframes: Iterable[int] | None = None) -> Path:
     """Encode ``frames`` (and ``audio``) to ``output`` with ``profile``, atomically.
+
+    A long-GOP profile puts its keyframes at ``keyframes`` (default: every GOP start,
+    :func:`keyframe_plan`) and nowhere else.
 
     ``watch`` sees each frame exactly as it goes to the encoder (a PyAV frame in the
     encoder's pixel format, on the prefetch thread, in order): picture QA rides along
     there instead of decoding the master again. Copied packets are not shown to it."""
     import av
     import soundfile
+    from av.video.frame import PictureType
     from av.video.reformatter import ColorRange, Colorspace
 
     output = Path(output)
@@ -408,7 +557,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 v = out.add_stream(profile.codec, rate=rate)
                 v.width, v.height = width, height
                 v.pix_fmt = profile.pix_fmt
-                v.options = dict(profile.options)
+                v.options = encoder_options(profile, width, height, rate)
                 # frame and slice threads, as the ffmpeg command uses; but where copied frames
                 # are interleaved with encoded ones, the encoder must not hold frames back
                 # (frame threads do), or its packets would arrive after later copied ones
@@ -420,8 +569,9 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 cc.colorspace = profile.matrix
                 cc.color_range = 1  # MPEG (limited) range
                 cc.time_base = Fraction(1) / rate
-                if profile.codec == "libx264":
-                    cc.gop_size = max(1, int(round(rate)) * 2)  # closed (open-gop=0), 2 s
+                cc.gop_size = gop_frames(profile, rate)
+                starts = set(keyframe_plan(n_frames, cc.gop_size) if keyframes is None
+                             else keyframes)
                 a = None
                 if audio is not None:
                     snd = soundfile.SoundFile(str(audio))
@@ -482,6 +632,11 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     else:
                         item.pts = i
                         item.time_base = cc.time_base
+                        # A decoded frame keeps the picture type its source gave it (I, for
+                        # every frame of an intra-only ProRes shot), and libx264 and libx265
+                        # take a typed frame as an order: reset it (as the ffmpeg command
+                        # does), then ask for a keyframe only where the plan puts one.
+                        item.pict_type = PictureType.I if i in starts else PictureType.NONE
                         for p in v.encode(item):
                             out.mux(p)
                     count += 1
@@ -654,7 +809,8 @@ def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: in
             yield frame
 
 
-def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: str = "h264",
+def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
+            profile: str | Profile = "h264",
             *, audio: Path | None = None, base: Path | None = None,
             progress: Callable[[int, int], None] | None = None,
             subtitles: list | None = None, watch: Callable[[Any], None] | None = None
@@ -665,7 +821,7 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: 
     ``watch`` sees every encoded frame (see :func:`encode_master`); a ProRes master without
     burn-in copies the compressed frames of plain cuts, which ``watch`` does not see.
     """
-    if profile not in PROFILES:
+    if isinstance(profile, str) and profile not in PROFILES:
         raise AiprodError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}",
                           where="--profile")
     if not isinstance(timeline, otio.schema.Timeline):
@@ -676,25 +832,28 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path, profile: 
         base = base or path.parent
     meta = timeline.metadata.get(NAMESPACE, {})
     rate = timeline_rate(timeline)
-    n = sum(int(round(i.duration().value)) for i in
-            next(t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Video)
-            if not isinstance(i, otio.schema.Transition))
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    n = _timeline_length(timeline)
     if audio is None and meta.get("mix"):
         audio = url_to_path(meta["mix"], base)
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
-    copy = profile == "prores" and not subtitles
+    copy = prof.codec == "prores" and not subtitles
     frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy)
     if subtitles:
         frames = burn_in(frames, subtitles, rate, width, height)
     return encode_master(frames, n, rate, width, height, Path(output),
-                         PROFILES[profile], Path(audio) if audio else None,
-                         progress=progress, copy_packets=copy, watch=watch)
+                         prof, Path(audio) if audio else None,
+                         progress=progress, copy_packets=copy, watch=watch,
+                         keyframes=master_keyframes(timeline, prof))
 
 
 def probe(path: str | Path) -> dict:
-    """What a player sees in a file: codec, profile, pixel format, colour tags, rate, lengths."""
+    """What a player sees in a file: codec, profile, level, pixel format, colour tags, rate,
+    lengths, and the video's GOP structure read from its packets: ``keyframes`` (frame
+    numbers in display order), ``reordered`` (frames shown before one decoded earlier,
+    i.e. B-frames), mean and peak bitrate (kbit/s; peak over any one-second window)."""
     import av
 
     with av.open(str(path)) as c:
@@ -702,12 +861,34 @@ def probe(path: str | Path) -> dict:
         if c.streams.video:
             s = c.streams.video[0]
             cc = s.codec_context
-            frames = s.frames or sum(1 for _ in c.demux(s))
+            rate = Fraction(s.average_rate)
+            tb = s.time_base
+            packets = [(p.pts, p.size, p.is_keyframe) for p in c.demux(s)
+                       if p.size and p.pts is not None]
+            first = min((pts for pts, _, _ in packets), default=0)
+            index = [int(round(Fraction(pts - first) * tb * rate)) for pts, _, _ in packets]
+            shown, reordered = -1, 0
+            for k in index:  # packets come in decode order
+                if k < shown:
+                    reordered += 1
+                shown = max(shown, k)
+            bits = np.zeros(max(index, default=-1) + 1)
+            for k, (_, size, _) in zip(index, packets):
+                bits[k] += size * 8
+            window = max(1, int(round(rate)))
+            seconds = len(bits) / rate if len(bits) else Fraction(1)
+            peak = np.convolve(bits, np.ones(window), "valid").max() if len(bits) >= window \
+                else bits.sum()
             info["video"] = {
-                "codec": cc.name, "profile": cc.profile, "pix_fmt": s.format.name,
-                "width": s.width, "height": s.height, "rate": Fraction(s.average_rate),
-                "frames": frames, "primaries": cc.color_primaries, "transfer": cc.color_trc,
-                "matrix": cc.colorspace, "range": cc.color_range, "tag": s.codec_tag,
+                "codec": cc.name, "profile": cc.profile, "level": cc.level,
+                "pix_fmt": s.format.name, "width": s.width, "height": s.height, "rate": rate,
+                "frames": len(packets), "primaries": cc.color_primaries,
+                "transfer": cc.color_trc, "matrix": cc.colorspace, "range": cc.color_range,
+                "tag": s.codec_tag,
+                "keyframes": sorted(k for k, (_, _, key) in zip(index, packets) if key),
+                "reordered": reordered,
+                "kbps": round(float(bits.sum() / seconds) / 1000, 1),
+                "peak_kbps_1s": round(float(peak) * float(rate) / window / 1000, 1),
             }
     with av.open(str(path)) as c:
         if c.streams.audio:
@@ -720,3 +901,102 @@ def probe(path: str | Path) -> dict:
                              "channels": s.codec_context.channels, "samples": samples,
                              "format": s.format.name}
     return info
+
+
+def cut_frames(timeline: otio.schema.Timeline) -> list[int]:
+    """Timeline frames where a hard cut starts a new clip or gap (not a dissolve or fade)."""
+    video = next(t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Video)
+    cuts, at, blended = [], 0, False
+    for item in video:
+        if isinstance(item, otio.schema.Transition):
+            blended = True
+            continue
+        if at and not blended:
+            cuts.append(at)
+        blended = False
+        at += int(round(item.duration().value))
+    return cuts
+
+
+def master_keyframes(timeline: otio.schema.Timeline, profile: Profile) -> list[int]:
+    """Where ``profile`` puts the keyframes of ``timeline``'s master (every frame, intra)."""
+    rate = timeline_rate(timeline)
+    n = _timeline_length(timeline)
+    cuts = cut_frames(timeline) if profile.keyframes_at_cuts else ()
+    return keyframe_plan(n, gop_frames(profile, rate), cuts)
+
+
+def _timeline_length(timeline: otio.schema.Timeline) -> int:
+    return sum(int(round(i.duration().value)) for i in
+               next(t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Video)
+               if not isinstance(i, otio.schema.Transition))
+
+
+def verify_master(path: str | Path, timeline: otio.schema.Timeline,
+                  profile: str | Profile) -> dict:
+    """Probe an encoded master and hold it to what ``profile`` promises for ``timeline``.
+
+    Checked: frame count and rate, size, keyframes exactly where :func:`master_keyframes`
+    puts them (so the GOP), B-frames in a long-GOP master, codec profile and (H.264) level,
+    pixel format, colour tags and range, and for a capped profile the VBV: the video's
+    packets replayed through the HRD's leaky bucket (filled at maxrate, one frame taken out
+    per frame period, starting 90 % full as x264 does) never run it dry.
+    Returns ``{"ok", "problems", "measured"}``; ``problems`` say what differs.
+    """
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    info = probe(path)
+    v = info.get("video")
+    if v is None:
+        return {"ok": False, "problems": ["no video stream"], "measured": info}
+    meta = timeline.metadata.get(NAMESPACE, {})
+    rate = timeline_rate(timeline)
+    width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
+    expected_keys = master_keyframes(timeline, prof)
+    want = {"frames": _timeline_length(timeline), "rate": rate, "width": width,
+            "height": height, "pix_fmt": prof.pix_fmt, "primaries": prof.primaries,
+            "transfer": prof.transfer, "matrix": prof.matrix, "range": 1}
+    problems = [f"{k} is {v[k]}, expected {e}" for k, e in want.items() if v[k] != e]
+    codec_profile = {"libx264": "High", "libx265": "Main 10"}.get(prof.codec)
+    if codec_profile and v["profile"] != codec_profile:
+        problems.append(f"codec profile is {v['profile']}, expected {codec_profile}")
+    if v["keyframes"] != expected_keys:
+        extra = sorted(set(v["keyframes"]) - set(expected_keys))
+        missing = sorted(set(expected_keys) - set(v["keyframes"]))
+        problems.append(f"{len(v['keyframes'])} keyframes, expected {len(expected_keys)} "
+                        f"(unexpected at {extra[:5]}, missing at {missing[:5]})")
+    if prof.gop_seconds is not None and prof.b_frames and not v["reordered"]:
+        problems.append("no B-frames in a long-GOP master")
+    if prof.capped:
+        maxrate, bufsize = bitrate_cap(width, height, rate)
+        if prof.codec == "libx264":
+            level = h264_level(width, height, rate, maxrate, bufsize)
+            if v["level"] != int(round(float(level) * 10)):
+                problems.append(f"level is {v['level'] / 10:g}, expected {level}")
+        dry = _vbv_underflows(path, rate, maxrate * 1000, bufsize * 1000)
+        if dry:
+            problems.append(f"VBV ({maxrate} kbit/s, {bufsize} kbit) runs dry at frames "
+                            f"{dry[:5]}")
+    measured = {k: v[k] for k in ("codec", "profile", "level", "frames", "kbps",
+                                  "peak_kbps_1s", "reordered")}
+    measured["keyframes"] = len(v["keyframes"])
+    measured["gop_frames"] = gop_frames(prof, rate)
+    measured["size_bytes"] = Path(path).stat().st_size
+    return {"ok": not problems, "problems": problems, "measured": measured}
+
+
+def _vbv_underflows(path: str | Path, rate: Fraction, maxrate: int, bufsize: int) -> list[int]:
+    """Frames (in decode order) that find the VBV buffer short of their bits (Annex C)."""
+    import av
+
+    with av.open(str(path)) as c:
+        sizes = [p.size * 8 for p in c.demux(c.streams.video[0]) if p.size]
+    fill = 0.9 * bufsize
+    per_frame = maxrate / float(rate)
+    dry = []
+    for k, bits in enumerate(sizes):
+        # a few bytes of slack per frame: packets carry the NAL length fields and SEI that
+        # x264's own buffer model leaves out
+        if bits > fill + 8 * 64:
+            dry.append(k)
+        fill = min(bufsize, max(0.0, fill - bits) + per_frame)
+    return dry

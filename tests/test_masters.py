@@ -1,0 +1,191 @@
+"""Masters as a delivery engineer probes them: GOP, keyframes, picture types, B-frames,
+level, bitrate cap, colour tags, frame count - read back from real encodes with PyAV's
+decoder and demuxer, against figures written out here."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import opentimelineio as otio
+import pytest
+
+from aiprod_post.audio.io import write_wav
+from aiprod_post.editing.conform import PROFILES, conform, encode_master, verify_master
+from aiprod_post.editing.timeline import NAMESPACE, path_to_url
+
+W, H, FPS = 320, 180, Fraction(24)
+SHOT_LENGTHS = (60, 70, 50)  # cuts at 60 and 130; 180 frames, 7.5 s
+GOP = 48  # 2 s at 24 fps
+
+
+def painted(n: int, seed: int):
+    """Moving sine-modulated RGB with a little grain: something an encoder must work at."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    phase = rng.uniform(0, 6, 3)
+    for k in range(n):
+        chans = [127 + 100 * np.sin((x + 3 * k) / (17 + 9 * c) + (y - 2 * k) / 23 + phase[c])
+                 for c in range(3)]
+        frame = np.stack(chans, axis=-1) + rng.normal(0, 3, (H, W, 3))
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def film(tmp_path_factory):
+    """Three intra-only ProRes shots cut together, and a mix."""
+    folder = tmp_path_factory.mktemp("masters")
+    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    for i, n in enumerate(SHOT_LENGTHS):
+        path = folder / f"shot{i}.mov"
+        encode_master(painted(n, i), n, FPS, W, H, path, PROFILES["prores"], None)
+        track.append(otio.schema.Clip(
+            name=f"shot{i}", media_reference=otio.schema.ExternalReference(path_to_url(path)),
+            source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, 24),
+                                                 otio.opentime.RationalTime(n, 24))))
+    tl = otio.schema.Timeline(name="film", metadata={NAMESPACE: {
+        "width": W, "height": H, "rate": "24"}})
+    tl.tracks.append(track)
+    t = np.arange(int(sum(SHOT_LENGTHS) * 2000)) / 48000
+    write_wav(folder / "mix.wav", np.stack([0.1 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1))
+    return folder, tl
+
+
+def decoded_types(path: Path) -> tuple[str, list[int]]:
+    """Picture types (I/P/B) in display order and the key frames, as the decoder says."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    return ("".join(" IPB"[int(f.pict_type)] for f in frames),
+            [k for k, f in enumerate(frames) if f.key_frame])
+
+
+def decode_order(path: Path) -> list[tuple[int, bool]]:
+    """(display frame number, keyframe) of each video packet, in decode order."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in c.demux(s) if p.size]
+    first = min(p for p, _ in packets)
+    return [(int(round((p - first) * s.time_base * FPS)), key) for p, key in packets]
+
+
+def assert_closed_gops(path: Path) -> None:
+    """No frame decoded after a keyframe is shown before it (nothing reaches back past a
+    GOP start)."""
+    order = decode_order(path)
+    start = 0
+    for shown, key in order:
+        if key:
+            start = shown
+        assert shown >= start, f"frame {shown} decoded after the GOP starting at {start}"
+
+
+def test_shots_are_intra_only(film):
+    folder, _ = film
+    types, keys = decoded_types(folder / "shot0.mov")
+    assert types == "I" * SHOT_LENGTHS[0] and keys == list(range(SHOT_LENGTHS[0]))
+
+
+def test_web_master_from_prores_shots_is_long_gop(film, tmp_path):
+    folder, tl = film
+    m = conform(tl, tmp_path / "web.mp4", "h264", audio=folder / "mix.wav")
+    types, keys = decoded_types(m)
+    assert len(types) == 180
+    assert keys == [0, 48, 96, 144]  # a closed GOP of 2 s; the cuts get none
+    assert [k for k, t in enumerate(types) if t == "I"] == keys
+    assert types.count("B") > 60 and "BBB" not in types  # 2 consecutive B-frames at most
+    assert_closed_gops(m)
+    sei = m.read_bytes()
+    for setting in (b"keyint=48", b"open_gop=0", b"scenecut=0", b"bframes=2", b"b_pyramid=2",
+                    b"vbv_maxrate=1000", b"vbv_bufsize=2000"):
+        assert setting in sei  # as x264 records its settings in the stream
+    check = verify_master(m, tl, "h264")
+    assert check["ok"], check["problems"]
+    assert check["measured"]["keyframes"] == 4 and check["measured"]["level"] == 20
+
+
+def test_keyframes_at_cuts_where_the_profile_asks(film, tmp_path):
+    folder, tl = film
+    at_cuts = dataclasses.replace(PROFILES["h264"], keyframes_at_cuts=True)
+    m = conform(tl, tmp_path / "cuts.mp4", at_cuts, audio=folder / "mix.wav")
+    types, keys = decoded_types(m)
+    assert keys == [0, 48, 60, 108, 130, 178]  # the GOP count restarts at each cut
+    assert [k for k, t in enumerate(types) if t == "I"] == keys
+    assert_closed_gops(m)
+    assert verify_master(m, tl, at_cuts)["ok"]
+
+
+def test_hevc_hdr_master_is_long_gop(film, tmp_path):
+    folder, tl = film
+    m = conform(tl, tmp_path / "pq.mov", "hdr-pq", audio=folder / "mix.wav")
+    types, keys = decoded_types(m)
+    assert len(types) == 180 and keys == [0, 48, 96, 144]
+    assert [k for k, t in enumerate(types) if t == "I"] == keys
+    assert types.count("B") > 60
+    assert_closed_gops(m)
+    check = verify_master(m, tl, "hdr-pq")
+    assert check["ok"], check["problems"]
+
+
+def test_prores_master_stays_intra(film, tmp_path):
+    folder, tl = film
+    m = conform(tl, tmp_path / "master.mov", "prores", audio=folder / "mix.wav")
+    types, keys = decoded_types(m)
+    assert types == "I" * 180 and keys == list(range(180))
+    assert verify_master(m, tl, "prores")["ok"]
+
+
+def test_verify_master_names_a_wrong_gop(film, tmp_path):
+    folder, tl = film
+    # every frame forced to a keyframe: the intra-only web master this check is for
+    frames = (f for n, s in zip(SHOT_LENGTHS, range(3)) for f in painted(n, s))
+    m = encode_master(frames, 180, FPS, W, H, tmp_path / "intra.mp4", PROFILES["h264"], None,
+                      keyframes=range(180))
+    assert decoded_types(m)[1] == list(range(180))
+    check = verify_master(m, tl, "h264")
+    assert not check["ok"]
+    assert any("180 keyframes, expected 4" in p for p in check["problems"])
+    assert any("no B-frames" in p for p in check["problems"])
+
+
+def noise(n: int):
+    rng = np.random.default_rng(7)
+    for _ in range(n):
+        yield rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def window_bits(path: Path, frames: int) -> float:
+    """Most video bits in any ``frames`` consecutive frames (display order)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        sizes = sorted((p.pts, p.size * 8) for p in c.demux(s) if p.size)
+    bits = np.array([b for _, b in sizes], float)
+    return float(np.convolve(bits, np.ones(frames), "valid").max())
+
+
+def test_web_bitrate_is_capped_for_streaming(tmp_path):
+    # noise at CRF 18 wants far more than the 1 Mbit/s a 180-line stream may have
+    n = 72
+    capped = encode_master(noise(n), n, FPS, W, H, tmp_path / "capped.mp4", PROFILES["h264"],
+                           None)
+    free = encode_master(noise(n), n, FPS, W, H, tmp_path / "free.mp4",
+                         dataclasses.replace(PROFILES["h264"], capped=False), None)
+    maxrate, bufsize = 1_000_000, 2_000_000  # bit/s, bits: the 360p row
+    # a leaky bucket of bufsize filled at maxrate can hand out at most this in 2 s
+    bound = maxrate * 2 + bufsize
+    assert window_bits(free, 48) > 2 * bound  # the uncapped encode really is over
+    assert window_bits(capped, 48) <= bound
+    total = sum(p.size * 8 for p in av.open(str(capped)).demux(video=0) if p.size)
+    assert total / (n / 24) <= maxrate * 1.3  # the first buffer's worth on top
+
+
+def test_level_fits_the_picture_and_the_cap(tmp_path):
+    # 1280x720 at 24 fps, 5 Mbit/s cap: 3600 macroblocks a frame needs level 3.1
+    frames = (np.full((720, 1280, 3), 40 + k, np.uint8) for k in range(12))
+    m = encode_master(frames, 12, FPS, 1280, 720, tmp_path / "l.mp4", PROFILES["h264"], None)
+    with av.open(str(m)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.profile, cc.level) == ("High", 31)
+        assert (cc.color_primaries, cc.color_trc, cc.colorspace) == (1, 1, 1)
