@@ -5,6 +5,9 @@ silently does nothing. CLI flags override what the file says.
 
 .. code-block:: toml
 
+    [project]
+    cast = "cast.toml"          # who the characters are (aiprod-post cast SCRIPT -o cast.toml)
+
     [output]
     width = 1920
     height = 1080
@@ -46,18 +49,21 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import AiprodError
 from .plan import FrameRate
 
-__all__ = ["Project", "load_project", "DELIVERY_PROFILES", "DeliveryProfile"]
+__all__ = ["Project", "load_project", "read_toml_model", "DELIVERY_PROFILES", "DeliveryProfile"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class OutputSettings(_Strict):
@@ -128,7 +134,12 @@ class AudioSettings(_Strict):
     tts_device: str = "cpu"
 
 
+class ProjectSection(_Strict):
+    cast: str | None = Field(None, description="the cast file (Cast.1 TOML) the film uses")
+
+
 class Project(_Strict):
+    project: ProjectSection = Field(default_factory=ProjectSection)
     output: OutputSettings = Field(default_factory=OutputSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     characters: dict[str, CharacterSettings] = Field(default_factory=dict)
@@ -161,24 +172,38 @@ DELIVERY_PROFILES: dict[str, DeliveryProfile] = {
 }
 
 
-def load_project(path: str | Path) -> Project:
-    """Read and check a project file; errors name the file and the key."""
+def read_toml_model(path: str | Path, model: type[_M], what: str,
+                    check: Callable[[dict], None] | None = None) -> _M:
+    """Read a TOML file into ``model``; errors name the file and the key at fault.
+
+    ``check`` sees the decoded table first (a schema version, say)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AiprodError("no such project file", source=path) from None
+        raise AiprodError(f"no such {what}", source=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise AiprodError(f"invalid TOML: {exc}", source=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise AiprodError(f"cannot read: {exc}", source=path) from None
+    if check is not None:
+        try:
+            check(data)
+        except AiprodError as exc:
+            raise exc.with_source(path) from None
     try:
-        project = Project.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         raise AiprodError(f"{msg}", source=path, where=key) from None
+
+
+def load_project(path: str | Path) -> Project:
+    """Read and check a project file; errors name the file and the key."""
+    path = Path(path)
+    project = read_toml_model(path, Project, "project file")
     project.root = str(path.parent)
     for name in project.output.profiles or []:
         if name not in DELIVERY_PROFILES:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
-import hashlib
 import os
 import re
 import shutil
@@ -32,6 +31,7 @@ from aiprod_post.errors import MediaError
 
 __all__ = [
     "Voice",
+    "Speaker",
     "Delivery",
     "TimedUnit",
     "Speech",
@@ -39,6 +39,7 @@ __all__ = [
     "EspeakEngine",
     "delivery_for",
     "assign_voices",
+    "voice_settings",
     "speakable_text",
     "OUTPUT_RATE",
 ]
@@ -189,36 +190,97 @@ def speakable_text(text: str) -> str:
 
 # ----------------------------------------------------------------- voices
 
-# espeak-ng language names: "en" is British English, the others as written.
-_VOICE_BANK = [
-    ("en", "m3"), ("en-us", "f2"), ("en-gb-scotland", "m2"), ("en-us", "m7"),
-    ("en", "f4"), ("en-us", "m1"), ("en-gb-x-rp", "f1"), ("en-us-nyc", "m6"),
-    ("en", "m5"), ("en-us", "f5"), ("en-029", "m4"), ("en-gb-x-gbclan", "f3"),
-]
+
+@dataclass(frozen=True)
+class Speaker:
+    """What the script says about whoever speaks: ``gender`` (``female``, ``male`` or
+    ``unknown``) and ``age`` in years (None when the script does not say)."""
+
+    gender: str = "unknown"
+    age: int | None = None
 
 
-def assign_voices(names: list[str], overrides: dict[str, Voice] | None = None) -> dict[str, Voice]:
-    """A distinct, stable voice per character, assigned in cast order.
+# espeak-ng variants (voices/!v) by who speaks, in order of preference: the f* and m*
+# formant sets, then the named female and male variants; "grandma" and "grandpa" are
+# espeak-ng's older voices, so they come first for older speakers.
+_VARIANTS = {
+    "female": ["f2", "f4", "f5", "f1", "f3", "steph", "belinda", "Andrea", "Alicia", "linda"],
+    "female-older": ["grandma", "f1", "f4", "aunty", "f2", "f3", "f5", "steph"],
+    "male": ["m3", "m1", "m7", "m2", "m6", "m5", "m4", "m8"],
+    "male-older": ["grandpa", "m2", "m6", "m3", "m1", "m7", "m5", "m4"],
+    # children's voices are the lighter formant sets pitched up
+    "child": ["f5", "f2", "steph", "f4", "belinda", "f3"],
+    # nothing said: alternate, so neither is the default for everyone
+    "unknown": ["m5", "f3", "m4", "f1", "m8", "f5", "m6", "f4"],
+}
+# accents only widen the bank once a pool's variants are all taken
+_ACCENTS = ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc", "en-029",
+            "en-gb-x-gbclan"]
 
-    Each name hashes to a preferred slot of the voice bank; a taken slot moves
-    to the next free one. A character keeps their voice when others are added
-    after them. ``overrides`` (from the project file) win.
+
+def _pool(speaker: Speaker) -> str:
+    if speaker.age is not None and speaker.age < 13:
+        return "child"
+    if speaker.gender in ("female", "male"):
+        older = speaker.age is not None and speaker.age >= 55
+        return speaker.gender + ("-older" if older else "")
+    return "unknown"
+
+
+def voice_settings(speaker: Speaker) -> tuple[int, int]:
+    """(pitch 0-100, rate in words a minute) for an age: children high and quick, older
+    speakers lower and slower; 50 and 165 when the age is not known.
+
+    >>> voice_settings(Speaker("female", 8)), voice_settings(Speaker("male", 70))
+    ((80, 175), (36, 145))
+    """
+    age = speaker.age
+    if age is None:
+        return 50, 165
+    if age < 13:
+        return 80, 175
+    if age < 20:
+        return 62, 172
+    if age < 35:
+        return 54, 168
+    if age < 55:
+        return 46, 160
+    return (40 if speaker.gender == "female" else 36), 145
+
+
+def assign_voices(names: list[str], overrides: dict[str, Voice] | None = None,
+                  speakers: dict[str, Speaker] | None = None) -> dict[str, Voice]:
+    """A voice per character, in cast order, no two alike (language and variant).
+
+    A speaker's gender picks the espeak-ng variant pool (female, male, child, older),
+    their age the pitch and rate. Voices are handed out in cast order, so a
+    character keeps their voice when others are added after them. ``overrides``
+    (from the cast or project file) win and are never handed to anyone else; two
+    characters share a voice only when the overrides say so.
+
+    >>> v = assign_voices(["NELL", "IVO"], speakers={"NELL": Speaker("female", 65),
+    ...                                              "IVO": Speaker("male", 20)})
+    >>> v["NELL"].name, v["IVO"].name, v["IVO"].pitch
+    ('en+grandma', 'en+m3', 54)
     """
     overrides = {k.upper(): v for k, v in (overrides or {}).items()}
-    taken: set[int] = set()
+    speakers = {k.upper(): v for k, v in (speakers or {}).items()}
+    taken = {(v.language, v.variant) for v in overrides.values()}
     out: dict[str, Voice] = {}
     for name in names:
         if name.upper() in overrides:
             out[name] = overrides[name.upper()]
             continue
-        digest = hashlib.sha256(name.upper().encode()).digest()
-        slot = digest[0] % len(_VOICE_BANK)
-        while slot in taken and len(taken) < len(_VOICE_BANK):
-            slot = (slot + 1) % len(_VOICE_BANK)
-        taken.add(slot)
-        language, variant = _VOICE_BANK[slot]
-        out[name] = Voice(language, variant, pitch=35 + digest[1] % 31, range=40 + digest[2] % 31,
-                          rate=150 + digest[3] % 31)
+        speaker = speakers.get(name.upper(), Speaker())
+        pool = _VARIANTS[_pool(speaker)]
+        choice = next(((lang, var) for lang in _ACCENTS for var in pool
+                       if (lang, var) not in taken), None)
+        if choice is None:  # every accent of the pool taken: any free voice at all
+            choice = next(((lang, var) for lang in _ACCENTS for p in _VARIANTS.values()
+                           for var in p if (lang, var) not in taken), (_ACCENTS[0], pool[0]))
+        taken.add(choice)
+        pitch, rate = voice_settings(speaker)
+        out[name] = Voice(choice[0], choice[1], pitch=pitch, range=50, rate=rate)
     return out
 
 

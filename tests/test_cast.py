@@ -1,0 +1,238 @@
+"""The cast: facts read from the script with their lines, the cast file, and what it drives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiprod_post.cast import (
+    Cast,
+    describe,
+    load_cast,
+    read_cast,
+    save_cast,
+)
+from aiprod_post.errors import AiprodError
+from aiprod_post.fountain import parse, parse_file
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "the_last_ferry.fountain"
+
+
+def cast_of(text: str) -> Cast:
+    return read_cast(parse(text))
+
+
+def f0_hz(samples: np.ndarray, rate: int = 48000) -> float:
+    """Median fundamental frequency of the voiced 40 ms frames, by autocorrelation
+    (60-400 Hz): a reference independent of the synthesiser's own pitch setting."""
+    n = int(0.04 * rate)
+    peak = np.abs(samples).max()
+    found = []
+    for i in range(0, len(samples) - n, n // 2):
+        frame = samples[i:i + n] - samples[i:i + n].mean()
+        if np.sqrt((frame ** 2).mean()) < 0.02 * peak:
+            continue
+        ac = np.correlate(frame, frame, "full")[n - 1:]
+        lo, hi = rate // 400, rate // 60
+        k = lo + int(np.argmax(ac[lo:hi]))
+        if ac[k] > 0.5 * ac[0]:
+            found.append(rate / k)
+    return float(np.median(found))
+
+
+# ---------------------------------------------------------------- reading the script
+
+
+def test_example_cast_facts_come_with_their_lines():
+    cast = read_cast(parse_file(EXAMPLE))
+    lines = EXAMPLE.read_text().splitlines()
+    nell, ivo, jonah = (cast.characters[k] for k in ("NELL", "IVO", "JONAH"))
+    assert (nell.gender, nell.age_band, nell.wardrobe, nell.colours) == \
+        ("female", "older", ["yellow oilskin"], ["yellow"])
+    # every fact points at a line of the script that says it
+    assert "NELL, sixties, in a yellow oilskin" in lines[nell.lines["introduction"][0] - 1]
+    assert "yellow oilskin" in lines[nell.lines["wardrobe"][0] - 1]
+    assert lines[nell.lines["gender"][0] - 1].startswith("She points")
+    assert (ivo.gender, ivo.age) == ("male", 20)
+    assert " his bag" in lines[ivo.lines["gender"][0] - 1]
+    assert (jonah.gender, jonah.age_band, jonah.beard) == ("male", "older", True)
+    assert "Nell's brother" in lines[jonah.lines["gender"][0] - 1]
+    assert nell.description == "an older woman in a yellow oilskin"
+
+
+def test_what_the_script_does_not_say_stays_unknown_whatever_the_name():
+    cast = cast_of("""INT. ROOM - DAY
+
+MARY and JOHN sit at a table. The clock ticks.
+
+MARY
+Well?
+
+JOHN
+Well what?
+""")
+    for ch in cast.characters.values():
+        assert (ch.gender, ch.age, ch.age_band, ch.wardrobe, ch.hair, ch.beard) == \
+            ("unknown", None, "unknown", [], None, None)
+        assert ch.description == "a person"
+
+
+def test_titles_role_words_and_pronouns_give_gender():
+    cast = cast_of("""EXT. GARDEN - DAY
+
+MRS. HALE prunes roses. A TALL STRANGER, forties, in a grey suit and black hat, waits at the gate. He coughs.
+
+MRS. HALE
+We're closed.
+
+OLD MAN
+I'm not buying.
+
+TALL STRANGER
+Nor am I.
+
+KIT, a girl of eight, runs past them. She laughs.
+
+KIT
+Grandad!
+""")
+    c = cast.characters
+    assert c["MRS. HALE"].gender == "female"
+    assert (c["OLD MAN"].gender, c["OLD MAN"].age_band) == ("male", "older")
+    assert (c["KIT"].gender, c["KIT"].age, c["KIT"].age_band) == ("female", 8, "child")
+    stranger = c["TALL STRANGER"]
+    assert (stranger.gender, stranger.age_band, stranger.wardrobe[0], stranger.colours) == \
+        ("male", "middle", "grey suit", ["grey", "black"])
+
+
+@pytest.mark.parametrize("intro, age", [
+    ("ROSA (62) sorts mail.", 62), ("ROSA, mid-thirties, sorts mail.", 35),
+    ("ROSA, late 40s, sorts mail.", 48), ("ROSA, elderly, sorts mail.", 75),
+    ("ROSA, a 17-year-old in a red hoodie, sorts mail.", 17),
+    ("ROSA, twenty-two, sorts mail.", 22), ("ROSA sorts mail.", None),
+])
+def test_ages_as_scripts_write_them(intro, age):
+    cast = cast_of(f"INT. POST OFFICE - DAY\n\n{intro}\n\nROSA\nNext.\n")
+    assert cast.characters["ROSA"].age == age
+
+
+def test_hair_beard_glasses_and_build():
+    cast = cast_of("""INT. LAB - NIGHT
+
+DR. OKAFOR, fifties, stocky, bald, wire-rimmed glasses, a white lab coat over a blue shirt, reads a chart. ZED, long red hair, clean-shaven, in a green parka, hums.
+
+DR. OKAFOR
+Again.
+
+ZED
+Again.
+""")
+    ok, zed = cast.characters["DR. OKAFOR"], cast.characters["ZED"]
+    assert (ok.hairstyle, ok.glasses, ok.build, ok.wardrobe[:2], ok.colours[:2]) == \
+        ("bald", True, "stocky", ["white lab coat", "blue shirt"], ["white", "blue"])
+    assert ok.figure.hair_style == "bald" and ok.figure.build > 1.1 and ok.figure.glasses
+    assert (zed.hair, zed.hairstyle, zed.beard, zed.colours) == ("red", "long", False, ["green"])
+    assert zed.gender == "unknown"  # nothing says
+
+
+def test_describe_names_the_person_the_same_way_every_time():
+    cast = read_cast(parse_file(EXAMPLE))
+    assert describe(cast.characters["JONAH"]) == "an older man with a beard"
+    assert read_cast(parse_file(EXAMPLE)) == cast  # deterministic
+
+
+# ---------------------------------------------------------------- voices
+
+
+def test_nell_gets_a_female_voice_and_sounds_higher_than_ivo():
+    from aiprod_post.audio.tts import EspeakEngine, Voice
+
+    cast = read_cast(parse_file(EXAMPLE))
+    nell, ivo = cast.characters["NELL"], cast.characters["IVO"]
+    assert nell.voice.split("+")[1] in ("grandma", "f1", "f2", "f3", "f4", "f5")
+    assert ivo.voice.split("+")[1].startswith("m")
+
+    def heard(ch) -> float:
+        language, _, variant = ch.voice.partition("+")
+        speech = EspeakEngine().synthesize("Ferry's gone. It left at six, and there is no other.",
+                                           Voice(language, variant, ch.pitch, 50, ch.rate))
+        return f0_hz(speech.samples)
+
+    # female speech sits near 165-255 Hz, male near 85-155 Hz
+    assert heard(nell) > 160 > 140 > heard(ivo)
+    assert nell.rate < ivo.rate  # older speakers slower
+
+
+def test_no_two_characters_share_a_voice_unless_the_cast_says_so(tmp_path):
+    from aiprod_post.audio.tts import Speaker, assign_voices
+
+    names = [f"W{i}" for i in range(14)] + [f"M{i}" for i in range(14)]
+    speakers = {n: Speaker("female" if n[0] == "W" else "male", 30) for n in names}
+    voices = assign_voices(names, speakers=speakers)
+    assert len({(v.language, v.variant) for v in voices.values()}) == len(names)
+    assert all(voices[n].variant in ("f1", "f2", "f3", "f4", "f5", "steph", "belinda", "Andrea",
+                                     "Alicia", "linda") for n in names if n[0] == "W")
+    # the cast file may give two characters one voice on purpose
+    text = cast_file_text(tmp_path, extra={"IVO": 'voice = "en+m3"', "JONAH": 'voice = "en+m3"'})
+    cast = load_cast(text)
+    assert cast.characters["IVO"].voice == cast.characters["JONAH"].voice == "en+m3"
+    assert cast.characters["NELL"].voice != "en+m3"
+
+
+def cast_file_text(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
+    """The example's cast file with lines added to characters' tables."""
+    path = tmp_path / "cast.toml"
+    save_cast(read_cast(parse_file(EXAMPLE)), path)
+    text = path.read_text()
+    for name, line in (extra or {}).items():
+        key = line.split("=")[0].strip()
+        lines = text.splitlines()
+        start = lines.index(f"[characters.{name}]")
+        end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("["))
+        lines = [ln for i, ln in enumerate(lines) if not (start < i < end and
+                                                           ln.startswith(f"{key} ="))]
+        lines.insert(start + 1, line)
+        text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- the cast file
+
+
+def test_cast_file_round_trips_and_edits_win(tmp_path):
+    path = tmp_path / "cast.toml"
+    cast = read_cast(parse_file(EXAMPLE))
+    save_cast(cast, path)
+    assert load_cast(path) == cast
+    edited = cast_file_text(tmp_path, {"NELL": 'description = "a fisherwoman in her sixties"'})
+    path.write_text(edited.read_text().replace('coat = "#e8c020"', 'coat = "red"'))
+    again = load_cast(path)
+    assert again.characters["NELL"].description == "a fisherwoman in her sixties"
+    assert again.characters["NELL"].figure.coat == "#be1e23"  # "red", as written
+    assert again.characters["NELL"].voice == cast.characters["NELL"].voice
+
+
+@pytest.mark.parametrize("line, key, message", [
+    ('shoe_size = 9', "characters.NELL.shoe_size", "unknown key"),
+    ('gender = "femme"', "characters.NELL.gender", "female"),
+    ('pitch = 140', "characters.NELL.pitch", "less than or equal to 100"),
+    ('colours = ["mauvish"]', "characters.NELL.colours", "colour"),
+    ('voice = "en f2"', "characters.NELL.voice", "language[+variant]"),
+])
+def test_bad_cast_file_names_the_key(tmp_path, line, key, message):
+    path = cast_file_text(tmp_path, {"NELL": line})
+    with pytest.raises(AiprodError) as info:
+        load_cast(path)
+    assert info.value.where == key and message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_cast_file_needs_its_schema_version(tmp_path):
+    path = tmp_path / "cast.toml"
+    path.write_text('schema_version = "Cast.9"\n')
+    with pytest.raises(AiprodError, match="schema_version"):
+        load_cast(path)
