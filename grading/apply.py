@@ -1,12 +1,16 @@
 """Applying a LUT: tetrahedral by default (trilinear on request); inputs outside the
-domain clamp to its edges, as OpenColorIO and Resolve do.
+domain clamp to its edges, as OpenColorIO and Resolve do, per channel and per stage
+(prelut, 1D, 3D). NaN is taken as the bottom of the domain and ±inf as its edges,
+as OpenColorIO's CPU path does: the result is always finite.
 
-Three paths give the same numbers:
+Four paths give the same numbers:
 
 * :func:`apply_lut` — float, vectorised NumPy: the reference, any bit depth;
 * :class:`FrameGrader` — 8-bit video frames: the LUT is evaluated once for all 2^24
   colours (a 64 MiB table, built by a compiled kernel) and each frame is then one
   table look-up per pixel; exact, since every 8-bit input has its entry;
+* :class:`FloatFrameGrader` — frames above 8 bits (uint16 ``rgb48``) and float frames:
+  one compiled pass per frame in float32, no 8-bit step;
 * :func:`apply_lut_torch` — the same tetrahedral maths on a CUDA device, when torch
   and a GPU are present.
 
@@ -23,13 +27,55 @@ from aiprod_post.errors import MediaError
 
 from .lut import LUT
 
-__all__ = ["apply_lut", "apply_shaper", "FrameGrader", "apply_lut_torch", "grade_uint8_torch",
-           "lut_to_uint8_table"]
+__all__ = ["apply_lut", "apply_shaper", "FrameGrader", "FloatFrameGrader", "apply_lut_torch",
+           "grade_uint8_torch", "lut_to_uint8_table", "cinespace_spline"]
+
+
+def cinespace_spline(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """A ``.csp`` prelut at ``x``: the Cinespace (Rising Sun Research) piecewise cubic
+    through the points (xs, ys), as OpenColorIO evaluates it: Hermite segments whose
+    slopes are the neighbours' central differences, quadratic end segments, straight
+    for two points, the end values outside the points.
+
+    >>> cinespace_spline(np.array([-1.0, 0.25, 2.0]), np.array([0.0, 0.5, 1.0]),
+    ...                  np.array([0.0, 0.5, 1.0])).tolist()
+    [0.0, 0.25, 1.0]
+    """
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    n = len(xs)
+    seg = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, n - 2)
+    delta = np.diff(xs)
+    f0, f1 = ys[:-1], ys[1:]
+    if n == 2:
+        a, b, c, d = f0, f1 - f0, np.zeros(1), np.zeros(1)
+    else:
+        # slopes at each segment's ends, in units of the segment's width
+        dfdx0 = np.zeros(n - 1)
+        dfdx1 = np.zeros(n - 1)
+        dfdx0[1:] = (ys[2:] - ys[:-2]) / (1 + delta[:-1] / delta[1:])
+        dfdx1[:-1] = (ys[2:] - ys[:-2]) / (1 + delta[1:] / delta[:-1])
+        a = f0.copy()
+        b = dfdx0.copy()
+        c = -3 * f0 - 2 * dfdx0 + 3 * f1 - dfdx1
+        d = 2 * f0 + dfdx0 - 2 * f1 + dfdx1
+        b[0], c[0], d[0] = -2 * f0[0] + 2 * f1[0] - dfdx1[0], f0[0] - f1[0] + dfdx1[0], 0.0
+        c[-1], d[-1] = -f0[-1] + f1[-1] - dfdx0[-1], 0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # ±inf: replaced by the ends below
+        z = (x - xs[seg]) / delta[seg]
+        y = a[seg] + z * (b[seg] + z * (c[seg] + d[seg] * z))
+    return np.where(x < xs[0], ys[0], np.where(x > xs[-1], ys[-1], y))
 
 
 def apply_shaper(x: np.ndarray, lut: LUT) -> np.ndarray:
-    """The 1D part, per channel, linear interpolation, clamped to its input range."""
+    """The 1D part (prelut, then shaper), per channel, linear interpolation, clamped to
+    each one's input range. NaN reads as the bottom of the range."""
+    x = np.where(np.isnan(x), -np.inf, x)
+    if lut.prelut is not None:
+        x = np.stack([cinespace_spline(x[..., c], xs, ys) for c, (xs, ys) in
+                      enumerate(lut.prelut)], axis=-1)
     sh = lut.shaper
+    if sh is None:
+        return x.astype(np.float64)
     n = sh.shape[0]
     out = np.empty_like(x, dtype=np.float64)
     for c in range(3):
@@ -87,14 +133,18 @@ def apply_lut(rgb: np.ndarray, lut: LUT, method: str = "tetrahedral",
     if shape[-1] != 3:
         raise MediaError("expected RGB values in the last axis")
     y = x.reshape(-1, 3)
-    if lut.shaper is not None:
+    if lut.shaper is not None or lut.prelut is not None:
         y = apply_shaper(y, lut)
     if lut.table is not None:
         t = np.clip((y - lut.domain_min) / (lut.domain_max - lut.domain_min), 0.0, 1.0)
+        t[np.isnan(t)] = 0.0  # NaN in: the bottom of the domain, as OpenColorIO
         y = (_tetrahedral if method == "tetrahedral" else _trilinear)(t, lut.table)
     y = y.reshape(shape)
     if strength != 1.0:
-        y = x + strength * (y - x)
+        # the mix with the source reads NaN as 0 and ±inf as the float32 extremes
+        src = np.nan_to_num(x, nan=0.0, posinf=np.finfo(np.float32).max,
+                            neginf=np.finfo(np.float32).min)
+        y = src + strength * (y - src)
     return y
 
 
@@ -108,7 +158,7 @@ def lut_to_uint8_table(lut: LUT, strength: float = 1.0, method: str = "tetrahedr
     """
     levels = np.arange(256, dtype=np.float64) / 255.0
     x = np.repeat(levels[:, None], 3, axis=1)
-    if lut.shaper is not None:
+    if lut.shaper is not None or lut.prelut is not None:
         x = apply_shaper(x, lut)
     kernel = _table_kernel() if method == "tetrahedral" and lut.table is not None else None
     if kernel is None:
@@ -131,6 +181,32 @@ def lut_to_uint8_table(lut: LUT, strength: float = 1.0, method: str = "tetrahedr
 
 
 _TABLE = None
+_TETRAHEDRON = None
+
+
+def _tetrahedron():
+    """A compiled helper: which of the six tetrahedra holds the fractions (fr, fg, fb),
+    as the two steps along it (flat offsets s1, s2) and its sorted fractions."""
+    global _TETRAHEDRON
+    if _TETRAHEDRON is None:
+        import numba
+
+        @numba.njit(inline="always", nogil=True, cache=True)
+        def tetrahedron(fr, fg, fb, sr, sg):
+            if fr >= fg:
+                if fg >= fb:
+                    return sr, sr + sg, fr, fg, fb
+                if fr >= fb:
+                    return sr, sr + 1, fr, fb, fg
+                return 1, 1 + sr, fb, fr, fg
+            if fb >= fg:
+                return 1, 1 + sg, fb, fg, fr
+            if fb >= fr:
+                return sg, sg + 1, fg, fb, fr
+            return sg, sg + sr, fg, fr, fb
+
+        _TETRAHEDRON = tetrahedron
+    return _TETRAHEDRON
 
 
 def _table_kernel():
@@ -142,6 +218,7 @@ def _table_kernel():
     except ImportError:  # pragma: no cover
         _TABLE = False
         return None
+    tetrahedron = _tetrahedron()
 
     @numba.njit(boundscheck=False, nogil=True, cache=True)
     def build(off, frac, flat, n, strength, table):
@@ -154,20 +231,7 @@ def _table_kernel():
                     fr = frac[r, 0]
                     fg = frac[g, 1]
                     fb = frac[b, 2]
-                    if fr >= fg:
-                        if fg >= fb:
-                            s1 = sr; s2 = sr + sg; f1 = fr; f2 = fg; f3 = fb  # noqa: E702
-                        elif fr >= fb:
-                            s1 = sr; s2 = sr + 1; f1 = fr; f2 = fb; f3 = fg  # noqa: E702
-                        else:
-                            s1 = 1; s2 = 1 + sr; f1 = fb; f2 = fr; f3 = fg  # noqa: E702
-                    else:
-                        if fb >= fg:
-                            s1 = 1; s2 = 1 + sg; f1 = fb; f2 = fg; f3 = fr  # noqa: E702
-                        elif fb >= fr:
-                            s1 = sg; s2 = sg + 1; f1 = fg; f2 = fb; f3 = fr  # noqa: E702
-                        else:
-                            s1 = sg; s2 = sg + sr; f1 = fg; f2 = fr; f3 = fb  # noqa: E702
+                    s1, s2, f1, f2, f3 = tetrahedron(fr, fg, fb, sr, sg)
                     w0 = 1.0 - f1
                     w1 = f1 - f2
                     w2 = f2 - f3
@@ -233,6 +297,127 @@ class FrameGrader:
         idx = (frame[..., 0].astype(np.int64) << 16) | (frame[..., 1].astype(np.int64) << 8) \
             | frame[..., 2]
         return self.table[idx][..., :3]
+
+
+_FLOAT = None
+
+
+def _float_kernel():
+    global _FLOAT
+    if _FLOAT is not None:
+        return _FLOAT
+    import numba
+
+    tetrahedron = _tetrahedron()
+
+    @numba.njit(boundscheck=False, nogil=True, cache=True, fastmath=False)
+    def grade(img, out, in_scale, quantise, lut1d, lo1, k1, flat, n, lo3, k3, strength):
+        h, w = img.shape[0], img.shape[1]
+        m = lut1d.shape[0]
+        sr = n * n
+        sg = n
+        v = np.empty(3, np.float32)
+        src = np.empty(3, np.float32)
+        for y in range(h):
+            for x in range(w):
+                for c in range(3):
+                    a = np.float32(img[y, x, c]) * in_scale
+                    src[c] = a
+                    if m > 0:
+                        t = (a - lo1[c]) * k1[c]
+                        if not t > 0:  # below, -inf and NaN: the bottom of the range
+                            t = np.float32(0)
+                        elif t > m - 1:
+                            t = np.float32(m - 1)
+                        i = min(np.int64(t), m - 2)
+                        f = t - i
+                        a = lut1d[i, c] + f * (lut1d[i + 1, c] - lut1d[i, c])
+                    v[c] = a
+                if n > 0:
+                    for c in range(3):
+                        t = (v[c] - lo3[c]) * k3[c]
+                        if not t > 0:
+                            t = np.float32(0)
+                        elif t > n - 1:
+                            t = np.float32(n - 1)
+                        v[c] = t
+                    ir = min(np.int64(v[0]), n - 2)
+                    ig = min(np.int64(v[1]), n - 2)
+                    ib = min(np.int64(v[2]), n - 2)
+                    fr = v[0] - ir
+                    fg = v[1] - ig
+                    fb = v[2] - ib
+                    base = ir * sr + ig * sg + ib
+                    s1, s2, f1, f2, f3 = tetrahedron(fr, fg, fb, sr, sg)
+                    i3 = base + sr + sg + 1
+                    for c in range(3):
+                        v[c] = ((1 - f1) * flat[base, c] + (f1 - f2) * flat[base + s1, c]
+                                + (f2 - f3) * flat[base + s2, c] + f3 * flat[i3, c])
+                for c in range(3):
+                    a = v[c]
+                    if strength != 1:
+                        b = src[c]
+                        if b != b:
+                            b = np.float32(0)
+                        a = b + strength * (a - b)
+                    if quantise:
+                        a = a * np.float32(65535) + np.float32(0.5)
+                        out[y, x, c] = 0 if not a > 0 else (65535 if a >= 65535 else a)
+                    else:
+                        out[y, x, c] = a
+        return out
+
+    _FLOAT = grade
+    return grade
+
+
+class FloatFrameGrader:
+    """Grade frames above 8 bits in float32, one compiled pass per frame.
+
+    ``uint16`` frames (``rgb48``, full 0..65535) come back as ``uint16``; ``float32``
+    frames come back as ``float32`` (unclamped, what the LUT gives). A ``.csp`` prelut
+    is resampled on 65536 points per channel, as OpenColorIO resamples it.
+
+    >>> g = FloatFrameGrader(LUT.identity(5))
+    >>> g(np.array([[[0, 1000, 65535]]], np.uint16)).tolist()
+    [[[0, 1000, 65535]]]
+    """
+
+    def __init__(self, lut: LUT, strength: float = 1.0) -> None:
+        f32 = np.float32
+        lo1, k1 = np.zeros(3, f32), np.ones(3, f32)
+        lut1d = np.zeros((0, 3), f32)
+        if lut.prelut is not None:
+            lo = np.array([xs[0] for xs, _ in lut.prelut])
+            hi = np.array([xs[-1] for xs, _ in lut.prelut])
+            grid = lo + np.linspace(0.0, 1.0, 65536)[:, None] * (hi - lo)
+            lut1d = apply_shaper(grid, lut).astype(f32)
+            lo1, k1 = lo.astype(f32), (65535 / (hi - lo)).astype(f32)
+        elif lut.shaper is not None:
+            lut1d = lut.shaper.astype(f32)
+            lo1 = lut.shaper_min.astype(f32)
+            k1 = ((lut1d.shape[0] - 1) / (lut.shaper_max - lut.shaper_min)).astype(f32)
+        n = 0 if lut.table is None else lut.table.shape[0]
+        self._args = (lut1d, lo1, k1,
+                      np.zeros((0, 3), f32) if n == 0 else
+                      np.ascontiguousarray(lut.table.reshape(-1, 3), dtype=f32), n,
+                      lut.domain_min.astype(f32),
+                      ((n - 1) / (lut.domain_max - lut.domain_min)).astype(f32),
+                      f32(strength))
+        self._kernel = _float_kernel()
+
+    def __call__(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if frame.dtype == np.uint16:
+            scale, quantise = np.float32(1 / 65535), True
+        elif frame.dtype == np.float32:
+            scale, quantise = np.float32(1), False
+        else:
+            raise MediaError(f"float grading takes uint16 or float32 frames, not {frame.dtype}")
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise MediaError("expected frames of H x W x 3")
+        if out is None:
+            out = np.empty_like(frame)
+        return self._kernel(np.ascontiguousarray(frame), out, scale, quantise, *self._args)
 
 
 _TORCH_TABLES: dict = {}
