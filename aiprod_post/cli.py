@@ -7,7 +7,9 @@ and exits 2 without writing output. An internal fault exits 1.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -123,7 +125,76 @@ def plan_table(plan: ShotPlan) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: What the machine refused, not a fault of ours: the user can fix these (free space, a
+#: writable folder, a path that is a folder), so they exit 2 with the file named.
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ENOENT,
+                errno.ELOOP, errno.EFBIG}
+
+
+def _os_error(exc: OSError) -> AiprodError | None:
+    """The user-facing error for an OSError the user can fix, else None (a fault: exit 1)."""
+    if exc.errno not in _USER_ERRNOS:
+        return None
+    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "the filesystem is read-only",
+            errno.ENOTDIR: "a part of the path is a file, not a folder",
+            errno.EEXIST: "a file is in the way where a folder is needed",
+            errno.EISDIR: "expected a file, found a folder"}.get(exc.errno,
+                                                                 exc.strerror or str(exc))
+    return AiprodError(f"cannot write or read here: {what}", source=exc.filename)
+
+
+def _sound_file_error(exc: Exception) -> AiprodError | None:
+    """libsndfile says only "System error." when a write fails: name the likely cause."""
+    try:
+        import soundfile
+    except ImportError:  # pragma: no cover - soundfile is a dependency
+        return None
+    if not isinstance(exc, soundfile.LibsndfileError):
+        return None
+    return AiprodError(f"audio file could not be written or read ({exc}); is the disk full "
+                       "or the folder read-only?")
+
+
+class _Cli(click.Group):
+    """Every command: project errors and refusals by the machine exit 2 on one line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AiprodError as exc:
+            _fail(exc)
+        except OSError as exc:
+            err = _os_error(exc)
+            if err is None:
+                raise
+            _fail(err)
+        except RuntimeError as exc:
+            err = _sound_file_error(exc)
+            if err is None:
+                raise
+            _fail(err)
+
+
+def _output_folder(path: Path) -> None:
+    """An output folder must be a folder (or not exist yet, under a folder)."""
+    if path.exists() and not path.is_dir():
+        raise AiprodError("expected an output folder, found a file", source=path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise AiprodError("a part of the output path is a file, not a folder",
+                                  source=parent)
+            if not os.access(parent, os.W_OK | os.X_OK) and not path.exists():
+                why = ("the filesystem is read-only"
+                       if os.statvfs(parent).f_flag & os.ST_RDONLY else "not writable")
+                raise AiprodError(f"cannot create the output folder here: {why}",
+                                  source=parent)
+            break
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aiprod-post")
 def main() -> None:
     """aiprod-post: a screenplay in; graded, mixed masters and an editable timeline out."""
@@ -446,6 +517,7 @@ def render_command(source: Path, output: Path, engine, profile, project, fps, si
     try:
         if not source.exists():
             raise AiprodError("no such file", source=source)
+        _output_folder(output)
         result = render(source, output, _render_options(engine, profile, project, fps, size,
                                                         seed, quiet, log_json, burn_in))
     except AiprodError as exc:

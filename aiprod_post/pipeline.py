@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import hashlib
 import html
 import json
@@ -41,7 +42,7 @@ import numpy as np
 
 from . import __version__
 from .checks import plan_problems
-from .errors import AiprodError, PlanError
+from .errors import AiprodError, MediaError, PlanError
 from .files import inside, sha256_file, write_atomic
 from .outlock import output_lock, remove_stale_temporaries
 from .plan import ShotPlan, format_frame_rate, load_plan, plan_to_json
@@ -55,6 +56,10 @@ CACHE_VERSION = "1"
 LINE_LEAD = 0.25  # seconds of picture before the first line of a shot
 LINE_GAP = 0.25  # between lines in one shot
 LINE_TAIL = 0.35  # after the last line
+
+
+#: Errors of the machine, not of a shot: retrying or slating cannot help.
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 
 def key_of(*parts: Any) -> str:
@@ -454,9 +459,13 @@ class _Render:
                         os.replace(last.with_suffix(".tmp.npy"), last)
                         error = None
                         break
+                    except MediaError:
+                        raise  # the user's media (a clip, a look) is bad input: exit 2, no slate
                     except AiprodError as exc:
                         error = str(exc)
                     except Exception as exc:  # noqa: BLE001 - one shot must not take all down
+                        if isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS:
+                            raise  # a full or read-only disk fails every shot: say so, once
                         error = f"{type(exc).__name__}: {exc}"
                 if error is not None:
                     self.failed[shot.id] = error

@@ -135,10 +135,32 @@ class WavWriter:
 
     def write(self, block: np.ndarray) -> None:
         # full scale is the largest positive 24-bit code: nothing wraps
-        self._f.write(np.clip(np.asarray(block, dtype=np.float64), -1.0, 1.0 - 2.0 ** -23))
+        try:
+            self._f.write(np.clip(np.asarray(block, dtype=np.float64), -1.0, 1.0 - 2.0 ** -23))
+        except RuntimeError as exc:  # soundfile.LibsndfileError: "System error."
+            raise self._refused(exc) from None
+
+    def _refused(self, exc: Exception) -> Exception:
+        """libsndfile reports a failed write as "System error.": name the file, and say the
+        disk is full where it is."""
+        import errno
+        import shutil
+
+        try:
+            full = shutil.disk_usage(self.path.parent).free < (1 << 20)
+        except OSError:
+            full = False
+        if full:
+            return OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return MediaError(f"cannot write audio: {exc}", source=self.path)
 
     def __exit__(self, kind, value, tb) -> bool:
-        self._f.close()
+        try:
+            self._f.close()
+        except RuntimeError as exc:
+            if kind is None:
+                self._atomic.__exit__(type(exc), exc, None)
+                raise self._refused(exc) from None
         return bool(self._atomic.__exit__(kind, value, tb))
 
 

@@ -13,6 +13,7 @@ does not grow with the length of the film.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import warnings
@@ -654,6 +655,9 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
             if profile.codec == "prores":
                 _set_mov_vendor(tmp, b"apl0")
     except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            # the disk, not the encoder: say so (the CLI names it and exits 2)
+            raise OSError(exc.errno, os.strerror(exc.errno), str(output)) from None
         raise MediaError(f"the {profile.codec} encoder refused {width}x{height} at {rate} fps: "
                          f"{exc}", source=output) from None
     finally:

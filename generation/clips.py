@@ -115,7 +115,7 @@ class ClipsEngine:
                 out = 0
                 current = None
                 src_index = 0
-                for frame in container.decode(stream):
+                for frame in _decoded(container, stream, path, shot.id):
                     img = fit_frame(frame.to_ndarray(format="rgb24"), W, H, self.fit)
                     # emit every output frame whose time falls within this source frame
                     while out < n and out / fps < (src_index + 1) / src_rate:
@@ -138,6 +138,18 @@ class ClipsEngine:
         render = ShotRender(shot, frames, f"clip:{path.name}", context.scene.light)
         render.notes = render_notes
         return render
+
+
+def _decoded(container, stream, path: Path, shot_id: str) -> Iterator:
+    """The clip's frames; a decode error part-way (a truncated or damaged file) is bad
+    input naming the file, not a failed shot to slate."""
+    import av
+
+    try:
+        yield from container.decode(stream)
+    except (av.error.FFmpegError, EOFError) as exc:
+        raise MediaError(f"clip for shot {shot_id} cannot be decoded: {exc}",
+                         source=path) from None
 
 
 def _combined_track(visemes: dict[str, list[str]], n: int) -> list[str]:
