@@ -1,21 +1,27 @@
-"""Timeline exports for the editor's tool of choice, through OpenTimelineIO's adapters.
+"""Timeline exports for the editor's tool of choice.
 
-=========  ==========================  ==============================================
-format     adapter                     opens in
-=========  ==========================  ==============================================
-otio       otio_json (built in)        DaVinci Resolve 18.5+, OTIO tools
-otioz      otioz (built in)            the same, media bundled in one zip
-fcp7       fcp_xml (otio-fcp-adapter)  Adobe Premiere Pro, Resolve, Final Cut Pro 7
-fcpxml     fcpx_xml                    Final Cut Pro, Resolve
-edl        cmx_3600                    anything: CMX 3600 EDL (picture track only)
-aaf        AAF (otio-aaf-adapter)      Avid Media Composer, Resolve, Pro Tools
-=========  ==========================  ==============================================
+=========  ===========================================  ===================================
+format     written by                                   opens in
+=========  ===========================================  ===================================
+otio       otio_json (built in)                         DaVinci Resolve 18.5+, OTIO tools
+otioz      otioz (built in)                             the same, media bundled in one zip
+fcp7       fcp_xml (otio-fcp-adapter), on whole frames  Adobe Premiere Pro, Resolve, FCP 7
+fcpxml     :mod:`.fcpxml` (ours)                        Final Cut Pro, Resolve
+edl        :mod:`.edl` (ours)                           anything: CMX 3600 (picture only)
+aaf        :mod:`.aaf` (ours, pyaaf2)                   Avid Media Composer, Pro Tools
+=========  ===========================================  ===================================
+
+Every format but .otio is written from one reading of the timeline in whole frames
+(:func:`.interchange.edit_of`): positions are rounded once, never clip by clip, so
+the formats agree with each other and with the .otio to within half a frame (exactly,
+for picture). Where an adapter was wrong or silent (dissolves and fades in FCPXML,
+EDL fades and marker timecode, AAF lengths and descriptors) the format is written
+here, from its published description.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import opentimelineio as otio
@@ -23,9 +29,11 @@ import opentimelineio as otio
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.files import atomic_path
 
-from .timeline import url_to_path
+from .interchange import Edit, edit_of
+from .media_paths import MediaPaths
+from .timeline import NAMESPACE, url_to_path
 
-__all__ = ["FORMATS", "export_timeline", "read_timeline"]
+__all__ = ["FORMATS", "export_timeline", "read_timeline", "on_whole_frames"]
 
 FORMATS: dict[str, tuple[str, str]] = {
     "otio": ("otio_json", ".otio"),
@@ -50,151 +58,85 @@ def read_timeline(path: str | Path) -> otio.schema.Timeline:
     return result
 
 
-def _picture_only(tl: otio.schema.Timeline) -> otio.schema.Timeline:
+def _rewrite_media(tl: otio.schema.Timeline, paths: MediaPaths, base: Path | None,
+                   url: bool) -> otio.schema.Timeline:
+    """A copy whose media references (and named mix) follow ``paths``."""
     out = copy.deepcopy(tl)
-    for track in list(out.tracks):
-        if track.kind != otio.schema.TrackKind.Video:
-            out.tracks.remove(track)
+    refs = [c.media_reference for c in out.find_clips()
+            if isinstance(c.media_reference, otio.schema.ExternalReference)]
+    meta = out.metadata.get(NAMESPACE, {})
+    files = [url_to_path(r.target_url, base) for r in refs]
+    paths = paths.with_media(files)
+    for ref, path in zip(refs, files):
+        ref.target_url = paths.url(path) if url else paths.path(path)
+    if meta.get("mix"):
+        mix = url_to_path(meta["mix"], base)
+        meta["mix"] = paths.url(mix) if url else paths.path(mix)
     return out
 
 
-def _without_fades(tl: otio.schema.Timeline) -> otio.schema.Timeline:
-    """Fades from or to black (a transition with no clip on one side): EDL, FCP X and AAF
-    cannot say that through their adapters, so those exports get a cut there."""
+def on_whole_frames(tl: otio.schema.Timeline, edit: Edit) -> otio.schema.Timeline:
+    """A copy of ``tl`` rebuilt on the whole-frame positions of ``edit`` (for adapters
+    that would otherwise truncate each length on their own, and drift): clips at their
+    rounded record in and out, gaps filling what lies between, transitions at their cuts.
+    """
     out = copy.deepcopy(tl)
-    for track in out.tracks:
+    rate = float(edit.rate)
+
+    def rt(v: int) -> otio.opentime.RationalTime:
+        return otio.opentime.RationalTime(v, rate)
+
+    for track, te in zip(out.tracks, edit.tracks):
         items = list(track)
-        for index, item in enumerate(items):
-            if not isinstance(item, otio.schema.Transition):
-                continue
-            edge = index == 0 or index == len(items) - 1
-            to_black = not edge and not (isinstance(items[index - 1], otio.schema.Clip)
-                                         and isinstance(items[index + 1], otio.schema.Clip))
-            if edge or to_black:
-                track.remove(item)
-    return out
+        clips = [i for i in items if isinstance(i, otio.schema.Clip)]
+        transitions = dict(zip(map(id, te.fades),
+                               [i for i in items if isinstance(i, otio.schema.Transition)]))
+        end = max([te.events[-1].record_out if te.events else 0,
+                   round(track.duration().to_frames() if track.duration().rate == rate
+                         else track.duration().rescaled_to(rate).value)])
+        for item in items:
+            track.remove(item)
+        placed: set[int] = set()
+        at = 0
 
+        def place(fade) -> None:
+            if fade is not None and id(fade) not in placed:
+                placed.add(id(fade))
+                tr = transitions[id(fade)]
+                tr.in_offset, tr.out_offset = rt(fade.before), rt(fade.after)
+                track.append(tr)
 
-# AAF's standard video dissolve effect (AAF Object Specification, kAAFEffectVideoDissolve)
-_AAF_DISSOLVE = {
-    "PointList": [{"Time": 0.0, "Value": 0.0}, {"Time": 1.0, "Value": 1.0}],
-    "OperationGroup": {"Operation": {
-        "Identification": "0c3bea40-fc05-11d2-8a29-0050040ef7d2",
-        "Name": "Video Dissolve", "Description": "Cross dissolve between two clips",
-        "DataDefinition": {"Name": "Picture"}, "IsTimeWarp": False, "Bypass": 1,
-        "NumberInputs": 2, "OperationCategory": "OperationCategory_Effect",
-    }},
-}
-
-
-def _for_aaf(tl: otio.schema.Timeline) -> otio.schema.Timeline:
-    """AAF wants every rate at the edit rate and its effect definitions on transitions."""
-    out = copy.deepcopy(tl)
-    rate = next(iter(out.find_clips())).duration().rate
-    for clip in out.find_clips():
-        ref = clip.media_reference
-        if ref.available_range is not None and ref.available_range.duration.rate != rate:
-            ar = ref.available_range
-            ref.available_range = otio.opentime.TimeRange(ar.start_time.rescaled_to(rate),
-                                                           ar.duration.rescaled_to(rate))
-    for track in out.tracks:
-        for item in track:
-            if isinstance(item, otio.schema.Transition):
-                meta = copy.deepcopy(_AAF_DISSOLVE)
-                meta["CutPoint"] = int(item.in_offset.value)
-                item.metadata["AAF"] = meta
-    return out
-
-
-def _add_aaf_markers(path: Path, tl: otio.schema.Timeline) -> int:
-    """Write the timeline's clip and track markers into the AAF the adapter wrote (its
-    writer drops them), the way Avid stores them: each picture slot gets a
-    PhysicalTrackNumber, and an EventMobSlot on the same track number holds one
-    DescriptiveMarker per marker at its record position, describing that slot.
-    Returns the number of markers written."""
-    import aaf2
-
-    video = [t for t in tl.tracks if t.kind == otio.schema.TrackKind.Video]
-    placed: list[list[tuple[int, int, str]]] = []
-    for track in video:
-        marks = []
-        for item in [track, *track.find_clips(shallow_search=True)]:
-            for m in item.markers:
-                start = m.marked_range.start_time
-                if item is not track:
-                    start = item.transformed_time(start, track)
-                marks.append((int(round(start.value)),
-                              int(round(m.marked_range.duration.value)), m.name))
-        placed.append(sorted(marks))
-    if not any(placed):
-        return 0
-    written = 0
-    with aaf2.open(str(path), "rw") as f:
-        mob = next(f.content.toplevel())
-        pictures = [s for s in mob.slots if isinstance(s, aaf2.mobslots.TimelineMobSlot)
-                    and s.segment.media_kind == "Picture"]
-        next_id = max(s.slot_id for s in mob.slots) + 1
-        for number, (slot, marks) in enumerate(zip(pictures, placed), start=1):
-            if slot.get("PhysicalTrackNumber") is None or slot["PhysicalTrackNumber"].value is None:
-                slot["PhysicalTrackNumber"].value = number
-            if not marks:
-                continue
-            events = f.create.EventMobSlot()
-            events["SlotID"].value = next_id
-            next_id += 1
-            events["EditRate"].value = slot.edit_rate
-            events["PhysicalTrackNumber"].value = slot["PhysicalTrackNumber"].value
-            events["SlotName"].value = f"{slot.name} markers"
-            seq = f.create.Sequence(media_kind="DescriptiveMetadata")
-            for position, length, name in marks:
-                marker = f.create.DescriptiveMarker()
-                marker["Position"].value = position
-                marker["Length"].value = length
-                marker["Comment"].value = name  # AAF has one text per marker: the name
-                marker["DescribedSlots"].value = {slot.slot_id}
-                seq.components.append(marker)
-                written += 1
-            events.segment = seq
-            mob.slots.append(events)
-    return written
-
-
-def _for_edl(tl: otio.schema.Timeline) -> otio.schema.Timeline:
-    """An EDL dissolve starts at the B-side's record in: move each centred dissolve's
-    start onto its own cut (the outgoing clip ends there, the incoming one starts there)."""
-    out = copy.deepcopy(tl)
-    for track in out.tracks:
-        items = list(track)
-        for i, item in enumerate(items):
-            if not isinstance(item, otio.schema.Transition) or not 0 < i < len(items) - 1:
-                continue
-            a, b = items[i - 1], items[i + 1]
-            before = item.in_offset
-            if before.value:
-                ar, br = a.source_range, b.source_range
-                a.source_range = otio.opentime.TimeRange(ar.start_time, ar.duration - before)
-                b.source_range = otio.opentime.TimeRange(br.start_time - before,
-                                                         br.duration + before)
-                item.out_offset = item.out_offset + before
-                item.in_offset = otio.opentime.RationalTime(0, before.rate)
-    return out
-
-
-def _relative(tl: otio.schema.Timeline, base: Path) -> otio.schema.Timeline:
-    import urllib.parse
-
-    out = copy.deepcopy(tl)
-    for clip in out.find_clips():
-        ref = clip.media_reference
-        if isinstance(ref, otio.schema.ExternalReference) and ref.target_url.startswith("file://"):
-            p = url_to_path(ref.target_url)
-            ref.target_url = urllib.parse.quote(os.path.relpath(p, base.resolve()))
+        for ev, clip in zip(te.events, clips):
+            if ev.record_in > at:
+                track.append(otio.schema.Gap(
+                    source_range=otio.opentime.TimeRange(rt(0), rt(ev.record_in - at))))
+            place(next((fd for fd in te.fades if fd.cut == ev.record_in
+                        and (fd.from_black or not fd.to_black)), None))
+            clip.source_range = otio.opentime.TimeRange(rt(ev.source_in), rt(ev.length))
+            ref = clip.media_reference
+            if isinstance(ref, otio.schema.ExternalReference) and ev.media_frames is not None:
+                ref.available_range = otio.opentime.TimeRange(rt(ev.media_start),
+                                                              rt(ev.media_frames))
+            track.append(clip)
+            place(next((fd for fd in te.fades if fd.cut == ev.record_out
+                        and not fd.from_black), None))
+            at = ev.record_out
+        if end > at:
+            track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(rt(0),
+                                                                              rt(end - at))))
     return out
 
 
 def export_timeline(timeline: otio.schema.Timeline, fmt: str, output: str | Path, *,
-                    relative: bool = False) -> Path:
-    """Write ``timeline`` as ``fmt`` to ``output`` (atomically)."""
+                    relative: bool = False, url: bool = False, media_root: str | None = None,
+                    base: Path | None = None) -> Path:
+    """Write ``timeline`` as ``fmt`` to ``output`` (atomically).
+
+    Media are named by absolute plain path in an .otio (``url=True``: ``file://``
+    URLs), by URL in the XML formats and AAF; ``relative`` makes them relative to
+    ``output``'s folder, ``media_root`` moves them (see :class:`.MediaPaths`).
+    ``base`` is the folder relative references in ``timeline`` are relative to.
+    """
     if fmt not in FORMATS:
         raise AiprodError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}",
                           where="--format")
@@ -202,23 +144,44 @@ def export_timeline(timeline: otio.schema.Timeline, fmt: str, output: str | Path
     output = Path(output)
     if not output.parent.is_dir():
         raise MediaError("output folder does not exist", source=output.parent)
-    tl = timeline
-    if relative and fmt != "otioz":
-        tl = _relative(tl, output.parent)
-    if fmt == "edl":
-        tl = _for_edl(_without_fades(_picture_only(tl)))
-    elif fmt == "aaf":
-        tl = _for_aaf(_without_fades(tl))
-    elif fmt == "fcpxml":
-        tl = _without_fades(tl)
-    extra = {"use_empty_mob_ids": True} if fmt == "aaf" else {}
+    paths = MediaPaths(output.parent, relative=relative and fmt != "otioz",
+                       media_root=media_root)
     with atomic_path(output, f".part{output.suffix}") as tmp:
         tmp.unlink()  # some adapters refuse to write over an existing file
-        try:
-            otio.adapters.write_to_file(tl, str(tmp), adapter_name=adapter, **extra)
-        except Exception as exc:  # noqa: BLE001 - surface the adapter's reason
-            raise MediaError(f"the {fmt} adapter could not write the timeline: {exc}",
-                             source=output) from None
+        if fmt in ("otio", "otioz"):
+            tl = _rewrite_media(timeline, paths, base, url=url and fmt == "otio")
+            if fmt == "otioz":
+                tl = _rewrite_media(timeline, paths, base, url=True)
+            _adapter_write(tl, tmp, adapter, fmt, output)
+            return output
+        edit = edit_of(timeline, base)
+        files = [ev.path for t in edit.tracks for ev in t.events if ev.path is not None]
+        paths = paths.with_media(files)
         if fmt == "aaf":
-            _add_aaf_markers(tmp, tl)
+            from .aaf import write_aaf
+
+            write_aaf(edit, tmp, paths.url)
+        elif fmt == "edl":
+            from .edl import write_edl
+
+            tmp.write_text(write_edl(edit, paths.path), encoding="utf-8")
+        elif fmt == "fcpxml":
+            from .fcpxml import write_fcpxml
+
+            tmp.write_text(write_fcpxml(edit, paths.url), encoding="utf-8")
+        elif fmt == "fcp7":
+            from .fcp7 import fix_fcp7
+
+            tl = _rewrite_media(on_whole_frames(timeline, edit), paths, base, url=True)
+            _adapter_write(tl, tmp, adapter, fmt, output)
+            fix_fcp7(tmp, edit)
     return output
+
+
+def _adapter_write(tl: otio.schema.Timeline, tmp: Path, adapter: str, fmt: str,
+                   output: Path) -> None:
+    try:
+        otio.adapters.write_to_file(tl, str(tmp), adapter_name=adapter)
+    except Exception as exc:  # noqa: BLE001 - surface the adapter's reason
+        raise MediaError(f"the {fmt} adapter could not write the timeline: {exc}",
+                         source=output) from None

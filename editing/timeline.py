@@ -51,11 +51,22 @@ def path_to_url(path: str | Path) -> str:
 
 
 def url_to_path(url: str, base: Path | None = None) -> Path:
-    """The path a media reference points to: a file URL, or a path relative to ``base``."""
+    """The path a media reference points to: a ``file://`` URL, a plain path, or a path
+    relative to ``base``. Plain paths are taken as written (Resolve writes them so); a
+    percent-encoded relative URL is decoded where the plain reading names no file.
+
+    >>> url_to_path("file:///media/Caf%C3%A9%20shots/1A.mov").as_posix()
+    '/media/Café shots/1A.mov'
+    >>> url_to_path("/media/100%25 take.mov").as_posix()
+    '/media/100%25 take.mov'
+    """
     if url.startswith("file://"):
         return Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
-    p = Path(urllib.parse.unquote(url))
-    return p if p.is_absolute() or base is None else (base / p)
+    candidates = [Path(url)]
+    if "%" in url:
+        candidates.append(Path(urllib.parse.unquote(url)))
+    resolved = [p if p.is_absolute() or base is None else (base / p) for p in candidates]
+    return next((p for p in resolved if p.exists()), resolved[0])
 
 
 def timeline_rate(timeline: otio.schema.Timeline) -> Fraction:
@@ -103,10 +114,11 @@ class TimelineMedia:
 
 def _ref(path: Path, relative_to: Path | None, available: otio.opentime.TimeRange
          ) -> otio.schema.ExternalReference:
+    # plain paths, not file:// URLs: Resolve 20 relinks only those (OTIO issue 1985)
     if relative_to is not None:
-        url = urllib.parse.quote(os.path.relpath(Path(path).resolve(), relative_to.resolve()))
+        url = Path(os.path.relpath(Path(path).resolve(), relative_to.resolve())).as_posix()
     else:
-        url = path_to_url(path)
+        url = str(Path(path).resolve())
     return otio.schema.ExternalReference(target_url=url, available_range=available)
 
 
@@ -129,7 +141,7 @@ def build_timeline(plan: ShotPlan, media: TimelineMedia, *, relative_to: Path | 
         "schema": plan.schema_version,
         "title": plan.title,
         "sample_rate": media.sample_rate,
-        "mix": path_to_url(media.mix) if media.mix else None,
+        "mix": str(Path(media.mix).resolve()) if media.mix else None,
     }
     video = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
     tl.tracks.append(video)

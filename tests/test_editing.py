@@ -19,9 +19,8 @@ from aiprod_post.editing.conform import PROFILES, conform, encode_master, probe,
 from aiprod_post.editing.export import FORMATS, export_timeline, read_timeline
 from aiprod_post.editing.subtitles import MAX_CPS, MAX_LINE, MIN_SECONDS, SpokenLine, subtitle_cues, to_srt, \
     to_webvtt
-from aiprod_post.editing.timeline import NAMESPACE, ShotMedia, TimelineMedia, build_timeline, handles_for, \
-    url_to_path
-from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name
+from aiprod_post.editing.timeline import NAMESPACE, TimelineMedia, build_timeline, url_to_path
+from films import render_shots
 
 W, H = 160, 96
 SCRIPT = """FADE IN:
@@ -43,18 +42,7 @@ Rain on the glass.
 
 def make_film(folder: Path, fps: Fraction = Fraction(24)):
     plan, _ = plan_script(parse(SCRIPT), PlannerSettings(fps=fps, width=W, height=H))
-    engine = engine_by_name("animatic")
-    store = KeyframeStore()
-    handles = handles_for(plan)
-    media = {}
-    for scene, shot in plan.shots():
-        head, tail = handles[shot.id]
-        longer = shot.model_copy(update={"duration": shot.duration + head + tail})
-        r = engine.render(longer, RenderContext(scene, W, H, fps, store.for_shot(scene, shot)))
-        path = folder / f"{shot.id}.mov"
-        encode_master(iter(r), longer.duration, fps, W, H, path, PROFILES["prores"], None)
-        store.add_shot(scene, shot, r.keyframes)
-        media[shot.id] = ShotMedia(path, longer.duration, head)
+    media = render_shots(plan, folder, fps, W, H)
     n = plan.duration
     samples = int(round(n * 48000 / fps))
     t = np.arange(samples) / 48000
@@ -89,8 +77,9 @@ def test_timeline_tracks_markers_metadata_and_start(film):
     kinds = [i.metadata[NAMESPACE]["kind"] for i in video_track(tl)
              if isinstance(i, otio.schema.Transition)]
     assert kinds == ["fade-in", "dissolve"]
+    # a plain absolute path, as Resolve 20 relinks (OTIO issue 1985), not percent-encoded
     url = clips[0].media_reference.target_url
-    assert url.startswith("file:///") and "Caf%C3%A9" in url
+    assert url.startswith("/") and "Café film" in url
     assert url_to_path(url).is_file()
 
 
@@ -114,23 +103,18 @@ def _cuts(tl) -> list[tuple[str, int, int]]:
     return out
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", ["otio", "otioz", "fcp7"])
 def test_exports_read_back_with_the_same_clips_cuts_and_durations(film, tmp_path, fmt):
+    """Through OpenTimelineIO's own adapters; each format read by an independent reader
+    (pycmx, pyaaf2, lxml and the format's rules) is in test_exports.py."""
     folder, plan, tl = film
     out = export_timeline(tl, fmt, tmp_path / f"film{FORMATS[fmt][1]}")
     back = read_timeline(out)
     assert back.duration().to_frames() == plan.duration
-    if fmt == "edl":
-        # An EDL dissolve starts at the incoming event's record in, so the centred
-        # dissolve is written starting half its length earlier: same picture, and the
-        # cuts are those of that equivalent edit.
-        from aiprod_post.editing.export import _for_edl
-        assert _cuts(back) == _cuts(_for_edl(tl))
-    else:
-        assert _cuts(back) == _cuts(tl)
+    assert _cuts(back) == _cuts(tl)
     names = [m.name for c in video_track(back).find_clips() for m in c.markers]
     assert set(s.id for _, s in plan.shots()) <= set(names)
-    if fmt in ("otio", "otioz", "aaf"):  # these keep each marker on its clip, at its frame
+    if fmt in ("otio", "otioz"):  # these keep each marker on its clip, at its frame
         def marks(t):
             return sorted((c.name, m.name, c.transformed_time(m.marked_range.start_time,
                                                               video_track(t)).to_frames())

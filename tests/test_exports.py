@@ -1,0 +1,282 @@
+"""Golden per-format checks of the timeline exports, each read back by an independent reader.
+
+One timeline with everything an editor meets: handles on every shot, a dissolve, a
+fade in, a fade to black before a title, markers, and dialogue at sub-frame
+positions. Every clip's record in/out and source in/out as the independent reader
+(pycmx for EDL, pyaaf2 walked here for AAF, lxml and the format's rules for FCPXML
+and FCP 7 XML) sees them must equal the .otio's; dialogue within half a frame.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import opentimelineio as otio
+import pytest
+
+from films import render_shots
+
+from aiprod_post.audio.io import write_wav
+from aiprod_post.editing.export import FORMATS, export_timeline
+from aiprod_post.editing.timeline import LineMedia, TimelineMedia, build_timeline
+from aiprod_post.fountain import parse
+from aiprod_post.planner import PlannerSettings, plan_script
+
+W, H, FPS = 64, 36, Fraction(24)
+EXTRA = 6  # editor's handles on every shot, beyond what its transitions use
+SCRIPT = """FADE IN:
+
+EXT. PIER - DUSK
+
+Gulls over the water.
+
+NELL
+Ferry's gone.
+
+IVO
+Then we swim.
+
+DISSOLVE TO:
+
+INT. BOOTH - NIGHT
+
+Rain on the glass.
+
+NELL
+Not tonight.
+
+> FADE OUT.
+
+> THE END <
+"""
+# (start sample, samples): none of them on a frame boundary (2000 samples a frame)
+LINES = [(12_345, 30_001), (50_111, 41_333), (140_999, 27_777), (301_234, 20_500)]
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("golden")
+    plan, _ = plan_script(parse(SCRIPT), PlannerSettings(fps=FPS, width=W, height=H))
+    media = render_shots(plan, folder, FPS, W, H, extra=EXTRA)
+    samples = plan.duration * 2000
+    t = np.arange(samples) / 48000
+    for name, hz in (("mix", 440), ("MX", 220), ("FX", 330)):
+        write_wav(folder / f"{name}.wav", np.stack([0.1 * np.sin(2 * np.pi * hz * t)] * 2, 1))
+    lines = []
+    for i, (start, length) in enumerate(LINES):
+        p = folder / f"line{i}.wav"
+        write_wav(p, 0.1 * np.sin(2 * np.pi * 300 * np.arange(length) / 48000)[:, None])
+        lines.append(LineMedia(f"1.{i}", "NELL", p, start, length, "words"))
+    tl = build_timeline(plan, TimelineMedia(media, lines, folder / "MX.wav", folder / "FX.wav",
+                                            folder / "mix.wav"), name="Golden")
+    otio.adapters.write_to_file(tl, str(folder / "golden.otio"))
+    return folder, plan, tl
+
+
+def expected(tl, track_index: int = 0) -> list[dict]:
+    """What the .otio says, exactly: each clip's record and source range in frames, and
+    the transitions on either side of it."""
+    track = tl.tracks[track_index]
+    items = list(track)
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, otio.schema.Clip):
+            continue
+        rng = item.range_in_parent()
+        before = items[i - 1] if i else None
+        after = items[i + 1] if i + 1 < len(items) else None
+        out.append({
+            "name": item.name,
+            "rec_in": Fraction(rng.start_time.value), "rec_out": Fraction(rng.end_time_exclusive()
+                                                                        .value),
+            "src_in": Fraction(item.source_range.start_time.value),
+            "src_out": Fraction(item.source_range.end_time_exclusive().value),
+            "into": before if isinstance(before, otio.schema.Transition) else None,
+            "out_of": after if isinstance(after, otio.schema.Transition) else None,
+        })
+    return out
+
+
+def test_the_golden_timeline_has_what_an_editor_meets(golden):
+    _folder, _plan, tl = golden
+    kinds = [i.metadata["aiprod_post"]["kind"] for i in tl.tracks[0]
+             if isinstance(i, otio.schema.Transition)]
+    assert kinds == ["fade-in", "dissolve", "fade-out"]
+    assert any(isinstance(i, otio.schema.Gap) for i in tl.tracks[0])  # black before the title
+    dialogue = expected(tl, 1)
+    assert len(dialogue) == len(LINES)
+    assert all(d["rec_in"].denominator != 1 for d in dialogue)  # sub-frame on purpose
+    assert all(c["src_in"] > 0 for c in expected(tl))  # every shot has a head handle
+
+
+# ------------------------------------------------------------------ AAF, read by pyaaf2
+
+
+def _aaf_tracks(path: Path) -> dict[str, dict]:
+    """Each timeline slot of the top-level composition, walked as the AAF Object
+    Specification defines a Sequence: a Transition overlaps the segments either side;
+    the cut sits ``CutPoint`` frames into it."""
+    import aaf2
+
+    tracks = {}
+    with aaf2.open(str(path)) as f:
+        comp = next(f.content.toplevel())
+        for slot in comp.slots:
+            if type(slot).__name__ != "TimelineMobSlot" or slot.segment.media_kind == "Timecode":
+                if slot.segment.media_kind == "Timecode":
+                    tracks["TC"] = {"start": slot.segment.start, "length": slot.segment.length}
+                continue
+            seq = slot.segment
+            comps = list(seq.components)
+            pos = 0
+            placed = []
+            for c in comps:
+                kind = type(c).__name__
+                if kind == "Transition":
+                    pos -= c.length
+                    placed.append(("T", pos, c.length, c["CutPoint"].value, None))
+                    continue
+                placed.append((kind, pos, c.length, c.start if kind == "SourceClip" else 0, c))
+                pos += c.length
+            clips = []
+            for k, (kind, start, length, src, c) in enumerate(placed):
+                if kind != "SourceClip":
+                    continue
+                rec_in, rec_out, src_in = start, start + length, src
+                if k and placed[k - 1][0] == "T":
+                    t = placed[k - 1]
+                    rec_in, src_in = t[1] + t[3], src + t[3]
+                if k + 1 < len(placed) and placed[k + 1][0] == "T":
+                    t = placed[k + 1]
+                    rec_out = t[1] + t[3]
+                master = c.mob
+                file_mob = master.slots[0].segment.mob
+                d = file_mob.descriptor
+                clips.append({"name": master.name, "rec_in": rec_in, "rec_out": rec_out,
+                              "src_in": src_in, "src_out": src_in + rec_out - rec_in,
+                              "descriptor": type(d).__name__,
+                              "channels": d["Channels"].value if "Channels" in d.keys() else None,
+                              "bits": d["QuantizationBits"].value
+                              if "QuantizationBits" in d.keys() else None,
+                              "url": d["Locator"][0]["URLString"].value})
+            transitions = [(p[1], p[2], p[3]) for p in placed if p[0] == "T"]
+            tracks[slot.name] = {"length": seq.length, "clips": clips,
+                                 "transitions": transitions, "edit_rate": slot.edit_rate,
+                                 "number": slot["PhysicalTrackNumber"].value,
+                                 "total": pos}
+    return tracks
+
+
+def test_aaf_read_by_pyaaf2_matches_the_otio(golden, tmp_path):
+    folder, plan, tl = golden
+    out = export_timeline(tl, "aaf", tmp_path / "golden.aaf")
+    tracks = _aaf_tracks(out)
+    n = plan.duration
+    assert tracks["TC"] == {"start": 3600 * 24, "length": n}
+    for name in ("V1", "A1 Dialogue", "A2 Music", "A3 Ambience"):
+        assert tracks[name]["length"] == tracks[name]["total"] == n, name  # was Length 0
+        assert tracks[name]["edit_rate"] == 24
+    assert [tracks[k]["number"] for k in ("V1", "A1 Dialogue", "A2 Music", "A3 Ambience")] \
+        == [1, 1, 2, 3]
+    picture = tracks["V1"]["clips"]
+    want = expected(tl, 0)
+    assert [(c["name"], c["rec_in"], c["rec_out"], c["src_in"], c["src_out"]) for c in picture] \
+        == [(w["name"], w["rec_in"], w["rec_out"], w["src_in"], w["src_out"]) for w in want]
+    # the fade in, the dissolve (centred: 12 before and 12 after the cut), the fade out
+    cuts = {w["name"]: w for w in want}
+    assert tracks["V1"]["transitions"] == [
+        (0, 24, 0),
+        (int(cuts["2"]["rec_in"]) - 12, 24, 12),
+        (int(cuts["2A"]["rec_out"]) - 24, 24, 24)]
+    assert all(c["descriptor"] == "CDCIDescriptor" for c in picture)
+    dialogue = tracks["A1 Dialogue"]["clips"]
+    for got, w in zip(dialogue, expected(tl, 1), strict=True):
+        assert abs(got["rec_in"] - w["rec_in"]) <= Fraction(1, 2), w["name"]
+        assert abs(got["rec_out"] - w["rec_out"]) <= Fraction(1, 2), w["name"]
+        assert (got["descriptor"], got["channels"], got["bits"]) == ("PCMDescriptor", 1, 24)
+    music = tracks["A2 Music"]["clips"][0]
+    assert (music["channels"], music["bits"]) == (2, 24)
+    assert all(c["url"].startswith("file:///") for t in tracks.values() if "clips" in t
+               for c in t["clips"])
+
+
+def test_aaf_dialogue_does_not_drift_over_many_lines(tmp_path):
+    """Fifty lines each 1/3 frame longer than a whole frame: rounding each length would
+    put the last one 16 frames late; rounding each position keeps all within half a frame."""
+    rate = 24.0
+    tl = otio.schema.Timeline("drift")
+    video = otio.schema.Track("V1")
+    ref = otio.schema.ExternalReference(target_url=str(tmp_path / "v.mov"),
+                                        available_range=otio.opentime.TimeRange(
+                                            otio.opentime.RationalTime(0, rate),
+                                            otio.opentime.RationalTime(2000, rate)))
+    video.append(otio.schema.Clip("v", ref, otio.opentime.TimeRange(
+        otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(1000, rate))))
+    audio = otio.schema.Track("A1", kind=otio.schema.TrackKind.Audio)
+    exact = []
+    at = Fraction(0)
+    for i in range(50):
+        length = Fraction(10) + Fraction(1, 3)
+        aref = otio.schema.ExternalReference(target_url=str(tmp_path / f"l{i}.wav"))
+        audio.append(otio.schema.Clip(f"l{i}", aref, otio.opentime.TimeRange(
+            otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(float(length),
+                                                                            rate))))
+        exact.append(at)
+        at += length
+    tl.tracks.extend([video, audio])
+    tracks = _aaf_tracks(export_timeline(tl, "aaf", tmp_path / "drift.aaf"))
+    starts = [c["rec_in"] for c in tracks["A1"]["clips"]]
+    assert max(abs(s - e) for s, e in zip(starts, exact, strict=True)) <= Fraction(1, 2)
+
+
+# ------------------------------------------------------------------ EDL, read by pycmx
+
+
+def _tc_frames(tc: str, fps: int = 24) -> int:
+    hh, mm, ss, ff = (int(x) for x in tc.replace(";", ":").split(":"))
+    return ((hh * 60 + mm) * 60 + ss) * fps + ff
+
+
+def test_edl_read_by_pycmx_matches_the_otio(golden, tmp_path):
+    import pycmx
+
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, "edl", tmp_path / "golden.edl")
+    text = out.read_text()
+    assert text.splitlines()[1] == "FCM: NON-DROP FRAME"
+    with out.open() as fh:
+        edl = pycmx.parse_cmx3600(fh)
+    assert edl.format == "3600" and not list(edl.unrecognized_statements)
+    t0 = 3600 * 24
+    edits = [(ev.number, e) for ev in edl.events for e in ev.edits]
+    # the picture: what each edit shows, from when to when, from where
+    shown = {}
+    for _n, e in edits:
+        rin, rout = _tc_frames(e.record_in) - t0, _tc_frames(e.record_out) - t0
+        if rout > rin and not e.black:
+            shown[e.clip_name] = (rin, rout, _tc_frames(e.source_in), _tc_frames(e.source_out),
+                                  e.transition)
+    assert edits[0][1].record_in == "01:00:00:00"  # record starts at the timeline's start
+    for w in expected(tl, 0):
+        rin, rout, sin, sout, trans = shown[w["name"]]
+        into, out_of = w["into"], w["out_of"]
+        # an EDL dissolve starts at its incoming event: that event begins `before` early
+        early = int(into.in_offset.value) if into is not None else 0
+        # ... and the outgoing event stops where the dissolve starts
+        late = int(out_of.in_offset.value) if out_of is not None else 0
+        assert (rin + early, rout + late, sin + early, sout + late) == \
+            (w["rec_in"], w["rec_out"], w["src_in"], w["src_out"]), w["name"]
+        if into is not None:
+            assert trans.dissolve and trans.effect_duration == int(into.duration().value)
+    dissolves = [(e.source, e.transition.effect_duration, prev.source)
+                 for (n0, prev), (n1, e) in zip(edits, edits[1:])
+                 if n0 == n1 and e.transition.dissolve]
+    first = expected(tl, 0)[0]["name"]
+    assert dissolves == [(first, 24, "BL"), ("2", 24, "1B"), ("BL", 24, "2A")]
+    # LOC markers at record timecode: each shot's marker at the shot's cut
+    locs = [line.split()[2] for line in text.splitlines() if line.startswith("* LOC:")]
+    want = [w["rec_in"] for w in expected(tl, 0)]
+    assert [_tc_frames(x) - t0 for x in locs] == want
