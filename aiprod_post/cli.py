@@ -467,7 +467,8 @@ def conform_command(timeline: Path, output: Path, profile: str, audio: Path | No
                + (f", audio {info['audio']['codec']}" if "audio" in info else ""))
 
 
-def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, burn_in):
+def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, burn_in,
+                    cast=None):
     from .pipeline import RenderOptions
     from .project import Project, load_project
 
@@ -476,7 +477,7 @@ def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, 
         engine=engine, profiles=[p.strip() for p in profile.split(",")] if profile else None,
         project=proj, fps=fps, width=size[0] if size else None,
         height=size[1] if size else None, seed=seed, quiet=quiet, log_json=log_json,
-        burn_in=burn_in)
+        burn_in=burn_in, cast=cast)
 
 
 _render_flags = [
@@ -491,6 +492,9 @@ _render_flags = [
     click.option("--quiet", is_flag=True, help="No progress output."),
     click.option("--log-json", is_flag=True, help="One JSON event per line on stdout."),
     click.option("--burn-in/--no-burn-in", default=None, help="Burn shot ids into the picture."),
+    click.option("--cast", type=click.Path(path_type=Path),
+                 help="Cast file (TOML, from `aiprod-post cast`): who the characters are, their "
+                      "voices and looks (default: the project's, else read from the script)."),
 ]
 
 
@@ -506,7 +510,7 @@ def _with_render_flags(fn):
               help="Output folder (reruns reuse its cache).")
 @_with_render_flags
 def render_command(source: Path, output: Path, engine, profile, project, fps, size, seed, quiet,
-                   log_json, burn_in) -> None:
+                   log_json, burn_in, cast) -> None:
     """Render a SCRIPT (.fountain) or PLAN (.json) to masters, timeline, stems and a report.
 
     Exits 0 when everything rendered, 3 when some shots failed and were replaced
@@ -519,7 +523,7 @@ def render_command(source: Path, output: Path, engine, profile, project, fps, si
             raise AiprodError("no such file", source=source)
         _output_folder(output)
         result = render(source, output, _render_options(engine, profile, project, fps, size,
-                                                        seed, quiet, log_json, burn_in))
+                                                        seed, quiet, log_json, burn_in, cast))
     except AiprodError as exc:
         _fail(exc)
     if not quiet and not log_json:
@@ -538,12 +542,15 @@ def _batch_one(args: tuple) -> dict:
         result = render(source, outdir, opts)
         status = "ok" if not result.failed_shots else "shots failed"
         error = "; ".join(f"{k}: {v}" for k, v in result.failed_shots.items())
+        added = result.report.get("cast", {}).get("added", [])
     except AiprodError as exc:
-        status, error = "error", str(exc)
+        status, error, added = "error", str(exc), []
     except Exception as exc:  # noqa: BLE001 - one script must not stop the batch
-        status, error = "error", f"{type(exc).__name__}: {exc}"
+        status, error, added = "error", f"{type(exc).__name__}: {exc}", []
     return {"script": str(source), "output": str(outdir), "status": status, "error": error,
-            "seconds": round(__import__("time").monotonic() - t0, 2)}
+            "seconds": round(__import__("time").monotonic() - t0, 2),
+            # characters the series cast file did not have: added with voices of their own
+            "new_characters": added}
 
 
 @main.command("batch")
@@ -552,11 +559,13 @@ def _batch_one(args: tuple) -> dict:
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True)
 @_with_render_flags
 def batch_command(source: Path, output: Path, jobs: int, engine, profile, project, fps, size, seed,
-                  quiet, log_json, burn_in) -> None:
+                  quiet, log_json, burn_in, cast) -> None:
     """Render every script in a folder, or listed one per line in a file, in parallel.
 
     One failing script does not stop the others; a summary table and
     OUTPUT/batch.json come at the end. Exits 0 only if every script rendered.
+    With ``--cast`` every episode uses one cast file: the same person has the same voice
+    and look in each; characters new to an episode are added and listed.
     """
     from concurrent.futures import ProcessPoolExecutor
 
@@ -571,7 +580,12 @@ def batch_command(source: Path, output: Path, jobs: int, engine, profile, projec
             raise AiprodError("no such folder or list", source=source)
         if not scripts:
             raise AiprodError("no scripts found (.fountain, .txt or .json)", source=source)
-        opts = _render_options(engine, profile, project, fps, size, seed, True, False, burn_in)
+        opts = _render_options(engine, profile, project, fps, size, seed, True, False, burn_in,
+                               cast)
+        if opts.cast is not None:
+            from .cast import load_cast
+
+            load_cast(opts.cast)  # a bad cast file is bad input for the whole batch
     except AiprodError as exc:
         _fail(exc)
     jobs_args = [(s, output / s.stem, opts) for s in scripts]
@@ -580,10 +594,42 @@ def batch_command(source: Path, output: Path, jobs: int, engine, profile, projec
     width = max(len(r["script"]) for r in results)
     for r in results:
         click.echo(f"{r['script']:<{width}}  {r['status']:<12} {r['seconds']:>8.1f}s  "
-                   f"{r['error'][:100]}")
+                   f"{r['error'][:100]}"
+                   + (f"  new characters: {', '.join(r['new_characters'])}"
+                      if r["new_characters"] else ""))
     write_atomic(output / "batch.json", json.dumps(results, indent=2).encode())
     sys.exit(0 if all(r["status"] == "ok" for r in results) else EXIT_BAD_INPUT
              if any(r["status"] == "error" for r in results) else 3)
+
+
+@main.command("cast")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Cast file to write (TOML).")
+@click.option("--series", type=click.Path(path_type=Path),
+              help="A series' cast file: everyone in it is kept as written; the script's new "
+                   "characters are added with voices and looks of their own.")
+def cast_command(source: Path, output: Path, series: Path | None) -> None:
+    """Read who each character in a SCRIPT is (age, gender, wardrobe, hair …) into a cast file.
+
+    Facts keep the script lines they came from; what the script does not say stays
+    unknown. Edit the file and render with ``--cast`` (or ``[project] cast``).
+    """
+    from .cast import load_cast, merge_cast, read_cast, save_cast
+    from .fountain import parse_file
+
+    try:
+        cast = read_cast(parse_file(source))
+        if series is not None:
+            cast, added = merge_cast(load_cast(series), cast)
+            if added:
+                click.echo(f"new in {source}: {', '.join(added)}", err=True)
+        save_cast(cast, output)
+    except AiprodError as exc:
+        _fail(exc)
+    for name, ch in cast.characters.items():
+        age = f"{ch.age} ({ch.age_band})" if ch.age is not None else "age unknown"
+        click.echo(f"{name:<16} {ch.gender:<8} {age:<16} {ch.voice:<16} {ch.description}")
 
 
 @main.group("lut")

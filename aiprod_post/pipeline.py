@@ -18,12 +18,13 @@ what depends on it. The documented layout is filled from the cache:
       subtitles/   TITLE.srt, TITLE.vtt
       report.html  contact sheet, shot list, loudness, picture QA, stage timings, cache use
       report.json, manifest.json
+      cast.toml    the cast this film used (facts, voices, figures; feed it back with --cast)
+      cast/        NAME.png: each character's turnaround sheet (front, three-quarter, profile)
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import errno
 import hashlib
 import html
@@ -202,6 +203,8 @@ class RenderOptions:
     quiet: bool = False
     log_json: bool = False
     burn_in: bool | None = None
+    #: a cast file (Cast.1 TOML); else the project's [project] cast, else read from the script
+    cast: Path | None = None
 
 
 @dataclass
@@ -242,6 +245,7 @@ class _Render:
         self.failed: dict[str, str] = {}
         self.report: dict[str, Any] = {"version": __version__}
         self.width = 1920
+        self._cast = None
 
     def cached(self, stage: str, key: str, suffix: str) -> Path:
         p = self.cache / stage / f"{key}{suffix}"
@@ -284,26 +288,83 @@ class _Render:
         self.r.item("plan", 1, 1, cached=hit)
         return plan
 
+    # ---- cast
+    def cast_for(self, plan: ShotPlan):
+        """The film's cast: a cast file's characters exactly as written (``--cast`` or
+        ``[project] cast``), the script's facts for characters the file lacks (added with
+        voices of their own, and reported), project ``[characters.X]`` keys over both."""
+        if self._cast is not None:
+            return self._cast
+        from .cast import Cast, CastCharacter, complete, load_cast, merge_cast, read_cast, save_cast
+        from .fountain import parse_file
+
+        if self.source.suffix.lower() == ".json":
+            found = complete(Cast(title=plan.title, characters={
+                " ".join(c.name.split()).upper(): CastCharacter() for c in plan.cast}))
+        else:
+            found = read_cast(parse_file(self.source))
+        p = self.project.project.cast
+        path = self.o.cast or (self.project.path(p) if p else None)
+        added: list[str] = []
+        fixed: set[str] = set()
+        if path is not None:
+            base = load_cast(path)
+            # paths in a cast file are relative to the file
+            base = base.model_copy(update={"characters": {k: ch.model_copy(update={
+                f: str(Path(path).parent / v) for f in ("reference", "speaker_wav", "lora")
+                if (v := getattr(ch, f)) and not Path(v).is_absolute()})
+                for k, ch in base.characters.items()}})
+            cast, added = merge_cast(base, found)
+            fixed = set(base.characters)
+            if added:
+                self.r.note(f"{path}: new in this script, added with voices of their own: "
+                            + ", ".join(added))
+        else:
+            cast = found
+        chars = dict(cast.characters)
+        for cname, ch in self.project.characters.items():
+            key = " ".join(cname.split()).upper()
+            if key not in chars:
+                continue
+            update = {f: getattr(ch, f) for f in ("voice", "pitch", "rate")
+                      if getattr(ch, f) is not None}
+            update.update({f: str(self.project.path(getattr(ch, f)))
+                           for f in ("reference", "speaker_wav") if getattr(ch, f)})
+            if update.get("voice"):
+                fixed.add(key)
+            chars[key] = chars[key].model_copy(update=update)
+        # voices not fixed by a file are handed out again round any the project chose
+        chars = {k: ch if k in fixed else ch.model_copy(update={"voice": None})
+                 for k, ch in chars.items()}
+        cast = complete(cast.model_copy(update={"characters": chars}))
+        save_cast(cast, self.outdir / "cast.toml")
+        self.report["cast"] = {
+            "file": str(path) if path else None, "added": added,
+            "characters": {k: {"description": ch.description, "gender": ch.gender,
+                               "age": ch.age, "age_band": ch.age_band, "wardrobe": ch.wardrobe,
+                               "voice": ch.voice, "pitch": ch.pitch, "rate": ch.rate,
+                               "introduction": ch.introduction, "lines": ch.lines}
+                           for k, ch in cast.characters.items()}}
+        self._cast = cast
+        return cast
+
+    def _character(self, plan: ShotPlan, name: str):
+        from .cast import CastCharacter
+
+        return self.cast_for(plan).get(name) or CastCharacter()
+
     # ---- speech
     def speech(self, plan: ShotPlan) -> dict[str, list[_Line]]:
         from aiprod_post.audio.io import write_wav
-        from aiprod_post.audio.tts import Voice, assign_voices, delivery_for, engine_by_name
+        from aiprod_post.audio.tts import Voice, delivery_for, engine_by_name
 
-        names = [c.name for c in plan.cast]
-        overrides = {}
-        for name, ch in self.project.characters.items():
-            base = assign_voices([name])[name]
-            language, variant = base.language, base.variant
-            if ch.voice:
-                language, _, variant = ch.voice.partition("+")
-            overrides[name] = Voice(language, variant, ch.pitch if ch.pitch is not None
-                                    else base.pitch, base.range,
-                                    ch.rate if ch.rate is not None else base.rate)
-        voices = assign_voices(names, overrides)
-        for name, ch in self.project.characters.items():
-            if ch.speaker_wav and name in voices:
-                voices[name] = dataclasses.replace(
-                    voices[name], reference=str(self.project.path(ch.speaker_wav)))
+        voices = {}
+        for c in plan.cast:  # the cast gave every character a voice of their own
+            ch = self._character(plan, c.name)
+            language, _, variant = (ch.voice or "en").partition("+")
+            voices[c.name] = Voice(language, variant, ch.pitch if ch.pitch is not None else 50,
+                                   50, ch.rate if ch.rate is not None else 165,
+                                   reference=ch.speaker_wav)
         self.report["voices"] = {n: v.name for n, v in voices.items()}
         a = self.project.audio
         if a.tts_engine == "coqui":
@@ -394,17 +455,26 @@ class _Render:
                 if lx.get(key):
                     lx[key] = str(self.project.path(lx[key]))
             settings = lx
-        engine = engine_by_name(name, **settings)
+        people = {c.name: self._character(plan, c.name) for c in plan.cast}
+        # the cast's figures are per-shot inputs (in each shot's key), not engine settings
+        engine = engine_by_name(name, **settings, **({"figures": {
+            n: ch.figure.model_dump() for n, ch in people.items()}} if name == "animatic" else {}))
         if hasattr(engine, "check"):
             engine.check()  # a missing model is bad input for the run, not a failed shot
         handles = handles_for(plan)
         store = KeyframeStore()
-        references = {}  # character → digest of the reference image the project gives
-        for cname, ch in self.project.characters.items():
+        sheets = self._sheets(people)
+        references = {}  # character → digest of the reference image the engine is given
+        for cname, ch in people.items():
             if ch.reference:
-                store.characters[cname] = _read_image(self.project.path(ch.reference),
+                store.characters[cname] = _read_image(Path(ch.reference),
                                                       f"[characters.{cname}] reference")
+            elif name == "ltx":  # no reference given: the front view of the cast's sheet
+                store.characters[cname] = sheets[cname]
+            if cname in store.characters:
                 references[cname] = _array_digest(store.characters[cname])
+        who = {n: [ch.description, ch.figure.model_dump()] for n, ch in people.items()}
+        figure_samples: dict[str, list] = {}
         shots = plan.shots()
         self.r.stage("generation", len(shots))
         media: dict[str, ShotMedia] = {}
@@ -428,7 +498,8 @@ class _Render:
             look_file = look_path(look, Path(self.project.root))
             reference = store.establishing.get(scene.id)
             match = reference is not None and reference.shot_id != shot.id
-            key = key_of("shot", name, settings, longer.model_dump(mode="json"),
+            key = key_of("shot", name, settings, {c: who.get(c) for c in shot.characters},
+                         longer.model_dump(mode="json"),
                          scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
                          visemes, _file_digest(look_file), match,
                          _array_digest(reference.image) if match else None,
@@ -439,7 +510,9 @@ class _Render:
             hit = mov.exists() and first.exists() and last.exists()
             if not hit:
                 ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), visemes,
-                                    label=shot.id, look=look)
+                                    label=shot.id, look=look,
+                                    cast={c: people[c].description for c in shot.characters
+                                          if c in people})
                 error = None
                 grader = self._grader(look_file)
                 for attempt in (1, 2):
@@ -478,13 +551,53 @@ class _Render:
                 fk = {"first": Keyframe(shot.id, 0, np.load(first), light=scene.light),
                       "last": Keyframe(shot.id, n - 1, np.load(last), light=scene.light)}
                 store.add_shot(scene, shot, fk)
+                if hasattr(engine, "figure_masks"):
+                    self._sample_figures(engine, longer, scene, fk["first"].image, plan,
+                                         figure_samples)
             dst = inside(self.outdir, "shots", f"{shot.id}.mov")
             _place(mov, dst)
             media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name)
             self.r.item(shot.id, i, len(shots), cached=hit)
+        if figure_samples:
+            from aiprod_post.generation.coherence import identity_scores
+
+            self.report["identity"] = identity_scores(figure_samples)
         self.report["engine"] = {"name": name, "settings": settings,
                                  "identity": getattr(engine, "identity", None)}
         return media
+
+    def _sheets(self, people: dict) -> dict[str, np.ndarray]:
+        """Each character's turnaround sheet, drawn by the animatic from the cast, written to
+        ``cast/NAME.png``; returns the front views (the default reference image)."""
+        import cv2
+
+        from aiprod_post.generation.animatic import render_turnaround
+
+        fronts = {}
+        for cname, ch in people.items():
+            figure = ch.figure.model_dump()
+            size = 384
+            png = self.cached("cast", key_of("sheet", cname, figure, size), ".png")
+            if not png.exists():
+                sheet = render_turnaround(cname, figure, size)
+                ok, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+                write_atomic(png, data.tobytes())
+            _place(png, inside(self.outdir / "cast", f"{cname}.png"))
+            sheet = cv2.imread(str(png), cv2.IMREAD_COLOR)[..., ::-1]
+            fronts[cname] = np.ascontiguousarray(sheet[:, :size])
+        return fronts
+
+    def _sample_figures(self, engine, shot, scene, image: np.ndarray, plan: ShotPlan,
+                        samples: dict[str, list]) -> None:
+        """Colour histograms of each character's figure in a shot's first frame, for the
+        identity check (the same person should match themselves from shot to shot)."""
+        from aiprod_post.generation.coherence import figure_histogram
+        from aiprod_post.generation.engine import RenderContext
+
+        masks = engine.figure_masks(shot, RenderContext(scene, plan.width, plan.height, plan.fps))
+        for cname, mask in masks.items():
+            if mask.sum() >= 64:  # a figure mostly out of frame says nothing
+                samples.setdefault(cname, []).append((shot.id, figure_histogram(image, mask)))
 
     def _grader(self, look_file: Path):
         from aiprod_post.grading.apply import FrameGrader
@@ -761,6 +874,12 @@ class _Render:
             "cached": self.r.cached,
             "masters": {k: str(v.relative_to(self.outdir)) for k, v in masters.items()},
         })
+        for _, s in plan.shots():  # each character's first line: their voice sample
+            for d in s.dialogue:
+                entry = self.report.get("cast", {}).get("characters", {}).get(
+                    " ".join(d.speaker.split()).upper())
+                if entry is not None and "sample" not in entry:
+                    entry["sample"] = f"audio/lines/{d.id}.wav"
         thumbs = []
         for sc, s in plan.shots():
             m = media[s.id]
@@ -873,17 +992,32 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]]) -> str:
         f"<td>{'pass' if v['flashes']['pass'] else 'FAIL'} "
         f"(max {v['flashes']['max_per_second']}/s)</td><td>{len(v['black_frames'])}</td>"
         f"<td>{len(v['frozen_frames'])}</td></tr>" for k, v in report.get("qa", {}).items())
+    identity = report.get("identity", {}).get("characters", {})
+    cast = "".join(
+        f"<tr><td><b>{e(name)}</b><br><img class=castsheet src='cast/{e(name)}.png' "
+        f"alt='{e(name)} turnaround'></td><td>{e(c['description'])}</td>"
+        f"<td>{e(c['gender'])}, {e(str(c['age']) if c['age'] is not None else 'age unknown')}"
+        f" ({e(c['age_band'])})<br>{e(', '.join(c['wardrobe']))}<br><i>{e(c['introduction'])}"
+        f"</i><br>lines: {e('; '.join(k + ' ' + ', '.join(map(str, v)) for k, v in c['lines'].items()))}"
+        f"</td><td>{e(c['voice'] or '')} pitch {c['pitch']} rate {c['rate']}"
+        + (f"<br><a href='{e(c['sample'])}'>voice sample</a>" if c.get("sample") else "")
+        + "</td><td>" + (f"self {identity[name]['self']} / others {identity[name]['others']}"
+                         if identity.get(name, {}).get("self") is not None else "")
+        + "</td></tr>" for name, c in report.get("cast", {}).get("characters", {}).items())
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>{e(report['title'])} - aiprod-post report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;background:#111;color:#ddd}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #444;padding:3px 8px}}
 .sheet{{display:flex;flex-wrap:wrap;gap:8px}}figure{{margin:0;width:320px}}
-img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{background:#600}}</style>
+img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{background:#600}}
+img.castsheet{{width:240px}}</style>
 </head><body><h1>{e(report['title'])}</h1>
 <p>{report['duration_seconds']} s, {report['duration_frames']} frames at {e(report['fps'])} fps,
 {report['size'][0]}x{report['size'][1]}, aiprod-post {e(report['version'])}</p>
 {'<h2>Failed shots</h2><ul>' + failed + '</ul>' if failed else ''}
 <h2>Contact sheet</h2><div class="sheet">{cells}</div>
+<h2>Cast</h2><table><tr><th>character</th><th>described as</th><th>facts (script lines)</th>
+<th>voice</th><th>identity across shots</th></tr>{cast}</table>
 <h2>Shots</h2><table><tr><th>scene</th><th>shot</th><th>framing</th><th>move</th>
 <th>frames</th><th>characters</th><th>dialogue</th></tr>{rows}</table>
 <h2>Loudness</h2><table><tr><th>profile</th><th>target LUFS</th><th>integrated</th>

@@ -1,4 +1,8 @@
-"""Shared helpers for the benchmarks that compare with the FFmpeg command line."""
+"""Shared helpers for the benchmarks that compare with the FFmpeg command line.
+
+The command is ``ffmpeg`` on the PATH or, failing that, the one the ``imageio-ffmpeg``
+package ships (``pip install .[bench]``).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,38 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-# The same encoder settings conform uses (editing/conform.py PROFILES)
-X264 = ["-c:v", "libx264", "-profile:v", "high", "-preset", "medium", "-crf", "18",
-        "-x264-params", "open-gop=0", "-g", "48", "-pix_fmt", "yuv420p",
-        "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709",
-        "-c:a", "aac", "-b:a", "256k", "-movflags", "+faststart"]
+from aiprod_post.editing.conform import PROFILES, encoder_options, gop_frames
+
+
+def x264(width: int, height: int, rate: Fraction) -> list[str]:
+    """The ffmpeg arguments for the web master's exact encoder settings at this size and
+    rate (editing/conform.py: profile, preset, CRF, GOP, B-frames, VBV, level), so that the
+    two sides do the same work: scene-cut keyframes are off in both, and keyframes come
+    every ``keyint`` frames, where conform forces them too."""
+    opts = encoder_options(PROFILES["h264"], width, height, rate)
+    return ["-c:v", "libx264", "-profile:v", opts["profile"], "-preset", opts["preset"],
+            "-crf", opts["crf"], "-x264-params", opts["x264-params"],
+            "-g", str(gop_frames(PROFILES["h264"], rate)), "-forced-idr", "1",
+            "-pix_fmt", "yuv420p",
+            "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709",
+            "-c:a", "aac", "-b:a", "256k", "-movflags", "+faststart"]
+
+
+X264 = x264(1920, 1080, Fraction(24))  # the example film's web master
 PRORES = ["-c:v", "prores", "-profile:v", "3", "-vendor", "apl0", "-pix_fmt", "yuv422p10le",
           "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709",
           "-c:a", "pcm_s24le"]
 
 
 def ffmpeg() -> str | None:
-    return shutil.which("ffmpeg")
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def concat_list(clips: list[tuple[Path, int, int]], rate: Fraction, folder: Path) -> Path:

@@ -1,18 +1,27 @@
-"""Conform benchmark: masters rendered from an OTIO timeline by ``editing.conform``, beside
-the FFmpeg command line encoding the same frames (the same shot files and cut points, via
-its concat demuxer) to the same codecs with the same settings, in one run.
+"""Conform benchmark: the web master rendered from an OTIO timeline by ``editing.conform``,
+beside the FFmpeg command line encoding the same frames (the same shot files and cut points,
+via its concat demuxer) and moviepy assembling the same shots, all three at the same encoder
+settings (profile, preset, CRF, closed 2-s GOP, B-frames, VBV, level: ``_ffmpeg.x264``);
+the ProRes master beside FFmpeg's. Runs are interleaved, ``--rounds`` times, best kept.
+
+Equal work first: times are compared only when the files have the same frame count and
+keyframes and are within 10 % of each other in size (``comparable``); otherwise the
+figures are printed with the reason and no ratio.
 
 Also peak memory of conform on a 1-minute and a 10-minute timeline (640x360, each in its
-own process): frames stream, so the two should be within 10 %.
+own process) with ``--memory``: frames stream, so the two should be within 10 %.
 
-Prints one JSON line. Target (issue 5): conform at most 1.2x FFmpeg's time.
-``python benchmarks/bench_conform.py [--size 1920x1080] [--shots 8]``
+Prints one JSON line. Targets (issue 23): conform within 1.05x of FFmpeg's time, at least
+1.2x faster than moviepy. moviepy runs in its own process, under ``--moviepy-python``
+(default: this interpreter; ``pip install .[bench]``).
+``python benchmarks/bench_conform.py [--size 1920x1080] [--shots 8] [--rounds 2]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -20,16 +29,17 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import opentimelineio as otio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ffmpeg import PRORES, X264, concat_list, encode, ffmpeg  # noqa: E402
+from _ffmpeg import PRORES, concat_list, encode, ffmpeg, x264  # noqa: E402
 
 from aiprod_post.planner import PlannerSettings, plan_source  # noqa: E402
 from aiprod_post.audio.io import write_wav  # noqa: E402
-from aiprod_post.editing.conform import PROFILES, conform, encode_master  # noqa: E402
+from aiprod_post.editing.conform import PROFILES, conform, encode_master, probe  # noqa: E402
 from aiprod_post.editing.timeline import ShotMedia, TimelineMedia, build_timeline, handles_for  # noqa: E402
 from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name  # noqa: E402
 
@@ -86,10 +96,70 @@ def long_timeline(tl: otio.schema.Timeline, repeats: int) -> otio.schema.Timelin
     return out
 
 
+MOVIEPY = """
+import json, sys, time
+from moviepy import AudioFileClip, VideoFileClip, concatenate_videoclips
+spec = json.load(open(sys.argv[1]))
+t0 = time.perf_counter()
+clips = [VideoFileClip(p, audio=False).subclipped(a, b) for p, a, b in spec["clips"]]
+film = concatenate_videoclips(clips)
+film = film.with_audio(AudioFileClip(spec["mix"]).subclipped(0, film.duration))
+film.write_videofile(spec["out"], fps=spec["fps"], codec="libx264", preset=spec["preset"],
+                     audio_codec="aac", audio_bitrate="256k", ffmpeg_params=spec["params"],
+                     pixel_format="yuv420p", logger=None)
+print(time.perf_counter() - t0)
+"""
+
+
+def moviepy_assembly(python: str, clips, rate: Fraction, mix: Path, out: Path, folder: Path,
+                     args: list[str]) -> float | str:
+    """Seconds moviepy takes to cut the same shots together and encode them with the same
+    x264 settings (its own process), or why it could not run."""
+    script, spec = folder / "moviepy_assembly.py", folder / "moviepy_spec.json"
+    script.write_text(MOVIEPY)
+    # the x264 settings without the ones moviepy passes itself (codec, preset, audio, pix_fmt)
+    skip = {"-c:v", "-preset", "-c:a", "-b:a", "-pix_fmt"}
+    params = [a for k, a in enumerate(args)
+              if a not in skip and (k == 0 or args[k - 1] not in skip)]
+    spec.write_text(json.dumps({
+        "clips": [(str(p), float(Fraction(first) / rate), float(Fraction(first + n) / rate))
+                  for p, first, n in clips],
+        "mix": str(mix), "out": str(out), "fps": float(rate), "params": params,
+        "preset": args[args.index("-preset") + 1]}))
+    res = subprocess.run([python, str(script), str(spec)], capture_output=True, text=True)
+    if res.returncode:
+        return "moviepy failed: " + (res.stderr.strip().splitlines() or ["?"])[-1]
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def encoded(path: Path) -> dict:
+    """What is compared for equal work: frames, keyframes, size, bitrate."""
+    v = probe(path)["video"]
+    return {"frames": v["frames"], "keyframes": v["keyframes"], "reordered": v["reordered"],
+            "mbytes": round(path.stat().st_size / 1e6, 3), "kbps": v["kbps"]}
+
+
+def equal_work(files: dict[str, dict], reference: str) -> tuple[bool, list[str]]:
+    """Same frames and keyframes as ``reference``, and sizes within 10 % of it."""
+    ref, why = files[reference], []
+    for name, f in files.items():
+        if f["frames"] != ref["frames"]:
+            why.append(f"{name}: {f['frames']} frames, {reference} {ref['frames']}")
+        if f["keyframes"] != ref["keyframes"]:
+            why.append(f"{name}: {len(f['keyframes'])} keyframes, {reference} "
+                       f"{len(ref['keyframes'])}")
+        if abs(f["mbytes"] / ref["mbytes"] - 1) > 0.10:
+            why.append(f"{name}: {f['mbytes']} MB, {reference} {ref['mbytes']} MB (over 10 %)")
+    return not why, why
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1920x1080")
     ap.add_argument("--shots", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--moviepy-python", default=sys.executable)
+    ap.add_argument("--memory", action="store_true", help="also peak memory, 1 vs 10 minutes")
     args = ap.parse_args()
     if not ffmpeg():
         print(json.dumps({"benchmark": "conform", "error": "ffmpeg command not found"}))
@@ -106,40 +176,83 @@ def main() -> None:
                     track.remove(item)
         n = plan.duration
         rate = plan.fps
-        result = {"benchmark": "conform", "size": args.size, "frames": n,
-                  "seconds_of_film": round(float(n / rate), 2)}
+        result: dict = {"benchmark": "conform", "size": args.size, "frames": n,
+                        "seconds_of_film": round(float(n / rate), 2), "rounds": args.rounds,
+                        "cores": os.cpu_count(),
+                        "caveat": "shared machine: runs interleaved, best of rounds"}
         clips = [(media[c.name].path, int(c.source_range.start_time.value),
                   int(c.source_range.duration.value)) for c in tl.tracks[0].find_clips()]
         concat = concat_list(clips, rate, folder)
-        for prof, codec, suffix in (("h264", X264, ".mp4"), ("prores", PRORES, ".mov")):
-            t0 = time.perf_counter()
-            conform(tl, folder / f"ours{suffix}", prof, audio=mix)
-            ours = time.perf_counter() - t0
-            theirs = encode(concat, mix, rate, n, codec, folder / f"ffmpeg{suffix}")
-            result[prof] = {"conform_seconds": round(ours, 2), "ffmpeg_seconds": round(theirs, 2),
+        web = x264(w, h, rate)
+        runs: dict[str, Callable[[Path], float | str]] = {
+            "conform": lambda out: _timed(lambda: conform(tl, out, "h264", audio=mix)),
+            "ffmpeg": lambda out: encode(concat, mix, rate, n, web, out),
+            "moviepy": lambda out: moviepy_assembly(args.moviepy_python, clips, rate, mix, out,
+                                                    folder, web),
+        }
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        failed: dict[str, str] = {}
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                if name in failed:
+                    continue
+                t = run(folder / f"{name}.mp4")
+                if isinstance(t, str):
+                    failed[name] = t
+                else:
+                    times[name].append(t)
+        files = {k: encoded(folder / f"{k}.mp4") for k in runs if k not in failed}
+        same, why = equal_work(files, "conform")
+        web_result: dict = {
+            "settings": " ".join(web),
+            "seconds": {k: round(min(v), 2) for k, v in times.items() if v},
+            "files": {k: {**f, "keyframes": len(f["keyframes"])} for k, f in files.items()},
+            "comparable": same, "not_comparable_because": why, "failed": failed,
+            "target_vs_ffmpeg": 1.05, "target_speedup_vs_moviepy": 1.2}
+        best = web_result["seconds"]
+        if same and "ffmpeg" in best:
+            web_result["ratio_vs_ffmpeg"] = round(best["conform"] / best["ffmpeg"], 3)
+        if same and "moviepy" in best:
+            web_result["speedup_vs_moviepy"] = round(best["moviepy"] / best["conform"], 3)
+        result["h264"] = web_result
+        t0 = time.perf_counter()
+        conform(tl, folder / "ours.mov", "prores", audio=mix)
+        ours = time.perf_counter() - t0
+        theirs = encode(concat, mix, rate, n, PRORES, folder / "ffmpeg.mov")
+        result["prores"] = {"conform_seconds": round(ours, 2), "ffmpeg_seconds": round(theirs, 2),
                             "ratio": round(ours / theirs, 3), "target_ratio": 1.2}
-        # memory: 1 and 10 minutes, same media, 640x360 keeps this quick
-        small_plan, small_media, _ = make_media(folder / "small", 640, 360, args.shots) \
-            if (folder / "small").mkdir() is None else (None, None, None)
-        small = build_timeline(small_plan, TimelineMedia(small_media))
-        for track in small.tracks:
-            for item in list(track):
-                if isinstance(item, otio.schema.Transition):
-                    track.remove(item)
-        per = small.duration().to_seconds()
-        rss = {}
-        for minutes in (1, 10):
-            reps = max(1, round(minutes * 60 / per))
-            long = long_timeline(small, reps)
-            p = folder / f"long{minutes}.otio"
-            otio.adapters.write_to_file(long, str(p))
-            rss[f"{minutes}min"] = round(peak_rss_of_conform(p, folder / f"long{minutes}.mp4"), 1)
-        result["peak_rss_mib"] = rss
-        result["rss_growth"] = round(rss["10min"] / rss["1min"] - 1, 3)
-        result["rss_target_growth"] = 0.10
-        result["peak_rss_self_mib"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if args.memory:
+            result.update(memory(folder, args.shots))
     print(json.dumps(result))
+
+
+def _timed(work: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    work()
+    return time.perf_counter() - t0
+
+
+def memory(folder: Path, shots: int) -> dict:
+    """Peak memory of conform on a 1- and a 10-minute timeline (the same media, 640x360)."""
+    (folder / "small").mkdir()
+    small_plan, small_media, _ = make_media(folder / "small", 640, 360, shots)
+    small = build_timeline(small_plan, TimelineMedia(small_media))
+    for track in small.tracks:
+        for item in list(track):
+            if isinstance(item, otio.schema.Transition):
+                track.remove(item)
+    per = small.duration().to_seconds()
+    rss = {}
+    for minutes in (1, 10):
+        reps = max(1, round(minutes * 60 / per))
+        long = long_timeline(small, reps)
+        p = folder / f"long{minutes}.otio"
+        otio.adapters.write_to_file(long, str(p))
+        rss[f"{minutes}min"] = round(peak_rss_of_conform(p, folder / f"long{minutes}.mp4"), 1)
+    return {"peak_rss_mib": rss, "rss_growth": round(rss["10min"] / rss["1min"] - 1, 3),
+            "rss_target_growth": 0.10,
+            "peak_rss_self_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                       1)}
 
 
 if __name__ == "__main__":

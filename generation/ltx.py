@@ -119,8 +119,9 @@ def shot_prompt(shot: Shot, context: RenderContext, look: str | None = None) -> 
     if shot.action:
         parts.append(shot.action)
     if shot.characters:
-        who = ", ".join(c.title() for c in shot.characters)
-        speaking = [d.speaker.title() for d in shot.dialogue]
+        # the cast's description names the person the same way in every shot
+        who = ", ".join(context.cast.get(c) or c.title() for c in shot.characters)
+        speaking = [context.cast.get(d.speaker) or d.speaker.title() for d in shot.dialogue]
         parts.append(f"{who} in frame" + (f"; {speaking[0]} is speaking" if speaking else ""))
     parts.append(f"{_FRAMING_WORDS.get(shot.framing, 'shot')}, "
                  f"{'static camera' if shot.camera_move.value == 'static' else 'camera ' + shot.camera_move.value}")
