@@ -20,9 +20,16 @@ def run(*args: str):
 
 def test_version_and_help_on_every_command():
     assert run("--version").output.strip().endswith(__version__)
-    for cmd in ([], ["plan"], ["validate"], ["schema"]):
+    commands = sorted(main.commands)
+    assert {"plan", "render", "batch", "export", "conform", "serve"} <= set(commands)
+    for cmd in [[]] + [[c] for c in commands]:
         result = run(*cmd, "--help")
-        assert result.exit_code == 0 and "Usage:" in result.output
+        assert result.exit_code == 0 and "Usage:" in result.output, (cmd, result.output)
+        usage = result.output.splitlines()[0] + " "
+        if cmd:  # the command's own help, with its description
+            assert f" {cmd[0]} " in usage and main.commands[cmd[0]].help, cmd
+        else:
+            assert all(c in result.output for c in commands)
 
 
 def test_plan_table_and_file(example_path, tmp_path: Path):
