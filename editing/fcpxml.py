@@ -187,11 +187,11 @@ def write_fcpxml(edit: Edit, media_url: Callable[[Path], str]) -> str:
                           offset=_time(local + ev.record_in - rec_in, rate), name=ev.name,
                           start=_time(ev.source_in, rate), duration=_time(ev.length, rate),
                           audioRole=role)
-    # a marker element must precede the clips connected to its clip (element order)
+    # a clip's connected clips come before its markers (the asset-clip content model)
     for _a, _b, _c, element in hosts:
         children = list(element)
-        ordered = [c for c in children if c.tag == "marker"] + \
-            [c for c in children if c.tag != "marker"]
+        ordered = [c for c in children if c.tag != "marker"] + \
+            [c for c in children if c.tag == "marker"]
         if ordered != children:
             for c in children:
                 element.remove(c)

@@ -280,3 +280,142 @@ def test_edl_read_by_pycmx_matches_the_otio(golden, tmp_path):
     locs = [line.split()[2] for line in text.splitlines() if line.startswith("* LOC:")]
     want = [w["rec_in"] for w in expected(tl, 0)]
     assert [_tc_frames(x) - t0 for x in locs] == want
+
+
+# ------------------------------------------------------------------ FCPXML, read by lxml
+
+
+def _fcpxml_seconds(value: str) -> Fraction:
+    num, _, den = value.rstrip("s").partition("/")
+    return Fraction(int(num), int(den or 1))
+
+
+def test_fcpxml_read_by_lxml_matches_the_otio_and_follows_the_rules(golden, tmp_path):
+    from lxml import etree
+
+    from aiprod_post.editing.check import check_fcpxml
+
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, "fcpxml", tmp_path / "golden.fcpxml")
+    assert check_fcpxml(out) == []
+    doc = etree.parse(str(out))
+    fmt = doc.find("resources/format")
+    assert (fmt.get("width"), fmt.get("height"), fmt.get("frameDuration")) == ("64", "36",
+                                                                             "1/24s")
+    seq = doc.find(".//sequence")
+    assert seq.get("tcStart") == "3600s"
+    frame = Fraction(1, 24)
+    t0 = _fcpxml_seconds(seq.get("tcStart")) / frame
+    spine = seq.find("spine")
+    clips, transitions, dialogue, markers = [], [], [], []
+    for el in spine:
+        offset = _fcpxml_seconds(el.get("offset")) / frame - t0
+        duration = _fcpxml_seconds(el.get("duration")) / frame
+        if el.tag == "transition":
+            assert el.find("filter-video") is not None
+            transitions.append((offset, duration))
+            continue
+        start = _fcpxml_seconds(el.get("start", "0s")) / frame
+        if el.tag == "asset-clip":
+            clips.append((el.get("name"), offset, offset + duration, start, start + duration))
+        for child in el:
+            if child.tag == "marker":
+                assert _fcpxml_seconds(child.get("duration")) == frame  # one frame, not zero
+                markers.append(offset + _fcpxml_seconds(child.get("start")) / frame - start)
+            elif child.get("lane") == "-1":
+                at = offset + _fcpxml_seconds(child.get("offset")) / frame - start
+                length = _fcpxml_seconds(child.get("duration")) / frame
+                dialogue.append((at, at + length))
+    want = expected(tl, 0)
+    assert clips == [(w["name"], w["rec_in"], w["rec_out"], w["src_in"], w["src_out"])
+                     for w in want]
+    cuts = {w["name"]: w for w in want}
+    assert transitions == [(0, 24), (cuts["2"]["rec_in"] - 12, 24),
+                           (cuts["2A"]["rec_out"] - 24, 24)]  # the dissolve is there
+    assert markers == [w["rec_in"] for w in want]
+    for (rin, rout), w in zip(dialogue, expected(tl, 1), strict=True):
+        assert abs(rin - w["rec_in"]) <= Fraction(1, 2) and abs(rout - w["rec_out"]) <= 0.5
+    assets = {a.get("name"): a for a in doc.iter("asset")}
+    assert assets["line0"].get("audioChannels") == "1" and assets["MX"].get("audioChannels") \
+        == "2"
+    assert assets["line0"].get("format") is None and assets["line0"].get("audioRate") == "48000"
+
+
+def test_fcpxml_rules_catch_what_the_adapter_got_wrong(golden, tmp_path):
+    """The checks can fail: OpenTimelineIO's FCP X adapter's file (no frame size, zero-length
+    markers, no tcStart, sub-frame gaps) does not pass them."""
+    from aiprod_post.editing.check import check_fcpxml
+
+    _folder, _plan, tl = golden
+    bad = tmp_path / "adapter.fcpxml"
+    otio.adapters.write_to_file(tl, str(bad), adapter_name="fcpx_xml")
+    problems = "\n".join(check_fcpxml(bad))
+    assert "frameDuration, width and height" in problems
+    assert "shorter than a frame" in problems
+    assert "no tcStart" in problems
+    assert "not on a frame boundary" in problems
+
+
+# ------------------------------------------------------------------ FCP 7 XML, read by lxml
+
+
+def test_fcp7_xml_read_by_lxml_matches_the_otio(golden, tmp_path):
+    from lxml import etree
+
+    from aiprod_post.editing.check import check_fcp7
+
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, "fcp7", tmp_path / "golden.xml")
+    assert check_fcp7(out) == []
+    doc = etree.parse(str(out))
+    seq = doc.find(".//sequence")
+    assert seq.findtext("timecode/string") == "01:00:00:00"
+    assert seq.findtext("media/video/format/samplecharacteristics/width") == "64"
+    tracks = seq.findall("media/video/track") + seq.findall("media/audio/track")
+
+    def items(track):
+        """(name, record in, record out, source in, source out) at each cut, the -1 of a
+        clip item beside a transition resolved to the transition's edge (xmeml)."""
+        els = list(track)
+        out = []
+        for i, el in enumerate(els):
+            if el.tag != "clipitem":
+                continue
+            s, e = int(el.findtext("start")), int(el.findtext("end"))
+            a, b = int(el.findtext("in")), int(el.findtext("out"))
+            before = els[i - 1] if i and els[i - 1].tag == "transitionitem" else None
+            after = els[i + 1] if i + 1 < len(els) and els[i + 1].tag == "transitionitem" \
+                else None
+            # a transition belongs to the clip it touches (a fade to black before a gap
+            # is not the next clip's)
+            if before is not None and s >= 0 and int(before.findtext("start")) != s:
+                before = None
+            if after is not None and e >= 0 and int(after.findtext("end")) != e:
+                after = None
+            if s < 0:
+                s = int(before.findtext("start"))
+            if e < 0:
+                e = int(after.findtext("end"))
+            assert e - s == b - a, el.findtext("name")  # end-start = out-in, everywhere
+
+            def cut(t):
+                t0, t1 = int(t.findtext("start")), int(t.findtext("end"))
+                return {"start-black": t0, "end-black": t1}.get(t.findtext("alignment"),
+                                                                (t0 + t1) // 2)
+            if before is not None:
+                a, s = a + cut(before) - s, cut(before)
+            if after is not None:
+                b, e = b - (e - cut(after)), cut(after)
+            out.append((el.findtext("name"), s, e, a, b))
+        return out
+
+    want = expected(tl, 0)
+    assert items(tracks[0]) == [(w["name"], w["rec_in"], w["rec_out"], w["src_in"],
+                                 w["src_out"]) for w in want]
+    for (_n, rin, rout, _a, _b), w in zip(items(tracks[1]), expected(tl, 1), strict=True):
+        assert abs(rin - w["rec_in"]) <= Fraction(1, 2) and abs(rout - w["rec_out"]) <= 0.5
+    files = {f.findtext("name"): f for f in doc.iter("file") if f.find("pathurl") is not None}
+    assert files["1.mov"].find("media/audio") is None  # silent shot media declare no sound
+    assert files["1.mov"].findtext("media/video/samplecharacteristics/height") == "36"
+    assert files["line0.wav"].findtext("media/audio/channelcount") == "1"
+    assert files["MX.wav"].findtext("media/audio/channelcount") == "2"
