@@ -91,15 +91,25 @@ def _seconds(value: str) -> Fraction | None:
     return Fraction(int(m.group(1)), int(m.group(2) or 1))
 
 
-def check_fcpxml(path: Path, *, dtd: Path | None = None, media: bool = True) -> list[str]:
-    """Problems an FCPXML importer would meet in ``path`` (see the module's docstring)."""
-    problems: list[str] = []
+def _xml_root(path: Path, tag: str, problems: list[str]) -> ET.Element | None:
+    """The document's root element if it is ``tag``; else None, with the reason added."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
-        return [f"{path}: not well-formed XML: {exc}"]
-    if root.tag != "fcpxml":
-        return [f"{path}: the root element is <{root.tag}>, expected <fcpxml>"]
+        problems.append(f"{path}: not well-formed XML: {exc}")
+        return None
+    if root.tag != tag:
+        problems.append(f"{path}: the root element is <{root.tag}>, expected <{tag}>")
+        return None
+    return root
+
+
+def check_fcpxml(path: Path, *, dtd: Path | None = None, media: bool = True) -> list[str]:
+    """Problems an FCPXML importer would meet in ``path`` (see the module's docstring)."""
+    problems: list[str] = []
+    root = _xml_root(path, "fcpxml", problems)
+    if root is None:
+        return problems
     version = root.get("version", "")
     if not re.fullmatch(r"1\.(\d+)", version) or not 8 <= int(version.split(".")[1]) <= 13:
         problems.append(f"<fcpxml version={version!r}>: these checks know versions 1.8 to 1.13")
@@ -407,12 +417,9 @@ def _check_master(mob, where: str, i: int, path: Path, media: bool) -> list[str]
 
 def check_fcp7(path: Path, *, media: bool = True) -> list[str]:
     problems: list[str] = []
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        return [f"{path}: not well-formed XML: {exc}"]
-    if root.tag != "xmeml":
-        return [f"{path}: the root element is <{root.tag}>, expected <xmeml>"]
+    root = _xml_root(path, "xmeml", problems)
+    if root is None:
+        return problems
     for item in root.iter("clipitem"):
         name = item.findtext("name")
         try:
