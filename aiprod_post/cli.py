@@ -712,13 +712,25 @@ def qa_command(video: Path) -> None:
 @click.option("--db", "db_url", help="SQLAlchemy URL (default: SQLite in --data).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Renders at a time.")
-def serve_command(host: str, port: int, data: Path, db_url: str | None, workers: int) -> None:
-    """Run the HTTP API (OpenAPI at /docs and /openapi.json)."""
+@click.option("--webhook-allow", "webhook_allow", multiple=True, metavar="CIDR_OR_HOST",
+              help="Let webhooks reach this network or host although it is loopback, "
+                   "private, link-local or reserved (repeatable).")
+@click.option("--public-docs", is_flag=True,
+              help="Serve /docs and /openapi.json without a token.")
+def serve_command(host: str, port: int, data: Path, db_url: str | None, workers: int,
+                  webhook_allow: tuple[str, ...], public_docs: bool) -> None:
+    """Run the HTTP API (OpenAPI at /docs and /openapi.json, with a token)."""
     import uvicorn
 
     from .service.app import create_app
+    from .service.webhooks import WebhookPolicy
 
-    uvicorn.run(create_app(data, db_url, workers), host=host, port=port, log_level="warning")
+    try:
+        WebhookPolicy.from_options(list(webhook_allow))
+    except ValueError as exc:
+        _fail(AiprodError(str(exc), where="serve"))
+    uvicorn.run(create_app(data, db_url, workers, webhook_allow=webhook_allow,
+                           public_docs=public_docs), host=host, port=port, log_level="warning")
 
 
 @main.group("token")

@@ -37,13 +37,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data: Path) -> None:
-        self.data, self.port, self.proc = data, free_port(), None
+    """``aiprod-post serve`` in its own process (and session) on a free loopback port."""
+
+    def __init__(self, data: Path, *args: str) -> None:
+        self.data, self.port, self.proc, self.args = data, free_port(), None, args
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Server":
         self.proc = subprocess.Popen([sys.executable, "-m", "aiprod_post.cli", "serve", "--port",
-                                      str(self.port), "--data", str(self.data), "--workers", "1"],
+                                      str(self.port), "--data", str(self.data), "--workers", "1",
+                                      *self.args],
                                      start_new_session=True, stdout=subprocess.DEVNULL,
                                      stderr=open(self.data / "server.log", "ab"))
         for _ in range(200):
@@ -70,7 +73,7 @@ def service(tmp_path_factory):
     data = tmp_path_factory.mktemp("service")
     alice, alice_hook = token(data, "alice")
     bob, _ = token(data, "bob")
-    server = Server(data).start()
+    server = Server(data, "--webhook-allow", "127.0.0.1/32").start()  # the test's listener
     yield server, alice, alice_hook, bob
     server.kill()
 
@@ -127,7 +130,8 @@ def test_submit_poll_download_and_probe(service, tmp_path):
         assert r.status_code == 404, name
     metrics = httpx.get(server.url + "/metrics", headers=auth(alice)).text
     assert 'aiprod_jobs{state="succeeded"}' in metrics and "aiprod_queue_depth" in metrics
-    assert "/v1/jobs" in httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert "/v1/jobs" in httpx.get(server.url + "/openapi.json", headers=auth(alice)).json()[
+        "paths"]
 
 
 def test_idempotency_key_makes_retries_safe(service):
@@ -225,7 +229,7 @@ def test_a_restart_loses_no_job(tmp_path):
         server.kill()
 
 
-def test_uploaded_music_is_probed_before_use(service, tmp_path):
+def test_uploaded_music_is_probed_by_the_render_not_the_web_process(service, tmp_path):
     import numpy as np
 
     from aiprod_post.audio.io import write_wav
@@ -234,7 +238,10 @@ def test_uploaded_music_is_probed_before_use(service, tmp_path):
                    files={"script": ("s.fountain", SCRIPT.encode()),
                           "music": ("theme.wav", b"RIFF this is not audio at all")},
                    data={"profiles": "web", "width": "160", "height": "96"})
-    assert r.status_code == 400 and "not usable audio" in r.json()["detail"]
+    assert r.status_code == 202  # stored, not decoded, by the web process
+    bad = wait(server, alice, r.json()["id"])
+    assert bad["state"] == "failed" and "music upload is not audio" in bad["error"], bad
+    assert str(server.data) not in bad["error"] and "/" not in bad["error"]
     t = np.arange(48000 * 2) / 48000
     wav = write_wav(tmp_path / "theme.wav", np.stack([0.2 * np.sin(2 * np.pi * 220 * t)] * 2, 1))
     r = httpx.post(server.url + "/v1/jobs", headers=auth(alice),

@@ -10,11 +10,14 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine
+from typing import Any
+
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text,
+                        UniqueConstraint, create_engine, update)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 __all__ = ["Base", "Token", "Job", "connect", "migrate", "create_token", "token_by_secret",
-           "now", "STATES"]
+           "now", "STATES", "transition"]
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -38,6 +41,9 @@ class Token(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # one job per (token, Idempotency-Key): concurrent retries race on this constraint
+    __table_args__ = (UniqueConstraint("token_id", "idempotency_key",
+                                       name="uq_jobs_token_idempotency_key"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True, default="queued")
@@ -45,6 +51,8 @@ class Job(Base):
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
     request: Mapped[dict] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    #: SHA-256 of the request as received (canonical JSON, uploads by content)
+    request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
@@ -54,6 +62,21 @@ class Job(Base):
     output_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
     webhook_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: the render process now or last started for this job, and its start time as the
+    #: operating system reports it (a pid alone may have been reused after a crash)
+    render_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    render_identity: Mapped[str | None] = mapped_column(String(120), nullable=True)
+
+
+def transition(s: Session, job_id: str, expected: tuple[str, ...], **values: Any) -> bool:
+    """Compare-and-set: apply ``values`` only if the job's state is one of ``expected``.
+
+    One ``UPDATE ... WHERE state IN (...)``: of two writers racing (a DELETE and the
+    dispatcher picking the job up), exactly one sees its row changed.
+    """
+    result = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(expected))
+                       .values(**values).execution_options(synchronize_session=False))
+    return result.rowcount == 1
 
 
 def migrate(url: str) -> None:
