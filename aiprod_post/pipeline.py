@@ -476,6 +476,12 @@ class _Render:
         who = {n: [ch.description, ch.figure.model_dump()] for n, ch in people.items()}
         figure_samples: dict[str, list] = {}
         shots = plan.shots()
+        if hasattr(engine, "warm_up"):
+            # the film's shapes compiled before its first shot, timed as a stage of their own
+            self.r.stage("compile", 1)
+            self.report["compile"] = engine.warm_up(
+                [s.duration + sum(handles[s.id]) for _, s in shots], plan.width, plan.height)
+            self.r.item("compile", 1, 1, cached=False)
         self.r.stage("generation", len(shots))
         media: dict[str, ShotMedia] = {}
         W, H, fps = plan.width, plan.height, plan.fps
@@ -503,7 +509,9 @@ class _Render:
                          scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
                          visemes, _file_digest(look_file), match,
                          _array_digest(reference.image) if match else None,
-                         {c: references[c] for c in shot.characters if c in references})
+                         {c: references[c] for c in shot.characters if c in references},
+                         # the frame counts it is generated at (ltx: the film's buckets)
+                         *([engine.lengths_for(n)] if hasattr(engine, "lengths_for") else []))
             mov = self.cached("shots", key, ".mov")
             first, last = self.cached("shots", key, ".first.npy"), \
                 self.cached("shots", key, ".last.npy")

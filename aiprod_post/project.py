@@ -22,6 +22,7 @@ silently does nothing. CLI flags override what the file says.
     model = "/models/ltx-video-0.9.7-distilled"   # a diffusers folder (local only)
     preset = "distilled"        # or "dev"
     upsampler = "models/ltxv-spatial-upscaler"  # optional second stage (latent upsampler)
+    compile = "auto"            # or true / false: compile the transformer's repeated block
 
     [engine.clips]
     folder = "footage"          # 3A.mov, 3B_take2.mp4 …
@@ -96,7 +97,11 @@ class LTXProjectSettings(_Strict):
     cpu_offload: bool = False
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = None
-    compile: bool = True
+    compile: bool | Literal["auto"] = "auto"  # auto: where the film's GPU time repays it
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"
+    compile_backend: Literal["inductor", "eager"] = "inductor"
+    max_buckets: int = Field(4, ge=1, le=16)  # frame counts (compiled shapes) per film
     upsampler: str | None = None
     upsample_steps: int = Field(10, ge=1)
     upsample_strength: float = Field(0.4, gt=0.0, le=1.0)

@@ -9,8 +9,19 @@ otherwise (``establishing_strength``). LTX's constraints are handled here: frame
 longer than one generation is chained in segments, each conditioned on the end of
 the last. Out of GPU memory, a shot is retried with VAE tiling, then with model CPU
 offload, then with shorter segments, before it fails with an error that says so. On a
-GPU the transformer is compiled and the text embeddings are computed once per shot
-(``benchmarks/bench_ltx_gpu.py`` measures what that gives beside stock diffusers).
+GPU the text embeddings are computed once per shot.
+
+Shapes: every new input shape of a compiled transformer compiles again, and shot lengths
+are shapes. So a film is generated at a few frame counts only (at most ``max_buckets``,
+8n+1, chosen from the plan so that the frames generated and thrown away stay few) and
+each generation is trimmed to the frames the plan asks for; the guidance batch (1, or 2
+with classifier-free guidance) is fixed by the preset. On CUDA the transformer's
+repeated block is compiled (regional compilation: one block's graph serves all 28),
+with inductor's caches under the user's cache folder (``AIPROD_CACHE``), so a second run
+of any film starts warm; ``compile = "auto"`` compiles only where the film's GPU time
+repays it. :meth:`LTXEngine.warm_up` compiles the plan's shapes before the first shot
+(``benchmarks/bench_ltx_film.py`` measures a whole film beside stock diffusers,
+``benchmarks/bench_ltx_gpu.py`` one shot).
 
 Weights: a diffusers-format folder (``model_index.json``, transformer, vae,
 text_encoder, tokenizer, scheduler), or a single-file checkpoint with a local diffusers
@@ -29,9 +40,10 @@ import hashlib
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -42,7 +54,8 @@ from aiprod_post.plan import Framing, Shot
 from .engine import RenderContext, ShotRender, register
 
 __all__ = ["LTXSettings", "LTXEngine", "PRESETS", "valid_frames", "valid_size", "shot_prompt",
-           "NEGATIVE_PROMPT", "drop_module_mocks"]
+           "NEGATIVE_PROMPT", "drop_module_mocks", "generation_lengths", "choose_buckets",
+           "bucket_for", "cache_folder"]
 
 NEGATIVE_PROMPT = ("worst quality, inconsistent motion, blurry, jittery, distorted, watermark, "
                    "text, subtitles, deformed faces, extra limbs")
@@ -73,8 +86,13 @@ class LTXSettings:
     steps: int | None = None
     guidance_scale: float | None = None
     max_sequence_length: int = 128
-    #: compile the transformer (CUDA): ~1.35-1.4x faster after a one-off compile
-    compile: bool = True
+    #: compile the transformer's repeated block: True, False, or "auto" (on CUDA, when the
+    #: film's estimated GPU time repays the compile, counting what the cache already holds)
+    compile: bool | Literal["auto"] = "auto"
+    compile_mode: str = "default"  # torch.compile's mode for the block
+    compile_backend: str = "inductor"  # "eager" traces only (tests, debugging)
+    #: the most frame counts a film is generated at (each is a compiled shape)
+    max_buckets: int = 4
     #: a local latent upsampler (LTXLatentUpsamplerModel folder, or a pipeline folder with
     #: ``latent_upsampler/``): generate at half size, upsample the latents ×2, then refine
     upsampler: str | None = None
@@ -101,6 +119,81 @@ def valid_size(width: int, height: int) -> tuple[int, int]:
     (1920, 1088)
     """
     return 32 * math.ceil(width / 32), 32 * math.ceil(height / 32)
+
+
+def generation_lengths(duration: int, max_frames: int) -> list[int]:
+    """Frames each generation of a shot must deliver: the first segment, then chained
+    segments, each of which also holds the frame it is conditioned on (its first).
+
+    >>> generation_lengths(235, 121)
+    [121, 115]
+    >>> generation_lengths(40, 121)
+    [40]
+    """
+    out: list[int] = []
+    produced = 0
+    while produced < duration:
+        chained = 1 if produced else 0
+        need = min(duration - produced + chained, max_frames)
+        out.append(need)
+        produced += need - chained
+    return out
+
+
+def choose_buckets(needs: Iterable[int], max_buckets: int = 4) -> tuple[int, ...]:
+    """At most ``max_buckets`` frame counts (8n+1) that hold every need, chosen so the
+    frames generated beyond the needs (then trimmed) are fewest (an exact dynamic
+    programme over the sorted distinct needs).
+
+    >>> choose_buckets([9, 40, 41, 121, 100], max_buckets=2)
+    (41, 121)
+    >>> choose_buckets([10, 17])
+    (17,)
+    """
+    counts: dict[int, int] = {}
+    for n in needs:
+        counts[n] = counts.get(n, 0) + 1
+    values = sorted(counts)
+    if not values:
+        return ()
+    k = min(max_buckets, len(values))
+    def waste(i: int, j: int) -> int:  # needs i..j in the bucket that holds need j
+        b = valid_frames(values[j])
+        return sum((b - values[t]) * counts[values[t]] for t in range(i, j + 1))
+
+    inf = float("inf")
+    m = len(values)
+    best = [[inf] * (m + 1) for _ in range(k + 1)]  # best[g][j]: first j needs in g buckets
+    cut = [[0] * (m + 1) for _ in range(k + 1)]
+    best[0][0] = 0
+    for g in range(1, k + 1):
+        for j in range(1, m + 1):
+            for i in range(g - 1, j):
+                cost = best[g - 1][i] + waste(i, j - 1)
+                if cost < best[g][j]:
+                    best[g][j], cut[g][j] = cost, i
+    g = min(range(1, k + 1), key=lambda g: (best[g][m], g))
+    buckets = []
+    j = m
+    while g > 0:
+        buckets.append(valid_frames(values[j - 1]))
+        j, g = cut[g][j], g - 1
+    return tuple(sorted(set(buckets)))
+
+
+def bucket_for(need: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds ``need`` frames (or ``need``'s own 8n+1 if none does).
+
+    >>> bucket_for(50, (41, 121))
+    121
+    """
+    fit = [b for b in buckets if b >= need]
+    return min(fit) if fit else valid_frames(need)
+
+
+def cache_folder() -> Path:
+    """The user's cache folder: ``AIPROD_CACHE``, else ``~/.cache/aiprod-post``."""
+    return Path(os.environ.get("AIPROD_CACHE", Path.home() / ".cache" / "aiprod-post"))
 
 
 _FRAMING_WORDS = {
@@ -153,7 +246,7 @@ def _weights_identity(folder: Path) -> dict:
                    and p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"))
     if folder.is_file():
         files = [folder]
-    cache = Path(os.environ.get("AIPROD_CACHE", Path.home() / ".cache" / "aiprod-post"))
+    cache = cache_folder()
     cache.mkdir(parents=True, exist_ok=True)
     index_path = cache / "weights-hashes.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
@@ -186,9 +279,25 @@ class LTXEngine:
                               f"{' or '.join(PRESETS)}", where="[engine.ltx] preset")
         self._pipe = None
         self._upsample = None
+        self._embeddings: dict = {}
         #: (width, height, steps) of each denoising pass run, for the manifest and tests
         self.passes: list[tuple[int, int, int]] = []
+        #: (frames, width, height) of each generation, for the benchmark and tests
+        self.generations: list[tuple[int, int, int]] = []
         self.tried: list[str] = []
+        #: the frame counts shots are generated at; set from the film by :meth:`plan_film`
+        self.buckets: tuple[int, ...] = ()
+        self.compiled = False
+
+    @classmethod
+    def from_pipeline(cls, pipe, **settings) -> "LTXEngine":
+        """An engine around a pipeline already built (benchmarks: random weights built from a
+        config); set up for the settings' device like a loaded one."""
+        engine = cls(**settings)
+        engine._setup(pipe)
+        engine.identity = {"model": "(in memory)", "dtype": engine.s.dtype,
+                           "pipeline": type(pipe).__name__, "settings": asdict(engine.s)}
+        return engine
 
     # ---- loading
     def _check_paths(self) -> Path:
@@ -240,9 +349,24 @@ class LTXEngine:
         if self._pipe is not None:
             return self._pipe
         path = self._check_paths()
+        pipe = self._load(path)
+        self._setup(pipe)
+        self.identity = {"model": str(path), **_weights_identity(path), "dtype": self.s.dtype,
+                         "pipeline": type(pipe).__name__, "settings": asdict(self.s)}
+        if self.s.upsampler:
+            self.identity["upsampler"] = _weights_identity(self._upsampler_dir())
+        return pipe
+
+    def _torch_dtype(self):
+        import torch
+
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16,
+                "float32": torch.float32}[self.s.dtype]
+
+    def _load(self, path: Path):
+        """The pipeline from local files (and the latent upsampler's model, if set)."""
         drop_module_mocks()
         try:
-            import torch
             from diffusers import (
                 AutoencoderKLLTXVideo,
                 LTXConditionPipeline,
@@ -252,8 +376,7 @@ class LTXEngine:
         except ImportError as exc:
             raise AiprodError("the ltx engine needs torch, diffusers and transformers "
                               "(pip install 'aiprod-post[ltx]')") from exc
-        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16,
-                 "float32": torch.float32}[self.s.dtype]
+        dtype = self._torch_dtype()
         kw = {"local_files_only": True, "dtype": dtype}
         extra = {}
         if self.s.text_encoder:
@@ -274,6 +397,23 @@ class LTXEngine:
                                                             **kw, **extra)
         except (OSError, ValueError, KeyError) as exc:
             raise AiprodError(f"cannot load LTX-Video: {exc}", source=path) from None
+        self._upsampler_model = None
+        if self.s.upsampler:
+            from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+            try:
+                self._upsampler_model = LTXLatentUpsamplerModel.from_pretrained(
+                    self._upsampler_dir(), local_files_only=True, torch_dtype=dtype)
+            except (OSError, ValueError, KeyError) as exc:
+                raise AiprodError(f"cannot load the latent upsampler: {exc}",
+                                  source=self.s.upsampler) from None
+        return pipe
+
+    def _setup(self, pipe) -> None:
+        """Device, offload, tiling and the upsampler; compiling waits for :meth:`warm_up`
+        (or the first generation, when ``compile = true`` and no warm-up ran)."""
+        import torch
+
         device = self.s.device
         if device == "cuda" and not torch.cuda.is_available():
             raise AiprodError("the ltx engine's device is cuda but no CUDA GPU is present; "
@@ -286,34 +426,188 @@ class LTXEngine:
         if self.s.vae_tiling:
             pipe.vae.enable_tiling()
         self._upsample = None
-        if self.s.upsampler:
+        if getattr(self, "_upsampler_model", None) is not None:
             from diffusers import LTXLatentUpsamplePipeline
-            from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
 
-            try:
-                model = LTXLatentUpsamplerModel.from_pretrained(
-                    self._upsampler_dir(), local_files_only=True, torch_dtype=dtype)
-            except (OSError, ValueError, KeyError) as exc:
-                raise AiprodError(f"cannot load the latent upsampler: {exc}",
-                                  source=self.s.upsampler) from None
-            self._upsample = LTXLatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=model)
+            self._upsample = LTXLatentUpsamplePipeline(vae=pipe.vae,
+                                                       latent_upsampler=self._upsampler_model)
             self._upsample.latent_upsampler.to(pipe._execution_device if self.s.cpu_offload
                                                else device)
             self._upsample.set_progress_bar_config(disable=True)
-        if self.s.compile and device == "cuda":
+        if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-            pipe.transformer = torch.compile(pipe.transformer,
-                                             mode="max-autotune-no-cudagraphs", dynamic=False)
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
-        self._embeddings: dict = {}
-        self.identity = {"model": str(path), **_weights_identity(path), "dtype": self.s.dtype,
-                         "pipeline": type(pipe).__name__, "settings": asdict(self.s)}
+        self._embeddings = {}
+
+    # ---- shapes and compilation
+    def _max_segment(self) -> int:
+        """The longest generation: ``max_frames`` rounded down to 8n+1."""
+        return max(9, 8 * ((self.s.max_frames - 1) // 8) + 1)
+
+    def plan_film(self, durations: Iterable[int]) -> tuple[int, ...]:
+        """Choose the frame counts (buckets) the film's shots are generated at, from every
+        shot's length (handles included); shots are then generated at the smallest bucket
+        that holds each segment and trimmed to the plan's frames."""
+        needs = [n for d in durations for n in generation_lengths(d, self._max_segment())]
+        self.buckets = choose_buckets(needs, self.s.max_buckets)
+        return self.buckets
+
+    def lengths_for(self, duration: int) -> list[int]:
+        """The frame counts a shot of ``duration`` frames is generated at (what its
+        picture depends on besides the shot, for the stage cache's key)."""
+        return [bucket_for(n, self.buckets) for n in
+                generation_lengths(duration, self._max_segment())]
+
+    def _sizes(self, width: int, height: int) -> list[tuple[int, int]]:
+        """The generation sizes of one shot: the plan's size rounded up to multiples of 32,
+        or, with the upsampler, half of it first."""
+        if not self.s.upsampler:
+            return [valid_size(width, height)]
+        half = valid_size(math.ceil(width / 2), math.ceil(height / 2))
+        return [half, (2 * half[0], 2 * half[1])]
+
+    def _guidance(self) -> bool:
+        g = self.s.guidance_scale if self.s.guidance_scale is not None \
+            else PRESETS[self.s.preset]["guidance_scale"]
+        return g > 1.0
+
+    def _shape_key(self, frames: int, w: int, h: int, conditioned: bool) -> str:
+        """What one compiled shape depends on, as a key of the compiled-shapes index."""
+        import torch
+
+        pipe = self.pipeline()
+        device = torch.cuda.get_device_name() if self.s.device == "cuda" else self.s.device
+        return hashlib.sha256(json.dumps([
+            torch.__version__, device, self.s.dtype, self.s.compile_mode,
+            self.s.compile_backend, dict(pipe.transformer.config), frames, w, h, conditioned,
+            2 if self._guidance() else 1, self.s.max_sequence_length], sort_keys=True,
+            default=str).encode()).hexdigest()[:24]
+
+    def _transformer_seconds(self, frames: int, w: int, h: int) -> float:
+        """Eager transformer seconds of one generation, from its arithmetic: 2 FLOPs per
+        parameter per token, self-attention's 4·T²·d per layer; steps × guidance batch."""
+        pipe = self.pipeline()
+        cfg = pipe.transformer.config
+        tokens = ((frames - 1) // pipe.vae_temporal_compression_ratio + 1) * \
+            (h // pipe.vae_spatial_compression_ratio) * (w // pipe.vae_spatial_compression_ratio)
+        params = sum(p.numel() for p in pipe.transformer.parameters())
+        dim = cfg.num_attention_heads * cfg.attention_head_dim
+        flops = 2 * params * tokens + 4 * cfg.num_layers * tokens ** 2 * dim
+        steps = self.s.steps or PRESETS[self.s.preset]["num_inference_steps"]
         if self.s.upsampler:
-            self.identity["upsampler"] = _weights_identity(self._upsampler_dir())
-        return pipe
+            steps = steps / 4 + self.s.upsample_steps  # half size first: ~¼ the tokens
+        return flops * steps * (2 if self._guidance() else 1) / (_EAGER_TFLOPS * 1e12)
+
+    def _film_shapes(self, durations: Sequence[int], width: int, height: int
+                     ) -> list[tuple[int, int, int, bool]]:
+        """(frames, width, height, conditioned) of every generation shape the film needs.
+
+        A generation conditioned on a keyframe gives the transformer one timestep per token,
+        a free one a timestep per sample: two shapes. Every segment but the film's first is
+        conditioned (on the shot before, the scene's establishing frame, or its own last
+        segment), so the free shape is the first shot's first bucket alone.
+        """
+        sizes = self._sizes(width, height)
+        shapes = [(b, w, h, True) for b in self.buckets for w, h in sizes]
+        if durations:
+            first = self.lengths_for(durations[0])[0]
+            shapes += [(first, w, h, False) for w, h in sizes]
+        return shapes
+
+    def _compile_decision(self, durations: Sequence[int], width: int, height: int
+                          ) -> tuple[bool, str, float]:
+        """Whether to compile, why, and the compile seconds expected."""
+        shapes = self._film_shapes(durations, width, height)
+        index = _compiled_index()
+        cold = [s for s in shapes if self._shape_key(*s) not in index]
+        cost = len(cold) * _COMPILE_COLD_S + (len(shapes) - len(cold)) * _COMPILE_WARM_S
+        if self.s.compile is True:
+            return True, "compile = true", cost
+        if self.s.compile is False:
+            return False, "compile = false", 0.0
+        if self.s.device != "cuda" or self.s.cpu_offload:
+            return False, "auto: compiles on CUDA only, without CPU offload", 0.0
+        gpu = sum(self._transformer_seconds(b, w, h) for d in durations
+                  for b in self.lengths_for(d) for w, h in self._sizes(width, height))
+        saved = gpu * (1 - 1 / _COMPILED_SPEEDUP)
+        verdict = saved > cost
+        return verdict, (f"auto: ~{saved:.0f} s saved on ~{gpu:.0f} s of transformer time, "
+                         f"~{cost:.0f} s to compile {len(shapes)} shapes ({len(cold)} not "
+                         f"in the cache)"), cost
+
+    def _compile_blocks(self) -> None:
+        """Compile the transformer's repeated block in place (regional compilation), with
+        inductor's caches under the user's cache folder."""
+        import torch
+
+        if self.compiled:
+            return
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        # inductor reads the folder when it compiles (and writes its default back into the
+        # environment once asked): a folder the user set wins, torch's default does not
+        if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_folder() / "inductor")
+        torch._inductor.config.fx_graph_cache = True
+        # each bucket (and size, with the upsampler; and a reference image's extra tokens)
+        # is one more entry of the block's code: leave room beyond dynamo's default of 8
+        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") \
+            else "cache_size_limit"
+        setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 64))
+        # static shapes: the buckets are the shapes; dynamic ones would cost speed
+        self.pipeline().transformer.compile_repeated_blocks(
+            mode=None if self.s.compile_mode == "default" else self.s.compile_mode,
+            backend=self.s.compile_backend, dynamic=False, fullgraph=True)
+        self.compiled = True
+
+    def warm_up(self, durations: Sequence[int], width: int, height: int) -> dict:
+        """Choose the film's buckets and, where compiling pays, compile every shape the
+        film needs now, before the first shot (one denoising step per shape, no decode).
+        Returns what was done, for the report."""
+        t0 = time.perf_counter()
+        self.pipeline()
+        self.plan_film(durations)
+        compile_, reason, expected = self._compile_decision(durations, width, height)
+        info = {"buckets": list(self.buckets), "compile": compile_, "reason": reason,
+                "expected_seconds": round(expected, 1), "shapes": []}
+        if compile_:
+            self._compile_blocks()
+            info["cache"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+            index = _compiled_index()
+            for shape in self._film_shapes(durations, width, height):
+                t = time.perf_counter()
+                self._trace(*shape)
+                index[self._shape_key(*shape)] = round(time.perf_counter() - t, 1)
+                info["shapes"].append([*shape, round(time.perf_counter() - t, 2)])
+            _save_compiled_index(index)
+        info["seconds"] = round(time.perf_counter() - t0, 3)
+        return info
+
+    def _trace(self, frames: int, w: int, h: int, conditioned: bool) -> None:
+        """One denoising step at a shape, latents out: compiles (or loads) that shape."""
+        import torch
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+        from PIL import Image
+
+        pipe = self.pipeline()
+        cfg = self._guidance()
+        pe, pm, ne, nm = pipe.encode_prompt(
+            prompt="", negative_prompt="", do_classifier_free_guidance=cfg,
+            max_sequence_length=self.s.max_sequence_length, device=pipe._execution_device)
+        gen_device = "cpu" if self.s.cpu_offload else self.s.device
+        grey = Image.new("RGB", (w, h), (128, 128, 128))
+        conditions = [LTXVideoCondition(image=grey, frame_index=0)] if conditioned else None
+        pipe(conditions=conditions, prompt_embeds=pe, prompt_attention_mask=pm,
+             negative_prompt_embeds=ne if cfg else None,
+             negative_prompt_attention_mask=nm if cfg else None, width=w, height=h,
+             num_frames=frames, num_inference_steps=1,
+             guidance_scale=3.0 if cfg else 1.0, output_type="latent",
+             generator=torch.Generator(device=gen_device).manual_seed(0))
+        if self.s.device == "cuda":
+            torch.cuda.synchronize()
 
     # ---- rendering
     def _generate(self, prompt: str, n: int, w: int, h: int, seed: int, conditions: list
@@ -322,6 +616,8 @@ class LTXEngine:
         from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
         pipe = self.pipeline()
+        if self.s.compile is True and not self.compiled:
+            self._compile_blocks()
         preset = dict(PRESETS[self.s.preset])
         if self.s.steps:
             preset["num_inference_steps"] = self.s.steps
@@ -334,7 +630,7 @@ class LTXEngine:
                  for img, strength, index in conditions] or None
         gen_device = "cpu" if self.s.cpu_offload else self.s.device
         generator = torch.Generator(device=gen_device).manual_seed(int(seed))
-        cfg = preset["guidance_scale"] > 1.0
+        cfg = self._guidance()
         key = (prompt, cfg)
         if key not in self._embeddings:  # once per shot, not once per segment
             self._embeddings = {key: pipe.encode_prompt(
@@ -345,9 +641,10 @@ class LTXEngine:
                     negative_prompt_embeds=ne if cfg else None,
                     negative_prompt_attention_mask=nm if cfg else None)
         settings = {**preset, **self.s.extra}
+        self.generations.append((n, w, h))
         if self._upsample is None:
             out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
-                       generator=generator, output_type="np", **settings)
+                       generator=generator, output_type="pt", **settings)
             self.passes.append((w, h, settings["num_inference_steps"]))
         else:
             # LTX-Video's multi-scale recipe: a first pass at half size, its latents upsampled
@@ -358,17 +655,19 @@ class LTXEngine:
             refine = dict(settings, num_inference_steps=self.s.upsample_steps)
             out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
                        denoise_strength=self.s.upsample_strength, latents=up,
-                       generator=generator, output_type="np", **refine)
+                       generator=generator, output_type="pt", **refine)
             self.passes += [(w // 2, h // 2, settings["num_inference_steps"]),
                             (w, h, self.s.upsample_steps)]
-        frames = np.asarray(out.frames[0])
-        return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        # to 8 bits where the frames are: a quarter of the bytes cross to the host, and
+        # no float copy of the whole generation is made there
+        frames = out.frames[0].float().mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+        return frames.permute(0, 2, 3, 1).cpu().numpy()
 
     def _with_fallbacks(self, shot: Shot, fn):
         """Run ``fn(segment_frames)``; out of GPU memory: tiling, offload, shorter segments."""
         import torch
 
-        segment = self.s.max_frames
+        segment = self._max_segment()
         steps = ["as configured"]
         while True:
             try:
@@ -394,8 +693,7 @@ class LTXEngine:
     def render(self, shot: Shot, context: RenderContext) -> ShotRender:
         W, H = context.width, context.height
         # with the upsampler, the first pass runs at half the size: keep that a multiple of 32
-        gw, gh = valid_size(W, H) if not self.s.upsampler else \
-            tuple(2 * v for v in valid_size(math.ceil(W / 2), math.ceil(H / 2)))
+        gw, gh = self._sizes(W, H)[-1]
         prompt = shot_prompt(shot, context, context.look)
         first_conditions = []
         if "previous" in context.keyframes:
@@ -406,7 +704,7 @@ class LTXEngine:
                                           H), self.s.establishing_strength, 0))
         # character references: in the middle of the first segment (LTX conditions on
         # latent frames, so the index is a multiple of 8; frame 0 belongs to the keyframe)
-        first_n = valid_frames(min(shot.duration, self.s.max_frames))
+        first_n = valid_frames(min(shot.duration, self._max_segment()))
         middle = 8 * ((first_n - 1) // 16)
         refs = sorted(k for k in context.keyframes if k.startswith("character:"))
         notes = []
@@ -426,24 +724,61 @@ class LTXEngine:
             segment_index = 0
             while produced < shot.duration:
                 left = shot.duration - produced
+                # a chained segment starts on the frame it was conditioned on: skip it
+                chained = 1 if produced else 0
+                need = 0
 
                 def one(segment: int) -> np.ndarray:
-                    n = valid_frames(min(left + (1 if produced else 0), segment))
+                    nonlocal need
+                    need = min(left + chained, segment)
+                    # the film's bucket; shorter segments (out of memory) leave the buckets
+                    n = bucket_for(need, self.buckets) if segment >= self._max_segment() \
+                        else valid_frames(need)
                     return self._generate(prompt, n, gw, gh, shot.seed + segment_index,
                                           conditions)
 
                 clip = self._with_fallbacks(shot, one)
-                # a chained segment starts on the frame it was conditioned on: skip it
-                start = 1 if produced else 0
-                for f in clip[start:start + left]:
+                for f in clip[chained:need]:  # frames past the need were the bucket's
                     produced += 1
                     yield _crop(f, W, H)
-                conditions = [(clip[-1], 1.0, 0)]
+                conditions = [(clip[need - 1], 1.0, 0)]
                 segment_index += 1
 
         r = ShotRender(shot, frames, f"ltx:{context.scene.location}", context.scene.light)
         r.notes.extend(notes)
         return r
+
+
+#: what compiling buys and costs, from benchmarks/bench_ltx_film.py on an H200 (2B, bf16):
+#: the eager transformer's throughput, the compiled blocks' speed-up on the transformer,
+#: and the seconds to compile one shape of the block with a cold and a warm cache
+_EAGER_TFLOPS = 400.0
+_COMPILED_SPEEDUP = 1.25
+_COMPILE_COLD_S = 40.0
+_COMPILE_WARM_S = 3.0
+
+
+def _compiled_index_path() -> Path:
+    return cache_folder() / "ltx-compiled-shapes.json"
+
+
+def _compiled_index() -> dict:
+    """Shapes compiled before into the user's inductor cache (key → seconds it took)."""
+    try:
+        return json.loads(_compiled_index_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_compiled_index(index: dict) -> None:
+    path = _compiled_index_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder only costs the next run its warm estimate
 
 
 def _fit(img: np.ndarray, w: int, h: int, plan_w: int, plan_h: int) -> np.ndarray:

@@ -19,7 +19,13 @@ diffusers = pytest.importorskip("diffusers")
 from aiprod_post.errors import AiprodError  # noqa: E402
 from aiprod_post.plan import Framing, Scene, Shot  # noqa: E402
 from aiprod_post.generation.engine import Keyframe, RenderContext, engine_by_name  # noqa: E402
-from aiprod_post.generation.ltx import shot_prompt, valid_frames, valid_size  # noqa: E402
+from aiprod_post.generation.ltx import (  # noqa: E402
+    choose_buckets,
+    generation_lengths,
+    shot_prompt,
+    valid_frames,
+    valid_size,
+)
 
 W, H = 60, 40  # not multiples of 32 on purpose
 
@@ -264,6 +270,138 @@ def test_a_character_reference_conditions_the_middle_of_the_shot(model_dir):
 def test_the_prompt_names_the_look():
     ctx = RenderContext(scene(), W, H, Fraction(24), look="teal_orange")
     assert "teal orange look" in shot_prompt(shot(), ctx, ctx.look)
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "the_last_ferry.fountain"
+
+
+def example_lengths() -> list[tuple[str, int]]:
+    """Every shot of the example film with the frames its media needs (handles included),
+    as the render's generation stage asks for them."""
+    from aiprod_post.editing.timeline import handles_for
+    from aiprod_post.planner import PlannerSettings, plan_source
+
+    plan, _ = plan_source(EXAMPLE, PlannerSettings(fps=Fraction(24), width=W, height=H))
+    handles = handles_for(plan)
+    return [(s.id, s.duration + sum(handles[s.id])) for _, s in plan.shots()]
+
+
+def test_the_example_film_is_generated_at_four_frame_counts_and_trimmed_exactly(monkeypatch):
+    """Bucketed lengths: at most 4 frame counts (8n+1) for the whole example, each shot's
+    generations trimmed back to exactly the plan's frames, few frames thrown away."""
+    shots = example_lengths()
+    eng = engine_by_name("ltx", model="unused", **SETTINGS)
+    buckets = eng.plan_film([n for _, n in shots])
+    assert 1 <= len(buckets) <= 4 and all(b % 8 == 1 for b in buckets)
+    needs = [need for _, n in shots for need in generation_lengths(n, 121)]
+    # a bucket can only be worse than each need's own 8n+1 by what the buckets must merge
+    waste = sum(b - need for (_, n) in shots
+                for need, b in zip(generation_lengths(n, 121), eng.lengths_for(n)))
+    assert waste <= 0.1 * sum(needs)
+    assert len({valid_frames(n) for n in needs}) > 4  # bucketing did something
+
+    # the render path itself: generations of the bucket's length, frames counted out
+    made: list[int] = []
+
+    def fake_generate(prompt, n, w, h, seed, conditions):
+        made.append(n)
+        return np.full((n, h, w, 3), len(made) % 256, np.uint8)
+
+    monkeypatch.setattr(eng, "_generate", fake_generate)
+    for sid, n in shots:
+        before = len(made)
+        frames = list(eng.render(shot(n), RenderContext(scene(), W, H, Fraction(24))))
+        assert len(frames) == n, sid  # no shot loses or gains frames
+        assert made[before:] == eng.lengths_for(n), sid
+    assert set(made) <= set(buckets)
+
+
+def test_choose_buckets_is_the_least_waste():
+    needs = [5, 36, 41, 48, 60, 72, 101, 121, 121]
+    best = choose_buckets(needs, 3)
+    from itertools import combinations
+
+    def waste(bs):
+        return sum(min(b for b in bs if b >= n) - n for n in needs)
+
+    candidates = sorted({valid_frames(n) for n in needs})
+    brute = min(waste(c) for k in (1, 2, 3) for c in combinations(candidates, k)
+                if max(c) >= max(needs))
+    assert waste(best) == brute and len(best) <= 3
+
+
+def test_a_film_compiles_once_per_bucket_and_not_again_while_rendering(model_dir, tmp_path,
+                                                                       monkeypatch):
+    """Shots of four lengths in two buckets: the warm-up traces the transformer's block
+    once per shape the film needs (each bucket conditioned on a keyframe, and the first
+    shot's free), counted with dynamo's counters; the shots then run without tracing again,
+    at one guidance batch; the compiled shapes are recorded in the user's cache folder,
+    where a second run finds them warm."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset-below")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    torch._dynamo.reset()
+    counters.clear()
+    lengths = [10, 12, 20, 25]
+    eng = engine_by_name("ltx", model=str(model_dir), compile=True, compile_backend="eager",
+                         max_buckets=2, **SETTINGS)
+    info = eng.warm_up(lengths, W, H)
+    assert info["compile"] and info["buckets"] == [17, 25]
+    assert [s[:4] for s in info["shapes"]] == [[17, 64, 64, True], [25, 64, 64, True],
+                                              [17, 64, 64, False]]
+    assert counters["stats"]["unique_graphs"] == 3
+    seen: set[tuple[int, ...]] = set()
+    hook = eng.pipeline().transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.add(tuple(kwargs["hidden_states"].shape)),
+        with_kwargs=True)
+    key = {"previous": Keyframe("1", 0, ramp_key(), light="dusk")}
+    try:
+        for i, n in enumerate(lengths):  # the first shot free, the others on a keyframe
+            ctx = RenderContext(scene(), W, H, Fraction(24), key if i else {})
+            assert len(list(eng.render(shot(n), ctx))) == n
+    finally:
+        hook.remove()
+    assert counters["stats"]["unique_graphs"] == 3  # no shot traced again
+    assert {s[0] for s in seen} == {1}  # distilled: no guidance batch
+    assert len(seen) == 2 and [g[0] for g in eng.generations] == [17, 17, 25, 25]
+    # the warm cache: inductor's folder and the compiled shapes under AIPROD_CACHE
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
+    again = engine_by_name("ltx", model=str(model_dir), compile=True, compile_backend="eager",
+                           max_buckets=2, **SETTINGS)
+    again.pipeline()
+    again.plan_film(lengths)
+    _, _, cost = again._compile_decision(lengths, W, H)
+    from aiprod_post.generation import ltx
+
+    assert cost == 3 * ltx._COMPILE_WARM_S  # every shape found warm
+    torch._dynamo.reset()
+
+
+def test_compile_auto_stays_off_on_the_cpu(model_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    info = eng.warm_up([10, 30], W, H)
+    assert info["compile"] is False and "CUDA only" in info["reason"]
+    assert info["buckets"] == [33] or len(info["buckets"]) <= 2
+    assert not eng.compiled
+
+
+def test_the_guidance_batch_is_fixed_by_the_preset(model_dir):
+    eng = engine_by_name("ltx", model=str(model_dir), **{**SETTINGS, "preset": "dev"})
+    eng.plan_film([9, 17])
+    batches = set()
+    hook = eng.pipeline().transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: batches.add(kwargs["hidden_states"].shape[0]),
+        with_kwargs=True)
+    try:
+        for n in (9, 17):
+            list(eng.render(shot(n), RenderContext(scene(), W, H, Fraction(24))))
+    finally:
+        hook.remove()
+    assert batches == {2}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
