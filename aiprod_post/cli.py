@@ -426,19 +426,52 @@ def normalize_command(source: Path, output: Path, target: str, ceiling: float | 
 
 
 @main.command("export")
-@click.argument("timeline", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", required=True,
+@click.argument("timeline", type=click.Path(path_type=Path), required=False)
+@click.option("--format", "fmt",
               type=click.Choice(["otio", "otioz", "fcp7", "fcpxml", "edl", "aaf"]),
               help="otio/otioz (Resolve 18.5+), fcp7 (Premiere), fcpxml (Final Cut Pro), "
                    "edl (CMX 3600), aaf (Avid).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path))
 @click.option("--relative", is_flag=True, help="Media paths relative to the output file.")
-def export_command(timeline: Path, fmt: str, output: Path, relative: bool) -> None:
-    """Export a TIMELINE (.otio) for Resolve, Premiere, Final Cut Pro or Avid."""
+@click.option("--url", "as_url", is_flag=True,
+              help=".otio: media as file:// URLs (default: plain absolute paths, which "
+                   "Resolve relinks).")
+@click.option("--media-root", metavar="NEW|OLD=NEW",
+              help="Move the media for another machine: OLD=NEW replaces the prefix OLD, a "
+                   "bare NEW the folder all the media share.")
+@click.option("--check", "check", type=click.Path(path_type=Path), metavar="FILE",
+              help="Check FILE (.fcpxml, .edl, .aaf, .xml, .otio) as its application would, "
+                   "instead of exporting.")
+@click.option("--dtd", type=click.Path(path_type=Path),
+              help="With --check on FCPXML: also validate against this DTD (needs lxml).")
+@click.option("--fps", callback=_parse_fps, help="With --check on an EDL: its frame rate "
+              "(default 24).")
+def export_command(timeline: Path | None, fmt: str | None, output: Path | None,
+                   relative: bool, as_url: bool, media_root: str | None, check: Path | None,
+                   dtd: Path | None, fps: Fraction | None) -> None:
+    """Export a TIMELINE (.otio, or an EDL, XML or AAF) for Resolve, Premiere, Final Cut
+    Pro or Avid; or --check a timeline file."""
     from aiprod_post.editing.export import export_timeline, read_timeline
 
+    if check is not None:
+        from aiprod_post.editing.check import check_timeline_file
+
+        try:
+            problems = check_timeline_file(check, dtd=dtd, rate=fps)
+        except AiprodError as exc:
+            _fail(exc)
+        for problem in problems:
+            click.echo(f"{check}: {problem}" if not problem.startswith(str(check)) else problem,
+                       err=True)
+        if problems:
+            sys.exit(EXIT_BAD_INPUT)
+        click.echo(f"{check}: ok")
+        return
+    if timeline is None or fmt is None or output is None:
+        raise click.UsageError("export needs TIMELINE, --format and -o (or --check FILE)")
     try:
-        export_timeline(read_timeline(timeline), fmt, output, relative=relative)
+        export_timeline(read_timeline(timeline), fmt, output, relative=relative, url=as_url,
+                        media_root=media_root, base=timeline.parent)
     except AiprodError as exc:
         _fail(exc)
     click.echo(f"{output}: {fmt}")
@@ -676,18 +709,33 @@ def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None
 
 @main.command("grade")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The suffix picks the master: .mov .mxf .mp4 .mkv, or .tif .png .exr "
+                   "images (shot_%06d.exr).")
 @click.option("--look", required=True, help="A library look (warm_film, noir …) or a LUT file.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
-def grade_command(source: Path, output: Path, look: str, strength: float) -> None:
-    """Grade any video with a look, keeping its audio (H.264 .mp4 or ProRes .mov by suffix)."""
+@click.option("--codec", default=None,
+              help="For .mov: prores_422hq (default) or prores_4444; for .mxf: dnxhr_hqx "
+                   "(default) or dnxhr_444.")
+@click.option("--input-space", default=None,
+              help="The footage's colour space, as the pinned OpenColorIO config names it "
+                   "(ARRI LogC4, S-Log3 S-Gamut3.Cine …); default: from the file's tags, "
+                   "else Rec.709.")
+def grade_command(source: Path, output: Path, look: str, strength: float, codec: str | None,
+                  input_space: str | None) -> None:
+    """Grade a video or a still with a look, keeping its audio where the container takes it.
+
+    Sources above 8 bits, float images and camera log footage are graded in float32
+    with no 8-bit step.
+    """
     from aiprod_post.grading.grade import grade_video
 
     try:
-        grade_video(source, output, look, strength)
+        written = grade_video(source, output, look, strength, codec=codec,
+                              input_space=input_space)
     except AiprodError as exc:
         _fail(exc)
-    click.echo(f"{output}: graded with {look} at {strength:g}")
+    click.echo(f"{written}: graded with {look} at {strength:g}")
 
 
 @main.command("qa")

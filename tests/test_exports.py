@@ -419,3 +419,73 @@ def test_fcp7_xml_read_by_lxml_matches_the_otio(golden, tmp_path):
     assert files["1.mov"].findtext("media/video/samplecharacteristics/height") == "36"
     assert files["line0.wav"].findtext("media/audio/channelcount") == "1"
     assert files["MX.wav"].findtext("media/audio/channelcount") == "2"
+
+
+# ------------------------------------------------------------------ media paths and --check
+
+
+def _refs(path: Path) -> list[str]:
+    tl = otio.adapters.read_from_file(str(path))
+    return [c.media_reference.target_url for c in tl.find_clips()]
+
+
+def test_otio_media_paths_plain_url_relative_and_moved(golden, tmp_path):
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    folder, _plan, _tl = golden
+    src = str(folder / "golden.otio")
+    run = CliRunner().invoke
+    assert run(main, ["export", src, "--format", "otio", "-o", str(tmp_path / "a.otio")]
+               ).exit_code == 0
+    plain = _refs(tmp_path / "a.otio")
+    assert all(u.startswith(str(folder)) and Path(u).is_file() for u in plain)  # Resolve 20
+    assert run(main, ["export", src, "--format", "otio", "-o", str(tmp_path / "b.otio"),
+                      "--url"]).exit_code == 0
+    assert all(u.startswith("file:///") for u in _refs(tmp_path / "b.otio"))
+    out = folder / "sub"
+    out.mkdir(exist_ok=True)
+    assert run(main, ["export", src, "--format", "otio", "-o", str(out / "c.otio"),
+                      "--relative"]).exit_code == 0
+    rel = _refs(out / "c.otio")
+    assert all(u.startswith("../") and (out / u).resolve().is_file() for u in rel)
+    assert run(main, ["export", src, "--format", "fcpxml", "-o", str(tmp_path / "d.fcpxml"),
+                      "--media-root", f"{folder}=/Volumes/show/media"]).exit_code == 0
+    text = (tmp_path / "d.fcpxml").read_text()
+    assert 'src="file:///Volumes/show/media/1A.mov"' in text and str(folder) not in text
+    assert run(main, ["export", src, "--format", "edl", "-o", str(tmp_path / "e.edl"),
+                      "--media-root", "/elsewhere"]).exit_code == 0
+    assert "* SOURCE FILE: /elsewhere/1A.mov" in (tmp_path / "e.edl").read_text()
+
+
+@pytest.mark.parametrize("fmt", ["fcpxml", "edl", "aaf", "fcp7", "otio"])
+def test_export_check_passes_our_exports_and_names_missing_media(golden, tmp_path, fmt):
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    folder, _plan, tl = golden
+    out = export_timeline(tl, fmt, tmp_path / f"g{FORMATS[fmt][1]}")
+    result = CliRunner().invoke(main, ["export", "--check", str(out)])
+    assert result.exit_code == 0, result.output
+    moved = export_timeline(tl, fmt, tmp_path / f"m{FORMATS[fmt][1]}", media_root="/nowhere")
+    result = CliRunner().invoke(main, ["export", "--check", str(moved)])
+    assert result.exit_code == 2 and "/nowhere/1A.mov does not exist" in result.output
+
+
+def test_export_check_names_what_is_wrong_in_an_edl(tmp_path):
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    bad = tmp_path / "bad.edl"
+    bad.write_text("TITLE: bad\n"
+                   "001  AX       V     C        00:00:00:00 00:00:02:00 01:00:00:00 01:00:01:00\n"
+                   "002 AX V C 00:00:00:00 00:00:01:00 01:00:00:12 01:00:01:12\n")
+    result = CliRunner().invoke(main, ["export", "--check", str(bad)])
+    assert result.exit_code == 2
+    assert "no FCM: line" in result.output
+    assert "bad.edl:2: source runs 48 frames, record 24" in result.output
+    assert "bad.edl:3: event line not in CMX 3600 columns" in result.output
+    assert "bad.edl:3: record in" in result.output and "overlaps" in result.output
