@@ -94,7 +94,8 @@ def test_layout_masters_and_report(rendered):
     assert report["loudness"]["web"]["integrated"] == pytest.approx(-14.0, abs=0.1)
     assert report["loudness"]["master"]["integrated"] == pytest.approx(-23.0, abs=0.1)
     html = (out / "report.html").read_text()
-    assert html.count("<img") == len(report["shots"]) and "Loudness" in html
+    # one contact-sheet thumbnail per shot (the cast section's sheets are files beside it)
+    assert html.count("<img src='data:image/jpeg") == len(report["shots"]) and "Loudness" in html
     # picture QA rode along the web encode; decoding the master gives the same findings
     from aiprod_post.grading.qa import qa_video
     ridealong = report["qa"]["web"]
