@@ -9,12 +9,14 @@ track, a hand that gestures while its owner speaks.
 
 Everything is seeded: the location name seeds the set layout (a location looks
 the same in every scene that returns to it), the time of day picks palette and
-light, the character name seeds the figure (its reference sheet), the shot
-seed drives blinks and handheld shake.
+light, the cast gives each character's figure (hair, beard, build, wardrobe colours and
+age cues read from the script; a stand-in seeded by the name when a plan has no cast), the
+shot seed drives blinks and handheld shake.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -29,8 +31,8 @@ from aiprod_post.plan import CameraMove, Framing, Scene, Shot
 
 from .engine import RenderContext, ShotRender, register
 
-__all__ = ["AnimaticEngine", "CharacterSheet", "character_sheet", "set_key", "render_reference_sheet",
-           "title_card"]
+__all__ = ["AnimaticEngine", "CharacterSheet", "character_sheet", "sheet_from_figure", "set_key",
+           "render_reference_sheet", "render_turnaround", "title_card"]
 
 cv2.setNumThreads(1)  # frames are produced one at a time; encoders use the other cores
 
@@ -77,17 +79,25 @@ def _c(rgb) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class CharacterSheet:
-    """A character's look, seeded by name: what a reference sheet shows."""
+    """A character's look: what a reference sheet shows and every shot draws.
+
+    Made from the cast's figure (:func:`sheet_from_figure`: hair, colours, build and age
+    cues read from the script); :func:`character_sheet` without a figure is a seeded
+    stand-in for a plan that carries no cast.
+    """
 
     name: str
     skin: tuple[int, int, int]
     hair: tuple[int, int, int]
     coat: tuple[int, int, int]
     trousers: tuple[int, int, int]
-    height: float  # relative, ~0.9 .. 1.08
+    height: float  # relative, ~0.9 .. 1.08 for adults, less for children
     build: float  # shoulder width factor
-    hair_style: int  # 0 short, 1 long, 2 bald with beard, 3 bun
+    hair_style: str  # short, long, bun, bald
     blink_period: int  # frames between blinks at 24 fps
+    beard: bool = False
+    glasses: bool = False
+    older: bool = False  # a lined forehead (and grey hair, from the cast)
 
 
 _SKINS = [(241, 204, 176), (224, 172, 130), (198, 134, 94), (141, 85, 54), (92, 58, 40),
@@ -96,10 +106,38 @@ _HAIRS = [(30, 24, 20), (84, 56, 32), (170, 120, 60), (200, 200, 200), (120, 40,
           (60, 50, 45)]
 _COATS = [(200, 160, 40), (40, 70, 130), (130, 40, 40), (60, 110, 70), (90, 90, 100),
           (160, 90, 40), (70, 50, 90), (30, 30, 35)]
+_STYLES = ["short", "long", "bald", "bun"]
 
 
-def character_sheet(name: str) -> CharacterSheet:
+def _hex(value: str) -> tuple[int, int, int]:
+    return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+
+
+def sheet_from_figure(name: str, figure: dict) -> CharacterSheet:
+    """The sheet for a cast figure (``aiprod_post.cast.Figure`` as a dict, colours as
+    ``#rrggbb``). Only the blink rhythm is seeded by the name: it is not a look.
+
+    >>> s = sheet_from_figure("NELL", {"coat": "#e8c020", "hair_style": "bun", "older": True})
+    >>> s.coat, s.hair_style, s.older
+    ((232, 192, 32), 'bun', True)
+    """
+    f = {"hair_style": "short", "hair": "#3c3028", "skin": "#e0b090", "coat": "#5a5a64",
+         "trousers": "#36363c", "build": 1.0, "height": 1.0, **figure}
+    r = _rng("blink", name.upper())
+    return CharacterSheet(
+        name=name, skin=_hex(f["skin"]), hair=_hex(f["hair"]), coat=_hex(f["coat"]),
+        trousers=_hex(f["trousers"]), height=float(f["height"]), build=float(f["build"]),
+        hair_style=f["hair_style"] if f["hair_style"] in _STYLES else "short",
+        blink_period=int(r.integers(70, 120)), beard=bool(f.get("beard")),
+        glasses=bool(f.get("glasses")), older=bool(f.get("older")))
+
+
+def character_sheet(name: str, figure: dict | None = None) -> CharacterSheet:
+    """The cast's figure for ``name`` when given, else a stand-in seeded by the name."""
+    if figure is not None:
+        return sheet_from_figure(name, figure)
     r = _rng("character", name.upper())
+    style = _STYLES[int(r.integers(4))]
     return CharacterSheet(
         name=name,
         skin=_SKINS[int(r.integers(len(_SKINS)))],
@@ -108,8 +146,9 @@ def character_sheet(name: str) -> CharacterSheet:
         trousers=_c(np.array(_COATS[int(r.integers(len(_COATS)))]) * 0.6),
         height=float(r.uniform(0.9, 1.08)),
         build=float(r.uniform(0.85, 1.15)),
-        hair_style=int(r.integers(4)),
+        hair_style=style,
         blink_period=int(r.integers(70, 120)),
+        beard=style == "bald",
     )
 
 
@@ -270,13 +309,13 @@ def _paint_interior(img: np.ndarray, scene: Scene, r: np.random.Generator, light
         img += glow[:, :, None] * np.array([70, 50, 15], np.float32)
 
 
-def _paint_figure(img: np.ndarray, f: _Figure, draw_face: bool) -> None:
+def _paint_figure(img: np.ndarray, f: _Figure, draw_face: bool, turn: float = 0.0) -> None:
     s = f.sheet
     size = f.size * s.height
     x, feet = f.x, f.feet
     shoulder = feet - 0.78 * size
     hip = feet - 0.45 * size
-    half = 0.14 * size * s.build
+    half = 0.14 * size * s.build * (1 - 0.45 * turn)  # a turned body shows less width
 
     def col(c):
         return _c(np.array(c) * np.array(f.tint))
@@ -301,29 +340,48 @@ def _paint_figure(img: np.ndarray, f: _Figure, draw_face: bool) -> None:
         cv2.circle(img, (int(hx), int(hy)), int(hr * 1.05), col(s.hair), -1, cv2.LINE_AA)
         return
     if draw_face:
-        _paint_head(img, hx, hy, hr, s, f.tint)
+        _paint_head(img, hx, hy, hr, s, f.tint, turn)
 
 
 def _paint_head(img: np.ndarray, hx: float, hy: float, hr: float, s: CharacterSheet,
-                tint=(1.0, 1.0, 1.0)) -> None:
+                tint=(1.0, 1.0, 1.0), turn: float = 0.0) -> None:
+    """Hair, head, beard and ear. ``turn`` 0 faces the camera, 0.5 is three-quarter,
+    1 is profile (facing right): features slide towards the face's side."""
     def col(c):
         return _c(np.array(c) * np.array(tint))
 
-    if s.hair_style == 1:  # long hair behind the head
-        cv2.ellipse(img, (int(hx), int(hy + hr * 0.4)), (int(hr * 1.15), int(hr * 1.4)), 0, 0, 360,
-                    col(s.hair), -1, cv2.LINE_AA)
-    cv2.ellipse(img, (int(hx), int(hy)), (int(hr * 0.92), int(hr)), 0, 0, 360, col(s.skin), -1,
-                cv2.LINE_AA)
-    if s.hair_style in (0, 1, 3):
-        cv2.ellipse(img, (int(hx), int(hy - hr * 0.35)), (int(hr * 0.95), int(hr * 0.7)), 0, 180,
-                    360, col(s.hair), -1, cv2.LINE_AA)
-    if s.hair_style == 3:
-        cv2.circle(img, (int(hx), int(hy - hr * 1.05)), int(hr * 0.35), col(s.hair), -1,
-                   cv2.LINE_AA)
-    if s.hair_style == 2:
-        cv2.ellipse(img, (int(hx), int(hy + hr * 0.55)), (int(hr * 0.8), int(hr * 0.5)), 0, 0,
-                    180, col(s.hair), -1, cv2.LINE_AA)
-    cv2.ellipse(img, (int(hx + hr * 0.9), int(hy)), (int(hr * 0.15), int(hr * 0.25)), 0, 0, 360,
+    back = -turn * hr * 0.35  # hair and ear sit further back as the head turns
+    if s.hair_style == "long":  # long hair behind the head
+        cv2.ellipse(img, (int(hx + back), int(hy + hr * 0.4)), (int(hr * 1.15), int(hr * 1.4)),
+                    0, 0, 360, col(s.hair), -1, cv2.LINE_AA)
+    cv2.ellipse(img, (int(hx), int(hy)), (int(hr * (0.92 - 0.06 * turn)), int(hr)), 0, 0, 360,
+                col(s.skin), -1, cv2.LINE_AA)
+    if turn > 0.7:  # profile: the nose
+        nose = np.array([[hx + hr * 0.8, hy - hr * 0.15], [hx + hr * 1.12, hy + hr * 0.2],
+                         [hx + hr * 0.8, hy + hr * 0.3]], np.int32)
+        cv2.fillPoly(img, [nose], col(s.skin), cv2.LINE_AA)
+    if s.hair_style != "bald":
+        cv2.ellipse(img, (int(hx + back * 0.5), int(hy - hr * 0.35)),
+                    (int(hr * 0.95), int(hr * 0.7)), 0, 180, 360, col(s.hair), -1, cv2.LINE_AA)
+    else:  # a fringe of hair above the ears
+        for side in (-1, 1):
+            cv2.ellipse(img, (int(hx + side * hr * 0.85 + back), int(hy - hr * 0.05)),
+                        (int(hr * 0.16), int(hr * 0.3)), 0, 0, 360, col(s.hair), -1, cv2.LINE_AA)
+    if s.hair_style == "bun":
+        cv2.circle(img, (int(hx + back * 1.5), int(hy - hr * 1.05)), int(hr * 0.35),
+                   col(s.hair), -1, cv2.LINE_AA)
+    if s.beard:
+        cv2.ellipse(img, (int(hx + turn * hr * 0.2), int(hy + hr * 0.55)),
+                    (int(hr * (0.8 - 0.3 * turn)), int(hr * 0.5)), 0, 0, 180, col(s.hair), -1,
+                    cv2.LINE_AA)
+    if s.older:  # lines across the forehead
+        for k in (0, 1):
+            y = int(hy - hr * (0.42 - 0.12 * k))
+            cv2.line(img, (int(hx - hr * 0.3 + turn * hr * 0.3), y),
+                     (int(hx + hr * 0.3 + turn * hr * 0.3), y),
+                     col(np.array(s.skin) * 0.78), max(1, int(hr * 0.035)), cv2.LINE_AA)
+    ear_x = hx + hr * 0.9 if turn < 0.3 else hx - hr * 0.1 * turn
+    cv2.ellipse(img, (int(ear_x), int(hy)), (int(hr * 0.15), int(hr * 0.25)), 0, 0, 360,
                 col(np.array(s.skin) * 0.9), -1, cv2.LINE_AA)
 
 
@@ -336,12 +394,23 @@ _MOUTHS = {
 
 
 def _draw_face(frame: np.ndarray, hx: float, hy: float, hr: float, shape: str, blink: bool,
-               s: CharacterSheet, tint=(1.0, 1.0, 1.0)) -> None:
-    """Eyes and mouth, drawn on the output frame (they change every frame)."""
+               s: CharacterSheet, tint=(1.0, 1.0, 1.0), turn: float = 0.0) -> None:
+    """Eyes, glasses and mouth, drawn on the output frame (they change every frame)."""
     dark = _c(np.array((35, 25, 25)) * np.array(tint))
     ey = int(hy - hr * 0.1)
-    for dx in (-0.38, 0.38):
-        ex = int(hx + dx * hr)
+    eyes = [-0.38, 0.38] if turn < 0.7 else [0.55]
+    eyes = [dx + turn * 0.3 for dx in eyes]
+    if s.glasses:
+        frame_col = _c(np.array((30, 30, 30)) * np.array(tint))
+        for dx in eyes:
+            cv2.circle(frame, (int(hx + dx * hr), ey), max(2, int(hr * 0.24)), frame_col,
+                       max(1, int(hr * 0.05)), cv2.LINE_AA)
+        if len(eyes) == 2:
+            cv2.line(frame, (int(hx + (eyes[0] + 0.24) * hr), ey),
+                     (int(hx + (eyes[1] - 0.24) * hr), ey), frame_col, max(1, int(hr * 0.05)))
+    hx = hx + turn * 0.3 * hr  # the mouth follows the face round
+    for dx in eyes:
+        ex = int(hx - turn * 0.3 * hr + dx * hr)
         if blink:
             cv2.line(frame, (ex - int(hr * 0.14), ey), (ex + int(hr * 0.14), ey), dark,
                      max(1, int(hr * 0.05)), cv2.LINE_AA)
@@ -549,8 +618,8 @@ def _paint_stage(scene: Scene, shot: Shot, W: int, H: int, figures: list[_Figure
 
 def _paint_figure_mask(mask: np.ndarray, f: _Figure) -> None:
     fake = np.zeros(mask.shape + (3,), np.float32)
-    white = CharacterSheet(f.sheet.name, (255,) * 3, (255,) * 3, (255,) * 3, (255,) * 3,
-                           f.sheet.height, f.sheet.build, f.sheet.hair_style, 100)
+    white = dataclasses.replace(f.sheet, skin=(255,) * 3, hair=(255,) * 3, coat=(255,) * 3,
+                                trousers=(255,) * 3)
     _paint_figure(fake, _Figure(white, f.x, f.feet, f.size, f.facing), draw_face=False)
     mask[:] = fake[:, :, 0] / 255.0
 
@@ -599,8 +668,38 @@ class AnimaticEngine:
 
     name = "animatic"
 
-    def __init__(self, burn_in: bool = False) -> None:
+    def __init__(self, burn_in: bool = False, figures: dict[str, dict] | None = None) -> None:
         self.burn_in = burn_in
+        #: the cast's figure per character (``aiprod_post.cast.Figure`` as dicts)
+        self.figures = {k.upper(): v for k, v in (figures or {}).items()}
+
+    def sheet(self, name: str) -> CharacterSheet:
+        return character_sheet(name, self.figures.get(name.upper()))
+
+    def figure_masks(self, shot: Shot, context: RenderContext) -> dict[str, np.ndarray]:
+        """Where each character facing the camera is in the shot's first frame: a boolean
+        H×W mask per name (head and body, less what stands in front). The identity check
+        compares what these regions hold from shot to shot."""
+        W, H = context.width, context.height
+        if shot.framing in (Framing.TITLE, Framing.INSERT):
+            return {}
+        sheets = {name: self.sheet(name) for name in shot.characters}
+        figures, _ = _compose(context.scene, shot, W, H, sheets)
+        m = _camera(shot, 0, shot.duration, W, H, _smooth_noise(_rng("shake", shot.seed),
+                                                                  shot.duration))
+        sw, sh = int(W * (1 + _MARGIN_X)), int(H * (1 + _MARGIN_Y))
+        out: dict[str, np.ndarray] = {}
+        taken = np.zeros((H, W), bool)
+        for f in reversed(figures):  # later figures are painted over earlier ones
+            stage = np.zeros((sh, sw), np.float32)
+            _paint_figure_mask(stage, f)
+            hx, hy, hr = f.head
+            cv2.ellipse(stage, (int(hx), int(hy)), (int(hr), int(hr)), 0, 0, 360, 1.0, -1)
+            mask = cv2.warpAffine(stage, m, (W, H), flags=cv2.INTER_NEAREST) > 0.5
+            if f.facing > 0:
+                out[f.sheet.name] = mask & ~taken
+            taken |= mask
+        return out
 
     def render(self, shot: Shot, context: RenderContext) -> ShotRender:
         scene = context.scene
@@ -609,7 +708,7 @@ class AnimaticEngine:
         if "previous" in context.keyframes and context.keyframes["previous"].light:
             # a continuous scene keeps the light of the shot it continues from
             light = context.keyframes["previous"].light
-        sheets = {name: character_sheet(name) for name in shot.characters}
+        sheets = {name: self.sheet(name) for name in shot.characters}
         figures, _ = _compose(scene, shot, W, H, sheets)
         n = shot.duration
         fps = Fraction(context.fps)
@@ -662,13 +761,22 @@ class AnimaticEngine:
         return ShotRender(shot, frames, set_key(scene), light)
 
 
-def render_reference_sheet(name: str, size: int = 512) -> np.ndarray:
-    """A character's reference sheet: the figure, full length, on grey."""
-    sheet = character_sheet(name)
+def render_reference_sheet(name: str, size: int = 512, figure: dict | None = None,
+                           turn: float = 0.0) -> np.ndarray:
+    """One view of a character, full length, on grey: ``turn`` 0 front, 0.5 three-quarter,
+    1 profile."""
+    sheet = character_sheet(name, figure)
     img = np.full((size, size, 3), 128, np.float32)
-    _paint_figure(img, _Figure(sheet, size / 2, size * 0.95, size * 0.85), draw_face=True)
+    f = _Figure(sheet, size / 2, size * 0.95, size * 0.85)
+    _paint_figure(img, f, draw_face=True, turn=turn)
     out = np.clip(img, 0, 255).astype(np.uint8)
-    hx, hy, hr = size / 2, size * 0.95 - 0.88 * size * 0.85 * sheet.height, 0.085 * size * 0.85 \
-        * sheet.height
-    _draw_face(out, hx, hy, hr, "X", False, sheet)
+    hx, hy, hr = f.head
+    _draw_face(out, hx, hy, hr, "X", False, sheet, turn=turn)
     return out
+
+
+def render_turnaround(name: str, figure: dict | None = None, size: int = 512) -> np.ndarray:
+    """A character's turnaround sheet: front, three-quarter and profile side by side
+    (``size`` × 3·``size``), the default reference image for the diffusion engines."""
+    views = [render_reference_sheet(name, size, figure, turn) for turn in (0.0, 0.5, 1.0)]
+    return np.concatenate(views, axis=1)

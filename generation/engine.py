@@ -103,6 +103,9 @@ class RenderContext:
     label: str = ""
     #: the look the shot will be graded with (an engine may describe it in its prompt)
     look: str | None = None
+    #: how the cast describes each character in the shot ("an older woman in a yellow
+    #: oilskin"): the same words in every shot of that person
+    cast: dict[str, str] = field(default_factory=dict)
 
 
 class ShotRender:

@@ -236,3 +236,190 @@ def test_cast_file_needs_its_schema_version(tmp_path):
     path.write_text('schema_version = "Cast.9"\n')
     with pytest.raises(AiprodError, match="schema_version"):
         load_cast(path)
+
+
+# ---------------------------------------------------------------- animatic figures
+
+
+def example_engine_shots(size=(320, 180)):
+    """The example's plan, the animatic engine drawing the example's cast, and a
+    renderer of one shot's first frame."""
+    from fractions import Fraction
+
+    from aiprod_post.generation.animatic import AnimaticEngine
+    from aiprod_post.generation.engine import RenderContext
+    from aiprod_post.planner import PlannerSettings, plan_source
+
+    cast = read_cast(parse_file(EXAMPLE))
+    plan, _ = plan_source(EXAMPLE, PlannerSettings(width=size[0], height=size[1]))
+    engine = AnimaticEngine(figures={k: ch.figure.model_dump()
+                                     for k, ch in cast.characters.items()})
+
+    def first_frame(scene, shot):
+        one = shot.model_copy(update={"duration": 1})
+        ctx = RenderContext(scene, size[0], size[1], Fraction(24))
+        return next(iter(engine.render(one, ctx))), engine.figure_masks(one, ctx)
+
+    return plan, engine, first_frame
+
+
+def yellow_share(frame: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the masked pixels that are saturated yellow to amber (hue 30-65 degrees,
+    HSV by the textbook formula, not OpenCV's)."""
+    rgb = frame[mask].astype(np.float64) / 255
+    mx, mn = rgb.max(1), rgb.min(1)
+    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-9), 0)
+    r, g, b = rgb.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hue = np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360
+    return float(((hue >= 30) & (hue <= 65) & (sat > 0.5) & (mx > 0.35)).mean())
+
+
+def test_nell_is_drawn_in_her_yellow_oilskin_and_ivo_is_not():
+    plan, _engine, first_frame = example_engine_shots()
+    seen = 0
+    for scene, shot in plan.shots():
+        if scene.light not in ("dusk", "day") or "NELL" not in shot.characters:
+            continue
+        frame, masks = first_frame(scene, shot)
+        if "NELL" in masks and masks["NELL"].sum() > 200:
+            assert yellow_share(frame, masks["NELL"]) > 0.3, shot.id
+            seen += 1
+        if "IVO" in masks and masks["IVO"].sum() > 200:
+            assert yellow_share(frame, masks["IVO"]) < 0.02, shot.id
+    assert seen >= 3  # wide, over-the-shoulder and close-up shots of scene 1
+
+
+def test_figures_follow_the_cast_hair_beard_and_age():
+    from aiprod_post.generation.animatic import character_sheet
+
+    cast = read_cast(parse_file(EXAMPLE))
+    nell = character_sheet("NELL", cast.characters["NELL"].figure.model_dump())
+    jonah = character_sheet("JONAH", cast.characters["JONAH"].figure.model_dump())
+    ivo = character_sheet("IVO", cast.characters["IVO"].figure.model_dump())
+    assert (nell.hair_style, nell.older, nell.beard) == ("bun", True, False)
+    assert min(nell.hair) > 180 and max(nell.hair) - min(nell.hair) < 10  # older: grey hair
+    assert (jonah.beard, jonah.older, ivo.beard, ivo.older) == (True, True, False, False)
+    assert max(ivo.hair) < 80  # young: dark hair, not grey
+
+
+def test_turnaround_sheet_has_three_views_of_the_same_person():
+    from aiprod_post.generation.animatic import render_turnaround
+
+    cast = read_cast(parse_file(EXAMPLE))
+    sheet = render_turnaround("NELL", cast.characters["NELL"].figure.model_dump(), 128)
+    assert sheet.shape == (128, 384, 3)
+    views = [sheet[:, i * 128:(i + 1) * 128] for i in range(3)]
+    for v in views:
+        assert yellow_share(v, np.ones(v.shape[:2], bool)) > 0.05
+    widths = [(np.abs(v.astype(int) - 128).sum(2) > 30).any(0).sum() for v in views]
+    assert widths[0] > widths[1] > widths[2]  # front wider than three-quarter than profile
+
+
+# ---------------------------------------------------------------- identity across shots
+
+
+def test_each_character_matches_themselves_far_more_than_the_others():
+    from aiprod_post.generation.coherence import figure_histogram, identity_scores
+
+    plan, _engine, first_frame = example_engine_shots()
+    samples: dict = {}
+    for scene, shot in plan.shots():
+        frame, masks = first_frame(scene, shot)
+        for name, mask in masks.items():
+            if mask.sum() >= 64:
+                samples.setdefault(name, []).append((shot.id, figure_histogram(frame, mask)))
+    scores = identity_scores(samples)
+    assert scores["holds"]
+    for name in ("NELL", "IVO", "JONAH"):
+        c = scores["characters"][name]
+        assert len(c["shots"]) >= 4 and c["self"] > 2 * c["others"], (name, c)
+    # the same measure on figures all drawn alike does not hold: the check can fail
+    alike = {n: [(s, samples["IVO"][0][1]) for s, _ in v] for n, v in samples.items()}
+    assert not identity_scores(alike)["holds"]
+
+
+# ---------------------------------------------------------------- the pipeline and the CLI
+
+EPISODE_1 = """Title: Episode One
+
+EXT. PIER - DUSK
+
+NELL, sixties, in a yellow oilskin, counts coins. She looks up. IVO, twenty, waits with his bag.
+
+NELL
+Ferry's gone.
+
+IVO
+Tonight?
+"""
+
+EPISODE_2 = """Title: Episode Two
+
+EXT. PIER - DUSK
+
+NELL, in her yellow oilskin, mends a net. MARTA, a woman in her forties, in a red coat, watches.
+
+NELL
+Back again.
+
+MARTA
+Always.
+"""
+
+
+def run_cli(*args: str):
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_cast_command_writes_a_file_render_uses_and_reports(tmp_path):
+    import av
+
+    from aiprod_post.generation.animatic import AnimaticEngine
+    from aiprod_post.generation.engine import RenderContext
+    from aiprod_post.plan import load_plan
+
+    script = tmp_path / "ep1.fountain"
+    script.write_text(EPISODE_1)
+    result = run_cli("cast", str(script), "-o", str(tmp_path / "cast.toml"))
+    assert result.exit_code == 0, result.output
+    assert "NELL" in result.output and "an older woman in a yellow oilskin" in result.output
+    cast_file = cast_file_text(tmp_path, {})  # the example's, to prove the file is what counts
+    cast_file.write_text((tmp_path / "cast.toml").read_text().replace(
+        'voice = "en+grandma"', 'voice = "en-gb-scotland+f4"'))
+    out = tmp_path / "out"
+    result = run_cli("render", str(script), "-o", str(out), "--size", "160x96", "--profile",
+                     "web", "--quiet", "--cast", str(cast_file))
+    assert result.exit_code == 0, result.output
+    report = __import__("json").loads((out / "report.json").read_text())
+    assert report["voices"]["NELL"] == "en-gb-scotland+f4"  # as the cast file says
+    assert report["cast"]["characters"]["NELL"]["gender"] == "female"
+    assert load_cast(out / "cast.toml").characters["NELL"].voice == "en-gb-scotland+f4"
+    html = (out / "report.html").read_text()
+    assert "<h2>Cast</h2>" in html and "cast/NELL.png" in html and "voice sample" in html
+    assert (out / "cast" / "NELL.png").is_file()
+    assert report["identity"]["characters"]["NELL"]["shots"]
+    # the graded shot (dusk look applied) still shows her in yellow
+    plan = load_plan(out / "timeline" / "plan.json")
+    scene, shot = plan.shots()[0]
+    with av.open(str(out / "shots" / f"{shot.id}.mov")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    engine = AnimaticEngine(figures={k: ch.figure.model_dump()
+                                     for k, ch in load_cast(out / "cast.toml").characters.items()})
+    longer = shot.model_copy(update={"duration": len(frames)})
+    masks = engine.figure_masks(longer, RenderContext(scene, 160, 96, plan.fps))
+    assert yellow_share(frames[0], masks["NELL"]) > 0.3
+    assert yellow_share(frames[0], masks["IVO"]) < 0.02
+
+
+def test_bad_cast_file_exits_2_naming_the_key(tmp_path):
+    script = tmp_path / "ep1.fountain"
+    script.write_text(EPISODE_1)
+    bad = cast_file_text(tmp_path, {"NELL": "pitch = -3"})
+    result = run_cli("render", str(script), "-o", str(tmp_path / "out"), "--cast", str(bad))
+    assert result.exit_code == 2
+    assert "characters.NELL.pitch" in result.output
