@@ -54,15 +54,12 @@ _BOM = b"\xef\xbb\xbf"
 _CUT = re.compile(r"/\*|\[\[|\n")
 _PAGE_BREAK = re.compile(r"={3,}")
 _SCENE = re.compile(r"(INT\.?\s*/\s*EXT\.?|EXT\.?\s*/\s*INT\.?|I\s*/\s*E|INT|EXT|EST)(?=[.\s]|$)", re.I)
-_SCENE_NUMBER = re.compile(r"\s*#([^#\s][^#]*)#\s*$")
-_TIME_SPLIT = re.compile(r"\s+[-\u2013\u2014]+\s+")
+_TIME_DASHES = "-\u2013\u2014"  # hyphen, en dash, em dash
 _TITLE_KEY = re.compile(r"([A-Za-z][A-Za-z0-9 _\-]{0,39}):(.*)$")
 _KNOWN_TITLE_KEYS = {
     "title", "credit", "author", "authors", "source", "draft date", "date", "contact",
     "copyright", "notes", "revision", "format", "font", "template",
 }
-_CUE = re.compile(r"(?P<name>[^(^]*?)\s*(?P<ext>(?:\([^()]*\)\s*)*)(?P<dual>\^)?\s*$")
-_EXT = re.compile(r"\(([^()]*)\)")
 # Transitions Fountain only recognises when forced with ">", but which every
 # screenwriter types bare on their own line; we accept these few as well.
 _BARE_TRANSITIONS = {"FADE IN:", "FADE IN.", "FADE OUT.", "FADE OUT", "FADE TO BLACK.",
@@ -180,19 +177,22 @@ def parse_emphasis(text: str) -> StyledText:
         return " "
 
     partner: dict[int, int] = {}
-    open_stack: list[int] = []
+    # One stack per style: a closer pairs with the latest open marker of its own
+    # style, so other styles opened in between need not be searched (that search
+    # made a long line of unclosed markers quadratic).
+    open_by_style: dict[str, list[int]] = {}
     for i, (kind, _raw) in enumerate(tokens):
         if kind == "t":
             continue
         can_close = not neighbour(i, -1).isspace()
         can_open = not neighbour(i, +1).isspace()
-        opener = next((k for k in reversed(open_stack) if tokens[k][0] == kind), None)
-        if can_close and opener is not None:
-            open_stack.remove(opener)
+        open_markers = open_by_style.setdefault(kind, [])
+        if can_close and open_markers:
+            opener = open_markers.pop()
             partner[opener] = i
             partner[i] = opener
         elif can_open:
-            open_stack.append(i)
+            open_markers.append(i)
 
     plain: list[str] = []
     length = 0
@@ -212,15 +212,38 @@ def parse_emphasis(text: str) -> StyledText:
 
 
 def parse_character_cue(cue: str) -> tuple[str, tuple[str, ...], bool]:
-    """``"MARA (V.O.) (CONT'D) ^"`` → ``("MARA", ("V.O.", "CONT'D"), True)``."""
-    m = _CUE.match(cue.strip())
-    if m is None:  # an unbalanced "(": the whole line is the name
-        text = cue.strip()
-        dual = text.endswith("^")
-        return " ".join(text.rstrip("^").split()), (), dual
-    name = " ".join(m.group("name").split())
-    exts = tuple(e.strip() for e in _EXT.findall(m.group("ext") or ""))
-    return name, exts, bool(m.group("dual"))
+    """``"MARA (V.O.) (CONT'D) ^"`` → ``("MARA", ("V.O.", "CONT'D"), True)``.
+
+    A cue is a name (no ``(`` or ``^``), then ``(extensions)`` each closed before
+    the next opens, then an optional ``^``, and nothing else. Anything else (an
+    unbalanced ``(``, text after the extensions) makes the whole line the name.
+
+    >>> parse_character_cue("NELL (V.O.) (a) x")
+    ('NELL (V.O.) (a) x', (), False)
+    """
+    # A scanner rather than a regular expression: the pattern this replaces
+    # backtracked cubically on runs of spaces (issue 14: 1,600 spaces, 4.6 s).
+    text = cue.strip()
+    n = len(text)
+    k = 0
+    while k < n and text[k] not in "(^":
+        k += 1
+    name = " ".join(text[:k].split())
+    exts: list[str] = []
+    while k < n and text[k] == "(":
+        close = text.find(")", k + 1)
+        if close < 0 or text.find("(", k + 1, close) >= 0:
+            k = -1  # an unbalanced "("
+            break
+        exts.append(text[k + 1:close].strip())
+        k = close + 1
+        while k < n and text[k].isspace():
+            k += 1
+    dual = 0 <= k < n and text[k] == "^"
+    end = k + 1 if dual else k
+    if k < 0 or end != n:  # text is stripped, so the "^" (if any) must be its last character
+        return " ".join(text.rstrip("^").split()), (), text.endswith("^")
+    return name, tuple(exts), dual
 
 
 def is_character_cue(s: str) -> bool:
@@ -295,19 +318,26 @@ def _read_title_page(lines: list[_Line], script: Script) -> int:
         return 0
     if _SCENE.match(lines[i].text):
         return 0
-    fields: list[list[str]] = []
+    # each key with the lines of its value; joined once at the end, since adding
+    # line by line to one string copies it every time (quadratic on a long value)
+    fields: list[tuple[str, list[str]]] = []
     first_line = lines[i].number
     while i < len(lines) and not lines[i].blank:
         raw = lines[i].text
         m = _TITLE_KEY.match(raw)
         if m and not raw.startswith(" "):
-            fields.append([m.group(1).strip(), m.group(2).strip()])
+            fields.append((m.group(1).strip(), [m.group(2).strip()]))
         else:
-            cont = raw.strip()
-            fields[-1][1] = f"{fields[-1][1]}\n{cont}" if fields[-1][1] else cont
+            fields[-1][1].append(raw.strip())
         i += 1
-    script.title_page = TitlePage(tuple((k, v) for k, v in fields), first_line)
+    script.title_page = TitlePage(tuple((k, _join_value(v)) for k, v in fields), first_line)
     return i
+
+
+def _join_value(parts: list[str]) -> str:
+    """A title-page value's lines, one per line, from the first that is not empty."""
+    first = next((k for k, p in enumerate(parts) if p), len(parts))
+    return "\n".join(parts[first:])
 
 
 class _Reader:
@@ -447,9 +477,13 @@ class _Reader:
 
         dual_side = None
         if dual:
-            prev = next((e for e in reversed(self.out) if not isinstance(e, Note)), None)
-            if isinstance(prev, DialogueBlock):
-                self.out[self.out.index(prev)] = dataclasses.replace(prev, dual="left")
+            k = next((k for k in range(len(self.out) - 1, -1, -1)
+                      if not isinstance(self.out[k], Note)), None)
+            prev = self.out[k] if k is not None else None
+            if k is not None and isinstance(prev, DialogueBlock):
+                # by position: list.index would scan from the top (quadratic over many
+                # dual blocks) and could find an equal block earlier in the script
+                self.out[k] = dataclasses.replace(prev, dual="left")
                 dual_side = "right"
             else:
                 self.script.warnings.append(
@@ -490,12 +524,60 @@ def _is_transition(s: str) -> bool:
     return s.endswith("TO:") and s == s.upper() and any(c.isalpha() for c in s)
 
 
+def _scene_number(s: str) -> tuple[str | None, str]:
+    """``"INT. A - DAY #12A#"`` → ``("12A", "INT. A - DAY ")``: a ``#number#`` ending the line.
+
+    The number is what lies between the last two ``#`` when only spaces follow
+    the last; it must not start with a space.
+
+    >>> _scene_number("INT. A #1# #2#"), _scene_number("INT. A # 2#")
+    (('2', 'INT. A #1# '), (None, 'INT. A # 2#'))
+    """
+    body = s.rstrip()
+    if not body.endswith("#"):
+        return None, s
+    opening = body.rfind("#", 0, len(body) - 1)
+    if opening < 0 or opening + 1 == len(body) - 1 or body[opening + 1].isspace():
+        return None, s
+    return body[opening + 1:-1].strip(), s[:opening]
+
+
+def _split_time_of_day(rest: str) -> list[str]:
+    """Split a heading at dashes with spaces on both sides: ``"A - B -- DAY"`` → ``A, B, DAY``.
+
+    Separators are taken left to right without overlapping, so in ``"A - - B"``
+    the second dash belongs to ``"- B"``.
+
+    >>> _split_time_of_day("PIER \u2014 LATER - NIGHT"), _split_time_of_day("A - - B")
+    (['PIER', 'LATER', 'NIGHT'], ['A', '- B'])
+    """
+    # A scanner: the regular expression it replaces (\s+[-–—]+\s+) was quadratic on
+    # long runs of spaces, each start in the run rescanning the rest of it.
+    parts: list[str] = []
+    start = i = 0
+    n = len(rest)
+    while i < n:
+        if not rest[i].isspace():
+            i += 1
+            continue
+        j = i
+        while j < n and rest[j].isspace():
+            j += 1
+        k = j
+        while k < n and rest[k] in _TIME_DASHES:
+            k += 1
+        if j < k < n and rest[k].isspace():
+            parts.append(rest[start:i])
+            while k < n and rest[k].isspace():
+                k += 1
+            start = k
+        i = k if k > j else j
+    parts.append(rest[start:])
+    return parts
+
+
 def _scene_heading(s: str, ln: _Line, forced: bool) -> SceneHeading:
-    number = None
-    m = _SCENE_NUMBER.search(s)
-    if m:
-        number = m.group(1).strip()
-        s = s[: m.start()]
+    number, s = _scene_number(s)
     text = s.strip()
     int_ext = None
     rest = text
@@ -504,7 +586,7 @@ def _scene_heading(s: str, ln: _Line, forced: bool) -> SceneHeading:
         prefix = re.sub(r"[\s.]", "", m.group(1).upper())
         int_ext = {"INT": "INT", "EXT": "EXT", "EST": "EST"}.get(prefix, "INT/EXT")
         rest = text[m.end():].lstrip(". ").strip()
-    parts = _TIME_SPLIT.split(rest)
+    parts = _split_time_of_day(rest)
     if len(parts) > 1:
         location, time_of_day = " - ".join(p.strip() for p in parts[:-1]), parts[-1].strip()
     else:

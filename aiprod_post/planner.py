@@ -24,8 +24,11 @@ lengthens a shot later if the voice needs longer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -34,7 +37,7 @@ from typing import Union
 from pydantic import ValidationError
 
 from . import __version__
-from .errors import ScriptError
+from .errors import PlanError, ScriptError
 from .fountain import parse_bytes, read_script_bytes
 from .plan import (
     CameraMove,
@@ -87,6 +90,9 @@ class PlannerSettings:
     fade_seconds: float = 1.0
     #: Lines of at most this many words count as quick for a two-shot exchange.
     quick_line_words: int = 4
+    #: Refuse a script that plans more shots than this (:class:`PlanError`), checked
+    #: as each shot is planned; None plans any number.
+    max_shots: int | None = None
 
 
 # -------------------------------------------------------------- helpers
@@ -139,6 +145,91 @@ _LIGHT_WORDS = [
 ]
 _INHERIT_LIGHT = re.compile(r"\b(CONTINUOUS|SAME|LATER|MOMENTS LATER|CONT['’]?D)\b", re.I)
 _CONTINUOUS = re.compile(r"\b(CONTINUOUS|SAME|SAME TIME|CONT['’]?D)\b", re.I)
+
+
+# Maximal runs of word and of non-word characters (word as regex \w). A name
+# found between word boundaries starts and ends on run boundaries, so a name is
+# a sequence of whole runs, and finding names is matching run sequences.
+_RUN = re.compile(r"\w+|\W+")
+
+
+def _is_word_run(run: str) -> bool:
+    return run[0].isalnum() or run[0] == "_"
+
+
+class _NameFinder:
+    """Which of many names occur in a text, each between word boundaries (like
+    ``\\bNAME\\b``), in one pass over the text however many names there are.
+
+    An Aho–Corasick automaton whose symbols are runs of word or non-word
+    characters: searching each name's pattern in turn cost the text's length
+    times the size of the cast.
+
+    >>> finder = _NameFinder({"ANN": ["ANN", "Ann"], "ANN MAY": ["ANN MAY"], "MAY": ["MAY"]})
+    >>> sorted(finder.find("Ann sees ANN MAY.")), sorted(finder.find("ANNA and MAYA"))
+    (['ANN', 'ANN MAY', 'MAY'], [])
+    """
+
+    def __init__(self, names: dict[str, Iterable[str]]) -> None:
+        self._goto: list[dict[str, int]] = [{}]
+        self._keys: list[list[str]] = [[]]  # names ending at each node
+        for key, variants in names.items():
+            for variant in variants:
+                node = 0
+                for run in _RUN.findall(variant):
+                    child = self._goto[node].get(run)
+                    if child is None:
+                        child = len(self._goto)
+                        self._goto[node][run] = child
+                        self._goto.append({})
+                        self._keys.append([])
+                    node = child
+                if node:
+                    self._keys[node].append(key)
+        # fail: the longest proper suffix that is a node; found_link: the longest
+        # proper suffix at which a name ends (-1: none)
+        self._fail = [0] * len(self._goto)
+        self._found_link = [-1] * len(self._goto)
+        queue = deque(self._goto[0].values())
+        while queue:
+            node = queue.popleft()
+            for run, child in self._goto[node].items():
+                f = self._fail[node]
+                while f and run not in self._goto[f]:
+                    f = self._fail[f]
+                suffix = self._goto[f].get(run, 0)
+                self._fail[child] = suffix
+                self._found_link[child] = suffix if self._keys[suffix] else \
+                    self._found_link[suffix]
+                queue.append(child)
+
+    def find(self, text: str) -> set[str]:
+        """Keys of the names in ``text``."""
+        runs = _RUN.findall(text)
+        if not runs:
+            return set()
+        # \b never holds at the ends of the text beside a non-word character, so
+        # a name may not start (end) on a non-word run that starts (ends) the text
+        first_is_word, last_is_word = _is_word_run(runs[0]), _is_word_run(runs[-1])
+        if not first_is_word:
+            runs[0] = ""  # no name has an empty run
+        if not last_is_word:
+            runs[-1] = ""
+        goto, fail, keys, link = self._goto, self._fail, self._keys, self._found_link
+        found: set[str] = set()
+        reported: set[int] = set()
+        node = 0
+        for run in runs:
+            while node and run not in goto[node]:
+                node = fail[node]
+            node = goto[node].get(run, 0)
+            hit = node if keys[node] else link[node]
+            # a node's suffix chain is reported with it, so stop at one seen before
+            while hit > 0 and hit not in reported:
+                reported.add(hit)
+                found.update(keys[hit])
+                hit = link[hit]
+        return found
 
 
 def camera_move_in(text: str) -> CameraMove:
@@ -231,7 +322,8 @@ class _Planner:
         self.fps = s.fps
         self.warnings: list[tuple[int, str]] = list(script.warnings)
         self.cast: dict[str, CastMember] = {}
-        self.cast_patterns: dict[str, re.Pattern[str]] = {}
+        self.names = _NameFinder({})
+        self.shots_planned = 0
 
     # ---- cast
     def _collect_cast(self) -> None:
@@ -242,13 +334,14 @@ class _Planner:
                 self.cast[key] = CastMember(name=block.character.name, lines=0,
                                             first_line=block.line)
             self.cast[key].lines += n_lines
-        for key, member in self.cast.items():
-            names = {member.name, member.name.upper(), member.name.title()}
-            self.cast_patterns[key] = re.compile(
-                r"\b(?:" + "|".join(re.escape(n) for n in sorted(names)) + r")\b")
+        self.names = _NameFinder({key: {m.name, m.name.upper(), m.name.title()}
+                                  for key, m in self.cast.items()})
+        self.cast_order = {key: k for k, key in enumerate(self.cast)}
 
     def _mentioned(self, text: str) -> list[str]:
-        return [self.cast[k].name for k, p in self.cast_patterns.items() if p.search(text)]
+        """Cast members named in ``text`` as whole words, in order of their first cue."""
+        found = sorted(self.names.find(text), key=self.cast_order.__getitem__)
+        return [self.cast[key].name for key in found]
 
     def _name(self, character_name: str) -> str:
         return self.cast[_cast_key(character_name)].name
@@ -368,11 +461,12 @@ class _Planner:
     def _cover(self, draft: _SceneDraft, pending: list[ScriptTransition]) -> list[_ShotDraft]:
         s = self.s
         shots: list[_ShotDraft] = []
-        present: list[str] = []
+        seen: dict[str, None] = {}  # a dict keeps first-seen order with a set's lookup
         for u in draft.units:
             names = ([self._name(u.character.name)] if isinstance(u, DialogueBlock)
                      else self._mentioned(u.text.plain))
-            present += [n for n in names if n not in present]
+            seen.update(dict.fromkeys(names))
+        present = list(seen)
 
         units = list(draft.units)
         trans_at: dict[int, list[ScriptTransition]] = {}
@@ -418,6 +512,7 @@ class _Planner:
                              first_line=line, last_line=line)
             offset = 0
         take_pending(est)
+        self._count_shot(est)
         shots.append(est)
 
         covered: set[str] = set()
@@ -452,10 +547,20 @@ class _Planner:
                 d = self._action_shot(u, framing, mentioned if framing != Framing.WIDE
                                       else present)
             take_pending(d)
+            self._count_shot(d)
             shots.append(d)
             i += 1
         apply_transitions(len(units) + offset)
         return shots
+
+    def _count_shot(self, d: _ShotDraft) -> None:
+        """Count a planned shot; over the limit, stop planning at once."""
+        self.shots_planned += 1
+        limit = self.s.max_shots
+        if limit is not None and self.shots_planned > limit:
+            raise PlanError(f"more than {limit} shots: the shot limit (max_shots) is {limit}; "
+                            "plan a shorter script or raise the limit",
+                            line=d.first_line or None)
 
     def _action_shot(self, u: Action | Lyrics, framing: Framing, chars: list[str]) -> _ShotDraft:
         s = self.s
@@ -514,6 +619,7 @@ class _Planner:
                                    self._dialogue_seconds(self._lines_of(other))),
                                _unique([speaker, self._name(other.character.name)]), both,
                                first_line=b.line, last_line=_last_line(other))
+                self._count_shot(d)
                 out.append(d)
                 last_speaker = self._name(other.character.name)
                 i += 2
@@ -534,8 +640,10 @@ class _Planner:
                 j += 1
             if j - i >= 3 and len(pair) == 2:
                 quick = [ln for x in run[i:j] for ln in self._lines_of(x)]
-                out.append(_ShotDraft(Framing.TWO_SHOT, self._dialogue_seconds(quick), pair,
-                                      quick, first_line=b.line, last_line=_last_line(run[j - 1])))
+                d = _ShotDraft(Framing.TWO_SHOT, self._dialogue_seconds(quick), pair, quick,
+                               first_line=b.line, last_line=_last_line(run[j - 1]))
+                self._count_shot(d)
+                out.append(d)
                 covered.update(pair)
                 last_speaker = self._name(run[j - 1].character.name)
                 i = j
@@ -551,8 +659,10 @@ class _Planner:
                     target.seconds = min(target.seconds + seconds, s.max_dialogue_seconds)
                     target.last_line = _last_line(b)
                 else:
-                    out.append(_ShotDraft(Framing.WIDE, seconds, [], lines, first_line=b.line,
-                                          last_line=_last_line(b)))
+                    d = _ShotDraft(Framing.WIDE, seconds, [], lines, first_line=b.line,
+                                   last_line=_last_line(b))
+                    self._count_shot(d)
+                    out.append(d)
                 i += 1
                 continue
             if exts & _OFF_SCREEN:
@@ -570,6 +680,7 @@ class _Planner:
                 d = _ShotDraft(framing, seconds, [speaker, listener], lines, first_line=b.line,
                                last_line=_last_line(b))
             covered.add(speaker)
+            self._count_shot(d)
             out.append(d)
             last_speaker = speaker
             i += 1
@@ -592,9 +703,26 @@ def _last_line(block: DialogueBlock) -> int:
 
 
 def plan_script(script: Script, settings: PlannerSettings | None = None, *,
-                source_sha256: str | None = None) -> tuple[ShotPlan, list[tuple[int, str]]]:
-    """Plan a parsed script; returns the plan and (line, message) warnings."""
+                source_sha256: str | None = None, max_shots: int | None = None
+                ) -> tuple[ShotPlan, list[tuple[int, str]]]:
+    """Plan a parsed script; returns the plan and (line, message) warnings.
+
+    ``max_shots`` (when given, in place of ``settings.max_shots``) stops planning
+    with a :class:`PlanError` as soon as the plan would pass that many shots.
+
+    >>> from aiprod_post.fountain import parse
+    >>> plan, _ = plan_script(parse("INT. A - DAY\\n\\nNELL\\nHi.\\n\\nIVO\\nHi.\\n"))
+    >>> [shot.id for _, shot in plan.shots()]
+    ['1', '1A', '1B']
+    >>> plan_script(parse("INT. A - DAY\\n\\nNELL\\nHi.\\n\\nIVO\\nHi.\\n"), max_shots=2)
+    Traceback (most recent call last):
+    aiprod_post.errors.PlanError: line 6: more than 2 shots: the shot limit (max_shots) is 2; plan a shorter script or raise the limit
+    """
     settings = settings or PlannerSettings()
+    if max_shots is not None:
+        settings = dataclasses.replace(settings, max_shots=max_shots)
+    if settings.max_shots is not None and settings.max_shots < 1:
+        raise ValueError(f"max_shots must be at least 1, not {settings.max_shots}")
     planner = _Planner(script, settings)
     title = script.title
     if title:
@@ -603,20 +731,21 @@ def plan_script(script: Script, settings: PlannerSettings | None = None, *,
         title = Path(script.source).stem.replace("_", " ").title()
     try:
         plan = planner.plan(title or "Untitled", script.source, source_sha256)
-    except ScriptError as exc:
+    except (ScriptError, PlanError) as exc:
         raise exc.with_source(script.source) if script.source and exc.source is None else exc
     return plan, sorted(planner.warnings)
 
 
-def plan_source(path: str | Path, settings: PlannerSettings | None = None
-                ) -> tuple[ShotPlan, list[tuple[int, str]]]:
+def plan_source(path: str | Path, settings: PlannerSettings | None = None, *,
+                max_shots: int | None = None) -> tuple[ShotPlan, list[tuple[int, str]]]:
     """Parse and plan a Fountain file."""
     data = read_script_bytes(path)
-    return plan_bytes(data, source=str(path), settings=settings)
+    return plan_bytes(data, source=str(path), settings=settings, max_shots=max_shots)
 
 
-def plan_bytes(data: bytes, source: str | None = None, settings: PlannerSettings | None = None
-               ) -> tuple[ShotPlan, list[tuple[int, str]]]:
+def plan_bytes(data: bytes, source: str | None = None, settings: PlannerSettings | None = None,
+               *, max_shots: int | None = None) -> tuple[ShotPlan, list[tuple[int, str]]]:
     """Parse and plan Fountain bytes (for services that receive a script upload)."""
     script = parse_bytes(data, source=source)
-    return plan_script(script, settings, source_sha256=hashlib.sha256(data).hexdigest())
+    return plan_script(script, settings, source_sha256=hashlib.sha256(data).hexdigest(),
+                       max_shots=max_shots)
