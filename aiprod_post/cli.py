@@ -484,12 +484,17 @@ def export_command(timeline: Path | None, fmt: str | None, output: Path | None,
               default="h264", show_default=True)
 @click.option("--audio", type=click.Path(path_type=Path),
               help="Mix to lay in (default: the mix the timeline names).")
-def conform_command(timeline: Path, output: Path, profile: str, audio: Path | None) -> None:
-    """Render a master from a TIMELINE (.otio): decode, transitions, encode."""
+@click.option("--media", "media", type=click.Path(path_type=Path), multiple=True,
+              help="A folder to find the timeline's media in by file, clip or reel name "
+                   "(repeatable; for EDLs, and timelines from another machine).")
+def conform_command(timeline: Path, output: Path, profile: str, audio: Path | None,
+                    media: tuple[Path, ...]) -> None:
+    """Render a master from a TIMELINE (.otio, FCP 7 .xml, .fcpxml, .edl or .aaf): decode,
+    transitions, encode."""
     from aiprod_post.editing.conform import conform, probe
 
     try:
-        conform(timeline, output, profile, audio=audio)
+        conform(timeline, output, profile, audio=audio, media=media)
         info = probe(output)
     except AiprodError as exc:
         _fail(exc)

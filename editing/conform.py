@@ -28,6 +28,7 @@ import opentimelineio as otio
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.files import atomic_path
 
+from .interchange import conformable
 from .timeline import NAMESPACE, timeline_rate, url_to_path
 
 __all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "read_ahead", "probe",
@@ -817,9 +818,10 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
             profile: str | Profile = "h264",
             *, audio: Path | None = None, base: Path | None = None,
             progress: Callable[[int, int], None] | None = None,
-            subtitles: list | None = None, watch: Callable[[Any], None] | None = None
-            ) -> Path:
-    """Render a master from ``timeline`` (an OTIO object or a .otio path).
+            subtitles: list | None = None, watch: Callable[[Any], None] | None = None,
+            media: Iterable[Path] = ()) -> Path:
+    """Render a master from ``timeline`` (an OTIO object, or a timeline file of any format
+    :mod:`editing.readers` reads; ``media``: folders to look for its media in).
 
     ``subtitles`` (cues from :mod:`editing.subtitles`) are burned into the picture.
     ``watch`` sees every encoded frame (see :func:`encode_master`); a ProRes master without
@@ -832,8 +834,9 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
         from .export import read_timeline
 
         path = Path(timeline)
-        timeline = read_timeline(path)
+        timeline = read_timeline(path, media=media)
         base = base or path.parent
+    timeline = conformable(timeline)  # fades from any tool, retimed clips refused
     meta = timeline.metadata.get(NAMESPACE, {})
     rate = timeline_rate(timeline)
     prof = PROFILES[profile] if isinstance(profile, str) else profile

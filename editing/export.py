@@ -22,6 +22,7 @@ here, from its published description.
 from __future__ import annotations
 
 import copy
+from fractions import Fraction
 from pathlib import Path
 
 import opentimelineio as otio
@@ -45,17 +46,12 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
-def read_timeline(path: str | Path) -> otio.schema.Timeline:
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError("no such timeline", source=path)
-    try:
-        result = otio.adapters.read_from_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - any adapter failure is a bad file
-        raise MediaError(f"cannot read timeline: {exc}", source=path) from None
-    if isinstance(result, otio.schema.SerializableCollection):
-        result = next(iter(result))
-    return result
+def read_timeline(path: str | Path, *, media: list[Path] | tuple = (),
+                  rate: Fraction | None = None) -> otio.schema.Timeline:
+    """A timeline file of any format this project reads (see :mod:`.readers`)."""
+    from .readers import read_timeline as read
+
+    return read(path, media=media, rate=rate)
 
 
 def _rewrite_media(tl: otio.schema.Timeline, paths: MediaPaths, base: Path | None,

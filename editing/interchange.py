@@ -21,6 +21,7 @@ remainder, and the .otio keeps the exact position.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,7 +33,8 @@ from aiprod_post.errors import MediaError
 
 from .timeline import NAMESPACE, timeline_rate, url_to_path
 
-__all__ = ["Event", "Fade", "TrackEdit", "Edit", "edit_of", "frames_of", "timecode"]
+__all__ = ["Event", "Fade", "TrackEdit", "Edit", "edit_of", "frames_of", "timecode",
+           "conformable"]
 
 
 def _nearest(x: Fraction) -> int:
@@ -233,3 +235,70 @@ def edit_of(timeline: otio.schema.Timeline, base: Path | None = None) -> Edit:
     return Edit(timeline.name or "Untitled", rate, start, duration,
                 int(meta.get("width") or 1920), int(meta.get("height") or 1080),
                 int(meta.get("sample_rate") or 48000), tracks, timeline)
+
+
+def _into_gap(clip: otio.schema.Clip, gap: otio.core.Item | None,
+              over: otio.opentime.RationalTime, *, head: bool) -> bool:
+    """Lengthen ``clip`` by ``over`` at its head or tail (from its handle) into the
+    ``gap`` beside it, and shorten the gap as much; False where there is no such gap."""
+    if not over.value or not isinstance(gap, otio.schema.Gap) or \
+            gap.source_range.duration < over:
+        return False
+    sr = clip.source_range
+    clip.source_range = otio.opentime.TimeRange(sr.start_time - over if head else sr.start_time,
+                                                sr.duration + over)
+    g = gap.source_range
+    gap.source_range = otio.opentime.TimeRange(g.start_time, g.duration - over)
+    return True
+
+
+def conformable(timeline: otio.schema.Timeline) -> otio.schema.Timeline:
+    """A copy of ``timeline`` in the shape the conform renders, whichever tool wrote it.
+
+    A transition with black on one side (a gap, or the end of the track) is a fade:
+    it is marked ``fade-in``/``fade-out`` (this project's metadata) and moved wholly
+    onto its clip: the part another tool placed over the black (a dissolve centred on
+    the cut to a gap) becomes more of the clip, from its handle, and less of the gap,
+    so the same frames fade. Retimed clips, and clips counted at another rate than the
+    timeline, are refused, naming the clip.
+    """
+    out = copy.deepcopy(timeline)
+    rate = timeline_rate(out)
+    for track in out.tracks:
+        if not isinstance(track, otio.schema.Track):
+            continue
+        for item in track:
+            if isinstance(item, otio.schema.Clip):
+                _refuse_retimes(item)
+                sr = item.source_range
+                if sr is not None and abs(sr.duration.rate - float(rate)) > 1e-6 \
+                        and track.kind == otio.schema.TrackKind.Video:
+                    raise MediaError(f"clip {item.name!r} is counted at {sr.duration.rate:g} fps "
+                                     f"on a {float(rate):g} fps timeline: conform it to the "
+                                     "timeline's rate first", where=f"clip {item.name}")
+        if track.kind != otio.schema.TrackKind.Video:
+            continue
+        items = list(track)
+        for i, item in enumerate(items):
+            if not isinstance(item, otio.schema.Transition):
+                continue
+            prev = items[i - 1] if i else None
+            nxt = items[i + 1] if i + 1 < len(items) else None
+            meta = item.metadata.setdefault(NAMESPACE, {})
+            r = item.in_offset.rate
+            zero = otio.opentime.RationalTime(0, r)
+            if isinstance(prev, otio.schema.Clip) and not isinstance(nxt, otio.schema.Clip):
+                meta["kind"] = "fade-out"
+                if _into_gap(prev, nxt, item.out_offset, head=False):
+                    item.in_offset, item.out_offset = item.in_offset + item.out_offset, zero
+            elif isinstance(nxt, otio.schema.Clip) and not isinstance(prev, otio.schema.Clip):
+                meta["kind"] = "fade-in"
+                if _into_gap(nxt, prev, item.in_offset, head=True):
+                    item.in_offset, item.out_offset = zero, item.out_offset + item.in_offset
+            elif meta.get("kind") in ("fade-in", "fade-out") and \
+                    isinstance(prev, otio.schema.Clip) and isinstance(nxt, otio.schema.Clip):
+                meta["kind"] = "dissolve"  # an edit put a clip where the black was
+        for item in [i for i in track if isinstance(i, otio.schema.Gap)]:
+            if item.source_range.duration.value <= 0:
+                track.remove(item)
+    return out

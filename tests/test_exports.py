@@ -489,3 +489,212 @@ def test_export_check_names_what_is_wrong_in_an_edl(tmp_path):
     assert "bad.edl:2: source runs 48 frames, record 24" in result.output
     assert "bad.edl:3: event line not in CMX 3600 columns" in result.output
     assert "bad.edl:3: record in" in result.output and "overlaps" in result.output
+
+
+# ------------------------------------------------------------------ conform reads them back
+
+
+def _frames(tl) -> list[np.ndarray]:
+    from aiprod_post.editing.conform import timeline_frames
+    from aiprod_post.editing.interchange import conformable
+
+    return [f.astype(np.int16) for f in timeline_frames(conformable(tl))]
+
+
+def _same_picture(a: list[np.ndarray], b: list[np.ndarray]) -> list[int]:
+    """Frames that differ (beyond a level of rounding in a blend)."""
+    assert len(a) == len(b)
+    return [k for k, (x, y) in enumerate(zip(a, b)) if np.abs(x - y).max() > 1]
+
+
+@pytest.fixture(scope="module")
+def golden_frames(golden):
+    return _frames(golden[2])
+
+
+@pytest.mark.parametrize("fmt", ["edl", "fcpxml", "fcp7", "aaf"])
+def test_each_export_conforms_to_the_same_picture(golden, golden_frames, tmp_path, fmt):
+    """Read back by the conform's readers: the same frames, dissolve, fade in and fade to
+    black before the title included (each format says them its own way)."""
+    from aiprod_post.editing.export import read_timeline
+
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, fmt, tmp_path / f"g{FORMATS[fmt][1]}")
+    assert _same_picture(golden_frames, _frames(read_timeline(out))) == []
+
+
+def _without_1a_and_2b_trimmed(tl):
+    """The same edit made on the .otio: 1A deleted (ripple), the last shot 6 frames shorter."""
+    import copy
+
+    out = copy.deepcopy(tl)
+    track = out.tracks[0]
+    track.remove(next(c for c in track if c.name == "1A"))
+    last = next(c for c in track if c.name == "2B")
+    sr = last.source_range
+    last.source_range = otio.opentime.TimeRange(
+        sr.start_time, sr.duration - otio.opentime.RationalTime(6, sr.duration.rate))
+    return out
+
+
+def _edit_edl(path: Path) -> None:
+    """Delete 1A (its event) and ripple the record times after it; trim 2B's tail by 6."""
+    from aiprod_post.editing.edl import EVENT_LINE
+    from aiprod_post.editing.interchange import timecode
+
+    lines = path.read_text().splitlines()
+    out = []
+    shift = 0
+    gone = None
+    for line in lines:
+        m = EVENT_LINE.match(line)
+        if m and m.group("reel").strip() == "1A" and m.group("trans").strip() == "C" \
+                and m.group("ri") != m.group("ro"):
+            gone = m.group("num")
+            shift = _tc_frames(m.group("ro")) - _tc_frames(m.group("ri"))
+            continue
+        if m:
+            ri, ro = _tc_frames(m.group("ri")) - shift, _tc_frames(m.group("ro")) - shift
+            so = _tc_frames(m.group("so"))
+            if m.group("reel").strip() == "2B":
+                ro, so = ro - 6, so - 6
+            line = line[:line.index(m.group("si"))] + " ".join(
+                [m.group("si"), timecode(so, FPS), timecode(ri, FPS), timecode(ro, FPS)])
+            out.append(line)
+            continue
+        if gone and line.startswith("*") and "1A" in line:
+            continue  # the deleted event's remarks (clip name, file, marker)
+        out.append(line)
+    path.write_text("\r\n".join(out) + "\r\n")
+
+
+def _remove_rippling(parent, gone, earlier) -> None:
+    """Delete ``gone`` from ``parent`` and move each element after it ``earlier``."""
+    after = False
+    for el in list(parent):
+        if el is gone:
+            parent.remove(el)
+            after = True
+        elif after:
+            earlier(el)
+
+
+def _edit_fcpxml(path: Path) -> None:
+    from lxml import etree
+
+    doc = etree.parse(str(path))
+    spine = doc.find(".//spine")
+    one_a = next(e for e in spine if e.get("name") == "1A")
+    shift = _fcpxml_seconds(one_a.get("duration"))
+    _remove_rippling(spine, one_a, lambda el: el.set(
+        "offset", f"{(_fcpxml_seconds(el.get('offset')) - shift) * 24}/24s"))
+    last = spine[-1]
+    last.set("duration", f"{(_fcpxml_seconds(last.get('duration')) * 24) - 6}/24s")
+    doc.write(str(path))
+
+
+def _edit_fcp7(path: Path) -> None:
+    from lxml import etree
+
+    doc = etree.parse(str(path))
+    track = doc.find(".//sequence/media/video/track")
+    one_a = next(e for e in track if e.findtext("name") == "1A")
+    shift = int(one_a.findtext("end")) - int(one_a.findtext("start"))
+
+    def earlier(el) -> None:
+        for tag in ("start", "end"):
+            if int(el.findtext(tag)) >= 0:  # -1: at a transition, which moves too
+                el.find(tag).text = str(int(el.findtext(tag)) - shift)
+    _remove_rippling(track, one_a, earlier)
+    last = track[-1]
+    last.find("end").text = str(int(last.findtext("end")) - 6)
+    last.find("out").text = str(int(last.findtext("out")) - 6)
+    doc.write(str(path))
+
+
+def _edit_aaf(path: Path) -> None:
+    import aaf2
+
+    with aaf2.open(str(path), "rw") as f:
+        comp = next(f.content.toplevel())
+        seq = next(s for s in comp.slots if s.name == "V1").segment
+        comps = list(seq.components)
+        one_a = next(c for c in comps if type(c).__name__ == "SourceClip" and c.mob.name == "1A")
+        last = comps[-1]
+        removed = one_a.length
+        seq.components.pop(comps.index(one_a))
+        last.length = last.length - 6
+        seq.length = seq.length - removed - 6
+
+
+@pytest.mark.parametrize("fmt,edit", [("edl", _edit_edl), ("fcpxml", _edit_fcpxml),
+                                      ("fcp7", _edit_fcp7), ("aaf", _edit_aaf)])
+def test_round_trip_edited_in_the_file_then_conformed(golden, tmp_path, fmt, edit):
+    """Export, edit the file as an editor would (delete a shot with a ripple, trim the last
+    shot), conform it: the master's pictures and cut points are those of the same edit
+    made on the .otio."""
+    from aiprod_post.editing.export import read_timeline
+
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, fmt, tmp_path / f"g{FORMATS[fmt][1]}")
+    edit(out)
+    back = read_timeline(out)
+    want = _without_1a_and_2b_trimmed(tl)
+    cuts = [(c.name, c.range_in_parent().start_time.value) for c in want.tracks[0].find_clips()]
+    got = [(c.name, c.range_in_parent().start_time.value) for c in back.tracks[0].find_clips()]
+    if fmt == "edl":  # the dissolve's incoming event starts where the dissolve does
+        got = [(n, at + (12 if n == "2" else 0)) for n, at in got]
+    assert got == cuts
+    assert _same_picture(_frames(want), _frames(back)) == []
+
+
+def test_conform_cli_renders_an_edl_relinked_from_media_folders(golden, tmp_path):
+    """An EDL whose media moved: relinked by clip name from --media, rendered to a master
+    with every frame, exit 0; without --media the clip is named in the error, exit 2."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+    from aiprod_post.editing.conform import probe
+
+    folder, plan, tl = golden
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for p in folder.glob("*.mov"):
+        shutil.copy(p, moved / p.name)
+    edl = export_timeline(tl, "edl", tmp_path / "g.edl", media_root=f"{folder}=/gone")
+    result = CliRunner().invoke(main, ["conform", str(edl), "-o", str(tmp_path / "m.mp4")])
+    assert result.exit_code == 2 and "no media for event" in result.output \
+        and "clip '1'" in result.output
+    result = CliRunner().invoke(main, ["conform", str(edl), "-o", str(tmp_path / "m.mp4"),
+                                       "--media", str(moved)])
+    assert result.exit_code == 0, result.output
+    assert probe(tmp_path / "m.mp4")["video"]["frames"] == plan.duration
+
+
+def test_retimed_clips_and_other_rates_are_refused_naming_the_clip(golden, tmp_path):
+    from aiprod_post.editing.export import read_timeline
+    from aiprod_post.editing.interchange import conformable
+    from aiprod_post.errors import MediaError
+
+    import copy
+
+    _folder, _plan, tl = golden
+    fast = copy.deepcopy(tl)
+    clip = next(c for c in fast.tracks[0].find_clips() if c.name == "1A")
+    clip.effects.append(otio.schema.LinearTimeWarp(time_scalar=2.0))
+    with pytest.raises(MediaError, match="clip '1A' is retimed"):
+        conformable(fast)
+    edl = export_timeline(tl, "edl", tmp_path / "g.edl")
+    text = edl.read_text().replace("00:00:00:06 00:00:01:18 01:00:03:00 01:00:04:12",
+                                   "00:00:00:06 00:00:02:18 01:00:03:00 01:00:04:12")
+    edl.write_text(text)
+    with pytest.raises(MediaError, match=r"event 2 \(1A\) plays 60 source frames in 36"):
+        read_timeline(edl)
+    fcpxml = export_timeline(tl, "fcpxml", tmp_path / "g.fcpxml")
+    fcpxml.write_text(fcpxml.read_text().replace(
+        'name="1A" start="6/24s" duration="36/24s" format="r1" tcFormat="NDF">',
+        'name="1A" start="6/24s" duration="36/24s" format="r1" tcFormat="NDF"><timeMap/>'))
+    with pytest.raises(MediaError, match="clip '1A' is retimed"):
+        read_timeline(fcpxml)
