@@ -155,7 +155,7 @@ _GARMENTS = [
       "parka", "anorak", "mac", "cloak", "cape", "poncho", "windbreaker", "duffel coat",
       "peacoat", "greatcoat", "fur coat", "lab coat", "jacket", "blazer", "hi-vis",
       "robe", "gown", "habit", "cassock", "kimono", "sari", "dress", "frock", "uniform",
-      "overalls", "boiler suit", "jumpsuit", "scrubs", "suit", "tuxedo", "tracksuit",
+      "overalls", "overall", "boiler suit", "jumpsuit", "scrubs", "suit", "tuxedo", "tracksuit",
       "dungarees", "fleece", "hoodie", "cardigan", "sweater", "jumper", "pullover",
       "waistcoat", "apron", "tunic", "leathers", "wetsuit", "pyjamas", "pajamas",
       "nightgown", "nightdress", "dressing gown", "smock"), 0),
@@ -478,6 +478,19 @@ def _hair_in(text: str) -> tuple[str | None, str | None]:
     return colour, style
 
 
+def _outermost(found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Sorted (start, end, key) matches less those inside a longer one ("FATHER OF THE
+    BRIDE" holds "BRIDE", "MRS. HALE" holds "HALE")."""
+    out: list[tuple[int, int, str]] = []
+    for item in found:
+        if out and item[0] < out[-1][1]:
+            if item[1] - item[0] > out[-1][1] - out[-1][0]:
+                out[-1] = item
+            continue
+        out.append(item)
+    return out
+
+
 class _Reader:
     def __init__(self, script: Script) -> None:
         self.script = script
@@ -494,16 +507,7 @@ class _Reader:
         for key, pattern in self.mention.items():
             for m in pattern.finditer(sentence):
                 found.append((m.start(), m.end(), key))
-        found.sort()
-        # a longer name wins over a shorter one inside it ("MRS HALE" over "HALE")
-        out: list[tuple[int, int, str]] = []
-        for item in found:
-            if out and item[0] < out[-1][1]:
-                if item[1] - item[0] > out[-1][1] - out[-1][0]:
-                    out[-1] = item
-                continue
-            out.append(item)
-        return out
+        return _outermost(sorted(found))
 
     def read(self) -> list[_Facts]:
         self._from_names()
@@ -531,8 +535,8 @@ class _Reader:
         for action in self.script.of_type(Action):
             text = action.text.plain
             for start0, sentence in _sentences(text):
-                caps = sorted((m.start(), m.end(), k) for k, p in self.caps.items()
-                              for m in p.finditer(sentence))
+                caps = _outermost(sorted((m.start(), m.end(), k) for k, p in self.caps.items()
+                                         for m in p.finditer(sentence)))
                 for i, (start, end, key) in enumerate(caps):
                     f = self.people[key]
                     if f.intro_line is not None:
@@ -583,16 +587,31 @@ class _Reader:
                     f.build.append((word, line))
 
     def _pronouns_and_traits(self) -> None:
+        """Two passes of pronoun votes: the second knows the genders the first settled
+        ("He turns the gain up" after Zoe, known female by then, speaks is not Zoe)."""
+        strong = {k: (next(iter(f.strong_gender)) if len(f.strong_gender) == 1 else None)
+                  for k, f in self.people.items()}
+        votes = self._pronouns(strong, traits=False)
+        settled = dict(strong)
+        for k, v in votes.items():
+            if settled[k] is None:
+                g, _ = _majority(v)
+                settled[k] = None if g == "unknown" else g
+        for k, v in self._pronouns(settled, traits=True).items():
+            self.people[k].votes = v
+
+    def _pronouns(self, known: dict[str, str | None], traits: bool
+                  ) -> dict[str, dict[str, list[int]]]:
         """Each he/she in action votes for the character it most likely refers to.
 
         Candidates, nearest first: characters named earlier in the sentence (for a
-        pronoun that opens the sentence: the previous sentence's subject first), the
-        last speaker when the action follows dialogue, then those named earlier in the
-        scene. The first candidate whose gender (from titles and introductions) does not
-        contradict the pronoun gets the vote.
+        pronoun that opens the sentence: the last speaker when the action follows
+        dialogue, then the previous sentence's subject), then those named earlier in the
+        scene. The first candidate whose ``known`` gender does not contradict the pronoun
+        gets the vote. An object pronoun (him, "beside her") is never the subject of its
+        own sentence ("He offers her a charger": she is someone else).
         """
-        strong = {k: (next(iter(f.strong_gender)) if len(f.strong_gender) == 1 else None)
-                  for k, f in self.people.items()}
+        votes: dict[str, dict[str, list[int]]] = {k: {} for k in self.people}
         recent: list[str] = []  # most recent first
         last_speaker: str | None = None
         after_dialogue = False
@@ -610,33 +629,39 @@ class _Reader:
             subject_prev: str | None = None
             for n_sentence, (start0, sentence) in enumerate(_sentences(text)):
                 named = self.mentions(sentence)
-                pronouns = [(m.start(), "male" if _MALE_PRONOUN.fullmatch(m.group()) else
-                             "female") for m in _PRONOUN.finditer(sentence)]
                 referents: dict[str, int] = {}
-                for pos, gender in pronouns:
-                    # "Nell's brother grins through his beard": a possessor is not who
-                    # the pronoun means
-                    before = [k for s, e_, k in reversed(named) if s < pos
-                              and not sentence[s:e_].endswith(("'s", "’s"))]
-                    if before:
-                        cands = before
-                    else:
-                        cands = []
+                subject: str | None = None
+                if named and not sentence[:named[0][0]].strip(" \n\"'(").lower().startswith(
+                        ("beside", "behind", "with", "to", "for", "near", "after", "across")):
+                    subject = named[0][2]
+                for m in _PRONOUN.finditer(sentence):
+                    pos, word = m.start(), m.group().lower()
+                    gender = "male" if _MALE_PRONOUN.fullmatch(word) else "female"
+                    # possessors are not who a pronoun means ("Nell's brother ... his beard")
+                    before = [k for s_, e_, k in reversed(named) if s_ < pos
+                              and not sentence[s_:e_].endswith(("'s", "’s"))]
+                    cands = list(before)
+                    if not before or _is_object(word, sentence[m.end():]):
                         if after_dialogue and n_sentence == 0 and last_speaker:
                             cands.append(last_speaker)
                         if subject_prev:
                             cands.append(subject_prev)
                         cands += recent
+                    if _is_object(word, sentence[m.end():]):
+                        cands = [c for c in cands if c != subject]
                     cands = [c for c in dict.fromkeys(cands) if c in self.people]
                     for c in cands:
-                        if strong.get(c) in (None, gender):
-                            weight_line = _line_at(e, text, start0 + pos)
-                            self.people[c].votes.setdefault(gender, []).append(weight_line)
-                            referents[c] = pos
+                        if known.get(c) in (None, gender):
+                            votes[c].setdefault(gender, []).append(
+                                _line_at(e, text, start0 + pos))
+                            referents.setdefault(c, pos)
+                            if subject is None and pos == len(sentence) - len(
+                                    sentence.lstrip()):
+                                subject = c  # "He offers her …": he is the subject
                             break
                 # traits said of one person: "Ivo wipes his glasses", "her red scarf"
                 who = {k for _s, _e, k in named} | set(referents)
-                if len(who) == 1:
+                if traits and len(who) == 1:
                     key = next(iter(who))
                     f = self.people[key]
                     line = _line_at(e, text, start0)
@@ -651,25 +676,48 @@ class _Reader:
                         if said:
                             self._describe(f, said, line, intro=False)
                 if named:
-                    subject_prev = named[0][2]
+                    subject_prev = subject or named[0][2]
                     for _s, _e, k in named:
                         recent = [k] + [r for r in recent if r != k]
                 elif referents:
-                    subject_prev = min(referents, key=referents.get)  # type: ignore[arg-type]
+                    subject_prev = subject or min(referents, key=referents.get)  # type: ignore[arg-type]
             after_dialogue = False
+        return votes
+
+
+# words after "her" that show it is an object ("beside her.", "hands her a cup"), not a
+# possessive ("her phone")
+_AFTER_OBJECT = {"a", "an", "the", "to", "and", "or", "but", "with", "in", "on", "at", "up",
+                 "down", "out", "back", "off", "away", "again", "over", "into", "as", "from",
+                 "for", "by", "round", "around", "too", "two", "one", "some", "his", "her",
+                 "their", "no", "this", "that", "go", "alone", "close", "tight"}
+
+
+def _is_object(word: str, after: str) -> bool:
+    """Whether ``him``/``her`` here is the object of a verb or preposition."""
+    if word == "him":
+        return True
+    if word != "her":
+        return False
+    nxt = re.match(r"\s*([A-Za-z']+)", after)
+    return nxt is None or after.lstrip()[:1] in ".,;:!?)" or nxt.group(1).lower() in _AFTER_OBJECT
+
+
+def _majority(votes: dict[str, list[int]]) -> tuple[Gender, list[int]]:
+    """A clear majority of the pronouns that refer to someone: 2 to 1 or better."""
+    fem, mal = len(votes.get("female", [])), len(votes.get("male", []))
+    if fem > 0 and fem >= 2 * mal:
+        return "female", sorted(set(votes["female"]))
+    if mal > 0 and mal >= 2 * fem:
+        return "male", sorted(set(votes["male"]))
+    return "unknown", []
 
 
 def _gender_of(f: _Facts) -> tuple[Gender, list[int]]:
     if len(f.strong_gender) == 1:
         g, lines = next(iter(f.strong_gender.items()))
         return g, sorted(set(lines + f.votes.get(g, [])))  # type: ignore[return-value]
-    fem, mal = len(f.votes.get("female", [])), len(f.votes.get("male", []))
-    # a clear majority of the pronouns that refer to them: 2 to 1 or better
-    if fem > 0 and fem >= 2 * mal:
-        return "female", sorted(set(f.votes["female"]))
-    if mal > 0 and mal >= 2 * fem:
-        return "male", sorted(set(f.votes["male"]))
-    return "unknown", []
+    return _majority(f.votes)
 
 
 def describe(ch: CastCharacter) -> str:
