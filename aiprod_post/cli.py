@@ -714,18 +714,33 @@ def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None
 
 @main.command("grade")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The suffix picks the master: .mov .mxf .mp4 .mkv, or .tif .png .exr "
+                   "images (shot_%06d.exr).")
 @click.option("--look", required=True, help="A library look (warm_film, noir …) or a LUT file.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
-def grade_command(source: Path, output: Path, look: str, strength: float) -> None:
-    """Grade any video with a look, keeping its audio (H.264 .mp4 or ProRes .mov by suffix)."""
+@click.option("--codec", default=None,
+              help="For .mov: prores_422hq (default) or prores_4444; for .mxf: dnxhr_hqx "
+                   "(default) or dnxhr_444.")
+@click.option("--input-space", default=None,
+              help="The footage's colour space, as the pinned OpenColorIO config names it "
+                   "(ARRI LogC4, S-Log3 S-Gamut3.Cine …); default: from the file's tags, "
+                   "else Rec.709.")
+def grade_command(source: Path, output: Path, look: str, strength: float, codec: str | None,
+                  input_space: str | None) -> None:
+    """Grade a video or a still with a look, keeping its audio where the container takes it.
+
+    Sources above 8 bits, float images and camera log footage are graded in float32
+    with no 8-bit step.
+    """
     from aiprod_post.grading.grade import grade_video
 
     try:
-        grade_video(source, output, look, strength)
+        written = grade_video(source, output, look, strength, codec=codec,
+                              input_space=input_space)
     except AiprodError as exc:
         _fail(exc)
-    click.echo(f"{output}: graded with {look} at {strength:g}")
+    click.echo(f"{written}: graded with {look} at {strength:g}")
 
 
 @main.command("qa")

@@ -8,6 +8,11 @@ Working spaces, stated, never implied:
 * the animatic, the looks and the masters are display-referred Rec.709 video
   (BT.1886, gamma 2.4): ``rec709``;
 * scene-linear work uses ``acescg``; log grading ``acescct``.
+
+Camera footage (``ARRI LogC4``, ``S-Log3 S-Gamut3.Cine``, any colour space of the
+config) reaches the Rec.709 working space the way a colourist's viewing pipeline
+renders it: through the config's ACES SDR output transform onto a Rec.1886 Rec.709
+display (:class:`ColourPipeline`); texture and utility spaces are converted directly.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import numpy as np
 
 from aiprod_post.errors import MediaError
 
-__all__ = ["CONFIG_NAME", "SPACES", "convert", "processor", "hdr_output"]
+__all__ = ["CONFIG_NAME", "SPACES", "WORKING", "convert", "processor", "hdr_output",
+           "space_name", "ColourPipeline", "space_from_tags"]
 
 CONFIG_NAME = "studio-config-v2.1.0_aces-v1.3_ocio-v2.3"
 
@@ -50,11 +56,21 @@ def _config():
 def _space(name: str) -> str:
     if name in SPACES:
         return SPACES[name]
-    names = {cs.getName() for cs in _config().getColorSpaces()}
-    if name in names:
-        return name
+    cs = _config().getColorSpace(name)  # names and their aliases (arri_logc4, slog3_sgamut3)
+    if cs is not None:
+        return cs.getName()
     raise MediaError(f"unknown colour space {name!r}: expected one of {', '.join(SPACES)} "
-                     f"or a colour space of {CONFIG_NAME}")
+                     f"or a colour space of {CONFIG_NAME} (for example ARRI LogC4, "
+                     "S-Log3 S-Gamut3.Cine, V-Log V-Gamut, Log3G10 REDWideGamutRGB)")
+
+
+def space_name(name: str) -> str:
+    """The config's own name for a short name, config name or alias.
+
+    >>> space_name("rec709"), space_name("arri_logc4")
+    ('Gamma 2.4 Rec.709 - Texture', 'ARRI LogC4')
+    """
+    return _space(name)
 
 
 @lru_cache(maxsize=32)
@@ -92,3 +108,73 @@ def hdr_output(rgb: np.ndarray, kind: str, src: str = "acescg") -> np.ndarray:
     flat = x.reshape(-1, 3)
     _hdr_processor(kind, src).applyRGB(flat)
     return flat.reshape(x.shape)
+
+
+#: the space the looks are made for and the masters are delivered in
+WORKING = "rec709"
+#: the viewing pipeline that renders scene-referred footage into the working space
+SDR_DISPLAY, SDR_VIEW = "Rec.1886 Rec.709 - Display", "ACES 1.0 - SDR Video"
+
+
+@lru_cache(maxsize=32)
+def _to_working(src: str, working: str):
+    import PyOpenColorIO as ocio
+
+    cfg = _config()
+    cs = cfg.getColorSpace(src)
+    rendered = (cs.getReferenceSpaceType() == ocio.REFERENCE_SPACE_DISPLAY
+                or cs.getFamily().startswith(("Input", "ACES")))
+    if rendered and _space(working) == _space(WORKING):
+        t = ocio.DisplayViewTransform(src=src, display=SDR_DISPLAY, view=SDR_VIEW)
+        return cfg.getProcessor(t).getDefaultCPUProcessor()
+    return cfg.getProcessor(src, _space(working)).getDefaultCPUProcessor()
+
+
+class ColourPipeline:
+    """Footage in ``input_space`` to the working space (before matching and the look),
+    and the working space to ``delivery`` (after); identity where they agree.
+
+    Camera and ACES spaces, and display spaces such as PQ or HLG, are rendered into the
+    Rec.709 working space through the ACES SDR output transform; other spaces convert
+    directly.
+
+    >>> ColourPipeline(None).identity, ColourPipeline("ARRI LogC4").identity
+    (True, False)
+    """
+
+    def __init__(self, input_space: str | None, working: str = WORKING,
+                 delivery: str = WORKING) -> None:
+        self.input_space = _space(input_space) if input_space else None
+        self.working, self.delivery = _space(working), _space(delivery)
+        self._in = (None if self.input_space in (None, self.working)
+                    else _to_working(self.input_space, working))
+        self._out = None if self.delivery == self.working else processor(working, delivery)
+
+    @property
+    def identity(self) -> bool:
+        return self._in is None and self._out is None
+
+    def to_working(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb if self._in is None else _apply(self._in, rgb)
+
+    def to_delivery(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb if self._out is None else _apply(self._out, rgb)
+
+
+def _apply(proc, rgb: np.ndarray) -> np.ndarray:
+    x = np.array(rgb, dtype=np.float32, order="C")  # a copy: OCIO works in place
+    proc.applyRGB(x.reshape(-1, 3))
+    return x
+
+
+def space_from_tags(codec_context) -> str | None:
+    """The colour space a file's tags name, where they are specific (PQ, HLG, linear,
+    sRGB); None (the Rec.709 default) otherwise."""
+    from av.video.reformatter import ColorPrimaries, ColorTrc
+
+    trc = getattr(codec_context, "color_trc", None)
+    wide = getattr(codec_context, "color_primaries", None) == ColorPrimaries.BT2020
+    return {ColorTrc.SMPTE2084: "Rec.2100-PQ - Display",
+            ColorTrc.ARIB_STD_B67: "Rec.2100-HLG - Display",
+            ColorTrc.LINEAR: "Linear Rec.2020" if wide else "Linear Rec.709 (sRGB)",
+            ColorTrc.IEC61966_2_1: "sRGB - Texture"}.get(trc)

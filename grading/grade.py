@@ -1,85 +1,331 @@
-"""Grade a user's video file with a look, keeping its audio untouched."""
+"""Grade a user's video or still with a look; the output's suffix picks the master.
+
+==========  ============================================  ==================================
+suffix      picture                                       audio
+==========  ============================================  ==================================
+``.mov``    ProRes 422 HQ (10-bit 4:2:2) or, with         copied (AAC, ALAC, PCM, MP3, AC-3);
+            ``codec="prores_4444"``, ProRes 4444          else PCM 24-bit
+``.mxf``    DNxHR HQX (10-bit 4:2:2) or ``dnxhr_444``     PCM copied; else PCM 24-bit
+``.mp4``    H.264 8-bit 4:2:0 (CRF 18)                    copied where MP4 takes it; else AAC
+``.mkv``    FFV1, lossless 16-bit RGB (``gbrp16le``)      copied, whatever it is
+``.tif``    16-bit RGB image sequence                     none (an image has no sound)
+``.png``    16-bit RGB image sequence                     none
+``.exr``    half-float RGB image sequence (ZIP)           none
+==========  ============================================  ==================================
+
+An image output is a sequence named by a ``%06d``-style pattern (``shot_%06d.exr``);
+without one, ``NAME_%06d.ext`` beside the name given. A still in (``.png``, ``.tif``,
+``.exr``, ``.jpg``, ``.dpx``) gives one still out under the exact name.
+
+Picture precision: an 8-bit source to an 8-bit master goes through the exact 2^24
+table (:class:`FrameGrader`); everything else - a source above 8 bits, a float one,
+a master above 8 bits, a camera log input - is decoded to 16-bit or float RGB and
+graded in float32 (:class:`FloatFrameGrader`) with no 8-bit step before the encoder.
+
+Colour: footage in ``input_space`` (a name of the pinned OpenColorIO config, or one
+its tags name: PQ, HLG, linear, sRGB; FFmpeg reads every EXR as linear) is converted to the working space (display Rec.709,
+what the looks expect) before the look and to the delivery space after
+(:class:`~aiprod_post.grading.colour.ColourPipeline`).
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 
 from aiprod_post.errors import MediaError
 from aiprod_post.files import atomic_path
 
-from .apply import FrameGrader
+from .apply import FloatFrameGrader, FrameGrader
+from .colour import ColourPipeline, space_from_tags
 from .looks import load_look
+from .lut import LUT
+from .media import open_video
 
-__all__ = ["grade_video"]
+__all__ = ["Master", "MASTERS", "STILL_SUFFIXES", "master_for", "grade_video"]
+
+STILL_SUFFIXES = (".png", ".tif", ".tiff", ".exr", ".jpg", ".jpeg", ".dpx", ".bmp")
+_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
+_AUDIO_FORMAT = {"aac": "fltp", "pcm_s24le": "s32"}
+_PCM = {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_s16be", "pcm_s24be", "pcm_f32le"}
 
 
-def grade_video(source: str | Path, output: str | Path, look: str, strength: float = 1.0) -> Path:
-    """Decode ``source``, grade every frame, encode (H.264 for .mp4, ProRes HQ for .mov),
-    and copy the audio packets as they are (re-encoded to AAC only when an .mp4 cannot
-    carry the source's audio codec)."""
+@dataclass(frozen=True)
+class Master:
+    """How one kind of output file is written."""
+
+    codec: str  # the name ``--codec`` takes
+    encoder: str  # FFmpeg's encoder
+    pix_fmt: str
+    options: dict = field(default_factory=dict)
+    container: str | None = None  # None: an image sequence
+    audio_copy: frozenset | None = frozenset()  # None: any codec is copied
+    audio_encoder: str | None = None  # what other audio becomes; None: dropped
+    deep: bool = True  # keeps more than 8 bits
+
+    @property
+    def image(self) -> bool:
+        return self.container is None
+
+
+_PRORES = dict(encoder="prores_ks", container="mov", audio_encoder="pcm_s24le",
+               audio_copy=frozenset({"aac", "alac", "mp3", "ac3", "eac3"} | _PCM))
+_DNXHR = dict(encoder="dnxhd", container="mxf", audio_encoder="pcm_s24le",
+              audio_copy=frozenset({"pcm_s16le", "pcm_s24le"}))
+
+#: suffix -> the codecs it takes, the first the default
+MASTERS: dict[str, dict[str, Master]] = {
+    ".mov": {
+        "prores_422hq": Master("prores_422hq", pix_fmt="yuv422p10le",
+                               options={"profile": "3", "vendor": "apl0"}, **_PRORES),
+        "prores_4444": Master("prores_4444", pix_fmt="yuv444p10le",
+                              options={"profile": "4", "vendor": "apl0"}, **_PRORES),
+    },
+    ".mxf": {
+        "dnxhr_hqx": Master("dnxhr_hqx", pix_fmt="yuv422p10le", options={"profile": "dnxhr_hqx"},
+                            **_DNXHR),
+        "dnxhr_444": Master("dnxhr_444", pix_fmt="yuv444p10le", options={"profile": "dnxhr_444"},
+                            **_DNXHR),
+    },
+    ".mp4": {
+        "h264": Master("h264", "libx264", "yuv420p", {"crf": "18", "preset": "medium"},
+                       container="mp4", audio_encoder="aac", deep=False,
+                       audio_copy=frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus"})),
+    },
+    ".mkv": {
+        "ffv1": Master("ffv1", "ffv1", "gbrp16le", {"level": "3", "slicecrc": "1"},
+                       container="matroska", audio_copy=None),
+    },
+    ".tif": {"tiff": Master("tiff", "tiff", "rgb48le", {"compression_algo": "deflate"})},
+    ".png": {"png": Master("png", "png", "rgb48be")},
+    ".exr": {"exr_half": Master("exr_half", "exr", "gbrpf32le",
+                                {"format": "half", "compression": "zip16"})},
+}
+MASTERS[".tiff"] = MASTERS[".tif"]
+
+
+def master_for(output: str | Path, codec: str | None = None) -> Master:
+    """The master an output name asks for; ``codec`` picks among its suffix's codecs.
+
+    >>> master_for("a.mov").codec, master_for("a.mov", "prores_4444").pix_fmt
+    ('prores_422hq', 'yuv444p10le')
+    """
+    suffix = Path(output).suffix.lower()
+    if suffix not in MASTERS:
+        choices = ", ".join(f"{s} ({'/'.join(MASTERS[s])})" for s in MASTERS if s != ".tiff")
+        raise MediaError(f"cannot grade to {suffix or 'a name without a suffix'}: "
+                         f"expected one of {choices}", source=output)
+    codecs = MASTERS[suffix]
+    if codec is None:
+        return next(iter(codecs.values()))
+    if codec not in codecs:
+        raise MediaError(f"{suffix} takes codec {' or '.join(codecs)}, not {codec!r}",
+                         source=output)
+    return codecs[codec]
+
+
+def _is_deep(fmt) -> bool:
+    """More than 8 bits a component, or float."""
+    return any(c.bits > 8 for c in fmt.components) or "f16" in fmt.name or "f32" in fmt.name
+
+
+def _float_planes(frame) -> np.ndarray:
+    """A gbrp float frame (EXR) as H x W x 3 float32, read from its planes: FFmpeg's
+    scaler mangles half floats, so they are not converted through it."""
+    dtype = np.float16 if "f16" in frame.format.name else np.float32
+    w, h = frame.width, frame.height
+    g, b, r = (np.frombuffer(p, dtype).reshape(h, p.line_size // dtype().itemsize)[:, :w]
+               for p in frame.planes[:3])
+    return np.stack([r, g, b], axis=-1).astype(np.float32)
+
+
+def _rgb(frame, deep: bool) -> np.ndarray:
+    """A decoded frame as full-range RGB: uint8 (8-bit path), uint16 or float32."""
+    if not deep:
+        return frame.to_ndarray(format="rgb24")
+    if frame.format.name.startswith("gbrpf") or frame.format.name.startswith("gbrapf"):
+        return _float_planes(frame)
+    return frame.to_ndarray(format="rgb48le")
+
+
+class _Grade:
+    """One frame's colour work: input conversion, look, delivery conversion."""
+
+    def __init__(self, lut: LUT, strength: float, colour: ColourPipeline, deep: bool) -> None:
+        self.colour = colour
+        self.deep = deep
+        self.table = None if deep else FrameGrader(lut, strength)
+        self.floats = FloatFrameGrader(lut, strength) if deep else None
+
+    def __call__(self, rgb: np.ndarray, want_float: bool) -> np.ndarray:
+        if self.table is not None:
+            return self.table(rgb)
+        if rgb.dtype == np.uint8:
+            rgb = rgb.astype(np.uint16) * np.uint16(257)
+        if rgb.dtype == np.uint16 and not want_float and self.colour.identity:
+            return self.floats(rgb)  # uint16 in, float32 inside, uint16 out
+        x = rgb.astype(np.float32) / np.float32(65535) if rgb.dtype == np.uint16 else rgb
+        x = self.colour.to_working(x)
+        x = self.colour.to_delivery(self.floats(np.ascontiguousarray(x, np.float32)))
+        if want_float:
+            return x
+        return (np.clip(x, 0.0, 1.0) * 65535 + 0.5).astype(np.uint16)
+
+
+def grade_video(source: str | Path, output: str | Path, look: str, strength: float = 1.0,
+                codec: str | None = None, input_space: str | None = None,
+                root: Path | None = None) -> Path:
+    """Grade ``source`` (a video or a still) with ``look`` into ``output``; returns the
+    file written, or the image sequence's pattern."""
+    source, output = Path(source), Path(output)
+    master = master_for(output, codec)
+    still = source.suffix.lower() in STILL_SUFFIXES
+    if still and not master.image:
+        raise MediaError("a still grades to a still: expected .tif, .png or .exr",
+                         source=output)
+    if not output.parent.is_dir():
+        raise MediaError("output folder does not exist", source=output.parent)
+    lut = load_look(look, root or Path.cwd())
+    inp, vin = open_video(source)
+    with inp:
+        src_deep = vin.codec_context.format is not None and _is_deep(vin.codec_context.format)
+        colour = ColourPipeline(input_space or space_from_tags(vin.codec_context))
+        grade = _Grade(lut, strength, colour, src_deep or master.deep or not colour.identity)
+        if master.image:
+            return _write_images(inp, vin, output, master, grade, still)
+        return _write_video(inp, vin, output, master, grade)
+
+
+def _frames(inp, vin, grade: _Grade, want_float: bool) -> Iterator[np.ndarray]:
+    for frame in inp.decode(vin):
+        yield grade(_rgb(frame, grade.deep), want_float)
+
+
+def _write_images(inp, vin, output: Path, master: Master, grade: _Grade, still: bool) -> Path:
+    import av
+
+    pattern = str(output)
+    if "%" in output.name:
+        try:
+            output.name % 0
+        except (TypeError, ValueError):
+            raise MediaError("an image sequence name takes one %d-style number, "
+                             "as in shot_%06d.exr", source=output) from None
+    elif not still:
+        pattern = str(output.with_name(f"{output.stem}_%06d{output.suffix}"))
+    cc = None
+    written: list[tuple[Path, Path]] = []
+    try:
+        for n, rgb in enumerate(_frames(inp, vin, grade, master.encoder == "exr")):
+            if cc is None:
+                cc = av.CodecContext.create(master.encoder, "w")
+                cc.width, cc.height = rgb.shape[1], rgb.shape[0]
+                cc.pix_fmt = master.pix_fmt
+                cc.time_base = Fraction(1, 24)
+                cc.options = dict(master.options)
+                _tag(cc, rgb_out=True)
+            vf = _to_frame(rgb, master.pix_fmt)
+            vf.pts = n
+            data = b"".join(bytes(p) for p in cc.encode(vf))
+            final = Path(pattern % n) if "%" in Path(pattern).name else output
+            part = final.with_name(f".{final.name}.part")
+            part.write_bytes(data)
+            written.append((part, final))
+        if cc is None:
+            raise MediaError("has no frames", source=output)
+        for part, final in written:  # the sequence appears whole or not at all
+            os.replace(part, final)
+    finally:
+        for part, _ in written:
+            part.unlink(missing_ok=True)
+    return Path(pattern)
+
+
+def _to_frame(rgb: np.ndarray, pix_fmt: str):
     import av
     from av.video.reformatter import ColorRange, Colorspace
 
-    source, output = Path(source), Path(output)
-    if not source.is_file():
-        raise MediaError("no such video", source=source)
-    grader = FrameGrader(load_look(look, Path.cwd()), strength)
-    mov = output.suffix.lower() == ".mov"
-    if not output.parent.is_dir():
-        raise MediaError("output folder does not exist", source=output.parent)
-    with atomic_path(output, f".part{output.suffix}") as tmp:
-        try:
-            inp = av.open(str(source))
-        except Exception as exc:  # noqa: BLE001
-            raise MediaError(f"cannot read video: {exc}", source=source) from None
-        with inp, av.open(str(tmp), "w", format="mov" if mov else "mp4",
-                          options={} if mov else {"movflags": "+faststart"}) as out:
-            vin = inp.streams.video[0]
-            rate = Fraction(vin.average_rate or 24)
-            v = out.add_stream("prores" if mov else "libx264", rate=rate)
-            v.width, v.height = vin.width, vin.height
-            v.pix_fmt = "yuv422p10le" if mov else "yuv420p"
-            v.options = {"profile": "3"} if mov else {"crf": "18", "preset": "medium"}
-            cc = v.codec_context
-            cc.color_primaries = cc.color_trc = cc.colorspace = 1
-            cc.color_range = 1
-            cc.time_base = Fraction(1) / rate
-            ain = inp.streams.audio[0] if inp.streams.audio else None
-            aout = None
-            copy_audio = ain is not None and (mov or ain.codec_context.name in
-                                              ("aac", "mp3", "alac", "ac3", "eac3", "opus"))
-            if ain is not None and copy_audio:
-                aout = out.add_stream_from_template(ain)  # the sound, bit for bit
-            elif ain is not None:
-                aout = out.add_stream("aac", rate=ain.rate, layout=ain.layout.name)
-            streams = [vin] + ([ain] if ain is not None else [])
-            n = 0
-            for packet in inp.demux(*streams):
-                if packet.stream.type == "video":
-                    for fr in packet.decode():
-                        rgb = grader(fr.to_ndarray(format="rgb24"))
-                        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-                            format=v.pix_fmt, dst_colorspace=Colorspace.ITU709,
-                            dst_color_range=ColorRange.MPEG)
-                        vf.pts = n
-                        vf.time_base = cc.time_base
-                        n += 1
-                        for p in v.encode(vf):
+    if rgb.dtype == np.float32:
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="gbrpf32le")
+    vf = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+    if vf.format.name == pix_fmt:
+        return vf
+    if pix_fmt.startswith("yuv"):
+        return vf.reformat(format=pix_fmt, dst_colorspace=Colorspace.ITU709,
+                           dst_color_range=ColorRange.MPEG)
+    return vf.reformat(format=pix_fmt)  # RGB repacked: no matrix, full range
+
+
+def _tag(cc, rgb_out: bool) -> None:
+    """BT.709 primaries and transfer on every file; the matrix and range of what is
+    stored (RGB full range, or BT.709 limited-range YUV)."""
+    cc.color_primaries = 1  # AVCOL_PRI_BT709
+    cc.color_trc = 1  # AVCOL_TRC_BT709
+    cc.colorspace = 0 if rgb_out else 1  # AVCOL_SPC_RGB / AVCOL_SPC_BT709
+    cc.color_range = 2 if rgb_out else 1  # AVCOL_RANGE_JPEG (full) / AVCOL_RANGE_MPEG
+
+
+def _write_video(inp, vin, output: Path, master: Master, grade: _Grade) -> Path:
+    import av
+
+    rate = Fraction(vin.average_rate or vin.guessed_rate or 24)
+    pix_fmt = master.pix_fmt
+    if master.encoder == "dnxhd" and (vin.width < 256 or vin.height < 120):
+        # FFmpeg's DNxHR encoder refuses smaller pictures
+        raise MediaError(f"DNxHR needs a picture of at least 256x120, the source is "
+                         f"{vin.width}x{vin.height}", source=output)
+    options = {"movflags": "+faststart"} if master.container == "mp4" else {}
+    with atomic_path(output, f".part{output.suffix}") as tmp, \
+            av.open(str(tmp), "w", format=master.container, options=options) as out:
+        v = out.add_stream(master.encoder, rate=rate)
+        v.width, v.height = vin.width, vin.height
+        v.pix_fmt = pix_fmt
+        v.options = dict(master.options)
+        cc = v.codec_context
+        _tag(cc, rgb_out=not pix_fmt.startswith("yuv"))
+        cc.time_base = Fraction(1) / rate
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        aout = None
+        copy_audio = ain is not None and (master.audio_copy is None
+                                          or ain.codec_context.name in master.audio_copy)
+        if ain is not None and copy_audio:
+            aout = out.add_stream_from_template(ain)  # the sound, bit for bit
+        elif ain is not None and master.audio_encoder:
+            # the default layout for the channel count: "2 channels" is not one AAC takes
+            layout = _LAYOUTS.get(ain.codec_context.channels, "stereo")
+            aout = out.add_stream(master.audio_encoder, rate=ain.rate, layout=layout)
+            aout.format = _AUDIO_FORMAT[master.audio_encoder]
+            resampler = av.AudioResampler(format=aout.format.name, layout=layout, rate=ain.rate)
+        streams = [vin] + ([ain] if aout is not None else [])
+        n = 0
+        for packet in inp.demux(*streams):
+            if packet.stream.type == "video":
+                for fr in packet.decode():
+                    vf = _to_frame(grade(_rgb(fr, grade.deep), False), pix_fmt)
+                    vf.pts = n
+                    vf.time_base = cc.time_base
+                    n += 1
+                    for p in v.encode(vf):
+                        out.mux(p)
+            elif copy_audio:
+                if packet.dts is None:
+                    continue  # the demuxer's flush packet
+                packet.stream = aout
+                out.mux(packet)
+            else:
+                for fr in packet.decode():
+                    for rs in resampler.resample(fr):
+                        rs.pts = None
+                        for p in aout.encode(rs):
                             out.mux(p)
-                elif aout is not None and copy_audio:
-                    if packet.dts is None:
-                        continue  # the demuxer's flush packet
-                    packet.stream = aout
-                    out.mux(packet)
-                elif aout is not None:
-                    for fr in packet.decode():
-                        fr.pts = None
-                        for p in aout.encode(fr):
-                            out.mux(p)
-            for p in v.encode():
+        for p in v.encode():
+            out.mux(p)
+        if aout is not None and not copy_audio:
+            for p in aout.encode():
                 out.mux(p)
-            if aout is not None and not copy_audio:
-                for p in aout.encode():
-                    out.mux(p)
     return output

@@ -24,6 +24,8 @@ import numpy as np
 
 from aiprod_post.errors import MediaError
 
+from .media import open_video
+
 __all__ = ["PictureQA", "QAMeter", "qa_frames", "qa_video", "legal_range"]
 
 _KR, _KB = 0.2126, 0.0722  # BT.709
@@ -228,20 +230,9 @@ def qa_video(path: str | Path, step: int = 1, levels_every: int = 1) -> PictureQ
     ``levels_every``-th
     frame, on every ``step``-th pixel each way (1 and 1: every pixel of every frame).
     """
-    import av
-
     path = Path(path)
-    if not path.is_file():
-        raise MediaError("no such video", source=path)
-    try:
-        container = av.open(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise MediaError(f"cannot read video: {exc}", source=path) from None
+    container, stream = open_video(path)
     with container:
-        if not container.streams.video:
-            raise MediaError("has no video stream", source=path)
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         bits = 10 if "10" in stream.format.name else 8
         fps = Fraction(stream.average_rate or 24)
         meter = QAMeter(fps, bits)
