@@ -698,3 +698,58 @@ def test_retimed_clips_and_other_rates_are_refused_naming_the_clip(golden, tmp_p
         'name="1A" start="6/24s" duration="36/24s" format="r1" tcFormat="NDF"><timeMap/>'))
     with pytest.raises(MediaError, match="clip '1A' is retimed"):
         read_timeline(fcpxml)
+
+
+def test_a_clip_counted_at_another_rate_is_refused_naming_it(golden):
+    import copy
+
+    from aiprod_post.editing.interchange import conformable
+    from aiprod_post.errors import MediaError
+
+    _folder, _plan, tl = golden
+    other = copy.deepcopy(tl)
+    clip = next(c for c in other.tracks[0].find_clips() if c.name == "2A")
+    clip.source_range = otio.opentime.TimeRange(otio.opentime.RationalTime(6, 25),
+                                                otio.opentime.RationalTime(36, 25))
+    with pytest.raises(MediaError, match=r"clip '2A' is counted at 25 fps on a 24 fps"):
+        conformable(other)
+
+
+def test_export_check_runs_a_dtd_the_user_gives(golden, tmp_path):
+    """--dtd validates through lxml: a DTD of our own that allows no <library> fails the
+    export, naming the line; one that allows it passes."""
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, "fcpxml", tmp_path / "g.fcpxml")
+    strict = tmp_path / "strict.dtd"
+    strict.write_text('<!ELEMENT fcpxml (resources)>\n<!ATTLIST fcpxml version CDATA #REQUIRED>\n'
+                      '<!ELEMENT resources ANY>\n')
+    result = CliRunner().invoke(main, ["export", "--check", str(out), "--dtd", str(strict)])
+    assert result.exit_code == 2 and "DTD strict.dtd: line" in result.output
+    loose = tmp_path / "loose.dtd"
+    rules = ["<!ELEMENT fcpxml ANY>", "<!ATTLIST fcpxml version CDATA #REQUIRED>"]
+    for element, attrs in _DTD_ATTRS.items():
+        rules.append(f"<!ELEMENT {element} ANY>")
+        rules += [f"<!ATTLIST {element} {a} CDATA #IMPLIED>" for a in attrs]
+    loose.write_text("\n".join(rules) + "\n")
+    result = CliRunner().invoke(main, ["export", "--check", str(out), "--dtd", str(loose)])
+    assert result.exit_code == 0, result.output
+
+
+_DTD_ATTRS = {
+    "resources": [], "library": [], "event": ["name"], "project": ["name"],
+    "format": ["id", "name", "frameDuration", "width", "height", "colorSpace"],
+    "effect": ["id", "name", "uid"],
+    "asset": ["id", "name", "start", "duration", "hasVideo", "videoSources", "format",
+              "hasAudio", "audioSources", "audioChannels", "audioRate"],
+    "media-rep": ["kind", "src"],
+    "sequence": ["format", "duration", "tcStart", "tcFormat", "audioLayout", "audioRate"],
+    "spine": [], "gap": ["name", "offset", "start", "duration"],
+    "transition": ["name", "offset", "duration"], "filter-video": ["ref", "name"],
+    "asset-clip": ["ref", "lane", "offset", "name", "start", "duration", "format", "tcFormat",
+                   "audioRole"],
+    "marker": ["start", "duration", "value", "note"],
+}
