@@ -860,6 +860,26 @@ class _Render:
         self.r.item("subtitles", 1, 1, cached=not changed)
 
     # ---- report
+    def _charts(self, plan: ShotPlan) -> dict[str, str]:
+        """Loudness over time per delivery and per stem, the waveform by shot, stage times."""
+        from .charts import report_charts
+
+        audio = self.outdir / "audio"
+        mixes = {name: _curve_of(audio / f"mix_{name}.wav")
+                 for name in self.report.get("loudness", {})
+                 if (audio / f"mix_{name}.wav").is_file()}
+        stems = {s: _curve_of(audio / f"{s}.wav") for s in ("DX", "MX", "FX")
+                 if (audio / f"{s}.wav").is_file()}
+        spans, t = [], 0.0
+        for _, s in plan.shots():
+            d = float(s.duration / plan.fps)
+            spans.append((s.id, t, t + d))
+            t += d
+        return report_charts(
+            seconds=float(plan.duration / plan.fps), mixes=mixes, stems=stems, shots=spans,
+            targets={k: v["target"] for k, v in self.report.get("loudness", {}).items()},
+            stage_seconds=self.r.timings)
+
     def write_report(self, plan: ShotPlan, media, masters: dict[str, Path]) -> None:
         import cv2
 
@@ -897,7 +917,8 @@ class _Render:
                 ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
                 thumbs.append((s.id, sc.heading, base64.b64encode(jpg.tobytes()).decode()))
         write_atomic(self.outdir / "report.json", json.dumps(self.report, indent=2).encode())
-        write_atomic(self.outdir / "report.html", _report_html(self.report, thumbs).encode())
+        write_atomic(self.outdir / "report.html",
+                     _report_html(self.report, thumbs, self._charts(plan)).encode())
         files = {}
         for p in sorted(self.outdir.rglob("*")):
             if p.is_file() and ".cache" not in p.parts and p.name != "manifest.json" \
@@ -908,6 +929,18 @@ class _Render:
                     "source": str(self.source), "engine": self.report.get("engine"),
                     "voices": self.report.get("voices"), "files": files}
         write_atomic(self.outdir / "manifest.json", json.dumps(manifest, indent=2).encode())
+
+
+def _curve_of(path: Path):
+    """Loudness over time of a WAV the render wrote, read a block at a time."""
+    from aiprod_post.audio.loudness import loudness_curve
+    from aiprod_post.audio.stream import FileSource
+
+    src = FileSource(path)
+    try:
+        return loudness_curve(src, src.rate)
+    finally:
+        src.close()
 
 
 def _graded(frames, grader, reference: np.ndarray | None):
@@ -976,7 +1009,9 @@ def _frame_at(path: Path, index: int) -> np.ndarray | None:
     return None
 
 
-def _report_html(report: dict, thumbs: list[tuple[str, str, str]]) -> str:
+def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
+                 charts: dict[str, str] | None = None) -> str:
+    charts = charts or {}
     e = html.escape
     cells = "".join(f"<figure><img src='data:image/jpeg;base64,{b64}' alt='{e(sid)}'>"
                     f"<figcaption><b>{e(sid)}</b> {e(head)}</figcaption></figure>"
@@ -1018,21 +1053,25 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]]) -> str:
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #444;padding:3px 8px}}
 .sheet{{display:flex;flex-wrap:wrap;gap:8px}}figure{{margin:0;width:320px}}
 img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{background:#600}}
-img.castsheet{{width:240px}}</style>
+img.castsheet{{width:240px}}svg.chart{{background:#fff;color:#111;display:block;
+margin:8px 0;max-width:100%;height:auto}}</style>
 </head><body><h1>{e(report['title'])}</h1>
 <p>{report['duration_seconds']} s, {report['duration_frames']} frames at {e(report['fps'])} fps,
 {report['size'][0]}x{report['size'][1]}, aiprod-post {e(report['version'])}</p>
 {'<h2>Failed shots</h2><ul>' + failed + '</ul>' if failed else ''}
 <h2>Contact sheet</h2><div class="sheet">{cells}</div>
+{charts.get('waveform', '')}
 <h2>Cast</h2><table><tr><th>character</th><th>described as</th><th>facts (script lines)</th>
 <th>voice</th><th>identity across shots</th></tr>{cast}</table>
 <h2>Shots</h2><table><tr><th>scene</th><th>shot</th><th>framing</th><th>move</th>
 <th>frames</th><th>characters</th><th>dialogue</th></tr>{rows}</table>
 <h2>Loudness</h2><table><tr><th>profile</th><th>target LUFS</th><th>integrated</th>
 <th>true peak dBTP</th><th>LRA</th></tr>{loud}</table>
+{charts.get('loudness', '')}{charts.get('stems', '')}
 <h2>Picture QA</h2><table><tr><th>measured on</th><th>levels (EBU R 103)</th>
 <th>flashes (ITU-R BT.1702)</th><th>black runs</th><th>frozen runs</th></tr>{qa}</table>
-<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>made</th><th>cached</th></tr>
+<h2>Stages</h2>{charts.get('stages', '')}
+<table><tr><th>stage</th><th>seconds</th><th>made</th><th>cached</th></tr>
 {stages}</table></body></html>"""
 
 

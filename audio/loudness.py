@@ -32,6 +32,8 @@ from aiprod_post.errors import MediaError
 
 __all__ = [
     "Loudness",
+    "LoudnessCurve",
+    "loudness_curve",
     "k_weighting_sos",
     "channel_weights",
     "measure",
@@ -502,3 +504,51 @@ def summarise(sc: Scan, true_peak_linear: float, fs: int, seg_power: np.ndarray 
         channels=sc.channels,
         warnings=warnings,
     )
+
+
+@dataclass
+class LoudnessCurve:
+    """Loudness over time of a programme, for plots: momentary (400 ms) and short-term
+    (3 s) loudness, BS.1770 K-weighted, one value per ``step`` seconds (the loudest window
+    ending in that step, as a meter's peak-hold shows it), and the sample envelope."""
+
+    step: float
+    momentary: np.ndarray
+    short_term: np.ndarray
+    envelope: np.ndarray  # (steps, 2): the lowest and highest sample value of each step
+
+
+def loudness_curve(src, sample_rate: int, points: int = 1200) -> LoudnessCurve:
+    """:class:`LoudnessCurve` of a :mod:`audio.stream` source, read a block at a time, at
+    most ``points`` values (steps of whole 100 ms segments)."""
+    fs = _check_rate(sample_rate)
+    meter = _SegmentMeter(fs, src.channels)
+    seg = meter.seg
+    n = src.frames
+    n_seg = max(1, n // seg)
+    per = max(1, -(-n_seg // points))  # segments per step
+    steps = -(-n_seg // per)
+    env = np.zeros((steps, 2))
+    block = 32 * seg * per
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        x = src.read(a, b)
+        meter.feed(x)
+        mono = x.max(axis=1), x.min(axis=1)
+        for s in range(a // (seg * per), min(steps, -(-b // (seg * per)))):
+            lo, hi = max(a, s * seg * per) - a, min(b, (s + 1) * seg * per) - a
+            if hi > lo:
+                env[s, 0] = min(env[s, 0], mono[1][lo:hi].min())
+                env[s, 1] = max(env[s, 1], mono[0][lo:hi].max())
+    power = meter.powers()
+
+    def held(window: int) -> np.ndarray:
+        w = _window_power(power, window)  # w[i]: the window of segments i .. i+window-1
+        out = np.full(steps, -np.inf)
+        if w.size:
+            ends = np.arange(len(w)) + window - 1  # the segment each window ends in
+            lufs = _to_lufs(np.maximum(w, 1e-20))
+            np.maximum.at(out, np.minimum(ends // per, steps - 1), lufs)
+        return out
+
+    return LoudnessCurve(per * _SEGMENT_SECONDS, held(4), held(30), env)
