@@ -423,3 +423,97 @@ def test_bad_cast_file_exits_2_naming_the_key(tmp_path):
     result = run_cli("render", str(script), "-o", str(tmp_path / "out"), "--cast", str(bad))
     assert result.exit_code == 2
     assert "characters.NELL.pitch" in result.output
+
+
+def test_series_cast_keeps_everyone_and_adds_new_characters(tmp_path):
+    import json
+
+    one, two = tmp_path / "ep1.fountain", tmp_path / "ep2.fountain"
+    one.write_text(EPISODE_1)
+    two.write_text(EPISODE_2)
+    series = tmp_path / "series.toml"
+    assert run_cli("cast", str(one), "-o", str(series)).exit_code == 0
+    before = load_cast(series)
+    result = run_cli("cast", str(two), "-o", str(tmp_path / "merged.toml"), "--series",
+                     str(series))
+    assert result.exit_code == 0 and "new in" in result.output and "MARTA" in result.output
+    merged = load_cast(tmp_path / "merged.toml")
+    assert merged.characters["NELL"] == before.characters["NELL"]  # kept exactly
+    marta = merged.characters["MARTA"]
+    assert (marta.gender, marta.age_band, marta.colours[0]) == ("female", "middle", "red")
+    assert marta.voice not in {ch.voice for k, ch in before.characters.items()}
+    # batch over both episodes with the series file: same voices, new characters listed
+    episodes = tmp_path / "episodes"
+    episodes.mkdir()
+    (episodes / "ep1.fountain").write_text(EPISODE_1)
+    (episodes / "ep2.fountain").write_text(EPISODE_2)
+    out = tmp_path / "batch"
+    result = run_cli("batch", str(episodes), "-o", str(out), "--cast", str(series), "--size",
+                     "96x64", "--profile", "web", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    summary = {Path(r["script"]).name: r for r in json.loads((out / "batch.json").read_text())}
+    assert summary["ep1.fountain"]["new_characters"] == []
+    assert summary["ep2.fountain"]["new_characters"] == ["MARTA"]
+    voices = [json.loads((out / ep / "report.json").read_text())["voices"] for ep in ("ep1", "ep2")]
+    assert voices[0]["NELL"] == voices[1]["NELL"] == before.characters["NELL"].voice
+    assert voices[1]["MARTA"] not in (voices[0]["NELL"], voices[0]["IVO"])
+
+
+def test_project_voice_wins_and_no_one_else_is_left_with_it(tmp_path):
+    from aiprod_post.pipeline import RenderOptions, _Render
+    from aiprod_post.planner import PlannerSettings, plan_source
+    from aiprod_post.project import load_project
+
+    script = tmp_path / "ep1.fountain"
+    script.write_text(EPISODE_1)
+    plain = read_cast(parse(EPISODE_1))
+    ivo_voice = plain.characters["IVO"].voice
+    project = tmp_path / "p.toml"
+    project.write_text(f'[characters.NELL]\nvoice = "{ivo_voice}"\npitch = 70\n')
+    run = _Render(script, tmp_path / "out", RenderOptions(project=load_project(project),
+                                                          quiet=True))
+    plan, _ = plan_source(script, PlannerSettings())
+    cast = run.cast_for(plan)
+    assert (cast.characters["NELL"].voice, cast.characters["NELL"].pitch) == (ivo_voice, 70)
+    assert cast.characters["IVO"].voice != ivo_voice
+
+
+def test_ltx_gets_the_cast_sheet_as_reference_and_the_description_in_its_prompt(tmp_path):
+    from aiprod_post.generation.animatic import AnimaticEngine
+    from aiprod_post.generation.engine import ENGINES, RenderContext, engine_by_name
+    from aiprod_post.generation.ltx import shot_prompt
+    from aiprod_post.pipeline import RenderOptions, render
+
+    engine_by_name("animatic")  # engines registered
+    seen: dict = {}
+
+    class Recording(AnimaticEngine):
+        """Stands in for ltx: records what the pipeline hands the ltx engine."""
+
+        name = "ltx"
+
+        def __init__(self, **settings) -> None:
+            super().__init__()
+
+        def render(self, shot, context):
+            seen[shot.id] = (dict(context.keyframes), dict(context.cast), context.scene, shot)
+            return super().render(shot, context)
+
+    real = ENGINES["ltx"]
+    ENGINES["ltx"] = Recording
+    try:
+        script = tmp_path / "ep1.fountain"
+        script.write_text(EPISODE_1)
+        render(script, tmp_path / "out", RenderOptions(engine="ltx", profiles=["web"],
+                                                       width=96, height=64, quiet=True))
+    finally:
+        ENGINES["ltx"] = real
+    import cv2
+
+    sheet = cv2.imread(str(tmp_path / "out" / "cast" / "NELL.png"))[..., ::-1]
+    front = sheet[:, : sheet.shape[1] // 3]
+    keyframes, cast, scene, shot = next(v for v in seen.values() if "character:NELL" in v[0])
+    np.testing.assert_array_equal(keyframes["character:NELL"].image, front)
+    assert cast["NELL"] == "an older woman in a yellow oilskin"
+    prompt = shot_prompt(shot, RenderContext(scene, 96, 64, shot.duration, cast=cast))
+    assert "an older woman in a yellow oilskin" in prompt and "Nell" not in prompt
