@@ -21,11 +21,16 @@ Four paths give the same numbers:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from aiprod_post.errors import MediaError
 
 from .lut import LUT
+
+if TYPE_CHECKING:
+    from .cdl import CDL
 
 __all__ = ["apply_lut", "apply_shaper", "FrameGrader", "FloatFrameGrader", "apply_lut_torch",
            "grade_uint8_torch", "lut_to_uint8_table", "cinespace_spline"]
@@ -277,11 +282,20 @@ _IDENTITY_CURVES = np.tile(np.arange(256, dtype=np.uint8), (3, 1))
 
 
 class FrameGrader:
-    """Grade 8-bit RGB frames with a LUT: build once, then one look-up per pixel."""
+    """Grade 8-bit RGB frames with a LUT: build once, then one look-up per pixel.
 
-    def __init__(self, lut: LUT, strength: float = 1.0, method: str = "tetrahedral") -> None:
+    With an ASC ``cdl``, the correction comes first (as OpenColorIO's ``CDLTransform``,
+    ``cdl_style``) and the look after it; both are baked into the one table."""
+
+    def __init__(self, lut: LUT, strength: float = 1.0, method: str = "tetrahedral",
+                 cdl: "CDL | None" = None, cdl_style: str = "asc") -> None:
         global _GATHER
-        self.table = lut_to_uint8_table(lut, strength, method)
+        if cdl is not None and not cdl.is_identity:
+            if method != "tetrahedral":
+                raise MediaError("a CDL before the look is baked with tetrahedral interpolation")
+            self.table = _cdl_uint8_table(lut, strength, cdl, cdl_style)
+        else:
+            self.table = lut_to_uint8_table(lut, strength, method)
         if _GATHER is None:
             _GATHER = _gather_kernel() or False
 
@@ -383,7 +397,10 @@ class FloatFrameGrader:
     [[[0, 1000, 65535]]]
     """
 
-    def __init__(self, lut: LUT, strength: float = 1.0) -> None:
+    def __init__(self, lut: LUT, strength: float = 1.0, cdl: "CDL | None" = None,
+                 cdl_style: str = "asc") -> None:
+        self.cdl = None if cdl is None or cdl.is_identity else cdl
+        self.cdl_style = cdl_style
         f32 = np.float32
         lo1, k1 = np.zeros(3, f32), np.ones(3, f32)
         lut1d = np.zeros((0, 3), f32)
@@ -417,7 +434,34 @@ class FloatFrameGrader:
             raise MediaError("expected frames of H x W x 3")
         if out is None:
             out = np.empty_like(frame)
+        if self.cdl is not None:  # the CDL first, in float; then the look
+            from .cdl import apply_cdl
+
+            x = apply_cdl(frame.astype(np.float32) * scale, self.cdl, self.cdl_style)
+            y = self._kernel(x, np.empty_like(x), np.float32(1), False, *self._args)
+            if not quantise:
+                out[...] = y
+                return out
+            np.clip(y * np.float32(65535) + np.float32(0.5), 0, 65535, out=y)
+            out[...] = y
+            return out
         return self._kernel(np.ascontiguousarray(frame), out, scale, quantise, *self._args)
+
+
+def _cdl_uint8_table(lut: LUT, strength: float, cdl: "CDL", style: str) -> np.ndarray:
+    """Every 8-bit colour through the CDL and then the look (the float path), 1M
+    colours at a time: the CDL's saturation mixes channels, so no per-channel shortcut."""
+    from .cdl import apply_cdl
+
+    grader = FloatFrameGrader(lut, strength)
+    levels = np.arange(256, dtype=np.float32) / np.float32(255)
+    table = np.zeros((1 << 24, 4), np.uint8)
+    for r in range(0, 256, 16):
+        rr, gg, bb = np.meshgrid(levels[r:r + 16], levels, levels, indexing="ij")
+        rgb = apply_cdl(np.stack([rr, gg, bb], axis=-1).reshape(1, -1, 3), cdl, style)
+        y = grader(np.ascontiguousarray(rgb))[0]
+        table[r << 16:(r + 16) << 16, :3] = np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+    return table
 
 
 _TORCH_TABLES: dict = {}
