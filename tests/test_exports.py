@@ -753,3 +753,51 @@ _DTD_ATTRS = {
                    "audioRole"],
     "marker": ["start", "duration", "value", "note"],
 }
+
+
+def _swap_fcpxml(path: Path) -> None:
+    """Swap the first two shots (1 and 1A) in the storyline; the fade in stays first."""
+    from lxml import etree
+
+    doc = etree.parse(str(path))
+    spine = doc.find(".//spine")
+    one, one_a = (next(e for e in spine if e.get("name") == n) for n in ("1", "1A"))
+    start = _fcpxml_seconds(one.get("offset"))
+    one_a.set("offset", one.get("offset"))
+    one.set("offset", f"{(start + _fcpxml_seconds(one_a.get('duration'))) * 24}/24s")
+    spine.remove(one_a)
+    spine.insert(list(spine).index(one), one_a)
+    doc.write(str(path))
+
+
+def _swap_aaf(path: Path) -> None:
+    import aaf2
+
+    with aaf2.open(str(path), "rw") as f:
+        seq = next(s for s in next(f.content.toplevel()).slots if s.name == "V1").segment
+        comps = list(seq.components)
+        i = next(k for k, c in enumerate(comps) if type(c).__name__ == "SourceClip"
+                 and c.mob.name == "1")
+        one = comps[i]
+        seq.components.pop(i)  # [.. 1A ..]
+        seq.components.insert(i + 1, one)  # [.. 1A, 1 ..]
+
+
+@pytest.mark.parametrize("fmt,edit", [("fcpxml", _swap_fcpxml), ("aaf", _swap_aaf)])
+def test_round_trip_with_two_shots_swapped_in_the_file(golden, tmp_path, fmt, edit):
+    import copy
+
+    from aiprod_post.editing.export import read_timeline
+
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, fmt, tmp_path / f"s{FORMATS[fmt][1]}")
+    edit(out)
+    want = copy.deepcopy(tl)
+    track = want.tracks[0]
+    one = next(c for c in track if c.name == "1")
+    index = list(track).index(one)
+    track.remove(one)
+    track.insert(index + 1, one)  # after 1A
+    back = read_timeline(out)
+    assert [c.name for c in back.tracks[0].find_clips()][:3] == ["1A", "1", "1B"]
+    assert _same_picture(_frames(want), _frames(back)) == []
