@@ -24,6 +24,8 @@ import numpy as np
 
 from aiprod_post.errors import MediaError
 
+from .lut import read_text
+
 __all__ = ["CDL", "read_cdl", "parse_cdl", "cdl_for_shot", "write_cdl", "cdl_xml",
            "apply_cdl", "CDL_SUFFIXES"]
 
@@ -183,18 +185,7 @@ def read_cdl(path: str | Path) -> list[CDL]:
     path = Path(path)
     if path.suffix.lower() not in CDL_SUFFIXES:
         raise MediaError("not an ASC CDL file: expected .cc, .ccc or .cdl", source=path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise MediaError("no such CDL file", source=path) from None
-    except IsADirectoryError:
-        raise MediaError("is a folder, not a CDL file", source=path) from None
-    except OSError as exc:
-        raise MediaError(f"cannot read CDL: {exc.strerror or exc}", source=path) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise MediaError(f"not UTF-8 text: byte {exc.start}", source=path) from None
+    text = read_text(path, "CDL")
     return parse_cdl(text, path)
 
 

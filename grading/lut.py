@@ -35,7 +35,8 @@ import numpy as np
 
 from aiprod_post.errors import MediaError
 
-__all__ = ["LUT", "read_lut", "read_cube", "read_3dl", "read_csp", "write_cube", "parse_cube"]
+__all__ = ["LUT", "read_lut", "read_cube", "read_3dl", "read_csp", "write_cube", "parse_cube",
+           "read_text"]
 
 _MAX_1D = 65536
 _MAX_3D = 256
@@ -204,24 +205,25 @@ def _floats(text: str, n: int, path, line: int, what: str) -> np.ndarray:
     return vals
 
 
-def _read_text(path: Path) -> str:
-    """A LUT file's text, or a clear error: missing, a folder, unreadable, not UTF-8."""
+def read_text(path: Path, kind: str = "LUT") -> str:
+    """A text file's contents (a ``kind`` file: LUT, CDL), or a clear error: missing,
+    a folder, unreadable, not UTF-8."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise MediaError("no such LUT file", source=path) from None
+        raise MediaError(f"no such {kind} file", source=path) from None
     except IsADirectoryError:
-        raise MediaError("is a folder, not a LUT file", source=path) from None
+        raise MediaError(f"is a folder, not a {kind} file", source=path) from None
     except UnicodeDecodeError as exc:
-        raise MediaError(f"not a text LUT file: byte {exc.start} is not UTF-8",
+        raise MediaError(f"not a text {kind} file: byte {exc.start} is not UTF-8",
                          source=path) from None
     except OSError as exc:
-        raise MediaError(f"cannot read LUT: {exc.strerror or exc}", source=path) from None
+        raise MediaError(f"cannot read {kind}: {exc.strerror or exc}", source=path) from None
 
 
 def read_cube(path: str | Path) -> LUT:
     path = Path(path)
-    return parse_cube(_read_text(path), path)
+    return parse_cube(read_text(path), path)
 
 
 def read_lut(path: str | Path) -> LUT:
@@ -236,7 +238,7 @@ def read_lut(path: str | Path) -> LUT:
     if path.suffix.lower() not in (".spi1d", ".spi3d"):
         raise MediaError("unsupported LUT format: expected .cube, .3dl, .spi1d, .spi3d or .csp",
                          source=path)
-    _read_text(path)  # missing, a folder, not text: the same clear errors as the others
+    read_text(path)  # missing, a folder, not text: the same clear errors as the others
     import colour
 
     try:
@@ -254,7 +256,7 @@ def read_3dl(path: str | Path) -> LUT:
     triplets with blue varying fastest. The output scale is the smallest of 10, 12 or
     16 bits that holds the largest value (as OpenColorIO infers it)."""
     path = Path(path)
-    lines = _read_text(path).replace("\r", "\n").split("\n")
+    lines = read_text(path).replace("\r", "\n").split("\n")
     mesh: list[int] | None = None
     rows: list[tuple[int, list[int]]] = []
     for number, raw in enumerate(lines, 1):
@@ -295,7 +297,7 @@ def read_csp(path: str | Path) -> LUT:
     """
     path = Path(path)
     lines = [(k, raw.strip()) for k, raw in
-             enumerate(_read_text(path).replace("\r", "\n").split("\n"), 1)]
+             enumerate(read_text(path).replace("\r", "\n").split("\n"), 1)]
     lines = [(k, t) for k, t in lines if t]
     if not lines or lines[0][1] != "CSPLUTV100":
         raise _err(path, lines[0][0] if lines else 1, "not a .csp LUT: expected CSPLUTV100 first")
