@@ -836,7 +836,7 @@ class _Render:
             dst = inside(self.outdir, "masters", f"{_slug(plan.title)}_{name}{codec.suffix}")
             _place(cached, dst)
             # held to its profile by probe: frames, GOP and keyframes, level, tags, VBV
-            self.report.setdefault("masters", {})[name] = verify_master(dst, tl, prof.video)
+            self.report.setdefault("master_checks", {})[name] = verify_master(dst, tl, prof.video)
             out[name] = dst
             self.r.item(name, i, len(profiles), cached=hit)
         return out

@@ -14,6 +14,7 @@ does not grow with the length of the film.
 from __future__ import annotations
 
 import errno
+import dataclasses
 import math
 import os
 import warnings
@@ -33,7 +34,8 @@ from .timeline import NAMESPACE, timeline_rate, url_to_path
 
 __all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "read_ahead", "probe",
            "burn_in", "bitrate_cap", "h264_level", "encoder_options", "gop_frames", "keyframe_plan",
-           "cut_frames", "master_keyframes", "verify_master"]
+           "cut_frames", "master_keyframes", "verify_master", "segment_ranges",
+           "encode_segment", "join_segments"]
 
 
 @dataclass(frozen=True)
@@ -391,8 +393,9 @@ def _spans(timeline: otio.schema.Timeline, rate: Fraction, base: Path | None) ->
 
 
 def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
-                    rgb: bool = True, copy_prores: bool = False) -> Iterator:
-    """The edited picture, frame by frame, transitions rendered.
+                    rgb: bool = True, copy_prores: bool = False, first: int = 0) -> Iterator:
+    """The edited picture, frame by frame, transitions rendered, from timeline frame
+    ``first`` on (a segment encoder's start: the clips before it are not opened).
 
     Frames are H×W×3 uint8 RGB; with ``rgb=False``, frames of plain cuts come as the
     decoded ``av.VideoFrame`` in the media's own pixel format (no conversion), and
@@ -401,7 +404,7 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
     ProRes master without decoding or re-encoding (ProRes frames stand alone).
     """
     if rgb:
-        for frame in timeline_frames(timeline, base, rgb=False):
+        for frame in timeline_frames(timeline, base, rgb=False, first=first):
             yield frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
         return
     rate = timeline_rate(timeline)
@@ -443,8 +446,11 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             for opened in (readers, packet_readers):
                 for done in [k for k in opened if k < keep]:
                     opened.pop(done).close()
+            skip = max(0, first - sp.start)  # frames of this span before ``first``
+            if skip >= sp.length:
+                continue
             if sp.path is None:  # a gap is black
-                for _ in range(sp.length):
+                for _ in range(skip, sp.length):
                     yield black
                 continue
             nxt = spans[i + 1] if i + 1 < len(spans) else None
@@ -452,7 +458,7 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                 nxt = None
             before, _after = nxt.dissolve_in if nxt else (0, 0)
             _b, after_in = sp.dissolve_in
-            for k in range(sp.length):
+            for k in range(skip, sp.length):
                 t = sp.start + k
                 blends = ((nxt is not None and before and k >= sp.length - before)
                           or (after_in and k < after_in) or (sp.fade_in and k < sp.fade_in)
@@ -532,11 +538,12 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                   *, progress: Callable[[int, int], None] | None = None,
                   sample_rate: int = 48000, copy_packets: bool = False,
                   watch: Callable[[Any], None] | None = None,
-                  keyframes: Iterable[int] | None = None) -> Path:
+                  keyframes: Iterable[int] | None = None, threads: int = 0) -> Path:
     """Encode ``frames`` (and ``audio``) to ``output`` with ``profile``, atomically.
 
     A long-GOP profile puts its keyframes at ``keyframes`` (default: every GOP start,
-    :func:`keyframe_plan`) and nowhere else.
+    :func:`keyframe_plan`) and nowhere else. ``threads``: the encoder's (0: as many as
+    it likes).
 
     ``watch`` sees each frame exactly as it goes to the encoder (a PyAV frame in the
     encoder's pixel format, on the prefetch thread, in order): picture QA rides along
@@ -564,7 +571,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 # are interleaved with encoded ones, the encoder must not hold frames back
                 # (frame threads do), or its packets would arrive after later copied ones
                 v.thread_type = "SLICE" if copy_packets else "AUTO"
-                v.thread_count = 0
+                v.thread_count = threads
                 cc = v.codec_context
                 cc.color_primaries = profile.primaries
                 cc.color_trc = profile.transfer
@@ -770,8 +777,10 @@ def _set_mov_vendor(path: Path, vendor: bytes) -> None:
                 return
 
 
-def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: int) -> Iterator:
+def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: int,
+            first: int = 0) -> Iterator:
     """Subtitles drawn onto the picture: white text with a dark outline, bottom centre.
+    ``frames`` start at timeline frame ``first``.
 
     Frames without a subtitle pass through untouched (and unconverted).
     """
@@ -799,7 +808,7 @@ def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: in
 
     k = 0
     for i, frame in enumerate(frames):
-        t = float(Fraction(i) / rate)
+        t = float(Fraction(first + i) / rate)
         while k < len(cues) and cues[k].end <= t:
             k += 1
         if k < len(cues) and cues[k].start <= t:
@@ -819,13 +828,16 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
             *, audio: Path | None = None, base: Path | None = None,
             progress: Callable[[int, int], None] | None = None,
             subtitles: list | None = None, watch: Callable[[Any], None] | None = None,
-            media: Iterable[Path] = ()) -> Path:
+            workers: int = 1, media: Iterable[Path] = ()) -> Path:
     """Render a master from ``timeline`` (an OTIO object, or a timeline file of any format
     :mod:`editing.readers` reads; ``media``: folders to look for its media in).
 
     ``subtitles`` (cues from :mod:`editing.subtitles`) are burned into the picture.
     ``watch`` sees every encoded frame (see :func:`encode_master`); a ProRes master without
     burn-in copies the compressed frames of plain cuts, which ``watch`` does not see.
+    With ``workers`` above 1, a long-GOP master is encoded as closed-GOP segments by that
+    many processes and joined without re-encoding (:func:`join_segments`); not while
+    ``watch`` needs every frame in this process.
     """
     if isinstance(profile, str) and profile not in PROFILES:
         raise AiprodError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}",
@@ -846,6 +858,10 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
+    if workers > 1 and prof.gop_seconds is not None and watch is None:
+        return _conform_in_segments(timeline, base, Path(output), prof,
+                                    Path(audio) if audio else None, workers, subtitles,
+                                    progress)
     copy = prof.codec == "prores" and not subtitles
     frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy)
     if subtitles:
@@ -1007,3 +1023,166 @@ def _vbv_underflows(path: str | Path, rate: Fraction, maxrate: int, bufsize: int
             dry.append(k)
         fill = min(bufsize, max(0.0, fill - bits) + per_frame)
     return dry
+
+
+# ------------------------------------------------------------------ segments in parallel
+
+
+def segment_ranges(keyframes: list[int], n_frames: int, segments: int) -> list[tuple[int, int]]:
+    """``[first, stop)`` frame ranges, about ``segments`` of them, each starting at a GOP
+    start of ``keyframes`` (so each is closed and stands alone), as even in length as the
+    GOPs allow.
+
+    >>> segment_ranges([0, 48, 96, 144], 180, 2)
+    [(0, 96), (96, 180)]
+    """
+    bounds = [0]
+    for k in range(1, segments):
+        ideal = n_frames * k / segments
+        start = min(keyframes, key=lambda key: abs(key - ideal))
+        if start > bounds[-1]:
+            bounds.append(start)
+    return list(zip(bounds, bounds[1:] + [n_frames]))
+
+
+def encode_segment(timeline_json: str, base: str | None, profile: Profile, first: int,
+                   stop: int, output: str, *, threads: int = 0,
+                   subtitles: list | None = None) -> str:
+    """Encode timeline frames ``[first, stop)`` to ``output`` (video only): one closed-GOP
+    segment of the master, its keyframes where the whole master has them. A pure function
+    of its arguments, so a worker process (or a Ray task on another node that reaches the
+    media) can run it."""
+    timeline = otio.adapters.read_from_string(timeline_json, "otio_json")
+    meta = timeline.metadata.get(NAMESPACE, {})
+    rate = timeline_rate(timeline)
+    width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
+    keys = [k - first for k in master_keyframes(timeline, profile) if first <= k < stop]
+    if keys[:1] != [0]:
+        raise AiprodError(f"segment {first}-{stop} does not start at a GOP start")
+    frames = timeline_frames(timeline, Path(base) if base else None, rgb=False, first=first)
+    if subtitles:
+        frames = burn_in(frames, subtitles, rate, width, height, first=first)
+    part = dataclasses.replace(profile, container_options=None)  # no faststart pass
+    encode_master(frames, stop - first, rate, width, height, Path(output), part, None,
+                  keyframes=keys, threads=threads)
+    return output
+
+
+def join_segments(parts: list[tuple[Path, int]], output: Path, profile: Profile,
+                  audio: Path | None, rate: Fraction, n_frames: int,
+                  sample_rate: int = 48000) -> Path:
+    """The master from its segments, ``(file, first frame)`` in order, without re-encoding:
+    the compressed frames are copied and restamped onto the timeline's frame numbers, the
+    audio is encoded beside them, and the file is written atomically.
+
+    The segments must share one set of parameter sets (SPS/PPS: the same encoder settings
+    at the same size), or the joined stream would decode wrongly: that is checked."""
+    import av
+    import soundfile
+
+    output = Path(output)
+    snd = None
+    try:
+        with atomic_path(output, f".part{profile.suffix}") as tmp, \
+                av.open(str(parts[0][0])) as head:
+            template = head.streams.video[0]
+            headers = bytes(template.codec_context.extradata or b"")
+            with av.open(str(tmp), "w", format=profile.container,
+                         options=profile.container_options or {}) as out:
+                v = out.add_stream_from_template(template)
+                v.time_base = Fraction(1) / rate
+                a = None
+                if audio is not None:
+                    snd = soundfile.SoundFile(str(audio))
+                    a = out.add_stream(profile.audio_codec, rate=sample_rate, layout="stereo")
+                    if profile.audio_bitrate:
+                        a.bit_rate = profile.audio_bitrate
+                count, heard, apts = 0, 0, 0
+                frame = Fraction(1) / rate
+                for path, first in parts:
+                    with av.open(str(path)) as seg:
+                        s = seg.streams.video[0]
+                        if bytes(s.codec_context.extradata or b"") != headers:
+                            raise MediaError("segment has other parameter sets (SPS/PPS) "
+                                             "than the first", source=path)
+                        origin = None
+                        for p in seg.demux(s):
+                            if not p.size:
+                                continue
+                            if origin is None:  # the IDR frame that opens the segment
+                                origin = p.pts
+                            shown = first + int(round((p.pts - origin) * s.time_base / frame))
+                            p.dts = first + int(round((p.dts - origin) * s.time_base / frame))
+                            p.pts, p.time_base, p.duration = shown, frame, 1
+                            p.stream = v
+                            out.mux(p)
+                            count += 1
+                            while a is not None and snd is not None and heard <= shown:
+                                apts = _mux_audio(a, out, snd, heard, rate, sample_rate, apts)
+                                heard += 1
+                if count != n_frames:
+                    raise MediaError(f"the segments hold {count} frames, expected {n_frames}")
+                while a is not None and snd is not None and heard < n_frames:
+                    apts = _mux_audio(a, out, snd, heard, rate, sample_rate, apts)
+                    heard += 1
+                if a is not None:
+                    for p in a.encode():
+                        out.mux(p)
+    finally:
+        if snd is not None:
+            snd.close()
+    return output
+
+
+_SEGMENT_WORKER = ("import pickle, sys; from aiprod_post.editing.conform import encode_segment\n"
+                   "for args, kwargs in pickle.loads(open(sys.argv[1], 'rb').read()):\n"
+                   "    encode_segment(*args, **kwargs)")
+
+
+def _conform_in_segments(timeline: otio.schema.Timeline, base: Path | None, output: Path,
+                         profile: Profile, audio: Path | None, workers: int,
+                         subtitles: list | None,
+                         progress: Callable[[int, int], None] | None) -> Path:
+    """Closed-GOP segments encoded by ``workers`` processes, each decoding its own stretch
+    of the timeline, then joined. Segments of about 8 GOPs (at least one per worker) keep
+    the workers evenly loaded; each encoder gets its share of the cores."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    rate = timeline_rate(timeline)
+    n = _timeline_length(timeline)
+    keys = master_keyframes(timeline, profile)
+    count = max(workers, round(n / (8 * gop_frames(profile, rate))))
+    ranges = segment_ranges(keys, n, count)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    text = otio.adapters.write_to_string(timeline, "otio_json")
+    done = [0]
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".segments-") as tmp:
+
+        def run(w: int) -> None:
+            # One fresh interpreter per worker, taking every ``workers``-th segment: not a
+            # fork (the parent may hold encoder and prefetch threads) nor multiprocessing's
+            # spawn (it re-runs the caller's main module, which a library cannot ask).
+            mine = list(range(w, len(ranges), workers))
+            job = Path(tmp) / f"worker{w}.job"
+            job.write_bytes(pickle.dumps([
+                ((text, str(base) if base else None, profile, *ranges[k],
+                  str(Path(tmp) / f"{k:05d}{profile.suffix}")),
+                 {"threads": threads, "subtitles": subtitles}) for k in mine]))
+            res = subprocess.run([sys.executable, "-c", _SEGMENT_WORKER, str(job)],
+                                 capture_output=True, text=True)
+            if res.returncode:
+                last = (res.stderr.strip().splitlines() or ["no message"])[-1]
+                raise MediaError(f"a segment encoder failed: {last}", source=output)
+            done[0] += sum(ranges[k][1] - ranges[k][0] for k in mine)
+            if progress:
+                progress(done[0], n)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, range(min(workers, len(ranges)))))
+        parts = [(Path(tmp) / f"{k:05d}{profile.suffix}", first)
+                 for k, (first, _stop) in enumerate(ranges)]
+        return join_segments(parts, output, profile, audio, rate, n)

@@ -66,9 +66,10 @@ def decode_order(path: Path) -> list[tuple[int, bool]]:
     """(display frame number, keyframe) of each video packet, in decode order."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
+        tb = s.time_base  # read while the file is open
         packets = [(p.pts, p.is_keyframe) for p in c.demux(s) if p.size]
     first = min(p for p, _ in packets)
-    return [(int(round((p - first) * s.time_base * FPS)), key) for p, key in packets]
+    return [(int(round((p - first) * tb * FPS)), key) for p, key in packets]
 
 
 def assert_closed_gops(path: Path) -> None:
@@ -189,3 +190,55 @@ def test_level_fits_the_picture_and_the_cap(tmp_path):
         cc = c.streams.video[0].codec_context
         assert (cc.profile, cc.level) == ("High", 31)
         assert (cc.color_primaries, cc.color_trc, cc.colorspace) == (1, 1, 1)
+
+
+def strict_decode(path: Path) -> list:
+    """Every frame, by FFmpeg's decoder told to stop at the first damaged bit."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.codec_context.options = {"err_detect": "explode+bitstream+buffer+crccheck"}
+        return [(f.pts, f.key_frame, f.to_ndarray(format="rgb24")) for f in c.decode(s)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def test_segments_encoded_in_parallel_join_into_the_single_encode(film, tmp_path):
+    folder, tl = film
+    one = conform(tl, tmp_path / "one.mp4", "h264", audio=folder / "mix.wav")
+    two = conform(tl, tmp_path / "two.mp4", "h264", audio=folder / "mix.wav", workers=2)
+    # the same timestamps, decode order and keyframes, packet by packet
+    assert decode_order(two) == decode_order(one)
+    with av.open(str(one)) as a, av.open(str(two)) as b:
+        pa = [(p.pts, p.dts) for p in a.demux(video=0) if p.size]
+        pb = [(p.pts, p.dts) for p in b.demux(video=0) if p.size]
+        assert pb == pa
+        assert b.streams.audio[0].frames == a.streams.audio[0].frames
+    single, joined = strict_decode(one), strict_decode(two)
+    assert len(joined) == len(single) == 180
+    assert [(p, k) for p, k, _ in joined] == [(p, k) for p, k, _ in single]
+    # pictures within CRF noise: as close to the source as the single encode, frame by frame
+    from aiprod_post.editing.conform import timeline_frames
+
+    for (_, _, x), (_, _, y), src in zip(single, joined, timeline_frames(tl, folder)):
+        assert abs(psnr(y, src) - psnr(x, src)) < 1.5
+        assert psnr(x, y) > 38
+    assert verify_master(two, tl, "h264")["ok"]
+    assert not list(tmp_path.glob(".segments-*"))  # the segments are cleaned up
+
+
+def test_segments_with_other_parameter_sets_are_refused(film, tmp_path):
+    from aiprod_post.editing.conform import encode_segment, join_segments
+    from aiprod_post.errors import MediaError
+
+    folder, tl = film
+    text = otio.adapters.write_to_string(tl, "otio_json")
+    web = PROFILES["h264"]
+    other = dataclasses.replace(web, b_frames=0)  # another SPS: no reordering
+    a = encode_segment(text, str(folder), web, 0, 96, str(tmp_path / "a.mp4"))
+    b = encode_segment(text, str(folder), other, 96, 180, str(tmp_path / "b.mp4"))
+    with pytest.raises(MediaError, match="parameter sets"):
+        join_segments([(Path(a), 0), (Path(b), 96)], tmp_path / "x.mp4", web, None, FPS, 180)
+    assert not (tmp_path / "x.mp4").exists()
