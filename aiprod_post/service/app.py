@@ -67,9 +67,9 @@ class JobRequest(BaseModel):
     script: str | None = Field(None, description="Fountain text")
     plan: dict | None = Field(None, description="a ShotPlan JSON object")
     profiles: list[str] = Field(default_factory=lambda: ["web", "master"])
-    width: int | None = None
-    height: int | None = None
-    fps: str | None = None
+    width: int | None = Field(None, strict=True)
+    height: int | None = Field(None, strict=True)
+    fps: str | int | None = Field(None, description='24, "25" or "24000/1001"')
     engine: str = "animatic"
     callback_url: str | None = None
 
@@ -200,7 +200,7 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
         try:
             summary = await asyncio.to_thread(
                 plan_request, req.script, req.plan, req.width or 1920, req.height or 1080,
-                req.fps, limits.max_shots, limits.plan_seconds)
+                None if req.fps is None else str(req.fps), limits.max_shots, limits.plan_seconds)
         except PlanRefused as exc:
             raise _bad(str(exc)) from None
         if summary.seconds > limits.max_seconds:

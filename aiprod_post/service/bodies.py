@@ -97,4 +97,9 @@ def parse_json_object(raw: bytes) -> dict:
         raise ValueError("body must be a JSON object with 'script' or 'plan'")
     if _depth(body) > MAX_JSON_DEPTH:
         raise ValueError(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:  # "\ud800" is valid JSON but no text a file can hold
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"body holds text that is not Unicode (a lone surrogate "
+                         f"{exc.object[exc.start:exc.end]!a})") from None
     return body

@@ -177,7 +177,11 @@ class Dispatcher:
                     f"{k}: {v}" for k, v in report.get("failed_shots", {}).items())
             self._finish(job_id, "succeeded", error, stage="done", **extra)
         else:
-            self._finish(job_id, "failed", _error_from_log(folder / "render.log", code), **extra)
+            error = _error_from_log(folder / "render.log", code)
+            # renders name files relative to the job's folder; anything absolute is not the
+            # client's business
+            error = error.replace(f"{folder}{os.sep}", "").replace(str(self.data), "<data>")
+            self._finish(job_id, "failed", error, **extra)
 
     def _finish(self, job_id: str, state: str, error: str | None, **values) -> None:
         with self.sessions.begin() as s:

@@ -90,7 +90,10 @@ def _split(url: str) -> SplitResult:
         raise ValueError("callback_url: expected an http(s) URL of at most 2000 characters")
     if any(ord(c) < 33 or ord(c) == 127 for c in url):
         raise ValueError("callback_url: contains spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "http://[::1" and the like
+        raise ValueError(f"callback_url: {exc}") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError(f"callback_url: scheme {parts.scheme!r} is not allowed; "
                          "use http or https")
@@ -141,35 +144,48 @@ def check_callback_url(url: str, policy: WebhookPolicy) -> str:
     return url
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    """HTTP to one already-checked address; the Host header stays the URL's host."""
+def _connect_checked(addresses: Sequence[_Address], port: int, timeout: float) -> socket.socket:
+    """A connection to the first of the checked ``addresses`` that answers."""
+    error: OSError = OSError("no address")
+    for address in addresses:
+        try:
+            return socket.create_connection((str(address), port), timeout)
+        except OSError as exc:
+            error = exc
+    raise error
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to already-checked addresses; the Host header stays the URL's host."""
+
+    def __init__(self, host: str, port: int, addresses: Sequence[_Address],
+                 timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
-        self._address = address
+        self._addresses = addresses
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _connect_checked(self._addresses, self.port, self.timeout)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to one already-checked address; SNI and certificate checks use the URL's host."""
+    """HTTPS to already-checked addresses; SNI and certificate checks use the URL's host."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+    def __init__(self, host: str, port: int, addresses: Sequence[_Address],
+                 timeout: float) -> None:
         super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address = address
+        self._addresses = addresses
 
     def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
+        raw = _connect_checked(self._addresses, self.port, self.timeout)
         self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
-def _post_once(parts: SplitResult, address: _Address, body: bytes,
+def _post_once(parts: SplitResult, addresses: Sequence[_Address], body: bytes,
                headers: dict[str, str]) -> int:
     https = parts.scheme.lower() == "https"
     port = parts.port or (443 if https else 80)
     kind = _PinnedHTTPS if https else _PinnedHTTP
-    conn = kind(parts.hostname or "", port, str(address), _TIMEOUT)
+    conn = kind(parts.hostname or "", port, addresses, _TIMEOUT)
     try:
         path = parts.path or "/"
         if parts.query:
@@ -208,7 +224,7 @@ def deliver(url: str, body: bytes, signature: str, policy: WebhookPolicy,
                 continue
             return "failed", reason
         try:
-            status = _post_once(parts, addresses[0], body, headers)
+            status = _post_once(parts, addresses, body, headers)
         except Exception as exc:  # noqa: BLE001 - any failure of a try is recorded, not raised
             reason = f"{type(exc).__name__}: {exc}"
             continue
