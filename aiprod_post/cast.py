@@ -79,7 +79,12 @@ _COLOUR_ALIASES = {"gray": "grey", "blond": "blonde", "silvery": "silver", "gold
                    "mustard": "yellow", "lemon": "yellow", "charcoal": "grey", "violet": "purple",
                    "lilac": "purple", "emerald": "green", "lime": "green", "rust": "orange",
                    "ivory": "cream", "ruby": "red", "cherry": "red", "sky-blue": "blue",
-                   "jet-black": "black", "snow-white": "white"}
+                   "jet-black": "black", "snow-white": "white",
+                   # fabrics and things people name colours by
+                   "denim": "blue", "camel": "tan", "rusty": "orange",
+                   "wine": "burgundy", "plum": "purple", "mint": "green", "coral": "pink",
+                   "sand": "beige", "stone": "beige", "slate": "grey", "sage": "green",
+                   "forest": "green", "bottle": "green", "blood": "red", "fire-engine": "red"}
 # words that are colours of clothes but only hair colours when said of hair
 _HAIR_ONLY = {"blonde", "ginger", "auburn", "dark", "fair"}
 
@@ -123,6 +128,10 @@ _DECADES = {"teens": 15, "twenties": 25, "thirties": 35, "forties": 45, "fifties
             "sixties": 65, "seventies": 75, "eighties": 85, "nineties": 95}
 _NUM = r"(?:\d{1,3}|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + \
     r")(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?"
+# "about forty", "forty-ish", "eighty if a day"
+_ABOUT = r"(?:(?:about|around|roughly|nearly|almost|maybe|perhaps|some|at least|barely|" \
+    r"just)\s+)?"
+_ISH = r"(?:-?ish|\s+or so|\s+if a day|\s+at most|\s+at the most)?"
 _AGE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # "(62)", "(60s)", "(mid-40s)"
     (re.compile(r"^\s*\(\s*(?:(early|mid|late)[- ]?)?(\d{1,2})(s)?\s*\)"), "paren"),
@@ -131,9 +140,10 @@ _AGE_PATTERNS: list[tuple[re.Pattern[str], str]] = [
      "decade"),
     (re.compile(r"\b(" + _NUM + r")[- ]years?[- ]old\b", re.I), "number"),
     (re.compile(r"\b(?:aged|age)\s+(" + _NUM + r")\b", re.I), "number"),
-    (re.compile(r"\b(?:girl|boy|child|kid|man|woman|lad|lass)\s+of\s+(" + _NUM + r")\b", re.I),
-     "number"),
-    (re.compile(r"(?:^|,)\s*(" + _NUM + r")\s*(?=,|\.|$|\)|;)", re.I), "number"),
+    (re.compile(r"\b(?:girl|boy|child|kid|man|woman|lad|lass|fellow|person)\s+of\s+" + _ABOUT
+                + r"(" + _NUM + r")\b", re.I), "number"),
+    (re.compile(r"(?:^|,)\s*" + _ABOUT + r"(" + _NUM + r")" + _ISH + r"\s*(?=,|\.|$|\)|;)",
+                re.I), "number"),
     (re.compile(r"\b(elderly|ancient|old|older|aging|ageing|grey-haired|white-haired|"
                 r"middle-aged|young|younger|youthful|teenage|teenager|teen|adolescent|"
                 r"toddler|baby|infant|child|kid|schoolgirl|schoolboy|boy|girl|retired|"
@@ -158,7 +168,12 @@ _GARMENTS = [
       "overalls", "overall", "boiler suit", "jumpsuit", "scrubs", "suit", "tuxedo", "tracksuit",
       "dungarees", "fleece", "hoodie", "cardigan", "sweater", "jumper", "pullover",
       "waistcoat", "apron", "tunic", "leathers", "wetsuit", "pyjamas", "pajamas",
-      "nightgown", "nightdress", "dressing gown", "smock"), 0),
+      "nightgown", "nightdress", "dressing gown", "smock", "waterproof", "waterproofs",
+      "mackintosh", "puffer", "gilet", "body warmer", "bodywarmer", "kaftan", "caftan",
+      "onesie", "jersey", "shell suit", "boilersuit", "coveralls", "sweatshirt",
+      "dinner jacket", "bomber", "bomber jacket", "donkey jacket", "pea coat", "duster",
+      "shalwar kameez", "abaya", "dashiki", "cheongsam", "hanbok", "toga", "surplice",
+      "chef's whites", "whites"), 0),
     (("shirt", "t-shirt", "tee", "blouse", "top", "vest", "polo", "turtleneck", "tank top"), 1),
     (("jeans", "trousers", "skirt", "shorts", "slacks", "leggings", "pants", "kilt"), 2),
     (("scarf", "hat", "cap", "beanie", "beret", "bonnet", "headscarf", "hood", "helmet",
@@ -170,6 +185,11 @@ _GARMENT_RE = re.compile(
     r"\b(" + "|".join(re.escape(w) for w in sorted(_GARMENT_RANK, key=len, reverse=True))
     + r")\b", re.I)
 _COLOUR_WORDS = sorted(set(COLOURS) | set(_COLOUR_ALIASES), key=len, reverse=True)
+_COLOUR_AFTER = re.compile(
+    r"\s*(?:,\s*)?(?:(?:that|which) (?:is|was|are|were)|of|in|the colou?r of|colou?red)\s+"
+    r"(?:(?:a|an|the|mostly|mainly|all|bright|pale|dark|deep|faded|dirty|muddy|vivid)\s+)*"
+    r"(" + "|".join(re.escape(c) for c in sorted(set(COLOURS) | set(_COLOUR_ALIASES), key=len,
+                                                reverse=True)) + r")\b", re.I)
 _COLOUR_RE = re.compile(r"\b(" + "|".join(re.escape(c) for c in _COLOUR_WORDS) + r")\b", re.I)
 
 _HAIR_RE = re.compile(
@@ -199,6 +219,8 @@ _BUILD_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(_BUILD_WOR
                                                                           reverse=True)) + r")\b",
                        re.I)
 
+_PRESENTED = re.compile(r"(?:[:;,—–-]\s*)?\b(?:this is|that is|that's|this's|it's|it is|meet|"
+                        r"here is|here's|enter|enters)\s*$", re.I)
 _SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+|$)")
 _ABBREVIATION = re.compile(r"(?:^|\s)(?:mr|mrs|ms|dr|st|prof|capt|sgt|lt|det|rev|jr|sr|no)\.$", re.I)
 
@@ -448,6 +470,11 @@ def _wardrobe_in(text: str) -> list[tuple[int, str, str | None, int]]:
                 part = _COLOUR_ALIASES.get(part, part)
                 if part in COLOURS and part not in _HAIR_ONLY and colour is None:
                     colour = part
+        if colour is None:
+            # or said after it: "a raincoat that is mostly green", "the colour of rust"
+            after = _COLOUR_AFTER.match(text[m.end():m.end() + 50])
+            if after:
+                colour = _COLOUR_ALIASES.get(after.group(1).lower(), after.group(1).lower())
         item = m.group(1).lower()
         out.append((_GARMENT_RANK[item], f"{colour} {item}" if colour else item, colour,
                     m.start()))
@@ -523,7 +550,7 @@ class _Reader:
             for w in words:
                 g = _TITLES.get(w) or ("female" if w in _FEMALE_WORDS else "male"
                                        if w in _MALE_WORDS else None)
-                if g and len(words) > 1 or g and w not in _TITLES:
+                if g:
                     f.strong_gender.setdefault(g, []).append(block.character.line)
                     break
             if f.age is None and len(words) > 1 or words[0] in _AGE_WORDS:
@@ -544,25 +571,36 @@ class _Reader:
                     nxt = caps[i + 1][0] if i + 1 < len(caps) else len(sentence)
                     segment = sentence[end:nxt]
                     pre = sentence[:start] if i == 0 else ""
-                    # a description before the name belongs to it only as an appositive
-                    # ("A woman in her sixties, NELL, ...")
-                    pre = pre if pre.rstrip().endswith(",") else ""
+                    # a description before the name belongs to it as an appositive ("A woman
+                    # in her sixties, NELL, ...") or when the name is presented ("...: this
+                    # is PRIYA", "Meet ZED")
+                    if _PRESENTED.search(pre):
+                        pre = _PRESENTED.sub("", pre)
+                    elif not pre.rstrip().endswith(","):
+                        pre = ""
                     line = _line_at(action, text, start0 + start)
                     f.intro_line = line
                     f.introduction = " ".join(sentence.split())
-                    self._describe(f, pre + segment, line, intro=True)
+                    self._describe(f, segment, line, intro=True, pre=pre)
 
-    def _describe(self, f: _Facts, segment: str, line: int, intro: bool) -> None:
+    def _describe(self, f: _Facts, segment: str, line: int, intro: bool, pre: str = "") -> None:
+        """Facts in the words about one character: ``segment`` follows the name, ``pre``
+        is a description before it."""
         head = _clauses(segment, 3)
         if intro:
-            g = _gender_words(_clauses(segment, 2) if not segment.lstrip().startswith("(")
-                              else _clauses(segment, 3))
+            # role words in the appositive next to the name, not in what they do after it
+            near = pre.split(",")[-2] if pre.rstrip().endswith(",") and "," in pre[:-1].rstrip(
+                ", ") else pre
+            g = _gender_words(near + " , " + (_clauses(segment, 2) if not segment.lstrip()
+                                              .startswith("(") else _clauses(segment, 3)))
             if g:
                 f.strong_gender.setdefault(g, []).append(line)
             if f.age is None:
-                years = _age_from(head)
+                years = _age_from(segment)
+                years = _age_from(pre) if years is None and pre else years
                 if years is not None:
                     f.age = (years, line)
+        segment = f"{pre} , {segment}" if pre else segment
         for rank, item, colour, _pos in _wardrobe_in(segment):
             if item not in [w[2] for w in f.wardrobe]:
                 f.wardrobe.append((rank, len(f.wardrobe), item, colour, line))
