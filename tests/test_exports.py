@@ -801,3 +801,28 @@ def test_round_trip_with_two_shots_swapped_in_the_file(golden, tmp_path, fmt, ed
     back = read_timeline(out)
     assert [c.name for c in back.tracks[0].find_clips()][:3] == ["1A", "1", "1B"]
     assert _same_picture(_frames(want), _frames(back)) == []
+
+
+def test_a_fade_to_black_centred_on_a_cut_to_a_gap_is_rendered_as_another_tool_means_it(
+        golden, golden_frames):
+    """Another tool's fade: no metadata of ours, the dissolve centred on the cut between
+    the shot and the black (half of it over the gap, from the shot's handle). The conform
+    renders the same frames as our fade wholly before the cut."""
+    import copy
+
+    _folder, _plan, tl = golden
+    other = copy.deepcopy(tl)
+    track = other.tracks[0]
+    for item in track:
+        if isinstance(item, otio.schema.Transition):
+            item.metadata.pop("aiprod_post", None)
+    fade = [i for i in track if isinstance(i, otio.schema.Transition)][-1]
+    shot = track[list(track).index(fade) - 1]
+    gap = track[list(track).index(fade) + 1]
+    twelve = otio.opentime.RationalTime(12, 24)
+    sr = shot.source_range
+    shot.source_range = otio.opentime.TimeRange(sr.start_time, sr.duration - twelve)
+    gap.source_range = otio.opentime.TimeRange(gap.source_range.start_time,
+                                               gap.source_range.duration + twelve)
+    fade.in_offset, fade.out_offset = twelve, twelve
+    assert _same_picture(golden_frames, _frames(other)) == []
