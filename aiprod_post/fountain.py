@@ -110,7 +110,9 @@ def parse_bytes(data: bytes, source: str | None = None) -> Script:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        # count line ends as parse() does: CRLF, LF and a lone CR (old Mac files)
+        before = data[: exc.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        line = before.count(b"\n") + 1
         raise ScriptError(
             f"not UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start + base} "
             "(save the script as UTF-8)",

@@ -64,7 +64,8 @@ from .script import (
 )
 from .script import Transition as ScriptTransition
 
-__all__ = ["PlannerSettings", "plan_script", "plan_source", "shot_suffix", "camera_move_in"]
+__all__ = ["PlannerSettings", "plan_script", "plan_source", "plan_bytes", "shot_suffix",
+           "camera_move_in"]
 
 
 @dataclass(frozen=True)

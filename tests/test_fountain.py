@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aiprod_post.errors import ScriptError
@@ -278,39 +278,76 @@ def test_unreadable_paths(tmp_path: Path):
 
 # ------------------------------------------------------------------ property-based
 
+def _source_lines(script: Script) -> list[int]:
+    """Every line number the script records, in reading order."""
+    lines: list[int] = []
+    for e in script.elements:
+        lines.append(e.line)
+        if isinstance(e, DialogueBlock):
+            lines.append(e.character.line)
+            lines += [item.line for item in e.lines]
+    return lines
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400))
-def test_random_text_parses_or_raises_script_error(text):
+def test_random_text_parses_in_reading_order_with_lines_inside_the_text(text):
+    n = text.replace("\r\n", "\n").replace("\r", "\n").count("\n") + 1
     try:
         s = parse(text)
-    except ScriptError:
+    except ScriptError as err:
+        assert err.line is not None and 1 <= err.line <= n
         return
-    assert isinstance(s, Script)
+    lines = _source_lines(s)
+    assert lines == sorted(lines), "elements out of reading order"
+    assert all(1 <= line <= n for line in lines + [w for w, _ in s.warnings])
+    assert all(1 <= note.line <= n for note in s.boneyard)
 
 
-_FOUNTAINY = st.lists(st.sampled_from([
+_FRAGMENTS = st.lists(st.sampled_from([
     "INT. HOUSE - DAY", "EXT. PARK - NIGHT #4#", ".FORCED", "NELL", "@Mc", "(beat)", "Hello.",
     "~la", "> THE END <", "> CUT", "CUT TO:", "# Act", "= syn", "===", "[[note]]", "/*", "*/",
-    "[[", "]]", "**bold**", "_u_", "  ", "", "Title: X", "BOB ^", "\t tab", "\r", "\ufeff",
-]), max_size=40).map("\n".join)
+    "[[", "]]", "**bold**", "_u_", "  ", "", "Title: X", "BOB ^", "\t tab", "\u00a0",
+]), max_size=40)
+
+
+def _parse_or_error(text: str) -> Script | str:
+    try:
+        return parse(text)
+    except ScriptError as err:
+        return str(err)
 
 
 @settings(max_examples=400, deadline=None)
-@given(_FOUNTAINY)
-def test_random_fountain_fragments_parse_or_raise_script_error(text):
-    try:
-        parse(text)
-    except ScriptError:
-        pass
+@given(_FRAGMENTS)
+def test_random_fountain_fragments_read_the_same_with_lf_crlf_or_cr_line_ends(fragments):
+    unix = _parse_or_error("\n".join(fragments))
+    assert _parse_or_error("\r\n".join(fragments)) == unix
+    assert _parse_or_error("\r".join(fragments)) == unix
+    assert _parse_or_error("\ufeff" + "\n".join(fragments)) == unix
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
-def test_random_bytes_parse_or_raise_script_error(data):
-    try:
+@example(b"a\rb\r\n\xff")
+@example(b"\xef\xbb\xbfINT. A\n\n\xc3(")
+def test_random_bytes_parse_as_their_text_or_name_the_first_bad_byte(data):
+    # independent of the parser's decoding: undecodable bytes become lone surrogates
+    text = data.decode("utf-8", "surrogateescape")
+    bad = next((i for i, c in enumerate(text) if "\udc80" <= c <= "\udcff"), None)
+    if bad is None:
+        expected = _parse_or_error(data.decode("utf-8-sig"))
+        try:
+            assert parse_bytes(data) == expected
+        except ScriptError as err:
+            assert str(err) == expected
+        return
+    offset = len(text[:bad].encode("utf-8"))
+    before = text[:bad].replace("\r\n", "\n").replace("\r", "\n")
+    with pytest.raises(ScriptError) as err:
         parse_bytes(data)
-    except ScriptError:
-        pass
+    assert err.value.line == before.count("\n") + 1
+    assert f"byte 0x{data[offset]:02x} at byte offset {offset}" in str(err.value)
 
 
 def test_unbalanced_parenthesis_in_a_cue_line_is_not_a_crash():

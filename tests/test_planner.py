@@ -6,10 +6,17 @@ from fractions import Fraction
 
 import pytest
 
-from aiprod_post.errors import ScriptError
+from aiprod_post.errors import PlanError, ScriptError
 from aiprod_post.fountain import parse
 from aiprod_post.plan import CameraMove, Framing, TransitionKind
-from aiprod_post.planner import PlannerSettings, camera_move_in, plan_script, plan_source
+from aiprod_post.planner import (
+    PlannerSettings,
+    _Planner,
+    camera_move_in,
+    plan_bytes,
+    plan_script,
+    plan_source,
+)
 
 
 def plan_of(text: str, **kw):
@@ -225,3 +232,44 @@ def test_the_bundled_example_covers_what_the_demo_needs(example_path):
     assert any(ln.parenthetical for s in shots for ln in s.dialogue)
     assert any(ln.dual for s in shots for ln in s.dialogue)
     assert 60 <= plan.duration / plan.fps <= 90
+
+
+# ------------------------------------------------------------------ shot limit
+
+CONVERSATION = "INT. A - DAY\n\nA ferry leaves the pier in the rain.\n\n" + "".join(
+    f"NELL\nWhere were you at {i}?\n\nIVO\nOut on the water, all the way to the lighthouse.\n\n"
+    for i in range(40))
+
+
+def test_max_shots_plans_up_to_the_limit_and_refuses_one_more(monkeypatch):
+    full, _ = plan_script(parse(CONVERSATION))
+    n = len(full.shots())
+    assert n > 40
+    assert plan_script(parse(CONVERSATION), max_shots=n)[0] == full
+    assert plan_script(parse(CONVERSATION), PlannerSettings(max_shots=n))[0] == full
+
+    drafted = []
+    count_shot = _Planner._count_shot
+    monkeypatch.setattr(_Planner, "_count_shot",
+                        lambda self, d: (drafted.append(d), count_shot(self, d)))
+    with pytest.raises(PlanError) as err:
+        plan_script(parse(CONVERSATION, source="x.fountain"), max_shots=10)
+    # stopped at the eleventh shot, not after drafting all of them
+    assert len(drafted) == 11
+    line = full.shots()[10][1].source_lines[0]
+    assert str(err.value) == (f"x.fountain:{line}: more than 10 shots: the shot limit "
+                              "(max_shots) is 10; plan a shorter script or raise the limit")
+    # the keyword overrides the setting
+    with pytest.raises(PlanError):
+        plan_script(parse(CONVERSATION), PlannerSettings(max_shots=n), max_shots=n - 1)
+
+
+def test_max_shots_reaches_every_entry_point(tmp_path):
+    path = tmp_path / "talk.fountain"
+    path.write_text(CONVERSATION)
+    with pytest.raises(PlanError, match=r"talk\.fountain:\d+: more than 3 shots"):
+        plan_source(path, max_shots=3)
+    with pytest.raises(PlanError, match=r"^upload:\d+: more than 3 shots"):
+        plan_bytes(CONVERSATION.encode(), source="upload", max_shots=3)
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_script(parse(CONVERSATION), max_shots=0)
