@@ -259,11 +259,17 @@ def conformable(timeline: otio.schema.Timeline) -> otio.schema.Timeline:
     it is marked ``fade-in``/``fade-out`` (this project's metadata) and moved wholly
     onto its clip: the part another tool placed over the black (a dissolve centred on
     the cut to a gap) becomes more of the clip, from its handle, and less of the gap,
-    so the same frames fade. Retimed clips, and clips counted at another rate than the
-    timeline, are refused, naming the clip.
+    so the same frames fade. Retimed clips, clips counted at another rate than the
+    timeline, and a second picture track with clips are refused, naming them.
     """
     out = copy.deepcopy(timeline)
     rate = timeline_rate(out)
+    pictures = [t for t in out.tracks if isinstance(t, otio.schema.Track)
+                and t.kind == otio.schema.TrackKind.Video and any(t.find_clips())]
+    if len(pictures) > 1:  # nothing is dropped without a word
+        raise MediaError(f"picture track {pictures[1].name or 2!r} has clips too: the conform "
+                         "renders one picture track; flatten the edit first",
+                         where=f"track {pictures[1].name}")
     for track in out.tracks:
         if not isinstance(track, otio.schema.Track):
             continue

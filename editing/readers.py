@@ -280,6 +280,12 @@ def read_fcpxml(path: Path, media: Sequence[Path] = ()) -> otio.schema.Timeline:
                 _seconds(asset_fmt.get("frameDuration"), "format", path) != frame:
             raise MediaError(f"clip {name!r} is at another frame rate than its sequence",
                              source=path, where=f"clip {name}")
+        above = next((c for c in el if c.get("lane", "0").lstrip("-").isdigit()
+                      and int(c.get("lane", "0")) > 0), None)
+        if above is not None:  # picture over the storyline would be dropped: say so
+            raise MediaError(f"<{above.tag} {above.get('name')!r}> is connected above clip "
+                             f"{name!r} (lane {above.get('lane')}): the conform renders the "
+                             "primary storyline only; flatten the edit first", source=path)
         a_start = frames(asset, "start") if asset.get("start") else Fraction(0)
         a_len = frames(asset, "duration") if asset.get("duration") else None
         start = frames(el, "start") if el.get("start") else a_start

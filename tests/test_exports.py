@@ -826,3 +826,26 @@ def test_a_fade_to_black_centred_on_a_cut_to_a_gap_is_rendered_as_another_tool_m
                                                gap.source_range.duration + twelve)
     fade.in_offset, fade.out_offset = twelve, twelve
     assert _same_picture(golden_frames, _frames(other)) == []
+
+
+def test_picture_the_conform_would_drop_is_refused_naming_it(golden, tmp_path):
+    import copy
+
+    from aiprod_post.editing.export import read_timeline
+    from aiprod_post.editing.interchange import conformable
+    from aiprod_post.errors import MediaError
+
+    _folder, _plan, tl = golden
+    two = copy.deepcopy(tl)
+    v2 = otio.schema.Track("V2 titles", kind=otio.schema.TrackKind.Video)
+    v2.append(copy.deepcopy(next(iter(tl.tracks[0].find_clips()))))
+    two.tracks.insert(1, v2)
+    with pytest.raises(MediaError, match="picture track 'V2 titles' has clips too"):
+        conformable(two)
+    out = export_timeline(tl, "fcpxml", tmp_path / "g.fcpxml")
+    # a caption connected above the first shot, as Final Cut Pro writes a title
+    out.write_text(out.read_text().replace(
+        'audioRole="dialogue" />', 'audioRole="dialogue" /><title ref="r2" lane="1" '
+        'name="Caption" offset="0s" duration="1s" />', 1))
+    with pytest.raises(MediaError, match=r"<title 'Caption'> is connected above clip '1'"):
+        read_timeline(out)
