@@ -1,5 +1,8 @@
-"""Editing: the OpenTimelineIO timeline, Resolve/Premiere exports, subtitles, conform to masters.
+"""Editing: the OpenTimelineIO timeline, its exports for editing applications, conform to masters.
 
-Planned (see DESIGN.md and the open issues). Nothing is implemented here yet;
-nothing here pretends to be.
+``timeline`` builds the edit; ``interchange`` reads it once in whole frames, and
+``export`` writes it as .otio, FCP 7 XML (``fcp7``), FCPXML (``fcpxml``), CMX 3600
+(``edl``) and AAF (``aaf``), naming media as ``media_paths`` says; ``check`` checks
+such files as their applications would; ``readers`` reads them back; ``conform``
+renders masters from any of them; ``subtitles`` writes SRT and WebVTT.
 """
