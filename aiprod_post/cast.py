@@ -971,7 +971,7 @@ def cast_to_toml(cast: Cast) -> str:
     """The cast as a commented TOML file; unknown facts are left out (``tomllib`` reads it)."""
     out = [f"# aiprod-post cast file: edit freely; `render --cast` reads it.",
            f"# Facts come from the script lines listed under [characters.NAME.lines];",
-           f"# a fact the script does not state is left out (unknown).",
+           f"# a fact the script does not state is left out or says \"unknown\".",
            f"schema_version = {_toml_value(CAST_VERSION)}"]
     if cast.title:
         out.append(f"title = {_toml_value(cast.title)}")

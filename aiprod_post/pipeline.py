@@ -1035,9 +1035,11 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
         f"<td>{'pass' if v['flashes']['pass'] else 'FAIL'} "
         f"(max {v['flashes']['max_per_second']}/s)</td><td>{len(v['black_frames'])}</td>"
         f"<td>{len(v['frozen_frames'])}</td></tr>" for k, v in report.get("qa", {}).items())
+    from urllib.parse import quote
+
     identity = report.get("identity", {}).get("characters", {})
     cast = "".join(
-        f"<tr><td><b>{e(name)}</b><br><img class=castsheet src='cast/{e(name)}.png' "
+        f"<tr><td><b>{e(name)}</b><br><img class=castsheet src='cast/{e(quote(name))}.png' "
         f"alt='{e(name)} turnaround'></td><td>{e(c['description'])}</td>"
         f"<td>{e(c['gender'])}, {e(str(c['age']) if c['age'] is not None else 'age unknown')}"
         f" ({e(c['age_band'])})<br>{e(', '.join(c['wardrobe']))}<br><i>{e(c['introduction'])}"
