@@ -502,12 +502,14 @@ class _Render:
                 or self.project.looks.scene.get(scene.id) or scene.look
                 or default_look(scene.light))
             look_file = look_path(look, Path(self.project.root))
+            cdl = self._cdl(shot.id)  # the shot's ASC CDL, before the look
             reference = store.establishing.get(scene.id)
             match = reference is not None and reference.shot_id != shot.id
             key = key_of("shot", name, settings, {c: who.get(c) for c in shot.characters},
                          longer.model_dump(mode="json"),
                          scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
                          visemes, _file_digest(look_file), match,
+                         cdl.to_metadata() if cdl else None, self._footage_space(name),
                          _array_digest(reference.image) if match else None,
                          {c: references[c] for c in shot.characters if c in references},
                          # the frame counts it is generated at (ltx: the film's buckets)
@@ -522,21 +524,25 @@ class _Render:
                                     cast={c: people[c].description for c in shot.characters
                                           if c in people})
                 error = None
-                grader = self._grader(look_file)
+                grader = self._grader(look_file, cdl)
+                to_working = self._footage_converter(name)
                 for attempt in (1, 2):
                     try:
                         r = engine.render(longer, ctx)
                         # three threads: the engine renders, matching and the grade run on
                         # encode_master's prefetch thread, the encoder on this one
-                        graded = _graded(read_ahead(iter(r)), grader,
+                        frames = iter(r) if to_working is None else map(to_working, iter(r))
+                        graded = _graded(read_ahead(frames), grader,
                                          reference.image if match else None)
                         encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None)
                         for note in r.notes:
                             self.r.note(note)
                             self.report.setdefault("notes", {})[shot.id] = note
-                        np.save(first.with_suffix(".tmp.npy"), r.keyframes["first"].image)
+                        # keyframes in the working space too: they are later shots' references
+                        keep = to_working or (lambda image: image)
+                        np.save(first.with_suffix(".tmp.npy"), keep(r.keyframes["first"].image))
                         os.replace(first.with_suffix(".tmp.npy"), first)
-                        np.save(last.with_suffix(".tmp.npy"), r.keyframes["last"].image)
+                        np.save(last.with_suffix(".tmp.npy"), keep(r.keyframes["last"].image))
                         os.replace(last.with_suffix(".tmp.npy"), last)
                         error = None
                         break
@@ -607,14 +613,38 @@ class _Render:
             if mask.sum() >= 64:  # a figure mostly out of frame says nothing
                 samples.setdefault(cname, []).append((shot.id, figure_histogram(image, mask)))
 
-    def _grader(self, look_file: Path):
+    def _grader(self, look_file: Path, cdl=None):
         from aiprod_post.grading.apply import FrameGrader
         from aiprod_post.grading.lut import read_lut
 
         cache = self.__dict__.setdefault("_graders", {})
-        if look_file not in cache:
-            cache[look_file] = FrameGrader(read_lut(look_file))
-        return cache[look_file]
+        if (look_file, cdl) not in cache:
+            cache[look_file, cdl] = FrameGrader(read_lut(look_file), cdl=cdl)
+        return cache[look_file, cdl]
+
+    def _cdl(self, shot_id: str):
+        """The shot's ASC CDL from ``[looks] cdl``, or None."""
+        from aiprod_post.grading.cdl import cdl_for_shot
+
+        name = self.project.looks.cdl.get(shot_id)
+        return cdl_for_shot(self.project.path(name), shot_id) if name else None
+
+    def _footage_space(self, engine: str) -> str | None:
+        return self.project.engine.clips.colourspace if engine == "clips" else None
+
+    def _footage_converter(self, engine: str):
+        """The clips' footage to the working space (8-bit frames), before matching and the
+        look; None for Rec.709 footage and the generating engines."""
+        from aiprod_post.grading.colour import uint8_converter
+
+        cache = self.__dict__.setdefault("_converters", {})
+        space = self._footage_space(engine)
+        if space not in cache:
+            try:
+                cache[space] = uint8_converter(space)
+            except AiprodError as exc:
+                raise AiprodError(exc.message, where="[engine.clips] colourspace") from None
+        return cache[space]
 
     # ---- picture QA of the masters
     def qa(self, masters: dict[str, Path]) -> None:
@@ -770,11 +800,12 @@ class _Render:
         folder = self.outdir / "timeline"
         folder.mkdir(parents=True, exist_ok=True)
         stem = _slug(plan.title)
+        ccc = self._carry_cdls(plan, tl, folder / f"{stem}.ccc")
         _write_if_changed(folder / "plan.json", plan_to_json(plan).encode())
         otio_path = folder / f"{stem}.otio"
         text = otio.adapters.write_to_string(tl, "otio_json").encode()
         changed = _write_if_changed(otio_path, text)
-        written = [otio_path]
+        written = [otio_path, ccc]
         if any(DELIVERY_PROFILES[p].exports for p in profiles):
             # .otioz is left to `aiprod-post export`: it would copy every shot's media again
             for fmt in ("fcp7", "fcpxml", "edl", "aaf"):
@@ -789,6 +820,28 @@ class _Render:
         self.r.item("timeline", 1, 1, cached=not changed)
         self.report["timeline"] = [str(p.relative_to(self.outdir)) for p in written]
         return tl, otio_path
+
+    def _carry_cdls(self, plan: ShotPlan, tl, path: Path) -> Path:
+        """Each clip's ASC CDL in its metadata (``aiprod.cdl``: id, slope, offset, power,
+        sat) for the exports, and a .ccc of every shot (identity where none is given) for
+        the colourist."""
+        from aiprod_post.grading.cdl import CDL, cdl_xml
+
+        shots = [s.id for _, s in plan.shots()]
+        unknown = sorted(set(self.project.looks.cdl) - set(shots))
+        if unknown:
+            raise AiprodError(f"no shot {', '.join(unknown)} in the plan",
+                              where="[looks] cdl")
+        cdls = {sid: self._cdl(sid) or CDL(sid) for sid in shots}
+        for track in tl.video_tracks():
+            for clip in track.find_clips():
+                cdl = cdls.get(clip.name)  # a shot's clip is named by its id
+                if cdl is not None:
+                    clip.metadata.setdefault("aiprod", {})["cdl"] = cdl.to_metadata()
+        # a shot's correction carries its shot's id in the collection, whatever its file says
+        _write_if_changed(path, cdl_xml([CDL(sid, c.slope, c.offset, c.power, c.sat,
+                                             c.description) for sid, c in cdls.items()]).encode())
+        return path
 
     # ---- masters
     def masters(self, plan: ShotPlan, tl, otio_path: Path, mix, profiles: list[str]

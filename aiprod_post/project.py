@@ -28,6 +28,7 @@ silently does nothing. CLI flags override what the file says.
     folder = "footage"          # 3A.mov, 3B_take2.mp4 …
     fit = "crop"                # crop | letterbox
     media = { "2C" = "pickups/2C.mov" }
+    colourspace = "ARRI LogC4"  # the footage's, as the pinned OpenColorIO config names it
 
     [characters.NELL]
     voice = "en+f3"             # espeak-ng language[+variant]
@@ -39,6 +40,7 @@ silently does nothing. CLI flags override what the file says.
     [looks]
     scene = { "2" = "day-for-night" }
     shot = { "3A" = "noir" }
+    cdl = { "3A" = "grades/3A.cc" }  # ASC CDL per shot (.cc/.ccc/.cdl), before the look
 
     [audio]
     duck_db = -12.0
@@ -80,6 +82,8 @@ class ClipsSettings(_Strict):
     fit: Literal["crop", "letterbox"] = "crop"
     fill: Literal["hold", "loop"] = "hold"
     media: dict[str, str] = Field(default_factory=dict)
+    #: the footage's colour space (a name of the pinned OpenColorIO config); None: Rec.709
+    colourspace: str | None = None
 
 
 class LTXProjectSettings(_Strict):
@@ -126,6 +130,8 @@ class CharacterSettings(_Strict):
 class LookSettings(_Strict):
     scene: dict[str, str] = Field(default_factory=dict)
     shot: dict[str, str] = Field(default_factory=dict)
+    #: shot id -> an ASC CDL file (.cc, .ccc, .cdl), applied before the look
+    cdl: dict[str, str] = Field(default_factory=dict)
 
 
 class AudioSettings(_Strict):

@@ -21,7 +21,7 @@ Four paths give the same numbers:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -285,15 +285,20 @@ class FrameGrader:
     """Grade 8-bit RGB frames with a LUT: build once, then one look-up per pixel.
 
     With an ASC ``cdl``, the correction comes first (as OpenColorIO's ``CDLTransform``,
-    ``cdl_style``) and the look after it; both are baked into the one table."""
+    ``cdl_style``) and the look after it; with ``before`` (float RGB to float RGB, such
+    as a colour conversion), that comes before both. All are baked into the one table."""
 
     def __init__(self, lut: LUT, strength: float = 1.0, method: str = "tetrahedral",
-                 cdl: "CDL | None" = None, cdl_style: str = "asc") -> None:
+                 cdl: "CDL | None" = None, cdl_style: str = "asc",
+                 before: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         global _GATHER
-        if cdl is not None and not cdl.is_identity:
+        if cdl is not None and cdl.is_identity:
+            cdl = None
+        if cdl is not None or before is not None:
             if method != "tetrahedral":
-                raise MediaError("a CDL before the look is baked with tetrahedral interpolation")
-            self.table = _cdl_uint8_table(lut, strength, cdl, cdl_style)
+                raise MediaError("a CDL or conversion before the look is baked with "
+                                 "tetrahedral interpolation")
+            self.table = _baked_uint8_table(lut, strength, cdl, cdl_style, before)
         else:
             self.table = lut_to_uint8_table(lut, strength, method)
         if _GATHER is None:
@@ -448,9 +453,11 @@ class FloatFrameGrader:
         return self._kernel(np.ascontiguousarray(frame), out, scale, quantise, *self._args)
 
 
-def _cdl_uint8_table(lut: LUT, strength: float, cdl: "CDL", style: str) -> np.ndarray:
-    """Every 8-bit colour through the CDL and then the look (the float path), 1M
-    colours at a time: the CDL's saturation mixes channels, so no per-channel shortcut."""
+def _baked_uint8_table(lut: LUT, strength: float, cdl: "CDL | None", style: str,
+                       before: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    """Every 8-bit colour through ``before``, the CDL and then the look (the float path),
+    1M colours at a time: a conversion or the CDL's saturation mixes channels, so there
+    is no per-channel shortcut."""
     from .cdl import apply_cdl
 
     grader = FloatFrameGrader(lut, strength)
@@ -458,7 +465,11 @@ def _cdl_uint8_table(lut: LUT, strength: float, cdl: "CDL", style: str) -> np.nd
     table = np.zeros((1 << 24, 4), np.uint8)
     for r in range(0, 256, 16):
         rr, gg, bb = np.meshgrid(levels[r:r + 16], levels, levels, indexing="ij")
-        rgb = apply_cdl(np.stack([rr, gg, bb], axis=-1).reshape(1, -1, 3), cdl, style)
+        rgb = np.stack([rr, gg, bb], axis=-1).reshape(1, -1, 3)
+        if before is not None:
+            rgb = np.asarray(before(rgb), np.float32)
+        if cdl is not None:
+            rgb = apply_cdl(rgb, cdl, style)
         y = grader(np.ascontiguousarray(rgb))[0]
         table[r << 16:(r + 16) << 16, :3] = np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
     return table

@@ -24,7 +24,7 @@ import numpy as np
 from aiprod_post.errors import MediaError
 
 __all__ = ["CONFIG_NAME", "SPACES", "WORKING", "convert", "processor", "hdr_output",
-           "space_name", "ColourPipeline", "space_from_tags"]
+           "space_name", "ColourPipeline", "space_from_tags", "uint8_converter"]
 
 CONFIG_NAME = "studio-config-v2.1.0_aces-v1.3_ocio-v2.3"
 
@@ -178,3 +178,16 @@ def space_from_tags(codec_context) -> str | None:
             ColorTrc.ARIB_STD_B67: "Rec.2100-HLG - Display",
             ColorTrc.LINEAR: "Linear Rec.2020" if wide else "Linear Rec.709 (sRGB)",
             ColorTrc.IEC61966_2_1: "sRGB - Texture"}.get(trc)
+
+
+def uint8_converter(input_space: str | None):
+    """8-bit RGB frames from ``input_space`` to the working space, one table look-up a
+    pixel (a callable frame -> frame); None when there is nothing to convert."""
+    pipe = ColourPipeline(input_space)
+    if pipe.identity:
+        return None
+    from .apply import FrameGrader
+    from .lut import LUT
+
+    # an identity 2-point table: the look is nothing, the conversion is all
+    return FrameGrader(LUT.identity(2), before=pipe.to_working)

@@ -1,0 +1,107 @@
+"""The per-shot ASC CDL of a project file through a render: applied before the look,
+carried in each clip's OTIO metadata and in a .ccc of every shot beside the exports;
+clips footage in a camera colour space converted before the look."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import opentimelineio as otio
+import pytest
+
+from aiprod_post.errors import AiprodError
+from aiprod_post.grading.cdl import CDL, read_cdl, write_cdl
+from aiprod_post.pipeline import RenderOptions, render
+from aiprod_post.project import load_project
+
+SCRIPT = """Title: Grade
+
+EXT. PIER - DAY
+
+Gulls over the water.
+
+NELL
+Ferry's gone.
+"""
+SMALL = dict(width=64, height=48, quiet=True, profiles=["web"])
+
+
+def mean_rgb(path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.mean([f.to_ndarray(format="rgb24").reshape(-1, 3).mean(0)
+                        for f in c.decode(video=0)], axis=0)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cdl")
+    (root / "grade.fountain").write_text(SCRIPT)
+    plain = render(root / "grade.fountain", root / "plain", RenderOptions(**SMALL))
+    assert plain.exit_code == 0
+    shots = sorted(p.stem for p in (root / "plain" / "shots").glob("*.mov"))
+    write_cdl([CDL("warm", (1.3, 1.0, 0.6), (0.02, 0.0, 0.0), (1.0, 1.0, 1.2), 0.7)],
+              root / "warm.cc")
+    (root / "project.toml").write_text(f'[looks]\ncdl = {{ "{shots[0]}" = "warm.cc" }}\n')
+    result = render(root / "grade.fountain", root / "out",
+                    RenderOptions(project=load_project(root / "project.toml"), **SMALL))
+    assert result.exit_code == 0
+    return root, shots
+
+
+def test_cdl_is_applied_before_the_look_to_its_shot_only(graded):
+    root, shots = graded
+    before = mean_rgb(root / "plain" / "shots" / f"{shots[0]}.mov")
+    after = mean_rgb(root / "out" / "shots" / f"{shots[0]}.mov")
+    assert after[0] - after[2] > before[0] - before[2] + 10  # warmer: red up, blue down
+    for other in shots[1:]:
+        np.testing.assert_allclose(mean_rgb(root / "out" / "shots" / f"{other}.mov"),
+                                   mean_rgb(root / "plain" / "shots" / f"{other}.mov"),
+                                   atol=0.01)
+
+
+def test_each_clip_carries_its_cdl_and_a_ccc_of_every_shot_sits_beside(graded):
+    root, shots = graded
+    folder = root / "out" / "timeline"
+    tl = otio.adapters.read_from_file(str(next(folder.glob("*.otio"))))
+    clips = {c.name: c for t in tl.video_tracks() for c in t.find_clips()}
+    meta = {k: v if isinstance(v, (str, float)) else list(v)  # OTIO's AnyVector
+            for k, v in clips[shots[0]].metadata["aiprod"]["cdl"].items()}
+    assert meta == {"id": "warm", "slope": [1.3, 1.0, 0.6], "offset": [0.02, 0.0, 0.0],
+                    "power": [1.0, 1.0, 1.2], "sat": 0.7}
+    for other in shots[1:]:
+        assert CDL.from_metadata(clips[other].metadata["aiprod"]["cdl"]).is_identity
+    ccc = read_cdl(next(folder.glob("*.ccc")))
+    assert [c.id for c in ccc] == sorted(shots, key=[c.name for c in clips.values()].index)
+    assert ccc[[c.id for c in ccc].index(shots[0])].slope == (1.3, 1.0, 0.6)
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert any(p.endswith(".ccc") for p in report["timeline"])
+
+
+def test_a_cdl_for_a_shot_not_in_the_plan_is_an_error(graded, tmp_path):
+    root, _ = graded
+    (tmp_path / "project.toml").write_text(f'[looks]\ncdl = {{ "9Z" = "{root / "warm.cc"}" }}\n')
+    with pytest.raises(AiprodError, match=r"\[looks\] cdl: no shot 9Z"):
+        render(root / "grade.fountain", tmp_path / "out",
+               RenderOptions(project=load_project(tmp_path / "project.toml"), **SMALL))
+
+
+def test_clips_footage_converter_matches_opencolorio_within_one_code():
+    """What `[engine.clips] colourspace` puts before matching and the look."""
+    ocio = pytest.importorskip("PyOpenColorIO")
+    from aiprod_post.grading.colour import CONFIG_NAME, uint8_converter
+
+    assert uint8_converter(None) is None and uint8_converter("rec709") is None
+    convert = uint8_converter("S-Log3 S-Gamut3.Cine")
+    img = np.random.default_rng(4).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    cfg = ocio.Config.CreateFromBuiltinConfig(CONFIG_NAME)
+    proc = cfg.getProcessor(ocio.DisplayViewTransform(
+        src="S-Log3 S-Gamut3.Cine", display="Rec.1886 Rec.709 - Display",
+        view="ACES 1.0 - SDR Video")).getDefaultCPUProcessor()
+    x = (img / 255.0).astype(np.float32)
+    proc.applyRGB(x.reshape(-1, 3))
+    theirs = np.round(np.clip(x, 0, 1) * 255)
+    assert np.abs(convert(img).astype(int) - theirs).max() <= 1
+    with pytest.raises(AiprodError, match="unknown colour space 'LogC9'"):
+        uint8_converter("LogC9")
