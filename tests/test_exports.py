@@ -849,3 +849,23 @@ def test_picture_the_conform_would_drop_is_refused_naming_it(golden, tmp_path):
         'name="Caption" offset="0s" duration="1s" />', 1))
     with pytest.raises(MediaError, match=r"<title 'Caption'> is connected above clip '1'"):
         read_timeline(out)
+
+
+def test_ntsc_rate_exports_check_and_conform_to_the_same_picture(tmp_path):
+    """24000/1001: FCPXML times in 1001/24000 s, AAF at 24000/1001, EDL and FCP 7 XML at
+    timebase 24 non-drop; each read back at the exact rate, to the same frames."""
+    from aiprod_post.editing.check import check_timeline_file
+    from aiprod_post.editing.export import read_timeline
+    from aiprod_post.editing.timeline import timeline_rate
+
+    rate = Fraction(24000, 1001)
+    plan, _ = plan_script(parse(SCRIPT), PlannerSettings(fps=rate, width=W, height=H))
+    tl = build_timeline(plan, TimelineMedia(render_shots(plan, tmp_path, rate, W, H, 2)))
+    want = _frames(tl)
+    for fmt in ("edl", "fcpxml", "fcp7", "aaf"):
+        out = export_timeline(tl, fmt, tmp_path / f"n{FORMATS[fmt][1]}")
+        assert check_timeline_file(out, rate=rate) == [], fmt
+        back = read_timeline(out)
+        assert timeline_rate(back) == rate, fmt
+        assert _same_picture(want, _frames(back)) == [], fmt
+    assert 'frameDuration="1001/24000s"' in (tmp_path / "n.fcpxml").read_text()
