@@ -94,6 +94,10 @@ class PlannerSettings:
     #: Refuse a script that plans more shots than this (:class:`PlanError`), checked
     #: as each shot is planned; None plans any number.
     max_shots: int | None = None
+    #: Refuse a script with more speaking characters than this (:class:`PlanError`).
+    #: A wide lists everyone in its scene, so a plan grows with shots times cast:
+    #: 2,000 wides of a 60,000-name scene hold 120 million names. None allows any.
+    max_cast: int | None = None
 
 
 # -------------------------------------------------------------- helpers
@@ -332,6 +336,10 @@ class _Planner:
             key = _cast_key(block.character.name)
             n_lines = sum(isinstance(x, (Dialogue, Lyrics)) for x in block.lines)
             if key not in self.cast:
+                if self.s.max_cast is not None and len(self.cast) >= self.s.max_cast:
+                    raise PlanError(f"more than {self.s.max_cast} speaking characters: the "
+                                    f"cast limit (max_cast) is {self.s.max_cast}",
+                                    line=block.line)
                 self.cast[key] = CastMember(name=block.character.name, lines=0,
                                             first_line=block.line)
             self.cast[key].lines += n_lines

@@ -273,3 +273,13 @@ def test_max_shots_reaches_every_entry_point(tmp_path):
         plan_bytes(CONVERSATION.encode(), source="upload", max_shots=3)
     with pytest.raises(ValueError, match="at least 1"):
         plan_script(parse(CONVERSATION), max_shots=0)
+
+
+def test_max_cast_refuses_the_first_character_past_the_limit():
+    crowd = "INT. A - DAY\n\n" + "".join(f"N{i}\nHi.\n\n" for i in range(6))
+    plan, _ = plan_script(parse(crowd), PlannerSettings(max_cast=6))
+    assert [m.name for m in plan.cast] == [f"N{i}" for i in range(6)]
+    with pytest.raises(PlanError) as err:
+        plan_script(parse(crowd), PlannerSettings(max_cast=5))
+    assert err.value.line == 3 + 3 * 5  # N5's cue
+    assert "the cast limit (max_cast) is 5" in str(err.value)
