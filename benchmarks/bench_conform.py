@@ -83,6 +83,14 @@ def peak_rss_of_conform(otio_path: Path, out: Path) -> float:
     return int(res.stdout.strip().splitlines()[-1]) / 1024
 
 
+def cuts_only(tl: otio.schema.Timeline) -> None:
+    """Transitions removed, so FFmpeg's concat and moviepy can cut exactly the same frames."""
+    for track in tl.tracks:
+        for item in list(track):
+            if isinstance(item, otio.schema.Transition):
+                track.remove(item)
+
+
 def long_timeline(tl: otio.schema.Timeline, repeats: int) -> otio.schema.Timeline:
     """The same cuts over and over: a longer film from the same media."""
     out = otio.schema.Timeline(name="long", metadata=dict(tl.metadata))
@@ -160,6 +168,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--moviepy-python", default=sys.executable)
     ap.add_argument("--memory", action="store_true", help="also peak memory, 1 vs 10 minutes")
+    ap.add_argument("--segments", type=float, default=0, metavar="SECONDS",
+                    help="also the parallel segment encoder, 1 vs 2 workers, on a film this "
+                         "long (the shots repeated) at --segments-size")
+    ap.add_argument("--segments-size", default="960x540")
     args = ap.parse_args()
     if not ffmpeg():
         print(json.dumps({"benchmark": "conform", "error": "ffmpeg command not found"}))
@@ -169,11 +181,7 @@ def main() -> None:
         folder = Path(tmp)
         plan, media, mix = make_media(folder, w, h, args.shots)
         tl = build_timeline(plan, TimelineMedia(media, mix=mix))
-        # cuts only, so FFmpeg's concat can encode exactly the same frames
-        for track in tl.tracks:
-            for item in list(track):
-                if isinstance(item, otio.schema.Transition):
-                    track.remove(item)
+        cuts_only(tl)
         n = plan.duration
         rate = plan.fps
         result: dict = {"benchmark": "conform", "size": args.size, "frames": n,
@@ -223,6 +231,9 @@ def main() -> None:
                             "ratio": round(ours / theirs, 3), "target_ratio": 1.2}
         if args.memory:
             result.update(memory(folder, args.shots))
+        if args.segments:
+            result["segments"] = segments(folder, args.shots, args.segments_size, args.segments,
+                                          args.rounds)
     print(json.dumps(result))
 
 
@@ -232,15 +243,87 @@ def _timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def segments(folder: Path, shots: int, size: str, seconds: float, rounds: int) -> dict:
+    """The segment encoder's efficiency: the same long film by conform in one process and
+    by the segment encoder with 1 worker process and with 2, interleaved; the outputs
+    checked for equal work and decoded by the ffmpeg command. Then its parts, for the
+    projection to more cores: each segment encoded alone with one encoder thread (the
+    work a core does), the join alone (serial), a worker interpreter's start."""
+    import aiprod_post.editing.conform as conform_module
+
+    w, h = (int(v) for v in size.split("x"))
+    seg = folder / "seg"
+    seg.mkdir()
+    plan, media, mix = make_media(seg, w, h, shots)
+    short = build_timeline(plan, TimelineMedia(media))
+    cuts_only(short)
+    tl = long_timeline(short, max(1, round(seconds / short.duration().to_seconds())))
+    rate = plan.fps
+    n = sum(int(c.source_range.duration.value) for c in tl.tracks[0].find_clips())
+    long_mix = seg / "long_mix.wav"
+    write_wav(long_mix, np.random.default_rng(1).standard_normal(
+        (int(n * 48000 / rate), 2)) * 0.05)
+    prof = PROFILES["h264"]
+    runs = {
+        "one_process": lambda out: conform(tl, out, "h264", audio=long_mix),
+        # the segment encoder itself with one worker process: what 2 workers are measured on
+        "segments_1_worker": lambda out: conform_module._conform_in_segments(
+            tl, None, out, prof, long_mix, 1, None, None),
+        "segments_2_workers": lambda out: conform(tl, out, "h264", audio=long_mix, workers=2),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name].append(_timed(lambda: run(seg / f"{name}.mp4")))
+    files = {k: encoded(seg / f"{k}.mp4") for k in runs}
+    same, why = equal_work(files, "one_process")
+    decodes = {}
+    for k in runs:
+        res = subprocess.run([ffmpeg(), "-v", "error", "-xerror", "-i", str(seg / f"{k}.mp4"),
+                              "-f", "null", "-"], capture_output=True, text=True)
+        decodes[k] = "clean" if res.returncode == 0 and not res.stderr.strip() else \
+            res.stderr.strip()[-200:]
+    # the parts: segments one by one, one encoder thread each; the join alone
+    text = otio.adapters.write_to_string(tl, "otio_json")
+    ranges = conform_module.segment_ranges(conform_module.master_keyframes(tl, prof), n,
+                                           max(2, round(n / (8 * 48))))
+    one_thread = []
+    for k, (first, stop) in enumerate(ranges):
+        one_thread.append(_timed(lambda: conform_module.encode_segment(
+            text, None, prof, first, stop, str(seg / f"part{k}.mp4"), threads=1)))
+    join = _timed(lambda: conform_module.join_segments(
+        [(seg / f"part{k}.mp4", r[0]) for k, r in enumerate(ranges)], seg / "joined.mp4", prof,
+        long_mix, rate, n))
+    start = _timed(lambda: subprocess.run(
+        [sys.executable, "-c", "import aiprod_post.editing.conform"], check=True))
+    best = {k: min(v) for k, v in times.items()}
+    t1, t2 = best["segments_1_worker"], best["segments_2_workers"]
+    work = sum(one_thread)
+
+    def projected(cores: int) -> float:
+        # segments spread over ``cores`` one-thread encoders (no better than the longest
+        # segment), the join overlapping them, one interpreter start
+        return round(start + max(work / cores, max(one_thread), join), 1)
+
+    return {"size": size, "frames": n, "seconds_of_film": round(float(n / rate), 1),
+            "seconds": {k: round(v, 2) for k, v in best.items()},
+            "speedup_2_workers": round(t1 / t2, 3),
+            "efficiency_2_workers": round(t1 / (2 * t2), 3),
+            "parts": {"segments": len(ranges),
+                      "encode_one_thread_seconds": round(work, 1),
+                      "longest_segment_seconds": round(max(one_thread), 1),
+                      "join_seconds": round(join, 2), "interpreter_start_seconds": round(start, 2)},
+            "projected_seconds": {f"{c}_cores": projected(c) for c in (2, 8, 32)},
+            "files": {k: {**f, "keyframes": len(f["keyframes"])} for k, f in files.items()},
+            "comparable": same, "not_comparable_because": why, "ffmpeg_decode": decodes}
+
+
 def memory(folder: Path, shots: int) -> dict:
     """Peak memory of conform on a 1- and a 10-minute timeline (the same media, 640x360)."""
     (folder / "small").mkdir()
     small_plan, small_media, _ = make_media(folder / "small", 640, 360, shots)
     small = build_timeline(small_plan, TimelineMedia(small_media))
-    for track in small.tracks:
-        for item in list(track):
-            if isinstance(item, otio.schema.Transition):
-                track.remove(item)
+    cuts_only(small)
     per = small.duration().to_seconds()
     rss = {}
     for minutes in (1, 10):

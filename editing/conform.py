@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import dataclasses
+import itertools
 import math
 import os
 import warnings
@@ -1068,12 +1069,13 @@ def encode_segment(timeline_json: str, base: str | None, profile: Profile, first
     return output
 
 
-def join_segments(parts: list[tuple[Path, int]], output: Path, profile: Profile,
+def join_segments(parts: Iterable[tuple[Path, int]], output: Path, profile: Profile,
                   audio: Path | None, rate: Fraction, n_frames: int,
                   sample_rate: int = 48000) -> Path:
     """The master from its segments, ``(file, first frame)`` in order, without re-encoding:
     the compressed frames are copied and restamped onto the timeline's frame numbers, the
-    audio is encoded beside them, and the file is written atomically.
+    audio is encoded beside them, and the file is written atomically. ``parts`` is read
+    as it goes, so it may yield each segment as soon as it is encoded.
 
     The segments must share one set of parameter sets (SPS/PPS: the same encoder settings
     at the same size), or the joined stream would decode wrongly: that is checked."""
@@ -1081,10 +1083,12 @@ def join_segments(parts: list[tuple[Path, int]], output: Path, profile: Profile,
     import soundfile
 
     output = Path(output)
+    parts = iter(parts)
+    first_part = next(parts)
     snd = None
     try:
         with atomic_path(output, f".part{profile.suffix}") as tmp, \
-                av.open(str(parts[0][0])) as head:
+                av.open(str(first_part[0])) as head:
             template = head.streams.video[0]
             headers = bytes(template.codec_context.extradata or b"")
             with av.open(str(tmp), "w", format=profile.container,
@@ -1099,7 +1103,7 @@ def join_segments(parts: list[tuple[Path, int]], output: Path, profile: Profile,
                         a.bit_rate = profile.audio_bitrate
                 count, heard, apts = 0, 0, 0
                 frame = Fraction(1) / rate
-                for path, first in parts:
+                for path, first in itertools.chain([first_part], parts):
                     with av.open(str(path)) as seg:
                         s = seg.streams.video[0]
                         if bytes(s.codec_context.extradata or b"") != headers:
@@ -1135,8 +1139,9 @@ def join_segments(parts: list[tuple[Path, int]], output: Path, profile: Profile,
 
 
 _SEGMENT_WORKER = ("import pickle, sys; from aiprod_post.editing.conform import encode_segment\n"
-                   "for args, kwargs in pickle.loads(open(sys.argv[1], 'rb').read()):\n"
-                   "    encode_segment(*args, **kwargs)")
+                   "for k, args, kwargs in pickle.loads(open(sys.argv[1], 'rb').read()):\n"
+                   "    encode_segment(*args, **kwargs)\n"
+                   "    print(k, flush=True)")
 
 
 def _conform_in_segments(timeline: otio.schema.Timeline, base: Path | None, output: Path,
@@ -1144,45 +1149,82 @@ def _conform_in_segments(timeline: otio.schema.Timeline, base: Path | None, outp
                          subtitles: list | None,
                          progress: Callable[[int, int], None] | None) -> Path:
     """Closed-GOP segments encoded by ``workers`` processes, each decoding its own stretch
-    of the timeline, then joined. Segments of about 8 GOPs (at least one per worker) keep
-    the workers evenly loaded; each encoder gets its share of the cores."""
+    of the timeline, and joined in this one as they come in order (the join overlaps the
+    encoding; each segment file is removed once copied). Segments of about 8 GOPs (at
+    least one per worker) keep the workers evenly loaded; each encoder gets its share of
+    the cores."""
     import pickle
+    import queue
     import subprocess
     import sys
     import tempfile
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
 
     rate = timeline_rate(timeline)
     n = _timeline_length(timeline)
     keys = master_keyframes(timeline, profile)
     count = max(workers, round(n / (8 * gop_frames(profile, rate))))
     ranges = segment_ranges(keys, n, count)
+    workers = min(workers, len(ranges))
     threads = max(1, (os.cpu_count() or 1) // workers)
     text = otio.adapters.write_to_string(timeline, "otio_json")
-    done = [0]
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".segments-") as tmp:
+        folder = Path(tmp)
 
-        def run(w: int) -> None:
-            # One fresh interpreter per worker, taking every ``workers``-th segment: not a
-            # fork (the parent may hold encoder and prefetch threads) nor multiprocessing's
-            # spawn (it re-runs the caller's main module, which a library cannot ask).
-            mine = list(range(w, len(ranges), workers))
-            job = Path(tmp) / f"worker{w}.job"
-            job.write_bytes(pickle.dumps([
-                ((text, str(base) if base else None, profile, *ranges[k],
-                  str(Path(tmp) / f"{k:05d}{profile.suffix}")),
-                 {"threads": threads, "subtitles": subtitles}) for k in mine]))
-            res = subprocess.run([sys.executable, "-c", _SEGMENT_WORKER, str(job)],
-                                 capture_output=True, text=True)
-            if res.returncode:
-                last = (res.stderr.strip().splitlines() or ["no message"])[-1]
-                raise MediaError(f"a segment encoder failed: {last}", source=output)
-            done[0] += sum(ranges[k][1] - ranges[k][0] for k in mine)
-            if progress:
-                progress(done[0], n)
+        def part(k: int) -> Path:
+            return folder / f"{k:05d}{profile.suffix}"
 
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, range(min(workers, len(ranges)))))
-        parts = [(Path(tmp) / f"{k:05d}{profile.suffix}", first)
-                 for k, (first, _stop) in enumerate(ranges)]
-        return join_segments(parts, output, profile, audio, rate, n)
+        def in_order() -> Iterator[tuple[Path, int]]:
+            # One fresh interpreter per worker, taking every ``workers``-th segment and
+            # saying each one's number when it is written: not a fork (this process may
+            # hold encoder and prefetch threads) nor multiprocessing's spawn (it re-runs
+            # the caller's main module, which a library cannot ask of its callers).
+            said: queue.Queue = queue.Queue()
+            procs = []
+            for w in range(workers):
+                job = folder / f"worker{w}.job"
+                job.write_bytes(pickle.dumps([
+                    (k, (text, str(base) if base else None, profile, *ranges[k], str(part(k))),
+                     {"threads": threads, "subtitles": subtitles})
+                    for k in range(w, len(ranges), workers)]))
+                with open(folder / f"worker{w}.log", "w") as log:
+                    proc = subprocess.Popen([sys.executable, "-c", _SEGMENT_WORKER, str(job)],
+                                            stdout=subprocess.PIPE, stderr=log, text=True)
+                procs.append(proc)
+
+                def listen(proc=proc, w=w) -> None:
+                    for line in proc.stdout:  # type: ignore[union-attr]
+                        said.put(int(line))
+                    said.put((w, proc.wait()))
+
+                threading.Thread(target=listen, daemon=True).start()
+            try:
+                written: set[int] = set()
+                nxt = 0
+                while nxt < len(ranges):
+                    item = said.get()
+                    if isinstance(item, tuple):
+                        w, code = item
+                        if code:
+                            lines = (folder / f"worker{w}.log").read_text().strip().splitlines()
+                            raise MediaError("a segment encoder failed: "
+                                             f"{(lines or ['no message'])[-1]}", source=output)
+                        continue
+                    written.add(item)
+                    while nxt in written:
+                        yield part(nxt), ranges[nxt][0]
+                        part(nxt).unlink()  # copied into the master: free the disk
+                        if progress:
+                            progress(ranges[nxt][1], n)
+                        nxt += 1
+            finally:
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                    proc.wait()
+
+        ready = in_order()
+        try:
+            return join_segments(ready, output, profile, audio, rate, n)
+        finally:
+            ready.close()  # a failed join stops the workers too

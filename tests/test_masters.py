@@ -242,3 +242,15 @@ def test_segments_with_other_parameter_sets_are_refused(film, tmp_path):
     with pytest.raises(MediaError, match="parameter sets"):
         join_segments([(Path(a), 0), (Path(b), 96)], tmp_path / "x.mp4", web, None, FPS, 180)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_failing_segment_encoder_fails_the_master_cleanly(film, tmp_path):
+    from aiprod_post.errors import MediaError
+
+    folder, tl = film
+    broken = tl.clone()
+    last = list(broken.tracks[0].find_clips())[-1]
+    last.media_reference = otio.schema.ExternalReference(path_to_url(folder / "gone.mov"))
+    with pytest.raises(MediaError, match="shot2 is missing"):
+        conform(broken, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav", workers=2)
+    assert list(tmp_path.iterdir()) == []  # no master, no part file, no segments
