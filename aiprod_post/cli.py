@@ -487,21 +487,25 @@ def export_command(timeline: Path | None, fmt: str | None, output: Path | None,
 @click.option("--media", "media", type=click.Path(path_type=Path), multiple=True,
               help="A folder to find the timeline's media in by file, clip or reel name "
                    "(repeatable; for EDLs, and timelines from another machine).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Encode a long-GOP master (h264, hdr-*) as closed-GOP segments in this "
+                   "many processes, joined without re-encoding.")
 def conform_command(timeline: Path, output: Path, profile: str, audio: Path | None,
-                    media: tuple[Path, ...]) -> None:
+                    media: tuple[Path, ...], workers: int) -> None:
     """Render a master from a TIMELINE (.otio, FCP 7 .xml, .fcpxml, .edl or .aaf): decode,
     transitions, encode."""
     from aiprod_post.editing.conform import conform, probe
 
     try:
-        conform(timeline, output, profile, audio=audio, media=media)
+        conform(timeline, output, profile, audio=audio, media=media, workers=workers)
         info = probe(output)
     except AiprodError as exc:
         _fail(exc)
     v = info.get("video", {})
     click.echo(f"{output}: {v.get('codec')} {v.get('profile')} {v.get('pix_fmt')} "
                f"{v.get('width')}x{v.get('height')} {v.get('frames')} frames at "
-               f"{format_frame_rate(v.get('rate'))} fps"
+               f"{format_frame_rate(v.get('rate'))} fps, {len(v.get('keyframes', []))} "
+               f"keyframes, {v.get('kbps', 0) / 1000:.2f} Mbit/s"
                + (f", audio {info['audio']['codec']}" if "audio" in info else ""))
 
 
