@@ -298,11 +298,21 @@ class _Render:
         from .cast import Cast, CastCharacter, complete, load_cast, merge_cast, read_cast, save_cast
         from .fountain import parse_file
 
+        script = self.source
         if self.source.suffix.lower() == ".json":
+            # a plan names the script it came from: its facts, if it is there unchanged
+            script = next((p for p in ([Path(plan.source), self.source.parent / plan.source]
+                                       if plan.source else [])
+                           if p.is_file() and plan.source_sha256 in (None, sha256_file(p))),
+                          None)
+        if script is not None:
+            found = read_cast(parse_file(script))
+        else:
             found = complete(Cast(title=plan.title, characters={
                 " ".join(c.name.split()).upper(): CastCharacter() for c in plan.cast}))
-        else:
-            found = read_cast(parse_file(self.source))
+            if not (self.o.cast or self.project.project.cast):
+                self.r.note(f"{self.source}: the plan's script is not beside it unchanged, so "
+                            "nothing is known of its characters; give --cast")
         p = self.project.project.cast
         path = self.o.cast or (self.project.path(p) if p else None)
         added: list[str] = []

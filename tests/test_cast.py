@@ -535,3 +535,21 @@ def test_reading_accuracy_on_the_held_out_scripts_stays_where_it_was_measured():
     assert held["characters"] >= 20
     assert held["accuracy"]["gender"] >= 0.9 and held["accuracy"]["age_band"] >= 0.9
     assert held["accuracy"]["colour"] >= 0.85
+
+
+def test_a_plan_reads_its_cast_from_the_script_it_names(tmp_path):
+    from aiprod_post.pipeline import RenderOptions, _Render
+    from aiprod_post.plan import save_plan
+    from aiprod_post.planner import PlannerSettings, plan_source
+
+    script = tmp_path / "ep1.fountain"
+    script.write_text(EPISODE_1)
+    plan, _ = plan_source(script, PlannerSettings())
+    save_plan(plan, tmp_path / "plan.json")
+    cast = _Render(tmp_path / "plan.json", tmp_path / "out",
+                   RenderOptions(quiet=True)).cast_for(plan)
+    assert cast.characters["NELL"].description == "an older woman in a yellow oilskin"
+    script.write_text(EPISODE_1.replace("sixties", "forties"))  # the script changed since
+    cast = _Render(tmp_path / "plan.json", tmp_path / "out2",
+                   RenderOptions(quiet=True)).cast_for(plan)
+    assert cast.characters["NELL"].gender == "unknown"  # facts of another script: none
