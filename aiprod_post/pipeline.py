@@ -135,6 +135,47 @@ class Reporter:
         self.done: dict[str, int] = {}
         self.cached: dict[str, int] = {}
         self._tty = sys.stderr.isatty()
+        #: a terminal is redrawn at most this often; a log (CI, a service) gets a line at
+        #: most every LOG_EVERY seconds, and --log-json a progress event at most every second
+        self._last_line = 0.0
+        self._last_event = 0.0
+        self._progress: tuple[int, int] = (0, 0)
+
+    REDRAW_EVERY = 0.25
+    LOG_EVERY = 5.0
+
+    def _may_print(self, final: bool = False) -> bool:
+        now = time.monotonic()
+        if final or now - self._last_line >= (self.REDRAW_EVERY if self._tty
+                                              else self.LOG_EVERY):
+            self._last_line = now
+            return True
+        return False
+
+    def progress(self, item: str, done: int, total: int, unit: str = "frames") -> None:
+        """Movement inside an item (frames of a master or of a long shot): rate and time
+        left, so no stage sits still for more than a second."""
+        stage = self._stage or "?"
+        now = time.monotonic()
+        if self._progress[1] != total or done < self._progress[0]:
+            self._progress_t0 = now  # a new item: its own clock
+        self._progress = (done, total)
+        elapsed = now - getattr(self, "_progress_t0", now)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else None
+        if self.log_json:
+            if now - self._last_event >= 1.0 or done == total:
+                self._last_event = now
+                self._emit("progress", stage=stage, item=item, done=done, total=total,
+                           unit=unit, rate=round(rate, 2),
+                           eta=round(left, 1) if left is not None else None)
+            return
+        if self.quiet or not self._may_print(final=done == total and not self._tty):
+            return
+        line = (f"\r{stage:>10} {item:<10} {done}/{total} {unit}, {rate:5.1f} {unit}/s, "
+                + (f"~{left:5.1f}s left" if left is not None else "starting"))
+        sys.stderr.write(line if self._tty else line.lstrip("\r") + "\n")
+        sys.stderr.flush()
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.log_json:
@@ -154,7 +195,7 @@ class Reporter:
             (self.cached if cached else self.done).get(stage, 0) + 1
         self._emit("item", stage=stage, item=name, index=index, total=total, cached=cached,
                    **fields)
-        if self.quiet or self.log_json:
+        if self.quiet or self.log_json or not self._may_print(final=index == total):
             return
         elapsed = time.monotonic() - self._stage_t0
         eta = elapsed / max(index, 1) * (total - index) if index else 0.0
@@ -544,7 +585,9 @@ class _Render:
                         frames = iter(r) if to_working is None else map(to_working, iter(r))
                         graded = _graded(read_ahead(frames), grader,
                                          reference.image if match else None)
-                        encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None)
+                        encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None,
+                                      progress=lambda done, total, sid=shot.id:
+                                      self.r.progress(sid, done, total))
                         for note in r.notes:
                             self.r.note(note)
                             self.report.setdefault("notes", {})[shot.id] = note
@@ -686,7 +729,7 @@ class _Render:
         import soundfile
 
         from aiprod_post.audio.io import read_audio, resample, write_wav
-        from aiprod_post.audio.loudness import measure_file
+        from aiprod_post.audio.loudness import measure_source
         from aiprod_post.audio.mix import Bed, DialogueClip, MixSettings, procedural_bed, render_stems
         from aiprod_post.audio.normalize import Target, normalize_source
         from aiprod_post.audio.stream import FileSource, SumSource, WavWriter
@@ -739,7 +782,8 @@ class _Render:
                 ambience.append(Bed(b["start"], b["end"], amb, name=f"ambience {b['scene']}"))
             with WavWriter(stem_paths["DX"], 2) as dx, WavWriter(stem_paths["MX"], 2) as mx, \
                     WavWriter(stem_paths["FX"], 2) as fx:
-                render_stems(clips, music, ambience, total, {"DX": dx, "MX": mx, "FX": fx},
+                render_stems(clips, music, ambience, total,
+                             {"DX": _Watched(dx, total, "stems", self.r), "MX": mx, "FX": fx},
                              settings)
         self.r.item("stems", 1, 1 + len(profiles), cached=hit)
         audio_dir = self.outdir / "audio"
@@ -758,11 +802,18 @@ class _Render:
                 stems_sum = SumSource([FileSource(stem_paths[s]) for s in ("DX", "MX", "FX")])
                 try:
                     with WavWriter(path, 2) as out:
-                        _after, warnings = normalize_source(stems_sum, 48000, Target(
-                            name, prof.loudness, prof.true_peak), out)
+                        _after, warnings = normalize_source(
+                            _Watched(stems_sum, stems_sum.frames, f"mix {name}", self.r),
+                            48000, Target(name, prof.loudness, prof.true_peak),
+                            _Watched(out, stems_sum.frames, f"mix {name}", self.r))
                 finally:
                     stems_sum.close()
-                check = measure_file(path)  # again, from the file written
+                written = FileSource(path)
+                try:  # measured again, from the file written
+                    check = measure_source(_Watched(written, written.frames,
+                                                    f"check {name}", self.r), written.rate)
+                finally:
+                    written.close()
                 write_atomic(info, json.dumps({**check.as_dict(), "warnings": warnings}).encode())
             loud[name] = {"target": prof.loudness, "ceiling": prof.true_peak,
                           **json.loads(info.read_text())}
@@ -888,7 +939,9 @@ class _Render:
                 hit = False  # the picture QA needs the frames: encode again
             if not hit:
                 conform(tl, cached, prof.video, audio=audio, base=otio_path.parent,
-                        subtitles=cues, watch=watch if meter else None)
+                        subtitles=cues, watch=watch if meter else None,
+                        progress=lambda done, total, name=name: self.r.progress(
+                            name, done, total))
             if meter is not None:
                 qa = dict(meter.result().as_dict(),
                           measured_on=f"{name} master, every frame as sent to its encoder")
@@ -992,6 +1045,28 @@ class _Render:
                     "source": str(self.source), "engine": self.report.get("engine"),
                     "voices": self.report.get("voices"), "files": files}
         write_atomic(self.outdir / "manifest.json", json.dumps(manifest, indent=2).encode())
+
+
+class _Watched:
+    """An audio source or sink that reports how far it has been read or written, in
+    seconds of audio, so the mix stage moves on the progress line (a normaliser reads
+    its source more than once: each pass counts up again)."""
+
+    def __init__(self, inner, frames: int, item: str, reporter: "Reporter") -> None:
+        self.inner, self.total, self.item, self.r = inner, frames, item, reporter
+        self.written = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def read(self, lo: int, hi: int):
+        self.r.progress(self.item, hi // 48000, self.total // 48000, "s of audio")
+        return self.inner.read(lo, hi)
+
+    def write(self, block) -> None:
+        self.inner.write(block)
+        self.written += len(block)
+        self.r.progress(self.item, self.written // 48000, self.total // 48000, "s of audio")
 
 
 def _curve_of(path: Path):
