@@ -11,7 +11,9 @@ Interchange Format, version 4/5):
   with ``channelcount`` and ``samplecharacteristics`` (depth, sample rate) only
   where it has sound (the adapter declares sound on silent shot media);
 * the sequence's ``format`` gives the frame size and rate, and its ``timecode``
-  starts at the timeline's start (01:00:00:00).
+  starts at the timeline's start (01:00:00:00);
+* each clip item names its ``sourcetrack`` (the file's picture or first sound track)
+  and carries its ``rate`` once.
 """
 
 from __future__ import annotations
@@ -66,6 +68,17 @@ def fix_fcp7(path: Path, edit: Edit) -> None:
             _text(sc, "depth", info["bits"])
             _text(sc, "samplerate", info["sample_rate"])
             _text(audio, "channelcount", info["channels"])
+    for kind in ("video", "audio"):
+        for track in root.iterfind(f".//sequence/media/{kind}/track"):
+            for item in track.iter("clipitem"):
+                rates = item.findall("rate")
+                for extra in rates[1:]:  # the adapter writes the clip's rate twice
+                    item.remove(extra)
+                if item.find("sourcetrack") is None:
+                    # which of the file's tracks the clip plays (Premiere links sound by it)
+                    source = ET.SubElement(item, "sourcetrack")
+                    _text(source, "mediatype", kind)
+                    _text(source, "trackindex", 1)
     for sequence in root.iter("sequence"):
         media = sequence.find("media")
         video = media.find("video") if media is not None else None

@@ -414,6 +414,10 @@ def test_fcp7_xml_read_by_lxml_matches_the_otio(golden, tmp_path):
                                  w["src_out"]) for w in want]
     for (_n, rin, rout, _a, _b), w in zip(items(tracks[1]), expected(tl, 1), strict=True):
         assert abs(rin - w["rec_in"]) <= Fraction(1, 2) and abs(rout - w["rec_out"]) <= 0.5
+    for kind, track in [("video", tracks[0]), *(("audio", t) for t in tracks[1:])]:
+        for item in track.iter("clipitem"):
+            assert len(item.findall("rate")) == 1
+            assert item.findtext("sourcetrack/mediatype") == kind
     files = {f.findtext("name"): f for f in doc.iter("file") if f.find("pathurl") is not None}
     assert files["1.mov"].find("media/audio") is None  # silent shot media declare no sound
     assert files["1.mov"].findtext("media/video/samplecharacteristics/height") == "36"
