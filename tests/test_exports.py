@@ -873,3 +873,18 @@ def test_ntsc_rate_exports_check_and_conform_to_the_same_picture(tmp_path):
         assert timeline_rate(back) == rate, fmt
         assert _same_picture(want, _frames(back)) == [], fmt
     assert 'frameDuration="1001/24000s"' in (tmp_path / "n.fcpxml").read_text()
+
+
+def test_aaf_read_by_opentimelineios_aaf_reader_has_the_same_cuts(golden, tmp_path):
+    """A second reader, written apart from ours (otio-aaf-adapter's, on pyaaf2): every
+    picture clip at the .otio's record and source frames, the three transitions there."""
+    _folder, _plan, tl = golden
+    out = export_timeline(tl, "aaf", tmp_path / "g.aaf")
+    back = otio.adapters.read_from_file(str(out), adapter_name="AAF")
+    video = next(t for t in back.tracks if t.kind == otio.schema.TrackKind.Video)
+    got = [(c.name, c.range_in_parent().start_time.value, c.source_range.start_time.value,
+            c.source_range.duration.value) for c in video.find_clips()]
+    assert got == [(w["name"], w["rec_in"], w["src_in"], w["rec_out"] - w["rec_in"])
+                   for w in expected(tl, 0)]
+    assert [(t.in_offset.value, t.out_offset.value) for t in video
+            if isinstance(t, otio.schema.Transition)] == [(0, 24), (12, 12), (24, 0)]
