@@ -7,6 +7,10 @@ FFmpeg's output and against colour-science's tetrahedral interpolation. Target (
 at least 3x FFmpeg's frames per second on one core
 (``taskset -c 0 python benchmarks/bench_lut.py``). With a CUDA GPU, also the torch path
 at 3840x2160.
+
+``float16bit``: the float path (:class:`FloatFrameGrader`, 16-bit ``rgb48`` in and out,
+float32 inside) side by side with FFmpeg's ``lut3d`` on ``rgb48le`` frames, and its
+error against OpenColorIO applied in float. Target (issue 17): within 2x of FFmpeg.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from aiprod_post.planner import PlannerSettings, plan_source
 from aiprod_post.generation.engine import KeyframeStore, RenderContext, engine_by_name
-from aiprod_post.grading.apply import FrameGrader, apply_lut
+from aiprod_post.grading.apply import FloatFrameGrader, FrameGrader, apply_lut
 from aiprod_post.grading.looks import look_path
 from aiprod_post.grading.lut import read_cube
 
@@ -49,22 +53,73 @@ def frames() -> list[np.ndarray]:
     return (out * 4)[:N_FRAMES], noisy
 
 
-def ffmpeg_lut3d(imgs: list[np.ndarray], cube: Path) -> tuple[float, list[np.ndarray]]:
+def ffmpeg_lut3d(imgs: list[np.ndarray], cube: Path, fmt: str = "rgb24"
+                 ) -> tuple[float, list[np.ndarray]]:
     graph = av.filter.Graph()
-    src = graph.add_buffer(width=1920, height=1080, format="rgb24", time_base=Fraction(1, 24))
+    src = graph.add_buffer(width=1920, height=1080, format=fmt, time_base=Fraction(1, 24))
     lut = graph.add("lut3d", f"file={cube}:interp=tetrahedral")
     sink = graph.add("buffersink")
     src.link_to(lut)
     lut.link_to(sink)
     graph.configure()
-    outs = []
+    frames = []
+    for i, img in enumerate(imgs):  # made before the clock starts, as ours are
+        frames.append(av.VideoFrame.from_ndarray(img, format=fmt))
+        frames[-1].pts = i
+    pulled = []
     t0 = time.perf_counter()
-    for i, img in enumerate(imgs):
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+    for vf in frames:
+        graph.push(vf)
+        pulled.append(graph.pull())
+    elapsed = time.perf_counter() - t0
+    return elapsed, [f.to_ndarray(format=fmt) for f in pulled]
+
+
+def float_path(lut, cube: Path, imgs8: list[np.ndarray]) -> dict:
+    """16-bit frames (the 8-bit pictures widened, with noise below the 8th bit so that
+    every 16-bit code can occur) through the float path and FFmpeg's lut3d on rgb48."""
+    import PyOpenColorIO as ocio
+
+    rng = np.random.default_rng(3)
+    imgs = [(f.astype(np.uint32) * 257 + rng.integers(0, 257, f.shape)).clip(0, 65535)
+            .astype(np.uint16) for f in imgs8[:12]]
+    grader = FloatFrameGrader(lut)
+    grader(imgs[0])  # compile
+    graph = av.filter.Graph()
+    src = graph.add_buffer(width=1920, height=1080, format="rgb48le", time_base=Fraction(1, 24))
+    lut3d = graph.add("lut3d", f"file={cube}:interp=tetrahedral")
+    sink = graph.add("buffersink")
+    src.link_to(lut3d)
+    lut3d.link_to(sink)
+    graph.configure()
+    frames = [av.VideoFrame.from_ndarray(f, format="rgb48le") for f in imgs]
+    out = np.empty_like(imgs[0])
+    t_ours = t_ff = 0.0
+    theirs = []
+    # interleaved frame by frame: on a shared machine both see the same load
+    for i, (f, vf) in enumerate(zip(imgs, frames)):
+        t0 = time.perf_counter()
+        grader(f, out)
+        t1 = time.perf_counter()
         vf.pts = i
         graph.push(vf)
-        outs.append(graph.pull().to_ndarray(format="rgb24"))
-    return time.perf_counter() - t0, outs
+        pulled = graph.pull()
+        t2 = time.perf_counter()
+        t_ours += t1 - t0
+        t_ff += t2 - t1
+        if i < 4:
+            theirs.append(pulled.to_ndarray(format="rgb48le"))
+    diff_ff = max(int(np.abs(grader(a).astype(np.int32) - b).max())
+                  for a, b in zip(imgs, theirs))
+    proc = ocio.Config.CreateRaw().getProcessor(ocio.FileTransform(
+        src=str(cube), interpolation=ocio.INTERP_TETRAHEDRAL)).getDefaultCPUProcessor()
+    x = (imgs[0] / 65535.0).astype(np.float32)
+    proc.applyRGB(x.reshape(-1, 3))
+    return {"frames": len(imgs), "ours_fps": round(len(imgs) / t_ours, 1),
+            "ffmpeg_lut3d_rgb48_fps": round(len(imgs) / t_ff, 1),
+            "ratio": round(t_ff / t_ours, 2), "target_ratio": 0.5,
+            "max_code_difference_vs_ffmpeg_16bit": diff_ff,
+            "max_error_vs_opencolorio_float": float(np.abs(grader(imgs[0]) / 65535.0 - x).max())}
 
 
 def main() -> None:
@@ -101,6 +156,7 @@ def main() -> None:
         "max_code_difference_vs_ffmpeg_8bit": diff_ff,
         "max_difference_vs_colour_science_float": diff_cs,
         "cpu_affinity": len(os.sched_getaffinity(0)),
+        "float16bit": float_path(lut, cube, imgs),
     }
     try:
         import torch
