@@ -787,8 +787,52 @@ def _swap_aaf(path: Path) -> None:
         seq.components.insert(i + 1, one)  # [.. 1A, 1 ..]
 
 
-@pytest.mark.parametrize("fmt,edit", [("fcpxml", _swap_fcpxml), ("aaf", _swap_aaf)])
+def _swap_edl(path: Path) -> None:
+    """Events 1 (the fade in on shot 1) and 2 (1A) rewritten with the shots exchanged."""
+    from aiprod_post.editing.edl import EVENT_LINE, _line
+    from aiprod_post.editing.interchange import timecode
+
+    lines = path.read_text().splitlines()
+    events = {m.group("reel").strip(): m for m in map(EVENT_LINE.match, lines)
+              if m and m.group("ri") != m.group("ro")}
+    one, one_a = events["1"], events["1A"]
+    n_a = _tc_frames(one_a.group("so")) - _tc_frames(one_a.group("si"))
+    n_1 = _tc_frames(one.group("so")) - _tc_frames(one.group("si"))
+    files = {ln.rsplit("/", 1)[-1]: ln for ln in lines if ln.startswith("* SOURCE FILE:")}
+    t0 = 3600 * 24
+    block = [_line(1, "BL", "C", None, "00:00:00:00", "00:00:00:00", timecode(t0, FPS),
+                   timecode(t0, FPS)),
+             _line(1, "1A", "D", 24, one_a.group("si"), one_a.group("so"), timecode(t0, FPS),
+                   timecode(t0 + n_a, FPS)),
+             "* TO CLIP NAME: 1A", files["1A.mov"],
+             _line(2, "1", "C", None, one.group("si"), one.group("so"), timecode(t0 + n_a, FPS),
+                   timecode(t0 + n_a + n_1, FPS)),
+             "* FROM CLIP NAME: 1", files["1.mov"]]
+    third = next(k for k, ln in enumerate(lines) if ln.startswith("003  "))
+    path.write_text("\r\n".join(lines[:2] + block + lines[third:]) + "\r\n")
+
+
+def _swap_fcp7(path: Path) -> None:
+    """The clip items of shots 1 and 1A exchanged (the fade in stays first)."""
+    from lxml import etree
+
+    doc = etree.parse(str(path))
+    track = doc.find(".//sequence/media/video/track")
+    one, one_a = (next(e for e in track if e.findtext("name") == n) for n in ("1", "1A"))
+    n_a = int(one_a.findtext("out")) - int(one_a.findtext("in"))
+    end = int(one_a.findtext("end"))
+    one_a.find("start").text, one_a.find("end").text = "-1", str(n_a)  # at the fade in
+    one.find("start").text, one.find("end").text = str(n_a), str(end)
+    track.remove(one_a)
+    track.insert(list(track).index(one), one_a)
+    doc.write(str(path))
+
+
+@pytest.mark.parametrize("fmt,edit", [("fcpxml", _swap_fcpxml), ("aaf", _swap_aaf),
+                                      ("edl", _swap_edl), ("fcp7", _swap_fcp7)])
 def test_round_trip_with_two_shots_swapped_in_the_file(golden, tmp_path, fmt, edit):
+    """Export, exchange the first two shots in the file (the fade in now on the other
+    shot), conform: the same picture as the swap made on the .otio."""
     import copy
 
     from aiprod_post.editing.export import read_timeline
