@@ -126,7 +126,7 @@ def test_webhook_redirect_is_not_followed_and_ends_failed(service):
     try:
         job = httpx.post(server.url + "/v1/jobs", json={**BODY, "callback_url": redirecting.url},
                          headers=auth(alice)).json()
-        assert wait(server, alice, job["id"])["state"] == "succeeded"
+        httpx.delete(job["status_url"], headers=auth(alice))  # the webhook goes at once
         assert wait_webhook(server, alice, job["id"])["webhook"] == "failed"
     finally:
         redirecting.close()
@@ -344,12 +344,16 @@ def test_planning_runs_off_the_event_loop_under_a_time_limit(tmp_path):
     stop = threading.Event()
 
     def probe():
-        while not stop.is_set():
-            t0 = time.monotonic()
-            httpx.get(url + "/healthz", timeout=10)
-            health.append(time.monotonic() - t0)
-            time.sleep(0.02)
+        with httpx.Client() as client:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                client.get(url + "/healthz", timeout=10)
+                health.append(time.monotonic() - t0)
+                time.sleep(0.02)
 
+    # the fork server starts with the first plan (imports, seconds on a busy machine)
+    assert httpx.post(url + "/v1/jobs", json=BODY, headers=auth(secret),
+                      timeout=60).status_code == 202
     prober = threading.Thread(target=probe)
     prober.start()
     try:
@@ -363,7 +367,7 @@ def test_planning_runs_off_the_event_loop_under_a_time_limit(tmp_path):
         server.should_exit = True
         thread.join(10)
     assert r.status_code == 400 and "planning took longer" in r.json()["detail"], r.text
-    assert took < 5
+    assert took < 4  # stopped at its limit of 1 s, not planned to the end (~10 s)
     assert len(health) > 5 and max(health) < 0.75  # /healthz answered all along
 
 
@@ -386,7 +390,6 @@ def test_a_second_render_into_a_locked_folder_exits_2(tmp_path):
 
 def test_stale_temporaries_are_removed_when_a_render_starts(tmp_path):
     script = tmp_path / "s.fountain"
-    script.write_text(SCRIPT)
     out = tmp_path / "out"
     stale = [out / ".cache" / "mix" / ".DX.k2j3h4g5.tmp.wav", out / "masters" / ".x_web.abcdefgh.part.mp4",
              out / ".cache" / "plan" / ".0123.q1w2e3r4.tmp", out / ".cache" / "kf" / "ab.tmp.npy"]
@@ -395,10 +398,11 @@ def test_stale_temporaries_are_removed_when_a_render_starts(tmp_path):
         p.write_bytes(b"half")
     keep = out / ".cache" / "mix" / "kept.wav"
     keep.write_bytes(b"not a temporary")
+    script.write_text("INT. A - DAY\n\n/* an unclosed boneyard stops the render at its plan")
     proc = subprocess.run([sys.executable, "-m", "aiprod_post.cli", "render", str(script), "-o",
                            str(out), "--size", "160x96", "--profile", "web", "--quiet"],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2 and "boneyard" in proc.stderr, proc.stderr
     assert [p for p in stale if p.exists()] == []
     assert keep.read_bytes() == b"not a temporary"
 
@@ -409,8 +413,11 @@ def test_stale_temporaries_are_removed_when_a_render_starts(tmp_path):
 def test_artifacts_are_regular_files_only_and_odd_names_are_404(service):
     server, alice, _, _ = service
     job = httpx.post(server.url + "/v1/jobs", json=BODY, headers=auth(alice)).json()
-    assert wait(server, alice, job["id"])["state"] == "succeeded"
-    out = server.data / "jobs" / job["id"] / "out"
+    httpx.delete(job["status_url"], headers=auth(alice))
+    out = server.data / "jobs" / job["id"] / "out"  # what a render leaves, and what it must not
+    (out / "masters").mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text('{"ok": true}')
+    (out / LOCK_NAME).write_text("{}")
     (out / "planted.txt").symlink_to(server.data / "aiprod.db")
     (out / "planted_dir").symlink_to(server.data)
     names = {a["name"] for a in httpx.get(job["artifacts_url"], headers=auth(alice)).json()[
@@ -460,12 +467,15 @@ def _renders() -> dict[int, str]:
 def test_server_killed_during_two_renders_restarts_without_running_any_twice(tmp_path):
     alice, _ = token(tmp_path, "alice")
     server = Server(tmp_path, "--workers", "2").start()
-    body = {**BODY, "width": 320, "height": 180, "profiles": ["web", "master"]}
+    body = {**BODY, "width": 320, "height": 180}
     jobs = [httpx.post(server.url + "/v1/jobs", json=body, headers=auth(alice)).json()
             for _ in range(2)]
-    for job in jobs:
-        wait(server, alice, job["id"], states=("running",))
-    time.sleep(2.0)  # well into the renders
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # both renders past their plan: kill them mid-work
+        views = [httpx.get(j["status_url"], headers=auth(alice)).json() for j in jobs]
+        if all(v["state"] == "running" and v["stage"] not in (None, "plan") for v in views):
+            break
+        time.sleep(0.1)
     old = {job["id"]: job_row(tmp_path, job["id"])["render_pid"] for job in jobs}
     assert all(old.values()) and all(pid in _renders() for pid in old.values())
     server.kill()  # SIGKILL: the renders, in sessions of their own, keep running
@@ -497,7 +507,7 @@ def test_server_killed_during_two_renders_restarts_without_running_any_twice(tmp
         out = tmp_path / "jobs" / job["id"] / "out"
         report = json.loads((out / "report.json").read_text())
         masters = sorted((out / "masters").iterdir())
-        assert len(masters) == 2 and not [p for p in out.rglob("*") if ".part" in p.name]
+        assert len(masters) == 1 and not [p for p in out.rglob("*") if ".part" in p.name]
         for master in masters:
             info = probe(master)
             assert abs(info["duration"] - report["duration_seconds"]) < 0.1, (master, info)

@@ -280,3 +280,34 @@ def test_jobs_persist_in_postgresql(tmp_path):
         state = c.execute(sqlalchemy.text("select state from jobs where id = :i"),
                           {"i": job["id"]}).scalar()
     assert state == "succeeded"
+
+
+def test_migration_0002_keeps_the_oldest_job_of_a_repeated_idempotency_key(tmp_path):
+    import sqlite3
+
+    import sqlalchemy
+    from alembic import command
+    from alembic.config import Config
+
+    from aiprod_post.service.db import Job, connect
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent.parent / "aiprod_post" /
+                                               "service" / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0001")  # a database from before the unique key, with the race's debris
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("insert into tokens values (1, 't', 'h', 'w', '2026-01-01')")
+        for i, created in enumerate(["2026-01-01 00:00:03", "2026-01-01 00:00:01",
+                                     "2026-01-01 00:00:02"]):
+            db.execute("insert into jobs (id, token_id, state, progress, request, "
+                       "idempotency_key, created, timings) values (?, 1, 'queued', '{}', '{}', "
+                       "'k', ?, '{}')", (f"job{i}", created))
+    sessions = connect(url)  # migrates to the newest revision
+    with sessions() as s:
+        keys = {j.id: j.idempotency_key for j in s.query(Job)}
+    assert keys == {"job0": None, "job1": "k", "job2": None}
+    with pytest.raises(sqlalchemy.exc.IntegrityError), sessions.begin() as s:
+        s.add(Job(id="job3", token_id=1, state="queued", request={}, progress={}, timings={},
+                  idempotency_key="k"))

@@ -92,22 +92,31 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
-            with self.lock:
-                free = self.workers - len(self.running)
-            picked = None
-            if free > 0:
-                with self.sessions.begin() as s:
-                    job = self._next(s)
-                    if job is not None and transition(s, job.id, ("queued",), state="running",
-                                                      started=job.started or now()):
-                        picked = (job.id, dict(job.request))
-            if picked is not None:
-                try:
-                    self._launch(*picked)
-                except Exception as exc:  # noqa: BLE001 - one job's fault must not stop the loop
-                    self._finish(picked[0], "failed", f"the render could not start: {exc}")
-                continue
+            try:
+                if self._step():
+                    continue
+            except Exception as exc:  # noqa: BLE001 - a busy or lost database: try again
+                print(f"aiprod-post dispatcher: {type(exc).__name__}: {exc}", file=sys.stderr)
+                self.stop.wait(1.0)
             self.stop.wait(0.2)
+
+    def _step(self) -> bool:
+        """Start the next queued job if a worker is free; True if one was started."""
+        with self.lock:
+            free = self.workers - len(self.running)
+        picked = None
+        if free > 0:
+            with self.sessions.begin() as s:
+                job = self._next(s)
+                if job is not None and transition(s, job.id, ("queued",), state="running",
+                                                  started=job.started or now()):
+                    picked = (job.id, dict(job.request))
+        if picked is not None:
+            try:
+                self._launch(*picked)
+            except Exception as exc:  # noqa: BLE001 - one job's fault must not stop the loop
+                self._finish(picked[0], "failed", f"the render could not start: {exc}")
+        return picked is not None
 
     def _launch(self, job_id: str, request: dict) -> None:
         folder = self.data / "jobs" / job_id
@@ -142,20 +151,10 @@ class Dispatcher:
                 kind = event["event"]
             except (ValueError, KeyError, TypeError):
                 continue
-            values: dict = {}
-            with self.sessions.begin() as s:
-                job = s.get(Job, job_id)
-                if job is None or job.state != "running":
-                    continue
-                if kind == "stage_start":
-                    values["stage"] = event["stage"]
-                elif kind == "item":
-                    values["progress"] = {"stage": event["stage"], "done": event["index"],
-                                          "total": event["total"], "item": event["item"]}
-                elif kind == "stage_end":
-                    values["timings"] = {**(job.timings or {}), event["stage"]: event["seconds"]}
-                if values:
-                    transition(s, job_id, ("running",), **values)
+            try:
+                self._progress(job_id, kind, event)
+            except Exception:  # noqa: BLE001 - progress is advisory: a busy database skips it
+                pass
         code = proc.wait()
         log.close()
         with self.lock:
@@ -183,11 +182,34 @@ class Dispatcher:
             error = error.replace(f"{folder}{os.sep}", "").replace(str(self.data), "<data>")
             self._finish(job_id, "failed", error, **extra)
 
-    def _finish(self, job_id: str, state: str, error: str | None, **values) -> None:
+    def _progress(self, job_id: str, kind: str, event: dict) -> None:
+        values: dict = {}
         with self.sessions.begin() as s:
-            won = transition(s, job_id, ("running",), state=state, error=error,
-                             finished=now(), render_pid=None, render_identity=None,
-                             webhook_state=_pending(s, job_id), **values)
+            job = s.get(Job, job_id)
+            if job is None or job.state != "running":
+                return
+            if kind == "stage_start":
+                values["stage"] = event["stage"]
+            elif kind == "item":
+                values["progress"] = {"stage": event["stage"], "done": event["index"],
+                                      "total": event["total"], "item": event["item"]}
+            elif kind == "stage_end":
+                values["timings"] = {**(job.timings or {}), event["stage"]: event["seconds"]}
+            if values:
+                transition(s, job_id, ("running",), **values)
+
+    def _finish(self, job_id: str, state: str, error: str | None, **values) -> None:
+        for attempt in range(10):  # the end of a job is not advisory: retry a busy database
+            try:
+                with self.sessions.begin() as s:
+                    won = transition(s, job_id, ("running",), state=state, error=error,
+                                     finished=now(), render_pid=None, render_identity=None,
+                                     webhook_state=_pending(s, job_id), **values)
+                break
+            except Exception:  # noqa: BLE001
+                if attempt == 9:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
         if won:  # a cancel that came first has sent its own webhook
             self.send_webhook(job_id)
 
