@@ -128,7 +128,9 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
             "compiled": info["compile"], "compile_reason": info["reason"],
             "graphs_compiled": graphs_after_warm_up,
             "graphs_compiled_during_shots": counters["stats"]["unique_graphs"]
-            - graphs_after_warm_up}
+            - graphs_after_warm_up,
+            "fx_graph_cache": {k: v for k, v in counters["inductor"].items()
+                               if k.startswith("fxgraph_cache")}}
 
 
 def main() -> None:

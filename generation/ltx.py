@@ -474,7 +474,7 @@ class LTXEngine:
             else PRESETS[self.s.preset]["guidance_scale"]
         return g > 1.0
 
-    def _shape_key(self, frames: int, w: int, h: int, conditioned: bool) -> str:
+    def _shape_key(self, frames: int, w: int, h: int) -> str:
         """What one compiled shape depends on, as a key of the compiled-shapes index."""
         import torch
 
@@ -482,7 +482,7 @@ class LTXEngine:
         device = torch.cuda.get_device_name() if self.s.device == "cuda" else self.s.device
         return hashlib.sha256(json.dumps([
             torch.__version__, device, self.s.dtype, self.s.compile_mode,
-            self.s.compile_backend, dict(pipe.transformer.config), frames, w, h, conditioned,
+            self.s.compile_backend, dict(pipe.transformer.config), frames, w, h,
             2 if self._guidance() else 1, self.s.max_sequence_length], sort_keys=True,
             default=str).encode()).hexdigest()[:24]
 
@@ -501,26 +501,14 @@ class LTXEngine:
             steps = steps / 4 + self.s.upsample_steps  # half size first: ~¼ the tokens
         return flops * steps * (2 if self._guidance() else 1) / (_EAGER_TFLOPS * 1e12)
 
-    def _film_shapes(self, durations: Sequence[int], width: int, height: int
-                     ) -> list[tuple[int, int, int, bool]]:
-        """(frames, width, height, conditioned) of every generation shape the film needs.
-
-        A generation conditioned on a keyframe gives the transformer one timestep per token,
-        a free one a timestep per sample: two shapes. Every segment but the film's first is
-        conditioned (on the shot before, the scene's establishing frame, or its own last
-        segment), so the free shape is the first shot's first bucket alone.
-        """
-        sizes = self._sizes(width, height)
-        shapes = [(b, w, h, True) for b in self.buckets for w, h in sizes]
-        if durations:
-            first = self.lengths_for(durations[0])[0]
-            shapes += [(first, w, h, False) for w, h in sizes]
-        return shapes
+    def _film_shapes(self, width: int, height: int) -> list[tuple[int, int, int]]:
+        """(frames, width, height) of every generation shape the film needs."""
+        return [(b, w, h) for b in self.buckets for w, h in self._sizes(width, height)]
 
     def _compile_decision(self, durations: Sequence[int], width: int, height: int
                           ) -> tuple[bool, str, float]:
         """Whether to compile, why, and the compile seconds expected."""
-        shapes = self._film_shapes(durations, width, height)
+        shapes = self._film_shapes(width, height)
         index = _compiled_index()
         cold = [s for s in shapes if self._shape_key(*s) not in index]
         cost = len(cold) * _COMPILE_COLD_S + (len(shapes) - len(cold)) * _COMPILE_WARM_S
@@ -577,7 +565,7 @@ class LTXEngine:
             self._compile_blocks()
             info["cache"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
             index = _compiled_index()
-            for shape in self._film_shapes(durations, width, height):
+            for shape in self._film_shapes(width, height):
                 t = time.perf_counter()
                 self._trace(*shape)
                 index[self._shape_key(*shape)] = round(time.perf_counter() - t, 1)
@@ -586,11 +574,9 @@ class LTXEngine:
         info["seconds"] = round(time.perf_counter() - t0, 3)
         return info
 
-    def _trace(self, frames: int, w: int, h: int, conditioned: bool) -> None:
+    def _trace(self, frames: int, w: int, h: int) -> None:
         """One denoising step at a shape, latents out: compiles (or loads) that shape."""
         import torch
-        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
-        from PIL import Image
 
         pipe = self.pipeline()
         cfg = self._guidance()
@@ -598,9 +584,7 @@ class LTXEngine:
             prompt="", negative_prompt="", do_classifier_free_guidance=cfg,
             max_sequence_length=self.s.max_sequence_length, device=pipe._execution_device)
         gen_device = "cpu" if self.s.cpu_offload else self.s.device
-        grey = Image.new("RGB", (w, h), (128, 128, 128))
-        conditions = [LTXVideoCondition(image=grey, frame_index=0)] if conditioned else None
-        pipe(conditions=conditions, prompt_embeds=pe, prompt_attention_mask=pm,
+        pipe(conditions=_free_condition(w, h), prompt_embeds=pe, prompt_attention_mask=pm,
              negative_prompt_embeds=ne if cfg else None,
              negative_prompt_attention_mask=nm if cfg else None, width=w, height=h,
              num_frames=frames, num_inference_steps=1,
@@ -627,7 +611,7 @@ class LTXEngine:
 
         conds = [LTXVideoCondition(image=Image.fromarray(img), frame_index=index,
                                    strength=strength)
-                 for img, strength, index in conditions] or None
+                 for img, strength, index in conditions] or _free_condition(w, h)
         gen_device = "cpu" if self.s.cpu_offload else self.s.device
         generator = torch.Generator(device=gen_device).manual_seed(int(seed))
         cfg = self._guidance()
@@ -749,13 +733,29 @@ class LTXEngine:
         return r
 
 
-#: what compiling buys and costs, from benchmarks/bench_ltx_film.py on an H200 (2B, bf16):
-#: the eager transformer's throughput, the compiled blocks' speed-up on the transformer,
-#: and the seconds to compile one shape of the block with a cold and a warm cache
-_EAGER_TFLOPS = 400.0
-_COMPILED_SPEEDUP = 1.25
-_COMPILE_COLD_S = 40.0
+#: what compiling buys and costs, from benchmarks/bench_ltx_film.py on an H200 (2B, bf16,
+#: 768x512, the example film at dev settings): the eager transformer's throughput (stock:
+#: ~325 TFLOP/s by the arithmetic of _transformer_seconds), the compiled blocks' (~500), and
+#: the seconds to compile one shape of the block (one denoising step included) with a cold
+#: and a warm cache (4.4-7 s and 1.9-3.9 s measured)
+_EAGER_TFLOPS = 325.0
+_COMPILED_SPEEDUP = 1.5
+_COMPILE_COLD_S = 6.0
 _COMPILE_WARM_S = 3.0
+
+
+def _free_condition(w: int, h: int) -> list:
+    """What a generation with no keyframe is conditioned on: a grey frame at strength 0.
+
+    Conditioned on a keyframe, the transformer gets a timestep per token; with no condition
+    at all, one per sample: another shape to compile. At strength 0 the frame changes
+    nothing (the same picture as none, to 1e-6 on the tests' model) and every generation
+    has the keyframe-conditioned shape."""
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+    from PIL import Image
+
+    return [LTXVideoCondition(image=Image.new("RGB", (w, h), (128, 128, 128)), frame_index=0,
+                              strength=0.0)]
 
 
 def _compiled_index_path() -> Path:
