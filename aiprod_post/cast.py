@@ -358,6 +358,7 @@ class _Facts:
     strong_gender: dict[str, list[int]] = field(default_factory=dict)
     votes: dict[str, list[int]] = field(default_factory=dict)
     age: tuple[int, int] | None = None  # (years, line)
+    name_age: tuple[int, int] | None = None  # from a role word in the name: OLD MAN
     wardrobe: list[tuple[int, int, str, str | None, int]] = field(default_factory=list)
     hair: tuple[str, int] | None = None
     hairstyle: tuple[str, int] | None = None
@@ -544,8 +545,14 @@ class _Reader:
 
     # titles and role words in the name itself: MRS. HALE, OLD MAN, GIRL
     def _from_names(self) -> None:
+        """Titles and role words in the name itself (MRS. HALE, OLD MAN, GIRL), read at the
+        character's first cue. A personal name says nothing."""
+        seen: set[str] = set()
         for block in self.script.of_type(DialogueBlock):
             f = self.people[_key(block.character.name)]
+            if f.key in seen:
+                continue
+            seen.add(f.key)
             words = [w.strip(".").lower() for w in f.key.split()]
             for w in words:
                 g = _TITLES.get(w) or ("female" if w in _FEMALE_WORDS else "male"
@@ -553,10 +560,10 @@ class _Reader:
                 if g:
                     f.strong_gender.setdefault(g, []).append(block.character.line)
                     break
-            if f.age is None and len(words) > 1 or words[0] in _AGE_WORDS:
-                years = _age_from(" ".join(words))
-                if years is not None and f.age is None:
-                    f.age = (years, block.character.line)
+            years = _age_from(" ".join(words)) if len(words) > 1 or words[0] in _AGE_WORDS \
+                else None
+            if years is not None:
+                f.name_age = (years, block.character.line)
 
     def _introductions(self) -> None:
         for action in self.script.of_type(Action):
@@ -857,9 +864,10 @@ def read_cast(script: Script, title: str | None = None) -> Cast:
         data["gender"] = gender
         if glines:
             lines["gender"] = glines
-        if f.age:
-            data["age"], data["age_band"] = f.age[0], age_band(f.age[0])
-            lines["age"] = [f.age[1]]
+        age = f.age or f.name_age  # what the introduction says beats a word in the name
+        if age:
+            data["age"], data["age_band"] = age[0], age_band(age[0])
+            lines["age"] = [age[1]]
         if f.wardrobe:
             ordered = sorted(f.wardrobe)  # outerwear first, then as written
             data["wardrobe"] = [w[2] for w in ordered]

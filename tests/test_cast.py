@@ -553,3 +553,42 @@ def test_a_plan_reads_its_cast_from_the_script_it_names(tmp_path):
     cast = _Render(tmp_path / "plan.json", tmp_path / "out2",
                    RenderOptions(quiet=True)).cast_for(plan)
     assert cast.characters["NELL"].gender == "unknown"  # facts of another script: none
+
+
+def test_the_introduction_beats_a_role_word_in_the_name_and_gender_lines_are_not_every_cue():
+    cast = cast_of("""EXT. PARK - DAY
+
+An OLD MAN, eighty-two, feeds pigeons.
+
+OLD MAN
+Shoo.
+
+OLD MAN
+Shoo, I said.
+""")
+    old = cast.characters["OLD MAN"]
+    assert (old.age, old.age_band, old.gender) == (82, "older", "male")
+    assert old.lines["gender"] == [5]  # the first cue, not every one
+
+
+def test_project_names_the_cast_file_relative_to_itself(tmp_path):
+    from aiprod_post.pipeline import RenderOptions, _Render
+    from aiprod_post.planner import PlannerSettings, plan_source
+    from aiprod_post.project import load_project
+
+    script = tmp_path / "ep1.fountain"
+    script.write_text(EPISODE_1)
+    (tmp_path / "proj").mkdir()
+    save_cast(read_cast(parse(EPISODE_1)), tmp_path / "proj" / "cast.toml")
+    text = (tmp_path / "proj" / "cast.toml").read_text()
+    (tmp_path / "proj" / "cast.toml").write_text(
+        text.replace('description = "a young man"', 'description = "a courier on a bike"'))
+    (tmp_path / "proj" / "p.toml").write_text('[project]\ncast = "cast.toml"\n')
+    run = _Render(script, tmp_path / "out",
+                  RenderOptions(project=load_project(tmp_path / "proj" / "p.toml"), quiet=True))
+    cast = run.cast_for(plan_source(script, PlannerSettings())[0])
+    assert cast.characters["IVO"].description == "a courier on a bike"
+    assert run.report["cast"]["file"].endswith("proj/cast.toml")
+    (tmp_path / "proj" / "p.toml").write_text('[project]\ncats = "cast.toml"\n')
+    with pytest.raises(AiprodError, match="project.cats|cats: unknown key"):
+        load_project(tmp_path / "proj" / "p.toml")
