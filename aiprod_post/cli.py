@@ -730,18 +730,24 @@ def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None
               help="The footage's colour space, as the pinned OpenColorIO config names it "
                    "(ARRI LogC4, S-Log3 S-Gamut3.Cine …); default: from the file's tags, "
                    "else Rec.709.")
+@click.option("--cdl", "cdl_file", type=click.Path(path_type=Path), default=None,
+              help="An ASC CDL (.cc, .ccc, .cdl) applied before the look.")
+@click.option("--cdl-id", default=None,
+              help="Which correction of a .ccc/.cdl holding several (its id).")
 def grade_command(source: Path, output: Path, look: str, strength: float, codec: str | None,
-                  input_space: str | None) -> None:
+                  input_space: str | None, cdl_file: Path | None, cdl_id: str | None) -> None:
     """Grade a video or a still with a look, keeping its audio where the container takes it.
 
     Sources above 8 bits, float images and camera log footage are graded in float32
     with no 8-bit step.
     """
+    from aiprod_post.grading.cdl import cdl_for_shot
     from aiprod_post.grading.grade import grade_video
 
     try:
+        cdl = cdl_for_shot(cdl_file, cdl_id or "") if cdl_file else None
         written = grade_video(source, output, look, strength, codec=codec,
-                              input_space=input_space)
+                              input_space=input_space, cdl=cdl)
     except AiprodError as exc:
         _fail(exc)
     click.echo(f"{written}: graded with {look} at {strength:g}")

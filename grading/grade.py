@@ -15,12 +15,14 @@ suffix      picture                                       audio
 
 An image output is a sequence named by a ``%06d``-style pattern (``shot_%06d.exr``);
 without one, ``NAME_%06d.ext`` beside the name given. A still in (``.png``, ``.tif``,
-``.exr``, ``.jpg``, ``.dpx``) gives one still out under the exact name.
+``.exr``, ``.jpg``, ``.dpx``) gives one still out under the exact name; an image
+sequence in is named by its pattern too.
 
-Picture precision: an 8-bit source to an 8-bit master goes through the exact 2^24
-table (:class:`FrameGrader`); everything else - a source above 8 bits, a float one,
-a master above 8 bits, a camera log input - is decoded to 16-bit or float RGB and
-graded in float32 (:class:`FloatFrameGrader`) with no 8-bit step before the encoder.
+Picture precision: an 8-bit source goes through the exact 2^24 table
+(:class:`FrameGrader`), whatever the master; a source above 8 bits, a float one or a
+camera log input is decoded to 16-bit or float RGB and graded in float32
+(:class:`FloatFrameGrader`) with no 8-bit step before the encoder. An ASC ``cdl``
+comes before the look in either.
 
 Colour: footage in ``input_space`` (a name of the pinned OpenColorIO config, or one
 its tags name: PQ, HLG, linear, sRGB; FFmpeg reads every EXR as linear) is converted to the working space (display Rec.709,
@@ -42,6 +44,7 @@ from aiprod_post.errors import MediaError
 from aiprod_post.files import atomic_path
 
 from .apply import FloatFrameGrader, FrameGrader
+from .cdl import CDL
 from .colour import ColourPipeline, space_from_tags
 from .looks import load_look
 from .lut import LUT
@@ -66,7 +69,6 @@ class Master:
     container: str | None = None  # None: an image sequence
     audio_copy: frozenset | None = frozenset()  # None: any codec is copied
     audio_encoder: str | None = None  # what other audio becomes; None: dropped
-    deep: bool = True  # keeps more than 8 bits
 
     @property
     def image(self) -> bool:
@@ -94,7 +96,7 @@ MASTERS: dict[str, dict[str, Master]] = {
     },
     ".mp4": {
         "h264": Master("h264", "libx264", "yuv420p", {"crf": "18", "preset": "medium"},
-                       container="mp4", audio_encoder="aac", deep=False,
+                       container="mp4", audio_encoder="aac",
                        audio_copy=frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus"})),
     },
     ".mkv": {
@@ -156,15 +158,17 @@ def _rgb(frame, deep: bool) -> np.ndarray:
 class _Grade:
     """One frame's colour work: input conversion, look, delivery conversion."""
 
-    def __init__(self, lut: LUT, strength: float, colour: ColourPipeline, deep: bool) -> None:
+    def __init__(self, lut: LUT, strength: float, colour: ColourPipeline, deep: bool,
+                 cdl: CDL | None = None) -> None:
         self.colour = colour
         self.deep = deep
-        self.table = None if deep else FrameGrader(lut, strength)
-        self.floats = FloatFrameGrader(lut, strength) if deep else None
+        self.table = None if deep else FrameGrader(lut, strength, cdl=cdl)
+        self.floats = FloatFrameGrader(lut, strength, cdl=cdl) if deep else None
 
     def __call__(self, rgb: np.ndarray, want_float: bool) -> np.ndarray:
         if self.table is not None:
-            return self.table(rgb)
+            graded = self.table(rgb)
+            return graded.astype(np.float32) / np.float32(255) if want_float else graded
         if rgb.dtype == np.uint8:
             rgb = rgb.astype(np.uint16) * np.uint16(257)
         if rgb.dtype == np.uint16 and not want_float and self.colour.identity:
@@ -179,12 +183,12 @@ class _Grade:
 
 def grade_video(source: str | Path, output: str | Path, look: str, strength: float = 1.0,
                 codec: str | None = None, input_space: str | None = None,
-                root: Path | None = None) -> Path:
+                root: Path | None = None, cdl: CDL | None = None) -> Path:
     """Grade ``source`` (a video or a still) with ``look`` into ``output``; returns the
     file written, or the image sequence's pattern."""
     source, output = Path(source), Path(output)
     master = master_for(output, codec)
-    still = source.suffix.lower() in STILL_SUFFIXES
+    still = source.suffix.lower() in STILL_SUFFIXES and "%" not in source.name
     if still and not master.image:
         raise MediaError("a still grades to a still: expected .tif, .png or .exr",
                          source=output)
@@ -195,7 +199,8 @@ def grade_video(source: str | Path, output: str | Path, look: str, strength: flo
     with inp:
         src_deep = vin.codec_context.format is not None and _is_deep(vin.codec_context.format)
         colour = ColourPipeline(input_space or space_from_tags(vin.codec_context))
-        grade = _Grade(lut, strength, colour, src_deep or master.deep or not colour.identity)
+        # an 8-bit source keeps the exact 8-bit table (and its speed) whatever the master
+        grade = _Grade(lut, strength, colour, src_deep or not colour.identity, cdl)
         if master.image:
             return _write_images(inp, vin, output, master, grade, still)
         return _write_video(inp, vin, output, master, grade)
@@ -252,6 +257,9 @@ def _to_frame(rgb: np.ndarray, pix_fmt: str):
 
     if rgb.dtype == np.float32:
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="gbrpf32le")
+    if rgb.dtype == np.uint8 and pix_fmt != "yuv420p":
+        # widened here, exactly (x * 257): FFmpeg's scaler does not widen 8-bit RGB exactly
+        rgb = rgb.astype(np.uint16) * np.uint16(257)
     vf = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
     if vf.format.name == pix_fmt:
         return vf

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from aiprod_post.cli import main
 from aiprod_post.errors import MediaError
 from aiprod_post.grading.grade import MASTERS, grade_video
-from aiprod_post.grading.looks import look_path
+from aiprod_post.grading.looks import load_look, look_path
 
 ocio = pytest.importorskip("PyOpenColorIO")
 W, H = 256, 128  # DNxHR's smallest picture is 256x120
@@ -251,3 +251,71 @@ def test_camera_log_input_is_rendered_to_rec709_before_the_look(tmp_path):
 
 def test_masters_table_names_every_suffix_the_docs_promise():
     assert {".mov", ".mxf", ".mp4", ".mkv", ".tif", ".png", ".exr"} <= set(MASTERS)
+
+
+def write_png16(path, rgb16: np.ndarray) -> None:
+    cc = av.CodecContext.create("png", "w")
+    cc.width, cc.height, cc.pix_fmt, cc.time_base = rgb16.shape[1], rgb16.shape[0], "rgb48be", \
+        Fraction(1, 24)
+    path.write_bytes(b"".join(bytes(p) for p in cc.encode(
+        av.VideoFrame.from_ndarray(rgb16, format="rgb48le").reformat(format="rgb48be"))))
+
+
+def test_an_8_bit_source_keeps_the_exact_8_bit_table_in_a_deep_master(tmp_path):
+    from aiprod_post.grading.apply import FrameGrader
+
+    frames = [np.random.default_rng(i).integers(0, 256, (H, W, 3), dtype=np.uint8)
+              for i in range(2)]
+    src = tmp_path / "eight.mkv"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("ffv1", rate=24)
+        v.width, v.height, v.pix_fmt = W, H, "bgr0"
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="bgr0")
+            vf.pts = i
+            for p in v.encode(vf):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+    got = decode_rgb48(grade_video(src, tmp_path / "g.mkv", "bleach_bypass"))
+    table = FrameGrader(load_look("bleach_bypass"))
+    for f, g in zip(frames, got):
+        assert np.array_equal(g, table(f).astype(np.uint16) * 257)
+
+
+def test_cdl_before_the_look_from_the_command_line_matches_opencolorio(tmp_path):
+    from aiprod_post.grading.cdl import CDL, write_cdl
+
+    grades = [CDL("a", (1.2, 1.0, 0.8), (0.01, 0.0, -0.02), (1.1, 1.0, 0.9), 0.6),
+              CDL("b", (0.9, 1.1, 1.3), (0.0, 0.02, 0.0), (1.0, 1.2, 1.0), 1.4)]
+    ccc = write_cdl(grades, tmp_path / "grades.ccc")
+    src16 = (smooth_ramp10().astype(np.uint32) * 65535 // 1023).astype(np.uint16)
+    png = tmp_path / "plate.png"
+    write_png16(png, src16)
+    result = CliRunner().invoke(main, ["grade", str(png), "-o", str(tmp_path / "out.tif"),
+                                       "--look", "teal_orange", "--cdl", str(ccc),
+                                       "--cdl-id", "b"])
+    assert result.exit_code == 0, result.output
+    b = grades[1]
+    t = ocio.CDLTransform(slope=list(b.slope), offset=list(b.offset), power=list(b.power),
+                          sat=b.sat)
+    t.setStyle(ocio.CDL_ASC)
+    group = ocio.GroupTransform([t, ocio.FileTransform(src=str(look_path("teal_orange")),
+                                                       interpolation=ocio.INTERP_TETRAHEDRAL)])
+    x = (src16 / 65535.0).astype(np.float32)
+    ocio.Config.CreateRaw().getProcessor(group).getOptimizedCPUProcessor(
+        ocio.OPTIMIZATION_LOSSLESS).applyRGB(x.reshape(-1, 3))
+    got = decode_rgb48(tmp_path / "out.tif")[0] / 65535.0
+    assert np.abs(got - x).max() < 3e-5
+    many = CliRunner().invoke(main, ["grade", str(png), "-o", str(tmp_path / "o2.tif"),
+                                     "--look", "noir", "--cdl", str(ccc)])
+    assert many.exit_code == 2 and "holds 2 corrections" in many.output
+
+
+def test_an_image_sequence_in_grades_to_a_sequence_out(tmp_path):
+    for i, codes in enumerate(ramp_rgb16(3)):
+        write_png16(tmp_path / f"plate_{i:04d}.png", (codes << 6) | (codes >> 4))
+    out = grade_video(tmp_path / "plate_%04d.png", tmp_path / "graded_%06d.tif", "noir")
+    assert out.name == "graded_%06d.tif"
+    assert sorted(p.name for p in tmp_path.glob("graded_*")) == \
+        [f"graded_{i:06d}.tif" for i in range(3)]
