@@ -90,3 +90,49 @@ def test_reading_any_bytes_gives_a_lut_or_a_media_error(compiled, tmp_path_facto
     out = apply_lut(PROBE, lut)
     assert out.shape == PROBE.shape and np.all(np.isfinite(out))
     assert np.all(np.isfinite(FloatFrameGrader(lut)(PROBE[None])))
+
+
+CDL_SEED = ['<ColorCorrectionCollection xmlns="urn:ASC:CDL:v1.2">', '<ColorCorrection id="3A">',
+            "<SOPNode>", "<Slope>1 1 1</Slope>", "<Offset>0 0 0</Offset>",
+            "<Power>1 1 1</Power>", "</SOPNode>", "<SatNode>", "<Saturation>1</Saturation>",
+            "</SatNode>", "</ColorCorrection>", "</ColorCorrectionCollection>"]
+XML_BITS = st.sampled_from(["<", ">", "</", "/>", "<SOPNode>", "</SOPNode>", "<Slope>",
+                            "</Slope>", "<SatNode>", "<SATNode>", "<Saturation>",
+                            "<ColorCorrection id='x'>", "</ColorCorrection>", "&amp;", "&x;",
+                            "<!DOCTYPE a>", "<?xml version='1.0'?>", "<![CDATA[1]]>", '"'])
+
+
+@st.composite
+def cdl_files(draw):
+    lines = list(CDL_SEED)
+    for _ in range(draw(st.integers(0, 5))):
+        at = draw(st.integers(0, len(lines) - 1))
+        op = draw(st.sampled_from(["insert", "replace", "delete"]))
+        piece = draw(st.lists(st.one_of(XML_BITS, NUMBERS), max_size=5).map(" ".join))
+        if op == "insert":
+            lines.insert(at, piece)
+        elif op == "replace":
+            lines[at] = piece
+        elif len(lines) > 1:
+            del lines[at]
+    data = "\n".join(lines).encode("utf-8", "surrogatepass")
+    if draw(st.booleans()):
+        data = draw(st.binary(max_size=200))
+    return draw(st.sampled_from([".cc", ".ccc", ".cdl"])), data
+
+
+@settings(max_examples=600, deadline=2000, database=None)
+@given(cdl_files())
+def test_reading_any_cdl_gives_corrections_or_a_media_error(tmp_path_factory, case):
+    from aiprod_post.grading.cdl import apply_cdl, read_cdl
+
+    ext, data = case
+    path = tmp_path_factory.mktemp("cdl", numbered=True) / f"x{ext}"
+    path.write_bytes(data)
+    try:
+        found = read_cdl(path)
+    except MediaError as exc:
+        assert str(path) in str(exc)
+        return
+    for cdl in found:
+        assert np.all(np.isfinite(apply_cdl(PROBE, cdl, "asc")))
