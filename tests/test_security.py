@@ -371,6 +371,15 @@ def test_planning_runs_off_the_event_loop_under_a_time_limit(tmp_path):
     assert len(health) > 5 and max(health) < 0.75  # /healthz answered all along
 
 
+def test_the_shot_limit_is_checked_while_planning(service):
+    server, alice, _, _ = service
+    script = "\n".join(f"INT. ROOM {i} - DAY\n\nNELL waits.\n\nNELL\nHi {i}.\n"
+                       for i in range(3000))  # about 5000 shots; the limit is 2000
+    r = httpx.post(server.url + "/v1/jobs", json={"script": script}, headers=auth(alice),
+                   timeout=60)
+    assert r.status_code == 400 and "shot limit (max_shots) is 2000" in r.json()["detail"]
+
+
 # ---------------------------------------------------------------- 6: one render per folder
 
 

@@ -11,7 +11,6 @@ once.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import multiprocessing
 import os
 import threading
@@ -56,11 +55,9 @@ def _plan_in_child(conn, script: str | None, plan: dict | None, width: int, heig
         if script is not None:
             data = script.encode()
             settings = PlannerSettings(width=width, height=height, fps=rate or Fraction(24))
-            extra: dict[str, Any] = {}
-            if "max_shots" in inspect.signature(plan_script).parameters:
-                extra["max_shots"] = max_shots  # stops planning at the limit
             result, _ = plan_script(parse_bytes(data, source="script"), settings,
-                                    source_sha256=hashlib.sha256(data).hexdigest(), **extra)
+                                    source_sha256=hashlib.sha256(data).hexdigest(),
+                                    max_shots=max_shots)  # stops planning at the limit
         else:
             result = plan_from_data(plan, source="plan")
             changes: dict[str, Any] = {"width": width, "height": height}
