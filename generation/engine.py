@@ -106,6 +106,10 @@ class RenderContext:
     #: how the cast describes each character in the shot ("an older woman in a yellow
     #: oilskin"): the same words in every shot of that person
     cast: dict[str, str] = field(default_factory=dict)
+    #: the shot's dialogue as the mix will play it: mono float32 at 48 kHz from the shot's
+    #: first frame (handles included), silence between lines; None for a shot without lines.
+    #: An engine that lip-syncs to given audio (ltx2) takes it; the others ignore it.
+    dialogue: np.ndarray | None = None
 
 
 class ShotRender:
@@ -121,6 +125,11 @@ class ShotRender:
         self.notes: list[str] = []
         self.set_key = set_key
         self.light = light
+        #: sound the engine generated with the picture (samples × channels, float32, at
+        #: ``audio_rate``, from the shot's first frame), complete once iteration ends; None
+        #: when the engine makes none. The pipeline puts it on the FX stem.
+        self.audio: np.ndarray | None = None
+        self.audio_rate: int = 48000
 
     def __iter__(self) -> Iterator[np.ndarray]:
         last = None
@@ -164,7 +173,7 @@ def register(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engin
 
 def engine_by_name(name: str, **settings) -> Engine:
     # engines register themselves on import
-    from . import animatic, clips, ltx  # noqa: F401
+    from . import animatic, clips, ltx, ltx2  # noqa: F401
 
     if name not in ENGINES:
         raise AiprodError(f"unknown engine {name!r}: expected one of {', '.join(sorted(ENGINES))}",

@@ -1,0 +1,643 @@
+"""The ``ltx2`` engine: LTX-2 through diffusers, following the film's own previz, voices and cast.
+
+LTX-2 makes picture and sound together. Each shot is generated from the plan's prompt (as
+for ``ltx``) and from what the pipeline already made for it:
+
+- **Keyframes** as ``LTX2VideoCondition``: the previous shot's last frame for a continuous
+  scene, else the scene's establishing keyframe (latent frame 0, ``previous_strength`` /
+  ``establishing_strength``), and each character's reference image in the middle of the
+  first segment (``character_strength``). LTX-2 indexes conditions by *latent* frame.
+- **Previz as control**: with a control IC-LoRA (``control_lora``, kind ``control``), the
+  animatic's render of the same shot, turned into the LoRA's control signal in code
+  (:mod:`.control`: Canny edges), is the in-context reference video
+  (``LTX2ReferenceCondition``), frame for frame with the generation. The plan's camera move
+  picks a camera LoRA from ``camera_loras`` where the user has one on disk.
+- **Lip-sync from our voices**: a shot with dialogue is generated audio-to-video. The
+  shot's TTS dialogue (``RenderContext.dialogue``) is turned into the log-mel spectrogram
+  LTX-2's audio VAE was trained on, encoded, and held fixed while the picture denoises
+  (``LTX2DFRPipeline(freeze_audio=True)``: the audio stream stays at sigma 0 and the video
+  cross-attends to it), so the mouths follow the line the mix will play.
+- **Sound**: for shots without dialogue, the audio the model generates with the picture
+  is returned on the render (``ShotRender.audio``) and the pipeline lays it on the FX stem
+  (``audio = false`` turns it off).
+- **Two stages** (``upsampler`` set): half size, the LTX-2 latent upsampler ×2, then a short
+  refining pass at full size on LTX-2's stage-2 distilled sigmas.
+
+What diffusers 0.42.1 has, and where it differs from a single pipeline that does it all:
+``LTX2InContextPipeline`` takes frame conditions and IC-LoRA references together but has no
+``freeze_audio``; ``LTX2DFRPipeline`` has ``freeze_audio``, frame conditions and a raw
+IC-LoRA reference latent, but runs without classifier-free guidance. So shots with dialogue
+go through the DFR pipeline (built on the same modules, no second copy of the weights) and
+the others through the in-context one.
+
+Weights: a local diffusers LTX-2 folder (``model_index.json``, transformer, vae, audio_vae,
+text_encoder (Gemma 3), tokenizer, connectors, vocoder, scheduler); LoRAs as local
+``.safetensors`` files. Nothing is downloaded. The LTX-2 weights carry the LTX-2 Community
+License and are not shipped with aiprod-post.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from aiprod_post.errors import AiprodError
+from aiprod_post.files import sha256_file
+from aiprod_post.plan import CameraMove, Shot
+
+from .control import CONTROL_KINDS, ControlStream
+from .engine import RenderContext, ShotRender, register
+from .ltx import (
+    NEGATIVE_PROMPT,
+    LTXEngine,
+    _crop,
+    _fit,
+    _weights_identity,
+    drop_module_mocks,
+    generation_lengths,
+    shot_prompt,
+)
+
+__all__ = ["LTX2Settings", "LTX2Engine", "PRESETS", "FOLDER_PARTS", "valid_frames",
+           "log_mel_spectrogram", "dialogue_latents"]
+
+#: LTX-2's two model families (diffusers' LTX-2 documentation): the distilled one runs its
+#: own 8-sigma schedule without guidance; the dev one 40 steps with CFG, STG and modality
+#: guidance
+PRESETS = {
+    "distilled": {"num_inference_steps": 8, "guidance_scale": 1.0, "stg_scale": 0.0,
+                  "modality_scale": 1.0},
+    "dev": {"num_inference_steps": 40, "guidance_scale": 4.0, "stg_scale": 1.0,
+            "modality_scale": 3.0},
+}
+
+#: the parts of a diffusers LTX-2 folder, and what each is
+FOLDER_PARTS = {
+    "model_index.json": "the pipeline's index",
+    "transformer": "the LTX-2 audio-video transformer",
+    "vae": "the video VAE",
+    "audio_vae": "the audio VAE",
+    "text_encoder": "the Gemma 3 text encoder",
+    "tokenizer": "Gemma's tokenizer",
+    "connectors": "the text connectors",
+    "vocoder": "the vocoder",
+    "scheduler": "the scheduler",
+}
+
+MIX_RATE = 48000  # RenderContext.dialogue's rate
+
+
+@dataclass
+class LTX2Settings:
+    model: str = ""
+    preset: Literal["distilled", "dev"] = "distilled"
+    dtype: str = "bfloat16"
+    device: str = "cuda"
+    steps: int | None = None
+    guidance_scale: float | None = None
+    max_frames: int = 121  # frames per generation (8n+1 on LTX-2's VAE)
+    max_sequence_length: int = 1024
+    establishing_strength: float = 0.6
+    previous_strength: float = 1.0
+    character_strength: float = 0.35
+    #: H.264 CRF that image keyframes are re-compressed at before encoding (what LTX-2 was
+    #: trained on); None: the model's default, 0: none
+    image_crf: int | None = None
+    #: the control signal computed from the animatic for the control LoRA
+    control: str = "canny"
+    control_lora: str | None = None  # a local IC-LoRA .safetensors for that control
+    control_lora_scale: float = 1.0
+    control_strength: float = 1.0  # how clean the reference tokens look (1: fully)
+    #: reference size = generation size / this; None: the LoRA's own metadata, else 1
+    reference_downscale: int | None = None
+    #: camera LoRAs by the plan's camera move: {"dolly": "loras/dolly-in.safetensors", ...}
+    camera_loras: dict[str, str] = field(default_factory=dict)
+    camera_lora_scale: float = 1.0
+    #: the sound generated with shots without dialogue goes to the FX stem
+    audio: bool = True
+    #: dialogue shots: audio-to-video with the shot's TTS held fixed
+    lip_sync: bool = True
+    #: a local LTX2LatentUpsamplerModel (or a folder with latent_upsampler/): two stages
+    upsampler: str | None = None
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def valid_frames(n: int, ratio: int = 8) -> int:
+    """The smallest ``ratio``·k+1 ≥ n (LTX-2's VAE compresses time by ``ratio``).
+
+    >>> [valid_frames(n) for n in (1, 9, 10, 72)], valid_frames(10, 4)
+    ([1, 9, 17, 73], 13)
+    """
+    return ratio * math.ceil(max(0, n - 1) / ratio) + 1
+
+
+def _slaney_mel_filters(rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney-style mel filterbank (``n_mels`` × ``n_fft // 2 + 1``), area-normalised, as
+    torchaudio's ``MelSpectrogram(mel_scale="slaney", norm="slaney")`` builds it."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+
+    def to_mel(f: np.ndarray) -> np.ndarray:
+        f = np.asarray(f, np.float64)
+        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) /
+                                                               min_log_hz) / logstep, f / f_sp)
+
+    def to_hz(m: np.ndarray) -> np.ndarray:
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)),
+                        f_sp * m)
+
+    freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    hz = to_hz(np.linspace(to_mel(0.0), to_mel(rate / 2), n_mels + 2))
+    lower = (freqs[None, :] - hz[:-2, None]) / (hz[1:-1] - hz[:-2])[:, None]
+    upper = (hz[2:, None] - freqs[None, :]) / (hz[2:] - hz[1:-1])[:, None]
+    fb = np.maximum(0.0, np.minimum(lower, upper))
+    return (fb * (2.0 / (hz[2:] - hz[:-2]))[:, None]).astype(np.float32)
+
+
+def log_mel_spectrogram(samples: np.ndarray, rate: int, n_mels: int, hop: int,
+                        n_fft: int = 1024) -> np.ndarray:
+    """The log-mel spectrogram LTX-2's audio VAE reads: magnitude STFT (Hann window of
+    ``n_fft``, centred with reflection), Slaney mel filters from 0 to Nyquist, natural log
+    floored at 1e-5. ``samples``: (frames,) or (frames, channels) at ``rate``; returns
+    (channels, time, n_mels) with ``time = frames // hop + 1``.
+
+    >>> t = np.arange(16000) / 16000
+    >>> m = log_mel_spectrogram(np.sin(2 * np.pi * 440 * t), 16000, 64, 160)
+    >>> m.shape, int(m[0, 50].argmax()) == int(np.abs(m[0, 50] - m[0, 50].max()).argmin())
+    ((1, 101, 64), True)
+    """
+    import torch
+
+    x = np.asarray(samples, np.float32)
+    x = x[:, None] if x.ndim == 1 else x
+    wave = torch.from_numpy(np.ascontiguousarray(x.T))
+    if wave.shape[1] <= n_fft // 2:  # reflection padding needs more than half a window
+        wave = torch.nn.functional.pad(wave, (0, n_fft // 2 + 1 - wave.shape[1]))
+    spec = torch.stft(wave, n_fft, hop_length=hop, win_length=n_fft,
+                      window=torch.hann_window(n_fft), center=True, pad_mode="reflect",
+                      return_complex=True).abs()  # (channels, bins, time)
+    mel = torch.from_numpy(_slaney_mel_filters(rate, n_fft, n_mels)) @ spec
+    out = torch.log(torch.clamp(mel, min=1e-5)).transpose(1, 2)
+    return out[:, :x.shape[0] // hop + 1].numpy()
+
+
+def dialogue_latents(pipe, samples: np.ndarray, rate: int, length: int):
+    """Raw LTX-2 audio latents (1, channels, ``length``, mel bins) of mono ``samples`` at
+    ``rate``: resampled to the audio VAE's rate, as its input channels (the same line on
+    each), log-mel, encoded (the posterior's mode), silence-padded or cut to ``length``
+    latent frames."""
+    import torch
+    from scipy.signal import resample_poly
+
+    vae = pipe.audio_vae
+    cfg = vae.config
+    g = math.gcd(int(cfg.sample_rate), int(rate))
+    x = resample_poly(np.asarray(samples, np.float64), int(cfg.sample_rate) // g, int(rate) // g)
+    per_latent = cfg.mel_hop_length * pipe.audio_vae_temporal_compression_ratio
+    want = (length + 1) * per_latent  # a little over: the encoder's causal edge
+    x = np.pad(x, (0, max(0, want - x.size)))[:want]
+    mel = log_mel_spectrogram(np.repeat(x[:, None], cfg.in_channels, axis=1),
+                              int(cfg.sample_rate), int(cfg.mel_bins), int(cfg.mel_hop_length))
+    param = next(vae.parameters())
+    with torch.no_grad():
+        lat = vae.encode(torch.from_numpy(mel)[None].to(param.device, param.dtype)
+                         ).latent_dist.mode()
+    if lat.shape[2] < length:
+        lat = torch.nn.functional.pad(lat, (0, 0, 0, length - lat.shape[2]))
+    return lat[:, :, :length]
+
+
+def _lora_identity(path: Path) -> dict:
+    meta = {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - a LoRA without readable metadata still has a hash
+        pass
+    return {"path": str(path), "sha256": sha256_file(path),
+            "reference_downscale_factor": int(meta["reference_downscale_factor"])
+            if "reference_downscale_factor" in meta else None}
+
+
+@register("ltx2")
+class LTX2Engine:
+    name = "ltx2"
+
+    def __init__(self, figures: dict[str, dict] | None = None, **settings) -> None:
+        unknown = set(settings) - set(LTX2Settings.__dataclass_fields__)
+        if unknown:
+            raise AiprodError(f"unknown ltx2 setting(s): {', '.join(sorted(unknown))}",
+                              where="[engine.ltx2]")
+        self.s = LTX2Settings(**settings)
+        if self.s.preset not in PRESETS:
+            raise AiprodError(f"unknown LTX-2 preset {self.s.preset!r}: expected "
+                              f"{' or '.join(PRESETS)}", where="[engine.ltx2] preset")
+        if self.s.control not in CONTROL_KINDS:
+            raise AiprodError(f"unknown control {self.s.control!r}: expected one of "
+                              f"{', '.join(CONTROL_KINDS)} (computed from the animatic)",
+                              where="[engine.ltx2] control")
+        moves = {m.value for m in CameraMove}
+        bad = sorted(set(self.s.camera_loras) - moves)
+        if bad:
+            raise AiprodError(f"camera_loras: unknown camera move(s) {', '.join(bad)}: "
+                              f"expected {', '.join(sorted(moves))}",
+                              where="[engine.ltx2] camera_loras")
+        #: the cast's animatic figures: the previz is drawn as the animatic engine draws it
+        self.figures = figures or {}
+        self._pipe = None
+        self._dfr = None
+        self._upsample = None
+        self._embeddings: dict = {}
+        self._adapters: dict[str, str] = {}  # adapter name → kind
+        self.identity: dict = {}
+        #: (frames, width, height, pipeline) of each generation, for the report and tests
+        self.generations: list[tuple[int, int, int, str]] = []
+
+    # ---- loading
+    def _check_paths(self) -> Path:
+        if not self.s.model:
+            raise AiprodError("the ltx2 engine needs a local LTX-2 model folder "
+                              "([engine.ltx2] model)", where="[engine.ltx2] model")
+        path = Path(self.s.model)
+        if not path.is_dir():
+            raise AiprodError("no such LTX-2 model folder: expected a diffusers folder with "
+                              + ", ".join(FOLDER_PARTS), source=path)
+        missing = [n for n in FOLDER_PARTS if not (path / n).exists()]
+        if missing:
+            raise AiprodError("not a diffusers LTX-2 folder: missing " + ", ".join(
+                f"{n} ({FOLDER_PARTS[n]})" for n in missing), source=path)
+        loras = ([("control_lora", self.s.control_lora)] if self.s.control_lora else []) + \
+            [(f"camera_loras.{k}", v) for k, v in self.s.camera_loras.items()]
+        for key, value in loras:
+            if not Path(value).is_file():
+                raise AiprodError(f"no such LoRA file ({key}): expected a local .safetensors",
+                                  source=value)
+        if self.s.upsampler and not (self._upsampler_dir() / "config.json").is_file():
+            raise AiprodError("not an LTX-2 latent upsampler folder: expected config.json "
+                              "(an LTX2LatentUpsamplerModel) or latent_upsampler/config.json",
+                              source=self.s.upsampler)
+        return path
+
+    # the same settings names as ltx's: its helpers serve as they are
+    _upsampler_dir = LTXEngine._upsampler_dir
+    check = LTXEngine.check
+    _torch_dtype = LTXEngine._torch_dtype
+
+    def pipeline(self):
+        """The in-context pipeline (loaded once, with its LoRAs); the DFR pipeline and the
+        upsampler share its modules."""
+        if self._pipe is not None:
+            return self._pipe
+        path = self._check_paths()
+        drop_module_mocks()
+        try:
+            import torch
+            from diffusers import LTX2DFRPipeline, LTX2InContextPipeline
+        except ImportError as exc:
+            raise AiprodError("the ltx2 engine needs torch, diffusers (0.42 or later), "
+                              "transformers and peft (pip install 'aiprod-post[ltx]')") from exc
+        if self.s.device == "cuda" and not torch.cuda.is_available():
+            raise AiprodError("the ltx2 engine's device is cuda but no CUDA GPU is present; "
+                              "set [engine.ltx2] device = \"cpu\" (slow) or use the animatic "
+                              "engine")
+        dtype = self._torch_dtype()
+        try:
+            pipe = LTX2InContextPipeline.from_pretrained(path, local_files_only=True, dtype=dtype)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AiprodError(f"cannot load LTX-2: {exc}", source=path) from None
+        self.identity = {"model": str(path), **_weights_identity(path), "dtype": self.s.dtype,
+                         "pipeline": type(pipe).__name__, "loras": {},
+                         "settings": asdict(self.s)}
+        self._load_loras(pipe)
+        if self.s.cpu_offload and self.s.device == "cuda":
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(self.s.device)
+        if self.s.vae_tiling:
+            pipe.vae.enable_tiling()
+        pipe.set_progress_bar_config(disable=True)
+        # the DFR pipeline (freeze_audio) on the same modules: no second copy of the weights
+        self._dfr = LTX2DFRPipeline(**{k: pipe.components[k] for k in (
+            "scheduler", "vae", "audio_vae", "text_encoder", "tokenizer", "connectors",
+            "transformer", "vocoder")})
+        self._dfr.set_progress_bar_config(disable=True)
+        if self.s.upsampler:
+            from diffusers import LTX2LatentUpsamplePipeline
+            from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel
+
+            try:
+                model = LTX2LatentUpsamplerModel.from_pretrained(
+                    self._upsampler_dir(), local_files_only=True, dtype=dtype)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise AiprodError(f"cannot load the LTX-2 latent upsampler: {exc}",
+                                  source=self.s.upsampler) from None
+            self._upsample = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=model)
+            model.to(pipe._execution_device if self.s.cpu_offload else self.s.device)
+            self._upsample.set_progress_bar_config(disable=True)
+            self.identity["upsampler"] = _weights_identity(self._upsampler_dir())
+        if self.s.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self._pipe = pipe
+        return pipe
+
+    def _load_loras(self, pipe) -> None:
+        """The control IC-LoRA and the camera LoRAs, each an adapter switched per shot."""
+        wanted = ([("control", self.s.control_lora, "control")] if self.s.control_lora
+                  else []) + [(f"camera_{k.replace('-', '_')}", v, f"camera:{k}")
+                              for k, v in sorted(self.s.camera_loras.items())]
+        for adapter, value, kind in wanted:
+            try:
+                pipe.load_lora_weights(str(value), adapter_name=adapter)
+            except ImportError as exc:
+                raise AiprodError("LoRAs need peft (pip install 'aiprod-post[ltx]')") from exc
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise AiprodError(f"cannot load the LoRA: {exc}", source=value) from None
+            self._adapters[adapter] = kind
+            self.identity["loras"][kind] = _lora_identity(Path(value))
+        if self._adapters:
+            pipe.disable_lora()
+
+    def _reference_downscale(self) -> int:
+        if self.s.reference_downscale:
+            return self.s.reference_downscale
+        meta = self.identity.get("loras", {}).get("control", {})
+        return meta.get("reference_downscale_factor") or 1
+
+    def _use_adapters(self, shot: Shot, control: bool) -> list[str]:
+        """Switch on the shot's adapters: the control LoRA where a reference is given, the
+        camera LoRA of the plan's move where there is one. Returns what is on."""
+        pipe = self.pipeline()
+        names, weights = [], []
+        if control and "control" in self._adapters:
+            names.append("control")
+            weights.append(self.s.control_lora_scale)
+        cam = f"camera_{shot.camera_move.value.replace('-', '_')}"
+        if cam in self._adapters:
+            names.append(cam)
+            weights.append(self.s.camera_lora_scale)
+        if names:
+            pipe.enable_lora()
+            pipe.set_adapters(names, weights)
+        elif self._adapters:
+            pipe.disable_lora()
+        return [self._adapters[n] for n in names]
+
+    # ---- shapes
+    def _ratios(self) -> tuple[int, int]:
+        pipe = self.pipeline()
+        return pipe.vae_temporal_compression_ratio, pipe.vae_spatial_compression_ratio
+
+    def _max_segment(self) -> int:
+        r, _ = self._ratios()
+        return max(r + 1, r * ((self.s.max_frames - 1) // r) + 1)
+
+    def lengths_for(self, duration: int) -> list[int]:
+        """The frame counts a shot of ``duration`` frames is generated at (for the stage
+        cache's key)."""
+        r, _ = self._ratios()
+        return [valid_frames(max(n, r + 1), r)
+                for n in generation_lengths(duration, self._max_segment())]
+
+    def _size(self, width: int, height: int) -> tuple[int, int]:
+        """The generation size: the plan's, rounded up to multiples of 32 (what the LTX-2
+        pipelines take, and the VAE divides); with the upsampler, half of it too."""
+        _, s = self._ratios()
+        m = math.lcm(32, s) * (2 if self.s.upsampler else 1)
+        return m * math.ceil(width / m), m * math.ceil(height / m)
+
+    # ---- rendering
+    def _guidance(self) -> dict:
+        p = dict(PRESETS[self.s.preset])
+        if self.s.steps:
+            p["num_inference_steps"] = self.s.steps
+        if self.s.guidance_scale is not None:
+            p["guidance_scale"] = self.s.guidance_scale
+        return p
+
+    def _sigmas(self) -> list[float] | None:
+        """The distilled model's own schedule, unless the steps were set."""
+        from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+
+        if self.s.preset == "distilled" and not self.s.steps:
+            return list(DISTILLED_SIGMA_VALUES)
+        return None
+
+    def _prompt(self, prompt: str, cfg: bool):
+        pipe = self.pipeline()
+        key = (prompt, cfg)
+        if key not in self._embeddings:  # Gemma runs once per shot, not once per segment
+            self._embeddings = {key: pipe.encode_prompt(
+                prompt=prompt, negative_prompt=NEGATIVE_PROMPT, do_classifier_free_guidance=cfg,
+                max_sequence_length=self.s.max_sequence_length, device=pipe._execution_device)}
+        return self._embeddings[key]
+
+    def _conditions(self, conditions: list[tuple[np.ndarray, float, int]]):
+        from diffusers.pipelines.ltx2 import LTX2VideoCondition
+
+        return [LTX2VideoCondition(frames=img, index=index, strength=strength,
+                                   crf=self.s.image_crf) for img, strength, index in conditions]
+
+    def _generate(self, prompt: str, n: int, w: int, h: int, fps: float, seed: int,
+                  conditions: list, reference: np.ndarray | None, dialogue: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """One generation: frames (n, h, w, 3) uint8, and the sound (samples, channels) at
+        its rate, or None where the sound was given (dialogue)."""
+        import torch
+
+        pipe = self.pipeline()
+        g = self._guidance()
+        gen_device = "cpu" if self.s.cpu_offload else self.s.device
+        generator = torch.Generator(device=gen_device).manual_seed(int(seed))
+        conds = self._conditions(conditions) or None
+        ds = self._reference_downscale()
+        two = self._upsample is not None
+        sizes = [(w // 2, h // 2), (w, h)] if two else [(w, h)]
+        if dialogue is not None:
+            return self._generate_a2v(prompt, n, sizes, fps, generator, conds, reference, ds,
+                                      dialogue)
+        cfg = g["guidance_scale"] > 1.0
+        pe, pm, ne, nm = self._prompt(prompt, cfg)
+        text = dict(prompt_embeds=pe, prompt_attention_mask=pm,
+                    negative_prompt_embeds=ne if cfg else None,
+                    negative_prompt_attention_mask=nm if cfg else None)
+        guidance = dict(guidance_scale=g["guidance_scale"], stg_scale=g["stg_scale"],
+                        modality_scale=g["modality_scale"],
+                        audio_guidance_scale=g["guidance_scale"],
+                        audio_stg_scale=g["stg_scale"], audio_modality_scale=g["modality_scale"])
+        from diffusers.pipelines.ltx2 import LTX2ReferenceCondition
+
+        refs = [LTX2ReferenceCondition(frames=reference, strength=self.s.control_strength)] \
+            if reference is not None else None
+        common = dict(**text, **guidance, num_frames=n, frame_rate=fps, generator=generator,
+                      max_sequence_length=self.s.max_sequence_length, **self.s.extra)
+        w0, h0 = sizes[0]
+        first = pipe(conditions=conds, reference_conditions=refs, reference_downscale_factor=ds,
+                     width=w0, height=h0, num_inference_steps=g["num_inference_steps"],
+                     sigmas=self._sigmas(), output_type="latent" if two else "np", **common)
+        self.generations.append((n, w0, h0, type(pipe).__name__))
+        if two:
+            from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
+
+            up = self._upsample(latents=first.frames, latents_normalized=False,
+                                output_type="latent").frames
+            # the refining pass follows the keyframes; the previz set the composition already
+            out = pipe(conditions=conds, width=w, height=h, latents=up,
+                       audio_latents=first.audio, sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES),
+                       noise_scale=STAGE_2_DISTILLED_SIGMA_VALUES[0], output_type="np",
+                       **{**common, **dict(guidance_scale=1.0, stg_scale=0.0,
+                                           modality_scale=1.0, audio_guidance_scale=1.0,
+                                           audio_stg_scale=0.0, audio_modality_scale=1.0,
+                                           negative_prompt_embeds=None,
+                                           negative_prompt_attention_mask=None)})
+            self.generations.append((n, w, h, type(pipe).__name__))
+        else:
+            out = first
+        audio = out.audio[0].float().cpu().numpy().T  # (samples, channels)
+        return _to_uint8(out.frames[0]), audio, int(pipe.vocoder.config.output_sampling_rate)
+
+    def _generate_a2v(self, prompt, n, sizes, fps, generator, conds, reference, ds, dialogue):
+        """Audio to video: the dialogue's latents held at sigma 0 while the picture denoises
+        (DFR pipeline, ``freeze_audio``), no guidance."""
+        import torch
+        from diffusers.pipelines.ltx2.dfr_layout import resolve_canvas
+        from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
+
+        dfr = self._dfr
+        pe, pm, _, _ = self._prompt(prompt, False)
+        canvas, _, _ = resolve_canvas(n, dfr.vae_temporal_compression_ratio)
+        per_second = dfr.audio_sampling_rate / dfr.audio_hop_length / \
+            float(dfr.audio_vae_temporal_compression_ratio)
+        length = round(canvas / fps * per_second)
+        audio = dialogue_latents(dfr, dialogue, MIX_RATE, length)
+        self.dialogue_latents_in = audio  # what the shot's voice was encoded to (tests)
+        ref = None
+        if reference is not None:
+            pixels = dfr.video_processor.preprocess_video(reference, reference.shape[1],
+                                                          reference.shape[2])
+            param = next(dfr.vae.parameters())
+            with torch.no_grad():
+                ref = dfr.vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mode()
+        sigmas = self._sigmas() or [float(s) for s in np.linspace(
+            1.0, 1.0 / self._guidance()["num_inference_steps"],
+            self._guidance()["num_inference_steps"])]
+        common = dict(prompt_embeds=pe, prompt_attention_mask=pm, conditions=conds,
+                      num_frames=n, frame_rate=fps, audio_latents=audio, freeze_audio=True,
+                      generate_slots=False, generator=generator,
+                      max_sequence_length=self.s.max_sequence_length, **self.s.extra)
+        w0, h0 = sizes[0]
+        first = dfr(width=w0, height=h0, reference_latents=ref, reference_downscale_factor=ds,
+                    sigmas=sigmas, output_type="latent" if len(sizes) == 2 else "np", **common)
+        self.generations.append((n, w0, h0, type(dfr).__name__))
+        if len(sizes) == 2:
+            w, h = sizes[1]
+            up = self._upsample(latents=first.frames, latents_normalized=False,
+                                output_type="latent").frames
+            first = dfr(width=w, height=h, latents=up,
+                        sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="np", **common)
+            self.generations.append((n, w, h, type(dfr).__name__))
+        frames = first.frames[0]
+        return _to_uint8(frames), None, 0
+
+    def _previz(self, shot: Shot, context: RenderContext, size: tuple[int, int],
+                canvas: tuple[int, int]) -> ControlStream:
+        """The animatic's render of this shot (the cast's figures, no burn-in), as the
+        control signal at the reference size."""
+        from .animatic import AnimaticEngine
+
+        animatic = AnimaticEngine(figures=self.figures)
+        ctx = RenderContext(context.scene, context.width, context.height, context.fps,
+                            visemes=context.visemes, label=context.label, look=context.look,
+                            cast=context.cast)
+        return ControlStream(iter(animatic.render(shot, ctx)), self.s.control, size, canvas,
+                             (context.width, context.height))
+
+    def render(self, shot: Shot, context: RenderContext) -> ShotRender:
+        W, H = context.width, context.height
+        gw, gh = self._size(W, H)
+        r, _ = self._ratios()
+        fps = float(context.fps)
+        prompt = shot_prompt(shot, context, context.look)
+        first_conditions: list[tuple[np.ndarray, float, int]] = []
+        if "previous" in context.keyframes:
+            first_conditions.append((_fit(context.keyframes["previous"].image, gw, gh, W, H),
+                                     self.s.previous_strength, 0))
+        elif "establishing" in context.keyframes:
+            first_conditions.append((_fit(context.keyframes["establishing"].image, gw, gh, W,
+                                          H), self.s.establishing_strength, 0))
+        lengths = self.lengths_for(shot.duration)
+        latent_frames = (lengths[0] - 1) // r + 1
+        middle = latent_frames // 2  # a latent index; latent 0 belongs to the keyframe
+        refs = sorted(k for k in context.keyframes if k.startswith("character:"))
+        notes: list[str] = []
+        if refs and middle >= 1:
+            for k in refs:
+                first_conditions.append((_fit(context.keyframes[k].image, gw, gh, W, H),
+                                         self.s.character_strength, middle))
+            notes.append(f"conditioned on the reference of {', '.join(x[10:] for x in refs)} "
+                         f"at latent frame {middle} (frame {(middle - 1) * r + 1})")
+        elif refs:
+            notes.append("too short for a character reference besides its keyframe: "
+                         "references not used")
+        control = self.s.control != "none" and "control" in self._adapters
+        if self.s.control_lora is None and self.s.control != "none":
+            notes.append("no control LoRA ([engine.ltx2] control_lora): previz not followed")
+        ds = self._reference_downscale()
+        previz = self._previz(shot, context, (gw // ds, gh // ds), (gw, gh)) if control else None
+        speech = context.dialogue if (self.s.lip_sync and shot.dialogue and
+                                      context.dialogue is not None and
+                                      np.any(context.dialogue)) else None
+        on = self._use_adapters(shot, control)
+        if on:
+            notes.append("LoRAs: " + ", ".join(on))
+        if speech is not None:
+            notes.append("audio to video: the shot's dialogue held fixed (lip-sync)")
+        #: the control video each generation was given, for the report and tests
+        self.last_references: list[np.ndarray] = []
+
+        def frames() -> Iterator[np.ndarray]:
+            produced, segment = 0, 0
+            conditions = first_conditions
+            sound: list[np.ndarray] = []
+            rate = 0
+            for n in lengths:
+                chained = 1 if produced else 0
+                need = min(shot.duration - produced + chained, n)
+                start = produced - chained  # the shot frame this generation's frame 0 shows
+                reference = previz.take(start, n) if previz is not None else None
+                if reference is not None:
+                    self.last_references.append(reference)
+                dialogue = None
+                if speech is not None:
+                    a = round(start / fps * MIX_RATE)
+                    dialogue = speech[a:a + math.ceil(n / fps * MIX_RATE)]
+                clip, audio, rate = self._generate(prompt, n, gw, gh, fps, shot.seed + segment,
+                                                   conditions, reference, dialogue)
+                for f in clip[chained:need]:
+                    produced += 1
+                    yield _crop(f, W, H)
+                if audio is not None:
+                    a, b = round(chained / fps * rate), round(need / fps * rate)
+                    sound.append(audio[a:b])
+                conditions = [(clip[need - 1], 1.0, 0)]
+                segment += 1
+            if sound and self.s.audio and speech is None:
+                r_.audio, r_.audio_rate = np.concatenate(sound).astype(np.float32), rate
+
+        r_ = ShotRender(shot, frames, f"ltx2:{context.scene.location}", context.scene.light)
+        r_.notes.extend(notes)
+        return r_
+
+
+def _to_uint8(frames) -> np.ndarray:
+    """Float frames in [0, 1] (F, H, W, 3) to 8 bits, rounded."""
+    x = np.asarray(frames, np.float32)
+    return (x * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
