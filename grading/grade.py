@@ -282,11 +282,36 @@ def _write_video(inp, vin, output: Path, master: Master, grade: _Grade) -> Path:
     import av
 
     rate = Fraction(vin.average_rate or vin.guessed_rate or 24)
-    pix_fmt = master.pix_fmt
     if master.encoder == "dnxhd" and (vin.width < 256 or vin.height < 120):
         # FFmpeg's DNxHR encoder refuses smaller pictures
         raise MediaError(f"DNxHR needs a picture of at least 256x120, the source is "
                          f"{vin.width}x{vin.height}", source=output)
+    if master.container == "mxf" and rate not in _MXF_RATES:
+        rates = ", ".join(_fps(r) for r in sorted(_MXF_RATES))
+        raise MediaError(f"MXF takes {rates} frames a second; the source is {_fps(rate)}",
+                         source=output)
+    try:
+        return _encode_video(inp, vin, output, master, grade, rate)
+    except av.error.FFmpegError as exc:  # what the encoder or muxer refuses about this input
+        raise MediaError(f"FFmpeg cannot write this {master.codec} master: {exc}",
+                         source=output) from None
+
+
+def _fps(rate: Fraction) -> str:
+    """23.976, 24, 59.94."""
+    return f"{float(rate):.3f}".rstrip("0").rstrip(".")
+
+
+#: the frame rates FFmpeg's MXF muxer writes
+_MXF_RATES = {Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001),
+              Fraction(30), Fraction(50), Fraction(60000, 1001), Fraction(60)}
+
+
+def _encode_video(inp, vin, output: Path, master: Master, grade: _Grade, rate: Fraction
+                  ) -> Path:
+    import av
+
+    pix_fmt = master.pix_fmt
     options = {"movflags": "+faststart"} if master.container == "mp4" else {}
     with atomic_path(output, f".part{output.suffix}") as tmp, \
             av.open(str(tmp), "w", format=master.container, options=options) as out:

@@ -319,3 +319,19 @@ def test_an_image_sequence_in_grades_to_a_sequence_out(tmp_path):
     assert out.name == "graded_%06d.tif"
     assert sorted(p.name for p in tmp_path.glob("graded_*")) == \
         [f"graded_{i:06d}.tif" for i in range(3)]
+
+
+def test_a_rate_mxf_cannot_hold_is_a_clear_error(tmp_path):
+    src = tmp_path / "twelve.mkv"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("ffv1", rate=12)
+        v.width, v.height, v.pix_fmt = W, H, "bgr0"
+        vf = av.VideoFrame.from_ndarray(np.zeros((H, W, 3), np.uint8), format="rgb24")
+        for p in v.encode(vf.reformat(format="bgr0")):
+            out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+    with pytest.raises(MediaError, match=r"x.mxf: MXF takes 23.976, 24, 25, 29.97, 30, 50, "
+                                         r"59.94, 60 frames a second; the source is 12"):
+        grade_video(src, tmp_path / "x.mxf", "noir")
+    assert not list(tmp_path.glob("*.mxf*"))
