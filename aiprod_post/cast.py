@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,11 +54,20 @@ __all__ = [
     "cast_to_toml",
     "save_cast",
     "merge_cast",
+    "complete",
+    "rgb",
+    "VoiceChooser",
 ]
 
 CAST_VERSION = "Cast.1"
 
 Gender = Literal["female", "male", "unknown"]
+#: chooses voices for a cast: (names, {name: (voice, pitch, rate) the cast fixes},
+#: {name: (gender, age)}) → {name: (voice, pitch, rate)}. The espeak-ng chooser is
+#: ``aiprod_post.audio.tts.cast_voices``; the data model imports no stage, so callers hand
+#: it in.
+VoiceChooser = Callable[[list[str], dict[str, tuple[str, Any, Any]], dict[str, tuple[str, Any]]],
+                        dict[str, tuple[str, int, int]]]
 AgeBand = Literal["child", "teen", "young", "middle", "older", "unknown"]
 HairStyle = Literal["short", "long", "bun", "bald", "unknown"]
 
@@ -114,7 +123,6 @@ _TITLES = {"mr": "male", "mrs": "female", "ms": "female", "miss": "female", "sir
            "grandpa": "male", "granny": "female", "mum": "female", "dad": "male",
            "king": "male", "queen": "female", "prince": "male", "princess": "female"}
 _MALE_PRONOUN = re.compile(r"\b(he|him|his|himself)\b", re.I)
-_FEMALE_PRONOUN = re.compile(r"\b(she|her|hers|herself)\b", re.I)
 _PRONOUN = re.compile(r"\b(he|him|his|himself|she|her|hers|herself)\b", re.I)
 
 _NUMBER_WORDS = {
@@ -184,13 +192,11 @@ _GARMENT_RANK = {w: rank for words, rank in _GARMENTS for w in words}
 _GARMENT_RE = re.compile(
     r"\b(" + "|".join(re.escape(w) for w in sorted(_GARMENT_RANK, key=len, reverse=True))
     + r")\b", re.I)
-_COLOUR_WORDS = sorted(set(COLOURS) | set(_COLOUR_ALIASES), key=len, reverse=True)
 _COLOUR_AFTER = re.compile(
     r"\s*(?:,\s*)?(?:(?:that|which) (?:is|was|are|were)|of|in|the colou?r of|colou?red)\s+"
     r"(?:(?:a|an|the|mostly|mainly|all|bright|pale|dark|deep|faded|dirty|muddy|vivid)\s+)*"
     r"(" + "|".join(re.escape(c) for c in sorted(set(COLOURS) | set(_COLOUR_ALIASES), key=len,
                                                 reverse=True)) + r")\b", re.I)
-_COLOUR_RE = re.compile(r"\b(" + "|".join(re.escape(c) for c in _COLOUR_WORDS) + r")\b", re.I)
 
 _HAIR_RE = re.compile(
     r"\b(?:(?P<len>long|short|cropped|shoulder-length|waist-length|close-cropped|curly|wavy|"
@@ -850,8 +856,10 @@ def figure_for(ch: CastCharacter, index: int = 0, taken: Iterable[str] = ()) -> 
                   height=height, beard=bool(ch.beard), glasses=bool(ch.glasses), older=older)
 
 
-def read_cast(script: Script, title: str | None = None) -> Cast:
-    """Every speaking character's facts, read from the script, with voices and figures."""
+def read_cast(script: Script, title: str | None = None, voices: VoiceChooser | None = None
+              ) -> Cast:
+    """Every speaking character's facts, read from the script, with figures (and voices,
+    given a chooser such as ``aiprod_post.audio.tts.cast_voices``)."""
     people = _Reader(script).read()
     characters: dict[str, CastCharacter] = {}
     for f in people:
@@ -884,15 +892,14 @@ def read_cast(script: Script, title: str | None = None) -> Cast:
         ch = CastCharacter(**data, lines=lines)
         characters[f.key] = ch
     cast = Cast(title=title or script.title, source=script.source, characters=characters)
-    return complete(cast)
+    return complete(cast, voices)
 
 
-def complete(cast: Cast) -> Cast:
+def complete(cast: Cast, voices: VoiceChooser | None = None) -> Cast:
     """Fill what the facts drive where the cast leaves it out: the description, the figure
-    (keys a cast file gives win over those worked out from the facts) and the voice (one no
-    other character has; voices the cast gives are kept, shared ones included)."""
-    from aiprod_post.audio.tts import Speaker, Voice, assign_voices, voice_settings
-
+    (keys a cast file gives win over those worked out from the facts) and, given a
+    ``voices`` chooser, the voice (one no other character has; voices the cast gives are
+    kept, shared ones included)."""
     taken_coats = [ch.figure.coat for ch in cast.characters.values()
                    if "coat" in ch.figure.model_fields_set]
     out: dict[str, CastCharacter] = {}
@@ -908,22 +915,20 @@ def complete(cast: Cast) -> Cast:
             taken_coats.append(fig.coat)
         update["figure"] = fig.model_copy(update={k: getattr(ch.figure, k) for k in given})
         out[key] = ch.model_copy(update=update)
-    speakers = {k: Speaker(ch.gender, ch.age) for k, ch in out.items()}
-    overrides = {}
-    for key, ch in out.items():
-        if ch.voice:
-            language, _, variant = ch.voice.partition("+")
-            pitch, rate = voice_settings(speakers[key])
-            overrides[key] = Voice(language, variant, pitch if ch.pitch is None else ch.pitch,
-                                   50, rate if ch.rate is None else ch.rate)
-    voices = assign_voices(list(out), overrides, speakers)
-    for key, ch in out.items():
-        v = voices[key]
-        out[key] = ch.model_copy(update={"voice": v.name, "pitch": v.pitch, "rate": v.rate})
+    if voices is not None:
+        chosen = voices(list(out), {k: (ch.voice, ch.pitch, ch.rate) for k, ch in out.items()
+                                    if ch.voice},
+                        {k: (ch.gender, ch.age) for k, ch in out.items()})
+        for key, ch in out.items():
+            voice, pitch, rate = chosen[key]
+            out[key] = ch.model_copy(update={
+                "voice": voice, "pitch": ch.pitch if ch.pitch is not None else pitch,
+                "rate": ch.rate if ch.rate is not None else rate})
     return cast.model_copy(update={"characters": out})
 
 
-def merge_cast(base: Cast, episode: Cast) -> tuple[Cast, list[str]]:
+def merge_cast(base: Cast, episode: Cast, voices: VoiceChooser | None = None
+               ) -> tuple[Cast, list[str]]:
     """A series cast with an episode's characters: everyone in ``base`` stays exactly as
     written there (same voice, same look); characters new to the episode are added with a
     voice and a coat no one in ``base`` has. Returns the merged cast and the names added."""
@@ -933,13 +938,13 @@ def merge_cast(base: Cast, episode: Cast) -> tuple[Cast, list[str]]:
         # only the facts travel: figure and voice are worked out again beside the series
         facts = episode.characters[k].model_dump(exclude={"figure", "voice", "pitch", "rate"})
         characters[k] = CastCharacter(**facts)
-    return complete(base.model_copy(update={"characters": characters})), added
+    return complete(base.model_copy(update={"characters": characters}), voices), added
 
 
 # ---------------------------------------------------------------- the file
 
 
-def load_cast(path: str | Path) -> Cast:
+def load_cast(path: str | Path, voices: VoiceChooser | None = None) -> Cast:
     """Read and check a cast file; errors name the file and the key."""
     from .project import read_toml_model
 
@@ -956,7 +961,7 @@ def load_cast(path: str | Path) -> Cast:
                               where=f"characters.{name}")
         characters[_key(name)] = ch
     # complete() fills only what a hand-written file leaves out (a voice, a description)
-    return complete(cast.model_copy(update={"characters": characters}))
+    return complete(cast.model_copy(update={"characters": characters}), voices)
 
 
 def _toml_value(value: Any) -> str:

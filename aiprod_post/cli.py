@@ -657,13 +657,15 @@ def cast_command(source: Path, output: Path, series: Path | None) -> None:
     Facts keep the script lines they came from; what the script does not say stays
     unknown. Edit the file and render with ``--cast`` (or ``[project] cast``).
     """
+    from aiprod_post.audio.tts import cast_voices
+
     from .cast import load_cast, merge_cast, read_cast, save_cast
     from .fountain import parse_file
 
     try:
-        cast = read_cast(parse_file(source))
+        cast = read_cast(parse_file(source), voices=cast_voices)
         if series is not None:
-            cast, added = merge_cast(load_cast(series), cast)
+            cast, added = merge_cast(load_cast(series, cast_voices), cast, cast_voices)
             if added:
                 click.echo(f"new in {source}: {', '.join(added)}", err=True)
         save_cast(cast, output)

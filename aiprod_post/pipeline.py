@@ -336,6 +336,8 @@ class _Render:
         voices of their own, and reported), project ``[characters.X]`` keys over both."""
         if self._cast is not None:
             return self._cast
+        from aiprod_post.audio.tts import cast_voices
+
         from .cast import Cast, CastCharacter, complete, load_cast, merge_cast, read_cast, save_cast
         from .fountain import parse_file
 
@@ -347,10 +349,11 @@ class _Render:
                            if p.is_file() and plan.source_sha256 in (None, sha256_file(p))),
                           None)
         if script is not None:
-            found = read_cast(parse_file(script))
+            found = read_cast(parse_file(script), voices=cast_voices)
         else:
             found = complete(Cast(title=plan.title, characters={
-                " ".join(c.name.split()).upper(): CastCharacter() for c in plan.cast}))
+                " ".join(c.name.split()).upper(): CastCharacter() for c in plan.cast}),
+                cast_voices)
             if not (self.o.cast or self.project.project.cast):
                 self.r.note(f"{self.source}: the plan's script is not beside it unchanged, so "
                             "nothing is known of its characters; give --cast")
@@ -359,13 +362,13 @@ class _Render:
         added: list[str] = []
         fixed: set[str] = set()
         if path is not None:
-            base = load_cast(path)
+            base = load_cast(path, cast_voices)
             # paths in a cast file are relative to the file
             base = base.model_copy(update={"characters": {k: ch.model_copy(update={
                 f: str(Path(path).parent / v) for f in ("reference", "speaker_wav", "lora")
                 if (v := getattr(ch, f)) and not Path(v).is_absolute()})
                 for k, ch in base.characters.items()}})
-            cast, added = merge_cast(base, found)
+            cast, added = merge_cast(base, found, cast_voices)
             fixed = set(base.characters)
             if added:
                 self.r.note(f"{path}: new in this script, added with voices of their own: "
@@ -387,7 +390,7 @@ class _Render:
         # voices not fixed by a file are handed out again round any the project chose
         chars = {k: ch if k in fixed else ch.model_copy(update={"voice": None})
                  for k, ch in chars.items()}
-        cast = complete(cast.model_copy(update={"characters": chars}))
+        cast = complete(cast.model_copy(update={"characters": chars}), cast_voices)
         save_cast(cast, self.outdir / "cast.toml")
         self.report["cast"] = {
             "file": str(path) if path else None, "added": added,

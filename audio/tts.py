@@ -39,6 +39,7 @@ __all__ = [
     "EspeakEngine",
     "delivery_for",
     "assign_voices",
+    "cast_voices",
     "voice_settings",
     "speakable_text",
     "OUTPUT_RATE",
@@ -282,6 +283,28 @@ def assign_voices(names: list[str], overrides: dict[str, Voice] | None = None,
         pitch, rate = voice_settings(speaker)
         out[name] = Voice(choice[0], choice[1], pitch=pitch, range=50, rate=rate)
     return out
+
+
+def cast_voices(names: list[str], given: dict[str, tuple[str, int | None, int | None]],
+                people: dict[str, tuple[str, int | None]]) -> dict[str, tuple[str, int, int]]:
+    """:func:`assign_voices` for a cast in plain data (``aiprod_post.cast`` hands it in).
+
+    ``given``: name → (``language+variant``, pitch, rate) the cast file fixes (pitch or rate
+    None: by age); ``people``: name → (gender, age). Returns name → (voice, pitch, rate).
+
+    >>> cast_voices(["NELL", "IVO"], {"IVO": ("en+m3", None, 150)},
+    ...             {"NELL": ("female", 65), "IVO": ("male", 20)})
+    {'NELL': ('en+grandma', 40, 145), 'IVO': ('en+m3', 54, 150)}
+    """
+    speakers = {k: Speaker(*people.get(k, ("unknown", None))) for k in names}
+    overrides = {}
+    for name, (voice, pitch, rate) in given.items():
+        language, _, variant = voice.partition("+")
+        by_age = voice_settings(speakers.get(name, Speaker()))
+        overrides[name] = Voice(language, variant, by_age[0] if pitch is None else pitch, 50,
+                                by_age[1] if rate is None else rate)
+    chosen = assign_voices(names, overrides, speakers)
+    return {k: (v.name, v.pitch, v.rate) for k, v in chosen.items()}
 
 
 # ----------------------------------------------------------------- espeak-ng

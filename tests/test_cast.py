@@ -14,6 +14,7 @@ from aiprod_post.cast import (
     read_cast,
     save_cast,
 )
+from aiprod_post.audio.tts import cast_voices
 from aiprod_post.errors import AiprodError
 from aiprod_post.fountain import parse, parse_file
 
@@ -22,7 +23,7 @@ EXAMPLE = ROOT / "examples" / "the_last_ferry.fountain"
 
 
 def cast_of(text: str) -> Cast:
-    return read_cast(parse(text))
+    return read_cast(parse(text), voices=cast_voices)
 
 
 def f0_hz(samples: np.ndarray, rate: int = 48000) -> float:
@@ -47,7 +48,7 @@ def f0_hz(samples: np.ndarray, rate: int = 48000) -> float:
 
 
 def test_example_cast_facts_come_with_their_lines():
-    cast = read_cast(parse_file(EXAMPLE))
+    cast = read_cast(parse_file(EXAMPLE), voices=cast_voices)
     lines = EXAMPLE.read_text().splitlines()
     nell, ivo, jonah = (cast.characters[k] for k in ("NELL", "IVO", "JONAH"))
     assert (nell.gender, nell.age_band, nell.wardrobe, nell.colours) == \
@@ -139,9 +140,9 @@ Again.
 
 
 def test_describe_names_the_person_the_same_way_every_time():
-    cast = read_cast(parse_file(EXAMPLE))
+    cast = read_cast(parse_file(EXAMPLE), voices=cast_voices)
     assert describe(cast.characters["JONAH"]) == "an older man with a beard"
-    assert read_cast(parse_file(EXAMPLE)) == cast  # deterministic
+    assert read_cast(parse_file(EXAMPLE), voices=cast_voices) == cast  # deterministic
 
 
 # ---------------------------------------------------------------- voices
@@ -150,7 +151,7 @@ def test_describe_names_the_person_the_same_way_every_time():
 def test_nell_gets_a_female_voice_and_sounds_higher_than_ivo():
     from aiprod_post.audio.tts import EspeakEngine, Voice
 
-    cast = read_cast(parse_file(EXAMPLE))
+    cast = read_cast(parse_file(EXAMPLE), voices=cast_voices)
     nell, ivo = cast.characters["NELL"], cast.characters["IVO"]
     assert nell.voice.split("+")[1] in ("grandma", "f1", "f2", "f3", "f4", "f5")
     assert ivo.voice.split("+")[1].startswith("m")
@@ -185,7 +186,7 @@ def test_no_two_characters_share_a_voice_unless_the_cast_says_so(tmp_path):
 def cast_file_text(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
     """The example's cast file with lines added to characters' tables."""
     path = tmp_path / "cast.toml"
-    save_cast(read_cast(parse_file(EXAMPLE)), path)
+    save_cast(read_cast(parse_file(EXAMPLE), voices=cast_voices), path)
     text = path.read_text()
     for name, line in (extra or {}).items():
         key = line.split("=")[0].strip()
@@ -205,7 +206,7 @@ def cast_file_text(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
 
 def test_cast_file_round_trips_and_edits_win(tmp_path):
     path = tmp_path / "cast.toml"
-    cast = read_cast(parse_file(EXAMPLE))
+    cast = read_cast(parse_file(EXAMPLE), voices=cast_voices)
     save_cast(cast, path)
     assert load_cast(path) == cast
     edited = cast_file_text(tmp_path, {"NELL": 'description = "a fisherwoman in her sixties"'})
@@ -250,7 +251,7 @@ def example_engine_shots(size=(320, 180)):
     from aiprod_post.generation.engine import RenderContext
     from aiprod_post.planner import PlannerSettings, plan_source
 
-    cast = read_cast(parse_file(EXAMPLE))
+    cast = read_cast(parse_file(EXAMPLE), voices=cast_voices)
     plan, _ = plan_source(EXAMPLE, PlannerSettings(width=size[0], height=size[1]))
     engine = AnimaticEngine(figures={k: ch.figure.model_dump()
                                      for k, ch in cast.characters.items()})
@@ -293,7 +294,7 @@ def test_nell_is_drawn_in_her_yellow_oilskin_and_ivo_is_not():
 def test_figures_follow_the_cast_hair_beard_and_age():
     from aiprod_post.generation.animatic import character_sheet
 
-    cast = read_cast(parse_file(EXAMPLE))
+    cast = read_cast(parse_file(EXAMPLE), voices=cast_voices)
     nell = character_sheet("NELL", cast.characters["NELL"].figure.model_dump())
     jonah = character_sheet("JONAH", cast.characters["JONAH"].figure.model_dump())
     ivo = character_sheet("IVO", cast.characters["IVO"].figure.model_dump())
@@ -306,7 +307,7 @@ def test_figures_follow_the_cast_hair_beard_and_age():
 def test_turnaround_sheet_has_three_views_of_the_same_person():
     from aiprod_post.generation.animatic import render_turnaround
 
-    cast = read_cast(parse_file(EXAMPLE))
+    cast = read_cast(parse_file(EXAMPLE), voices=cast_voices)
     sheet = render_turnaround("NELL", cast.characters["NELL"].figure.model_dump(), 128)
     assert sheet.shape == (128, 384, 3)
     views = [sheet[:, i * 128:(i + 1) * 128] for i in range(3)]
@@ -466,7 +467,7 @@ def test_project_voice_wins_and_no_one_else_is_left_with_it(tmp_path):
 
     script = tmp_path / "ep1.fountain"
     script.write_text(EPISODE_1)
-    plain = read_cast(parse(EPISODE_1))
+    plain = read_cast(parse(EPISODE_1), voices=cast_voices)
     ivo_voice = plain.characters["IVO"].voice
     project = tmp_path / "p.toml"
     project.write_text(f'[characters.NELL]\nvoice = "{ivo_voice}"\npitch = 70\n')
@@ -579,7 +580,7 @@ def test_project_names_the_cast_file_relative_to_itself(tmp_path):
     script = tmp_path / "ep1.fountain"
     script.write_text(EPISODE_1)
     (tmp_path / "proj").mkdir()
-    save_cast(read_cast(parse(EPISODE_1)), tmp_path / "proj" / "cast.toml")
+    save_cast(read_cast(parse(EPISODE_1), voices=cast_voices), tmp_path / "proj" / "cast.toml")
     text = (tmp_path / "proj" / "cast.toml").read_text()
     (tmp_path / "proj" / "cast.toml").write_text(
         text.replace('description = "a young man"', 'description = "a courier on a bike"'))
