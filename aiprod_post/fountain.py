@@ -66,6 +66,7 @@ _BARE_TRANSITIONS = {"FADE IN:", "FADE IN.", "FADE OUT.", "FADE OUT", "FADE TO B
                      "CUT TO BLACK.", "FADE TO BLACK"}
 _EMPHASIS = re.compile(r"\\([*_\\])|(\*{1,3})|(_)")
 _STYLE_BY_STARS = {1: "italic", 2: "bold", 3: "bold_italic"}
+_STYLES = (*_STYLE_BY_STARS.values(), "underline")
 
 
 @dataclass
@@ -171,29 +172,23 @@ def parse_emphasis(text: str) -> StyledText:
     if len(tokens) == 1 and tokens[0][0] == "t":
         return StyledText(text, text)
 
-    def neighbour(i: int, step: int) -> str:
-        j = i + step
-        if 0 <= j < len(tokens):
-            s = tokens[j][1]
-            return s[0] if step > 0 else s[-1]
-        return " "
-
     partner: dict[int, int] = {}
     # One stack per style: a closer pairs with the latest open marker of its own
     # style, so other styles opened in between need not be searched (that search
     # made a long line of unclosed markers quadratic).
-    open_by_style: dict[str, list[int]] = {}
+    open_by_style: dict[str, list[int]] = {style: [] for style in _STYLES}
+    last = len(tokens) - 1
     for i, (kind, _raw) in enumerate(tokens):
         if kind == "t":
             continue
-        can_close = not neighbour(i, -1).isspace()
-        can_open = not neighbour(i, +1).isspace()
-        open_markers = open_by_style.setdefault(kind, [])
+        # the line's ends count as spaces; a marker beside a marker, as a non-space
+        can_close = i > 0 and not tokens[i - 1][1][-1].isspace()
+        open_markers = open_by_style[kind]
         if can_close and open_markers:
             opener = open_markers.pop()
             partner[opener] = i
             partner[i] = opener
-        elif can_open:
+        elif i < last and not tokens[i + 1][1][0].isspace():
             open_markers.append(i)
 
     plain: list[str] = []

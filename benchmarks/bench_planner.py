@@ -2,15 +2,22 @@
 
 Prints one JSON object: seconds (best of several runs), pages, scenes, shots.
 Target (issue 2): under 1 second. Run: ``python benchmarks/bench_planner.py``.
+
+``--pathological`` adds, for each ~1 MB hostile script of tests/test_fountain_fuzz.py
+(issue 14), the CPU seconds to parse it and to plan it with the service's shot limit.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import platform
 import random
 import time
+from pathlib import Path
 
+from aiprod_post.errors import PlanError
 from aiprod_post.fountain import parse
 from aiprod_post.planner import plan_script
 
@@ -50,14 +57,42 @@ def screenplay(pages: int, seed: int = 1) -> str:
     return "\n".join(out)
 
 
+def pathological() -> dict[str, dict[str, float | int | str]]:
+    """CPU seconds to parse and to plan each hostile script the fuzz tests hold."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "test_fountain_fuzz.py"
+    spec = importlib.util.spec_from_file_location("test_fountain_fuzz", path)
+    assert spec is not None and spec.loader is not None
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    out: dict[str, dict[str, float | int | str]] = {}
+    for make in fuzz.PATHOLOGICAL:
+        text = make()
+        t0 = time.process_time()
+        script = parse(text)
+        t1 = time.process_time()
+        try:
+            plan, _ = plan_script(script, max_shots=fuzz.SERVICE_MAX_SHOTS)
+            outcome = f"{len(plan.shots())} shots"
+        except PlanError:
+            outcome = f"over {fuzz.SERVICE_MAX_SHOTS} shots"
+        t2 = time.process_time()
+        out[make.__name__] = {"bytes": len(text), "parse_seconds": round(t1 - t0, 3),
+                              "plan_seconds": round(t2 - t1, 3), "plan": outcome}
+    return out
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pathological", action="store_true",
+                        help="also time the ~1 MB hostile scripts of the fuzz tests")
+    args = parser.parse_args()
     text = screenplay(120)
     runs = []
     for _ in range(5):
         t0 = time.perf_counter()
         plan, _warnings = plan_script(parse(text))
         runs.append(time.perf_counter() - t0)
-    print(json.dumps({
+    result = {
         "benchmark": "planner",
         "pages": 120,
         "lines": text.count("\n"),
@@ -67,7 +102,10 @@ def main() -> None:
         "shots": len(plan.shots()),
         "target_seconds": 1.0,
         "python": platform.python_version(),
-    }))
+    }
+    if args.pathological:
+        result["pathological_cpu"] = pathological()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
