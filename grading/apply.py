@@ -390,6 +390,24 @@ def _float_kernel():
     return grade
 
 
+def _uniform_1d(lut: LUT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The LUT's 1D stage as one uniform table per channel (M, 3), with each channel's
+    input minimum and points per unit: the shaper as it is, or a ``.csp`` prelut (and any
+    shaper after it) resampled on 65536 points, as OpenColorIO resamples it. M is 0 when
+    there is no 1D stage."""
+    f32 = np.float32
+    if lut.prelut is not None:
+        lo = np.array([xs[0] for xs, _ in lut.prelut])
+        hi = np.array([xs[-1] for xs, _ in lut.prelut])
+        grid = lo + np.linspace(0.0, 1.0, 65536)[:, None] * (hi - lo)
+        k = 65535 / (hi - lo)
+        return apply_shaper(grid, lut).astype(f32), lo.astype(f32), k.astype(f32)
+    if lut.shaper is not None:
+        k = (lut.shaper.shape[0] - 1) / (lut.shaper_max - lut.shaper_min)
+        return lut.shaper.astype(f32), lut.shaper_min.astype(f32), k.astype(f32)
+    return np.zeros((0, 3), f32), np.zeros(3, f32), np.ones(3, f32)
+
+
 class FloatFrameGrader:
     """Grade frames above 8 bits in float32, one compiled pass per frame.
 
@@ -407,18 +425,7 @@ class FloatFrameGrader:
         self.cdl = None if cdl is None or cdl.is_identity else cdl
         self.cdl_style = cdl_style
         f32 = np.float32
-        lo1, k1 = np.zeros(3, f32), np.ones(3, f32)
-        lut1d = np.zeros((0, 3), f32)
-        if lut.prelut is not None:
-            lo = np.array([xs[0] for xs, _ in lut.prelut])
-            hi = np.array([xs[-1] for xs, _ in lut.prelut])
-            grid = lo + np.linspace(0.0, 1.0, 65536)[:, None] * (hi - lo)
-            lut1d = apply_shaper(grid, lut).astype(f32)
-            lo1, k1 = lo.astype(f32), (65535 / (hi - lo)).astype(f32)
-        elif lut.shaper is not None:
-            lut1d = lut.shaper.astype(f32)
-            lo1 = lut.shaper_min.astype(f32)
-            k1 = ((lut1d.shape[0] - 1) / (lut.shaper_max - lut.shaper_min)).astype(f32)
+        lut1d, lo1, k1 = _uniform_1d(lut)
         n = 0 if lut.table is None else lut.table.shape[0]
         self._args = (lut1d, lo1, k1,
                       np.zeros((0, 3), f32) if n == 0 else
@@ -479,7 +486,9 @@ _TORCH_TABLES: dict = {}
 
 
 def apply_lut_torch(rgb, lut: LUT, method: str = "tetrahedral"):
-    """Tetrahedral interpolation of a float torch tensor (..., 3) on its own device.
+    """Tetrahedral interpolation of a float torch tensor (..., 3) on its own device,
+    after the LUT's 1D stage (as :class:`FloatFrameGrader` makes it); NaN reads as the
+    bottom of each range, as in the other paths.
 
     The same arithmetic as :func:`apply_lut`: the tetrahedron is chosen by comparing
     the three fractions, so no sort is needed per pixel.
@@ -490,13 +499,25 @@ def apply_lut_torch(rgb, lut: LUT, method: str = "tetrahedral"):
         raise MediaError("the GPU path implements tetrahedral interpolation")
     device = rgb.device
     key = (id(lut), str(device))
-    if key not in _TORCH_TABLES:  # upload the table once per LUT and device
-        _TORCH_TABLES[key] = tuple(torch.as_tensor(a, dtype=torch.float32, device=device)
-                                   for a in (lut.table, lut.domain_min, lut.domain_max))
-    table, dmin, dmax = _TORCH_TABLES[key]
+    if key not in _TORCH_TABLES:  # upload the tables once per LUT and device
+        one_d = _uniform_1d(lut)
+        _TORCH_TABLES[key] = tuple(
+            None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)
+            for a in (lut.table, lut.domain_min, lut.domain_max, *one_d))
+    table, dmin, dmax, lut1d, lo1, k1 = _TORCH_TABLES[key]
+    x = rgb.reshape(-1, 3).float()
+    m = lut1d.shape[0]
+    if m:
+        t = torch.nan_to_num((x - lo1) * k1, nan=0.0).clamp_(0, m - 1)
+        i = torch.clamp(t.floor(), max=m - 2)
+        f = t - i
+        i = i.long()
+        x = torch.gather(lut1d, 0, i) * (1 - f) + torch.gather(lut1d, 0, i + 1) * f
+    if table is None:
+        return x.reshape(rgb.shape)
     n = table.shape[0]
     flat = table.reshape(-1, 3)
-    x = ((rgb.reshape(-1, 3).float() - dmin) / (dmax - dmin)).clamp_(0, 1) * (n - 1)
+    x = torch.nan_to_num((x - dmin) / (dmax - dmin), nan=0.0).clamp_(0, 1) * (n - 1)
     i = torch.clamp(x.floor(), max=n - 2)
     f = x - i
     i = i.long()

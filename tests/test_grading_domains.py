@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from aiprod_post.cli import main
 from aiprod_post.errors import MediaError
-from aiprod_post.grading.apply import FloatFrameGrader, apply_lut
+from aiprod_post.grading.apply import FloatFrameGrader, apply_lut, apply_lut_torch
 from aiprod_post.grading.lut import parse_cube, read_lut, write_cube
 
 ocio = pytest.importorskip("PyOpenColorIO")
@@ -142,6 +142,9 @@ def test_every_dialect_matches_opencolorio_outside_domain_and_on_nan_inf(tmp_pat
     np.testing.assert_allclose(ours, theirs, atol=atol, rtol=0)
     fast = FloatFrameGrader(lut)(x.reshape(1, -1, 3)).reshape(-1, 3)
     np.testing.assert_allclose(fast, theirs, atol=atol, rtol=0)
+    torch = pytest.importorskip("torch")  # the GPU path's arithmetic, here on the CPU
+    on_torch = apply_lut_torch(torch.as_tensor(x), lut).numpy()
+    np.testing.assert_allclose(on_torch, theirs, atol=atol, rtol=0)
 
 
 def test_iridas_1d_domain_is_the_1d_tables_input_range(tmp_path):
