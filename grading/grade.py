@@ -25,9 +25,9 @@ camera log input is decoded to 16-bit or float RGB and graded in float32
 comes before the look in either.
 
 Colour: footage in ``input_space`` (a name of the pinned OpenColorIO config, or one
-its tags name: PQ, HLG, linear, sRGB; FFmpeg reads every EXR as linear) is converted to the working space (display Rec.709,
-what the looks expect) before the look and to the delivery space after
-(:class:`~aiprod_post.grading.colour.ColourPipeline`).
+its tags name: PQ, HLG, linear, sRGB; FFmpeg reads every EXR as linear) is converted to
+the working space (display Rec.709, what the looks expect) before the look and to the
+delivery space after (:class:`~aiprod_post.grading.colour.ColourPipeline`).
 """
 
 from __future__ import annotations
