@@ -523,7 +523,7 @@ def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, 
 
 
 _render_flags = [
-    click.option("--engine", type=click.Choice(["animatic", "clips", "ltx"]),
+    click.option("--engine", type=click.Choice(["animatic", "clips", "ltx", "ltx2"]),
                  help="Generation engine (default: the project's, else animatic)."),
     click.option("--profile", help="Delivery profiles, comma-separated: web, broadcast-ebu, "
                                    "broadcast-atsc, master (default web,master)."),

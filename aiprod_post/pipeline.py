@@ -287,6 +287,8 @@ class _Render:
         self.report: dict[str, Any] = {"version": __version__}
         self.width = 1920
         self._cast = None
+        #: shot id → (the sound an engine generated with it, 48 kHz, and its head handle)
+        self.generated_sound: dict[str, tuple[Path, int]] = {}
 
     def cached(self, stage: str, key: str, suffix: str) -> Path:
         p = self.cache / stage / f"{key}{suffix}"
@@ -509,10 +511,19 @@ class _Render:
                 if lx.get(key):
                     lx[key] = str(self.project.path(lx[key]))
             settings = lx
+        elif name == "ltx2":
+            lx = self.project.engine.ltx2.model_dump()
+            for key in ("model", "control_lora", "upsampler"):
+                if lx.get(key):
+                    lx[key] = str(self.project.path(lx[key]))
+            lx["camera_loras"] = {k: str(self.project.path(v))
+                                  for k, v in lx["camera_loras"].items()}
+            settings = lx
         people = {c.name: self._character(plan, c.name) for c in plan.cast}
         # the cast's figures are per-shot inputs (in each shot's key), not engine settings
         engine = engine_by_name(name, **settings, **({"figures": {
-            n: ch.figure.model_dump() for n, ch in people.items()}} if name == "animatic" else {}))
+            n: ch.figure.model_dump() for n, ch in people.items()}} if name in ("animatic", "ltx2")
+            else {}))
         if hasattr(engine, "check"):
             engine.check()  # a missing model is bad input for the run, not a failed shot
         handles = handles_for(plan)
@@ -523,7 +534,7 @@ class _Render:
             if ch.reference:
                 store.characters[cname] = _read_image(Path(ch.reference),
                                                       f"[characters.{cname}] reference")
-            elif name == "ltx":  # no reference given: the front view of the cast's sheet
+            elif name in ("ltx", "ltx2"):  # no reference: the front view of the cast's sheet
                 store.characters[cname] = sheets[cname]
             if cname in store.characters:
                 references[cname] = _array_digest(store.characters[cname])
@@ -567,16 +578,22 @@ class _Render:
                          _array_digest(reference.image) if match else None,
                          {c: references[c] for c in shot.characters if c in references},
                          # the frame counts it is generated at (ltx: the film's buckets)
-                         *([engine.lengths_for(n)] if hasattr(engine, "lengths_for") else []))
+                         *([engine.lengths_for(n)] if hasattr(engine, "lengths_for") else []),
+                         # ltx2 lip-syncs to the lines themselves, not only their timing
+                         *([[(ln.key, ln.offset) for ln in lines.get(shot.id, [])]]
+                           if name == "ltx2" else []))
             mov = self.cached("shots", key, ".mov")
             first, last = self.cached("shots", key, ".first.npy"), \
                 self.cached("shots", key, ".last.npy")
             hit = mov.exists() and first.exists() and last.exists()
+            sound = self.cached("shots", key, ".sound.wav")
             if not hit:
                 ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), visemes,
                                     label=shot.id, look=look,
                                     cast={c: people[c].description for c in shot.characters
-                                          if c in people})
+                                          if c in people},
+                                    dialogue=_shot_dialogue(lines.get(shot.id, []), n, fps, head)
+                                    if name == "ltx2" and shot.id in lines else None)
                 error = None
                 grader = self._grader(look_file, cdl)
                 to_working = self._footage_converter(name)
@@ -591,6 +608,12 @@ class _Render:
                         encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None,
                                       progress=lambda done, total, sid=shot.id:
                                       self.r.progress(sid, done, total))
+                        if r.audio is not None:  # sound made with the picture: FX
+                            from aiprod_post.audio.io import resample, write_wav
+
+                            write_wav(sound, resample(r.audio, r.audio_rate), 48000, "FLOAT")
+                        elif sound.exists():
+                            sound.unlink()
                         for note in r.notes:
                             self.r.note(note)
                             self.report.setdefault("notes", {})[shot.id] = note
@@ -617,6 +640,8 @@ class _Render:
                     card = title_card(f"SHOT {shot.id} FAILED - {error[:120]}", W, H)
                     # a slate lives outside the shot cache, so a rerun tries the shot again
                     encode_master(iter([card] * n), n, fps, W, H, mov, PROFILES["prores"], None)
+            if shot.id not in self.failed and sound.exists():
+                self.generated_sound[shot.id] = (sound, head)
             if shot.id not in self.failed:
                 fk = {"first": Keyframe(shot.id, 0, np.load(first), light=scene.light),
                       "last": Keyframe(shot.id, n - 1, np.load(last), light=scene.light)}
@@ -751,7 +776,17 @@ class _Render:
                          "ambience": a.ambience.get(scene.id)})
             start += frames
         settings = MixSettings(duck_db=a.duck_db, music_db=a.music_db, ambience_db=a.ambience_db)
-        key = key_of("mix", [(ln.key, ln.start_sample) for ln in all_lines], beds, a.music,
+        sounds: list[tuple[str, int, int, int, Path]] = []  # shot, start, end, head, file
+        start = 0
+        for _, shot in plan.shots():
+            end = start + shot.duration
+            if shot.id in self.generated_sound:
+                path, head = self.generated_sound[shot.id]
+                sounds.append((shot.id, int(round(Fraction(start) * 48000 / fps)),
+                               int(round(Fraction(end) * 48000 / fps)),
+                               int(round(Fraction(head) * 48000 / fps)), path))
+            start = end
+        key = key_of("mix", [(s_id, a0, a1, h, _file_digest(f)) for s_id, a0, a1, h, f in sounds], [(ln.key, ln.start_sample) for ln in all_lines], beds, a.music,
                      plan.seed, total, settings.__dict__,
                      [_file_digest(self.project.path(p)) for p in
                       [a.music, *a.ambience.values()] if p])
@@ -783,6 +818,9 @@ class _Render:
                         "ambience", min(seconds, 20.0) + 1, plan.seed + 7 + _seed(b["scene"]),
                         b["light"], exterior=b["exterior"]))
                 ambience.append(Bed(b["start"], b["end"], amb, name=f"ambience {b['scene']}"))
+            for s_id, a0, a1, h, f in sounds:  # the engine's sound for its shot, on FX
+                ambience.append(Bed(a0, a1, lambda f=f, h=h, n=a1 - a0: read_audio(
+                    f, "float32")[0][h:h + n], name=f"sound {s_id}"))
             with WavWriter(stem_paths["DX"], 2) as dx, WavWriter(stem_paths["MX"], 2) as mx, \
                     WavWriter(stem_paths["FX"], 2) as fx:
                 render_stems(clips, music, ambience, total,
@@ -1114,6 +1152,22 @@ def _read_image(path: Path, field: str) -> np.ndarray:
         raise AiprodError(f"{field}: not an image OpenCV can read (PNG, JPEG, TIFF …)",
                           source=path)
     return np.ascontiguousarray(img[..., ::-1])
+
+
+def _shot_dialogue(lines: list["_Line"], frames: int, fps: Fraction, head: int) -> np.ndarray:
+    """A shot's dialogue as the mix places it: mono, 48 kHz, from the shot's first frame
+    (its head handle included), each line at its offset, silence between."""
+    from aiprod_post.audio.io import read_audio, resample
+
+    out = np.zeros(int(round(Fraction(frames) * 48000 / fps)), np.float32)
+    for ln in lines:
+        x, rate = read_audio(ln.wav, "float32")
+        x = resample(x[:, 0], rate)
+        at = int(round((Fraction(head) / fps + Fraction(ln.offset).limit_denominator(48000))
+                       * 48000))
+        n = max(0, min(x.size, out.size - at))
+        out[at:at + n] += x[:n]
+    return out
 
 
 def _array_digest(a: np.ndarray) -> str:

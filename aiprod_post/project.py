@@ -15,7 +15,7 @@ silently does nothing. CLI flags override what the file says.
     profiles = ["web", "master"]
 
     [engine]
-    name = "animatic"          # animatic | clips | ltx
+    name = "animatic"          # animatic | clips | ltx | ltx2
     burn_in = false
 
     [engine.ltx]
@@ -23,6 +23,13 @@ silently does nothing. CLI flags override what the file says.
     preset = "distilled"        # or "dev"
     upsampler = "models/ltxv-spatial-upscaler"  # optional second stage (latent upsampler)
     compile = "auto"            # or true / false: compile the transformer's repeated block
+
+    [engine.ltx2]
+    model = "/models/ltx-2-distilled"  # a diffusers LTX-2 folder (local only)
+    control_lora = "loras/ltx-2-ic-lora-canny.safetensors"  # follows the animatic's edges
+    camera_loras = { dolly = "loras/dolly-in.safetensors", pan = "loras/pan.safetensors" }
+    audio = true                # the sound made with shots without dialogue, on the FX stem
+    lip_sync = true             # dialogue shots: audio to video on our own TTS lines
 
     [engine.clips]
     folder = "footage"          # 3A.mov, 3B_take2.mp4 …
@@ -112,11 +119,38 @@ class LTXProjectSettings(_Strict):
     character_strength: float = Field(0.35, ge=0.0, le=1.0)
 
 
+class LTX2ProjectSettings(_Strict):
+    model: str = ""  # a diffusers LTX-2 folder
+    preset: Literal["distilled", "dev"] = "distilled"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    device: str = "cuda"
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = None
+    max_frames: int = Field(121, ge=9)
+    establishing_strength: float = Field(0.6, ge=0.0, le=1.0)
+    previous_strength: float = Field(1.0, ge=0.0, le=1.0)
+    character_strength: float = Field(0.35, ge=0.0, le=1.0)
+    image_crf: int | None = Field(None, ge=0, le=51)
+    control: Literal["canny", "none"] = "canny"  # computed from the animatic's frames
+    control_lora: str | None = None  # the IC-LoRA for that control (.safetensors)
+    control_lora_scale: float = Field(1.0, ge=0.0)
+    control_strength: float = Field(1.0, ge=0.0, le=1.0)
+    reference_downscale: int | None = Field(None, ge=1)
+    camera_loras: dict[str, str] = Field(default_factory=dict)  # camera move → .safetensors
+    camera_lora_scale: float = Field(1.0, ge=0.0)
+    audio: bool = True  # the sound made with shots without dialogue goes to the FX stem
+    lip_sync: bool = True  # dialogue shots are generated on our TTS lines, held fixed
+    upsampler: str | None = None  # an LTX-2 latent upsampler: two stages
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+
+
 class EngineSettings(_Strict):
-    name: Literal["animatic", "clips", "ltx"] = "animatic"
+    name: Literal["animatic", "clips", "ltx", "ltx2"] = "animatic"
     burn_in: bool = False
     clips: ClipsSettings = Field(default_factory=ClipsSettings)
     ltx: LTXProjectSettings = Field(default_factory=LTXProjectSettings)
+    ltx2: LTX2ProjectSettings = Field(default_factory=LTX2ProjectSettings)
 
 
 class CharacterSettings(_Strict):

@@ -402,3 +402,46 @@ def test_missing_parts_and_bad_settings_are_named(tmp_path, model_dir):
         engine_by_name("ltx2", model="x", control="pose")
     with pytest.raises(AiprodError, match="unknown ltx2 setting"):
         engine_by_name("ltx2", model="x", lora="y")
+
+
+def test_render_with_ltx2_through_the_cli(model_dir, tmp_path):
+    """The user's path: render --engine ltx2 with a project file naming a local model. The
+    dialogue shot is generated on its TTS line; the other shot's generated sound is on the
+    FX stem, and off with [engine.ltx2] audio = false; the manifest names the model."""
+    import json
+
+    import soundfile
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    script = tmp_path / "s.fountain"
+    script.write_text("EXT. PIER - DUSK\n\nGulls over the water.\n\nNELL\nFerry.\n")
+
+    def render(audio: bool) -> tuple[np.ndarray, dict, dict]:
+        project = tmp_path / "p.toml"
+        project.write_text(
+            f'[engine]\nname = "ltx2"\n[engine.ltx2]\nmodel = "{model_dir}"\n'
+            f'device = "cpu"\ndtype = "float32"\nsteps = 2\nimage_crf = 0\n'
+            f'audio = {str(audio).lower()}\n')
+        r = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
+                                      "--project", str(project), "--size", "32x32",
+                                      "--fps", "12", "--profile", "web", "--quiet"])
+        assert r.exit_code == 0, r.output
+        out = tmp_path / "out"
+        fx, rate = soundfile.read(str(out / "audio" / "FX.wav"), dtype="float32")
+        assert rate == 48000
+        return (fx, json.loads((out / "manifest.json").read_text()),
+                json.loads((out / "report.json").read_text()))
+
+    with_sound, manifest, report = render(True)
+    assert manifest["engine"]["name"] == "ltx2"
+    assert manifest["engine"]["identity"]["pipeline"] == "LTX2InContextPipeline"
+    assert len(manifest["engine"]["identity"]["sha256"]) == 64
+    assert "audio to video" in report["notes"]["1A"]
+    without, _, _ = render(False)
+    # shot 1 is frames 0-35 at 12 fps: 3 s; its sound is on FX there, and only there
+    inside = slice(int(0.6 * 48000), int(2.4 * 48000))
+    assert np.abs(with_sound[inside] - without[inside]).max() > 1e-4
+    after = slice(int(3.6 * 48000), int(4.5 * 48000))  # 1A, beyond the bed's crossfade
+    np.testing.assert_allclose(with_sound[after], without[after], atol=1e-6)
