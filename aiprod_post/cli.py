@@ -748,10 +748,13 @@ def grade_command(source: Path, output: Path, look: str, strength: float, codec:
 
     try:
         cdl = cdl_for_shot(cdl_file, cdl_id or "") if cdl_file else None
+        notes: list[str] = []
         written = grade_video(source, output, look, strength, codec=codec,
-                              input_space=input_space, cdl=cdl)
+                              input_space=input_space, cdl=cdl, notes=notes)
     except AiprodError as exc:
         _fail(exc)
+    for note in notes:
+        click.echo(f"note: {note}")
     click.echo(f"{written}: graded with {look} at {strength:g}")
 
 

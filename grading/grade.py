@@ -183,9 +183,11 @@ class _Grade:
 
 def grade_video(source: str | Path, output: str | Path, look: str, strength: float = 1.0,
                 codec: str | None = None, input_space: str | None = None,
-                root: Path | None = None, cdl: CDL | None = None) -> Path:
+                root: Path | None = None, cdl: CDL | None = None,
+                notes: list[str] | None = None) -> Path:
     """Grade ``source`` (a video or a still) with ``look`` into ``output``; returns the
-    file written, or the image sequence's pattern."""
+    file written, or the image sequence's pattern. What is not carried over (sound into
+    an image sequence) is said in ``notes``."""
     source, output = Path(source), Path(output)
     master = master_for(output, codec)
     still = source.suffix.lower() in STILL_SUFFIXES and "%" not in source.name
@@ -202,6 +204,9 @@ def grade_video(source: str | Path, output: str | Path, look: str, strength: flo
         # an 8-bit source keeps the exact 8-bit table (and its speed) whatever the master
         grade = _Grade(lut, strength, colour, src_deep or not colour.identity, cdl)
         if master.image:
+            if inp.streams.audio and notes is not None:
+                notes.append(f"the sound of {source.name} is not carried: "
+                             f"{output.suffix} images have none")
             return _write_images(inp, vin, output, master, grade, still)
         return _write_video(inp, vin, output, master, grade)
 

@@ -131,7 +131,9 @@ def test_sound_is_copied_bit_for_bit_where_the_container_takes_it(tmp_path, sour
 
 @pytest.mark.parametrize("suffix,count", [(".tif", 2), (".png", 2), (".exr", 2)])
 def test_image_sequences_by_pattern_16_bit_and_half_float(tmp_path, source10, suffix, count):
-    pattern = grade_video(source10, tmp_path / f"shot_%06d{suffix}", "warm_film")
+    notes: list[str] = []
+    pattern = grade_video(source10, tmp_path / f"shot_%06d{suffix}", "warm_film", notes=notes)
+    assert notes == [f"the sound of ramp10.mkv is not carried: {suffix} images have none"]
     files = sorted(tmp_path.glob(f"shot_*{suffix}"))
     assert [f.name for f in files] == [f"shot_{i:06d}{suffix}" for i in range(count)]
     assert str(pattern).endswith(f"shot_%06d{suffix}")
