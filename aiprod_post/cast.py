@@ -188,6 +188,10 @@ _GARMENTS = [
       "boots", "shoes", "sneakers", "trainers", "gloves", "tie", "bow tie", "shawl",
       "bandana", "sou'wester", "wellies", "wellingtons"), 3),
 ]
+_LONG_GARMENTS = {"oilskin", "oilskins", "coat", "overcoat", "raincoat", "trenchcoat", "mac",
+                  "cloak", "cape", "robe", "robes", "gown", "habit", "cassock", "dress", "frock",
+                  "greatcoat", "duster", "kaftan", "caftan", "abaya", "sari", "nightgown",
+                  "nightdress", "mackintosh", "poncho", "smock", "toga", "surplice", "peacoat"}
 _GARMENT_RANK = {w: rank for words, rank in _GARMENTS for w in words}
 _GARMENT_RE = re.compile(
     r"\b(" + "|".join(re.escape(w) for w in sorted(_GARMENT_RANK, key=len, reverse=True))
@@ -286,6 +290,8 @@ class Figure(_Strict):
     glasses: bool = False
     #: an older figure stoops a little and its hair is drawn grey unless the cast says
     older: bool = False
+    #: the main garment reaches the knees (a coat, an oilskin, a dress, a robe)
+    long_coat: bool = False
 
     @field_validator("hair", "skin", "coat", "trousers", mode="before")
     @classmethod
@@ -852,8 +858,10 @@ def figure_for(ch: CastCharacter, index: int = 0, taken: Iterable[str] = ()) -> 
         elif kind == "height":
             height = value
     height *= {"child": 0.68, "teen": 0.94}.get(ch.age_band, 1.0)
+    main = ch.wardrobe[0].split()[-1] if ch.wardrobe else ""
     return Figure(hair_style=style, hair=hair, coat=coat, trousers=trousers, build=build,
-                  height=height, beard=bool(ch.beard), glasses=bool(ch.glasses), older=older)
+                  height=height, beard=bool(ch.beard), glasses=bool(ch.glasses), older=older,
+                  long_coat=main in _LONG_GARMENTS)
 
 
 def read_cast(script: Script, title: str | None = None, voices: VoiceChooser | None = None

@@ -98,6 +98,7 @@ class CharacterSheet:
     beard: bool = False
     glasses: bool = False
     older: bool = False  # a lined forehead (and grey hair, from the cast)
+    long_coat: bool = False  # the coat (or dress, robe) reaches the knees
 
 
 _SKINS = [(241, 204, 176), (224, 172, 130), (198, 134, 94), (141, 85, 54), (92, 58, 40),
@@ -129,7 +130,8 @@ def sheet_from_figure(name: str, figure: dict) -> CharacterSheet:
         trousers=_hex(f["trousers"]), height=float(f["height"]), build=float(f["build"]),
         hair_style=f["hair_style"] if f["hair_style"] in _STYLES else "short",
         blink_period=int(r.integers(70, 120)), beard=bool(f.get("beard")),
-        glasses=bool(f.get("glasses")), older=bool(f.get("older")))
+        glasses=bool(f.get("glasses")), older=bool(f.get("older")),
+        long_coat=bool(f.get("long_coat")))
 
 
 def character_sheet(name: str, figure: dict | None = None) -> CharacterSheet:
@@ -325,8 +327,10 @@ def _paint_figure(img: np.ndarray, f: _Figure, draw_face: bool, turn: float = 0.
     cv2.fillPoly(img, [legs], col(s.trousers), cv2.LINE_AA)
     cv2.line(img, (int(x), int(hip + 0.05 * size)), (int(x), int(feet)),
              col(np.array(s.trousers) * 0.6), max(1, int(size * 0.008)))
-    torso = np.array([[x - half, shoulder], [x + half, shoulder], [x + half * 0.95, hip + 0.04 * size],
-                      [x - half * 0.95, hip + 0.04 * size]], np.int32)
+    hem = hip + (0.24 if s.long_coat else 0.04) * size
+    flare = 1.05 if s.long_coat else 0.95
+    torso = np.array([[x - half, shoulder], [x + half, shoulder], [x + half * flare, hem],
+                      [x - half * flare, hem]], np.int32)
     cv2.fillPoly(img, [torso], col(s.coat), cv2.LINE_AA)
     arm_w = max(2, int(size * 0.05))
     cv2.line(img, (int(x - half), int(shoulder + 0.02 * size)),
