@@ -337,3 +337,33 @@ def test_a_rate_mxf_cannot_hold_is_a_clear_error(tmp_path):
                                          r"59.94, 60 frames a second; the source is 12"):
         grade_video(src, tmp_path / "x.mxf", "noir")
     assert not list(tmp_path.glob("*.mxf*"))
+
+
+def test_a_pq_tagged_source_is_rendered_to_rec709_by_its_tags(tmp_path):
+    """No --input-space: the file's PQ transfer tag picks the conversion."""
+    from av.video.reformatter import ColorTrc
+
+    src = tmp_path / "pq.mkv"
+    codes = smooth_ramp10()
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("ffv1", rate=24)
+        v.width, v.height, v.pix_fmt = W, H, "gbrp10le"
+        v.codec_context.color_trc = ColorTrc.SMPTE2084
+        v.codec_context.color_primaries = 9  # BT.2020
+        vf = av.VideoFrame.from_ndarray((codes << 6) | (codes >> 4), format="rgb48le")
+        for p in v.encode(vf.reformat(format="gbrp10le")):
+            out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].codec_context.color_trc == ColorTrc.SMPTE2084
+    out = grade_video(src, tmp_path / "sdr.mkv", "neutral_rec709")
+    cfg = ocio.Config.CreateFromBuiltinConfig("studio-config-v2.1.0_aces-v1.3_ocio-v2.3")
+    # the source as decoded (16-bit): PQ's steep top would magnify the 10-to-16-bit step
+    x = (decode_rgb48(src)[0] / 65535.0).astype(np.float32)
+    cfg.getProcessor(ocio.DisplayViewTransform(
+        src="Rec.2100-PQ - Display", display="Rec.1886 Rec.709 - Display",
+        view="ACES 1.0 - SDR Video")).getDefaultCPUProcessor().applyRGB(x.reshape(-1, 3))
+    theirs = ocio_look(np.clip(x, 0, 1), "neutral_rec709")
+    got = decode_rgb48(out)[0] / 65535.0
+    assert np.abs(got - theirs).max() < 2e-5
