@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from ..project import DELIVERY_PROFILES
-from .bodies import BodyLimit, parse_json_object
+from .bodies import (BodyLimit, FormRefused, UploadedFile, parse_json_object,
+                     read_multipart)
 from .db import Job, Token, connect, token_by_secret
 from .dispatcher import Dispatcher
 from .planning import PlanRefused, plan_request
@@ -93,14 +95,15 @@ def _job_view(job: Job, request: Request) -> dict[str, Any]:
 
 
 class _Submission:
-    """A parsed request: its fields, an uploaded music file (still in the form's spool)."""
+    """A parsed request: its fields, and an uploaded music file spooled to disk."""
 
-    def __init__(self, body: dict, music=None, form=None) -> None:
-        self.body, self.music, self.form = body, music, form
+    def __init__(self, body: dict, music: UploadedFile | None = None) -> None:
+        self.body, self.music = body, music
 
-    async def close(self) -> None:
-        if self.form is not None:
-            await self.form.close()
+    def close(self) -> None:
+        """Remove the spooled upload unless a job has taken it."""
+        if self.music is not None and self.music.path is not None:
+            self.music.path.unlink(missing_ok=True)
 
 
 def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
@@ -114,6 +117,11 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
     """
     data = Path(data).resolve()
     (data / "jobs").mkdir(parents=True, exist_ok=True)
+    spool = data / "uploads"  # uploads arrive here, then move into their job's folder
+    spool.mkdir(exist_ok=True)
+    for left in spool.glob("*.upload"):  # a killed server's half-received uploads
+        if left.stat().st_mtime < time.time() - 3600:
+            left.unlink(missing_ok=True)
     sessions = connect(db_url or f"sqlite:///{data / 'aiprod.db'}")
     limits = limits or Limits()
     policy = WebhookPolicy.from_options(list(webhook_allow))
@@ -169,11 +177,11 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
                      idempotency_key: str | None = Header(None)) -> JSONResponse:
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
             raise _bad("Idempotency-Key: expected 1 to 200 characters")
-        sub = await _read_submission(request, limits)
+        sub = await _read_submission(request, limits, spool)
         try:
             return await _submit(request, tok, idempotency_key, sub)
         finally:
-            await sub.close()
+            sub.close()
 
     async def _submit(request: Request, tok: Token, key: str | None,
                       sub: _Submission) -> JSONResponse:
@@ -191,7 +199,7 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
                 raise _bad(str(exc)) from None
         digest = hashlib.sha256(json.dumps(req.model_dump(), sort_keys=True).encode())
         if sub.music is not None:
-            digest.update(await asyncio.to_thread(_file_sha256, sub.music.file))
+            digest.update(sub.music.sha256.encode())
         request_sha256 = digest.hexdigest()
         if key is not None:
             prior = _prior(tok, key, request_sha256)
@@ -336,29 +344,19 @@ def _artifact(root: Path, name: str) -> Path | None:
     return path if stat.S_ISREG(st.st_mode) else None
 
 
-def _file_sha256(fh) -> bytes:
-    fh.seek(0)
-    h = hashlib.sha256()
-    for block in iter(lambda: fh.read(1 << 20), b""):
-        h.update(block)
-    fh.seek(0)
-    return h.digest()
-
-
 def _write_job_files(folder: Path, req: JobRequest, plan_json: str, sub: _Submission) -> None:
     (folder / "plan.json").write_text(plan_json)  # what the render renders: planned once
     if req.script is not None:
         (folder / "script.fountain").write_text(req.script)
-    if sub.music is not None:
-        suffix = Path(sub.music.filename or "").suffix.lower()
+    if sub.music is not None and sub.music.path is not None:
+        suffix = Path(sub.music.filename).suffix.lower()
         suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".bin"
-        sub.music.file.seek(0)
-        with open(folder / f"music{suffix}", "wb") as out:
-            shutil.copyfileobj(sub.music.file, out, 1 << 20)
+        os.replace(sub.music.path, folder / f"music{suffix}")  # same filesystem: a rename
+        sub.music.path = None
         (folder / "project.toml").write_text(f'[audio]\nmusic = "music{suffix}"\n')
 
 
-async def _read_submission(request: Request, limits: Limits) -> _Submission:
+async def _read_submission(request: Request, limits: Limits, spool: Path) -> _Submission:
     kind = request.headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):
         raw = await request.body()  # BodyLimit has stopped it at limits.json_bytes
@@ -366,37 +364,26 @@ async def _read_submission(request: Request, limits: Limits) -> _Submission:
             return _Submission(parse_json_object(raw))
         except ValueError as exc:
             raise _bad(str(exc)) from None
-    # Files are spooled to disk past 1 MB as they arrive (BodyLimit bounds the total).
-    form = await request.form(max_files=2, max_fields=20)
-    sub = _Submission({}, form=form)
     try:
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                size = value.size if value.size is not None else 0
-                if key == "music":
-                    if size > limits.upload_bytes:
-                        raise _bad(f"music is {size} bytes; the limit is {limits.upload_bytes}")
-                    sub.music = value
-                    continue
-                if key != "script":
-                    raise _bad(f"unexpected file field {key!r}: send the screenplay as "
-                               "'script' and an optional music bed as 'music'")
-                if size > limits.script_bytes:
-                    raise _bad(f"script is {size} bytes; the limit is {limits.script_bytes}")
-                raw = await value.read()
-                try:
-                    sub.body["script"] = raw.decode("utf-8-sig")
-                except UnicodeDecodeError as exc:
-                    raise _bad(f"script is not UTF-8 at byte offset {exc.start}") from None
-            elif key == "profiles":
-                sub.body.setdefault("profiles", []).extend(p for p in value.split(",") if p)
-            elif key in ("width", "height"):
-                sub.body[key] = int(value) if value.isdigit() else value
-            else:
-                sub.body[key] = value
-    except BaseException:
-        await sub.close()
-        raise
+        fields, files = await read_multipart(
+            request.stream(), kind, {"script": limits.script_bytes, "music": limits.upload_bytes},
+            spool, spooled=frozenset({"music"}))
+    except FormRefused as exc:
+        raise _bad(str(exc)) from None
+    sub = _Submission({}, files.get("music"))
+    if "script" in files:
+        try:
+            sub.body["script"] = files["script"].data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            sub.close()
+            raise _bad(f"script is not UTF-8 at byte offset {exc.start}") from None
+    for key, value in fields:
+        if key == "profiles":
+            sub.body.setdefault("profiles", []).extend(p for p in value.split(",") if p)
+        elif key in ("width", "height"):
+            sub.body[key] = int(value) if value.isdigit() else value
+        else:
+            sub.body[key] = value
     return sub
 
 

@@ -217,7 +217,8 @@ def deliver(url: str, body: bytes, signature: str, policy: WebhookPolicy,
         if attempt:
             sleep(delays[attempt - 1])
         try:
-            addresses = _resolve(parts, policy)  # again per try: each try connects to what it checked
+            # resolved and checked again per try; the try connects to what it checked
+            addresses = _resolve(parts, policy)
         except ValueError as exc:
             reason = str(exc)
             if "does not resolve" in reason:
