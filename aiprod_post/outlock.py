@@ -38,8 +38,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory locks, renders are not guarded
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "OutputBusyError", "output_lock", "remove_stale_temporaries",
-           "process_identity"]
+__all__ = ["LOCK_NAME", "OutputBusyError", "output_lock", "lock_holder",
+           "remove_stale_temporaries", "process_identity"]
 
 LOCK_NAME = ".aiprod.lock"
 
@@ -93,6 +93,30 @@ def output_lock(outdir: str | Path) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # releases the flock
+
+
+def lock_holder(outdir: str | Path) -> tuple[int, str | None] | None:
+    """(pid, identity) of the render holding ``outdir``'s lock now; None if nobody holds it."""
+    path = Path(outdir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        if fcntl is None:
+            return None
+        try:  # a shared lock is refused only while a render holds its exclusive one
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            pass
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return int(info["pid"]), info.get("identity")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    finally:
+        os.close(fd)
 
 
 def _holder(fd: int) -> str:

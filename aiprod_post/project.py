@@ -241,7 +241,8 @@ def read_toml_model(path: str | Path, model: type[_M], what: str,
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else \
+            err["msg"].removeprefix("Value error, ")
         raise AiprodError(f"{msg}", source=path, where=key) from None
 
 

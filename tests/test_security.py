@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -550,3 +551,36 @@ def test_server_killed_during_two_renders_restarts_without_running_any_twice(tmp
             info = probe(master)
             assert abs(info["duration"] - report["duration_seconds"]) < 0.1, (master, info)
         assert job_row(tmp_path, job["id"])["render_pid"] is None
+
+
+def test_a_render_the_database_lost_is_found_by_its_lock(tmp_path):
+    """The server died between starting a render and recording its pid: start-up still
+    stops the render, found through the lock it holds, before the job runs again."""
+    from aiprod_post.outlock import lock_holder
+    from aiprod_post.service.db import Job, Token, connect
+    from aiprod_post.service.dispatcher import Dispatcher
+
+    sessions = connect(f"sqlite:///{tmp_path / 'aiprod.db'}")
+    with sessions.begin() as s:
+        s.add(Token(id=1, name="t", secret_sha256="0" * 64, webhook_secret="x"))
+        s.add(Job(id="j", token_id=1, state="running", request={}, progress={}, timings={}))
+    out = tmp_path / "jobs" / "j" / "out"
+    out.mkdir(parents=True)
+    assert lock_holder(out) is None
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from aiprod_post.outlock import output_lock\n"
+        f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert lock_holder(out) == (holder.pid, process_identity(holder.pid))
+        dispatcher = Dispatcher(sessions, tmp_path, workers=1)
+        dispatcher.stop.set()  # start-up only: the loop ends at once
+        dispatcher.start()
+        assert holder.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_holder(out) is None  # the kernel let go of it with the process
+    with sessions() as s:
+        assert s.get(Job, "j").state == "queued"

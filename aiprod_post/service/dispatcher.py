@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..outlock import process_identity
+from ..outlock import lock_holder, process_identity
 from .db import Job, Token, now, transition
 from .webhooks import WebhookPolicy, deliver
 
@@ -49,6 +49,8 @@ class Dispatcher:
                     for j in s.query(Job).filter_by(state="running")]
             unsent = [j.id for j in s.query(Job).filter_by(webhook_state="pending")]
         for job_id, pid, identity in left:  # a previous server's renders: stop, then go again
+            if not (pid and identity):  # killed before it recorded them: the lock file says
+                pid, identity = lock_holder(self.data / "jobs" / job_id / "out") or (0, None)
             if pid and identity:
                 _stop_orphan(pid, identity)
             with self.sessions.begin() as s:
