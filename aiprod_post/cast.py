@@ -608,10 +608,9 @@ class _Reader:
         head = _clauses(segment, 3)
         if intro:
             # role words in the appositive next to the name, not in what they do after it
-            near = pre.split(",")[-2] if pre.rstrip().endswith(",") and "," in pre[:-1].rstrip(
-                ", ") else pre
-            g = _gender_words(near + " , " + (_clauses(segment, 2) if not segment.lstrip()
-                                              .startswith("(") else _clauses(segment, 3)))
+            near = pre.rstrip(" ,").split(",")[-1]  # the clause just before the name
+            after = _clauses(segment, 3 if segment.lstrip().startswith("(") else 2)
+            g = _gender_words(f"{near} , {after}")
             if g:
                 f.strong_gender.setdefault(g, []).append(line)
             if f.age is None:
