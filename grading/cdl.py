@@ -10,8 +10,8 @@ Applied as OpenColorIO's ``CDLTransform`` applies it, in either of its styles:
   through unchanged.
 
 >>> grade = CDL("3A", slope=(1.2, 1.0, 0.9), offset=(0.0, 0.0, 0.02), power=(1.0, 1.0, 1.1))
->>> apply_cdl(np.array([[0.5, 0.5, 0.5]]), grade).round(4).tolist()
-[[0.6, 0.5, 0.4303]]
+>>> apply_cdl(np.array([[0.5, 0.5, 0.5]]), grade).astype(float).round(4).tolist()
+[[0.6, 0.5, 0.4358]]
 """
 
 from __future__ import annotations
