@@ -105,3 +105,41 @@ def test_clips_footage_converter_matches_opencolorio_within_one_code():
     assert np.abs(convert(img).astype(int) - theirs).max() <= 1
     with pytest.raises(AiprodError, match="unknown colour space 'LogC9'"):
         uint8_converter("LogC9")
+
+
+def test_clips_in_a_camera_space_are_converted_before_the_look(graded, tmp_path):
+    """Flat S-Log3 grey footage for every shot: with `[engine.clips] colourspace` the
+    shots come out at OpenColorIO's Rec.709 rendering of that grey (then the look)."""
+    ocio = pytest.importorskip("PyOpenColorIO")
+    from aiprod_post.grading.apply import apply_lut
+    from aiprod_post.grading.colour import CONFIG_NAME
+    from aiprod_post.grading.looks import load_look
+
+    root, shots = graded
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    grey = 150  # an S-Log3 code a stop or two over mid grey, 8-bit: renders to about 206
+    for sid in shots:
+        with av.open(str(footage / f"{sid}.mkv"), "w") as out:
+            v = out.add_stream("ffv1", rate=24)
+            v.width, v.height, v.pix_fmt = 64, 48, "bgr0"
+            vf = av.VideoFrame.from_ndarray(np.full((48, 64, 3), grey, np.uint8), format="rgb24")
+            for p in v.encode(vf.reformat(format="bgr0")):
+                out.mux(p)
+            for p in v.encode():
+                out.mux(p)
+    (tmp_path / "project.toml").write_text(
+        f'[engine]\nname = "clips"\n[engine.clips]\nfolder = "{footage}"\n'
+        'colourspace = "S-Log3 S-Gamut3.Cine"\n')
+    result = render(root / "grade.fountain", tmp_path / "out",
+                    RenderOptions(project=load_project(tmp_path / "project.toml"), **SMALL))
+    assert result.exit_code == 0, result.failed_shots
+    cfg = ocio.Config.CreateFromBuiltinConfig(CONFIG_NAME)
+    x = np.full((1, 3), grey / 255.0, np.float32)
+    cfg.getProcessor(ocio.DisplayViewTransform(
+        src="S-Log3 S-Gamut3.Cine", display="Rec.1886 Rec.709 - Display",
+        view="ACES 1.0 - SDR Video")).getDefaultCPUProcessor().applyRGB(x)
+    expected = apply_lut(np.round(x * 255) / 255, load_look("neutral_rec709"))[0] * 255
+    got = mean_rgb(tmp_path / "out" / "shots" / f"{shots[0]}.mov")
+    assert abs(expected[1] - grey) > 10  # the conversion is a visible change
+    np.testing.assert_allclose(got, expected, atol=2.5)
