@@ -700,6 +700,11 @@ class _Render:
 
         cache = self.__dict__.setdefault("_graders", {})
         if (look_file, cdl) not in cache:
+            if cdl is not None:
+                # a 64 MiB table per look and shot CDL: keep only the latest such one, so
+                # memory does not grow with the number of graded shots
+                for key in [k for k in cache if k[1] is not None]:
+                    del cache[key]
             cache[look_file, cdl] = FrameGrader(read_lut(look_file), cdl=cdl)
         return cache[look_file, cdl]
 
