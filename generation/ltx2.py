@@ -287,10 +287,12 @@ class LTX2Engine:
                               source=self.s.upsampler)
         return path
 
-    # the same settings names as ltx's: its helpers serve as they are
+    # the same settings names as ltx's: its helpers serve as they are (the out-of-memory
+    # ladder too: VAE tiling, model CPU offload, then generations half as long)
     _upsampler_dir = LTXEngine._upsampler_dir
     check = LTXEngine.check
     _torch_dtype = LTXEngine._torch_dtype
+    _with_fallbacks = LTXEngine._with_fallbacks
 
     def pipeline(self):
         """The in-context pipeline (loaded once, with its LoRAs); the DFR pipeline and the
@@ -573,20 +575,9 @@ class LTX2Engine:
         elif "establishing" in context.keyframes:
             first_conditions.append((_fit(context.keyframes["establishing"].image, gw, gh, W,
                                           H), self.s.establishing_strength, 0))
-        lengths = self.lengths_for(shot.duration)
-        latent_frames = (lengths[0] - 1) // r + 1
-        middle = latent_frames // 2  # a latent index; latent 0 belongs to the keyframe
         refs = sorted(k for k in context.keyframes if k.startswith("character:"))
+        references = [_fit(context.keyframes[k].image, gw, gh, W, H) for k in refs]
         notes: list[str] = []
-        if refs and middle >= 1:
-            for k in refs:
-                first_conditions.append((_fit(context.keyframes[k].image, gw, gh, W, H),
-                                         self.s.character_strength, middle))
-            notes.append(f"conditioned on the reference of {', '.join(x[10:] for x in refs)} "
-                         f"at latent frame {middle} (frame {(middle - 1) * r + 1})")
-        elif refs:
-            notes.append("too short for a character reference besides its keyframe: "
-                         "references not used")
         control = self.s.control != "none" and "control" in self._adapters
         if self.s.control_lora is None and self.s.control != "none":
             notes.append("no control LoRA ([engine.ltx2] control_lora): previz not followed")
@@ -600,27 +591,51 @@ class LTX2Engine:
             notes.append("LoRAs: " + ", ".join(on))
         if speech is not None:
             notes.append("audio to video: the shot's dialogue held fixed (lip-sync)")
-        #: the control video each generation was given, for the report and tests
-        self.last_references: list[np.ndarray] = []
+
+        def with_references(conditions: list, n: int) -> tuple[list, str | None]:
+            """The first generation's conditions: its keyframe, and each character's
+            reference in its middle (a latent index; latent 0 belongs to the keyframe),
+            with what the report should say about it."""
+            middle = ((n - 1) // r + 1) // 2
+            if not refs:
+                return conditions, None
+            if middle < 1:
+                return conditions, ("too short for a character reference besides its "
+                                    "keyframe: references not used")
+            return conditions + [(img, self.s.character_strength, middle) for img in
+                                 references], (
+                f"conditioned on the reference of {', '.join(x[10:] for x in refs)} at "
+                f"latent frame {middle} (frame {(middle - 1) * r + 1})")
 
         def frames() -> Iterator[np.ndarray]:
-            produced, segment = 0, 0
+            produced, segment_index = 0, 0
             conditions = first_conditions
             sound: list[np.ndarray] = []
             rate = 0
-            for n in lengths:
+            while produced < shot.duration:
                 chained = 1 if produced else 0
-                need = min(shot.duration - produced + chained, n)
                 start = produced - chained  # the shot frame this generation's frame 0 shows
-                reference = previz.take(start, n) if previz is not None else None
-                if reference is not None:
-                    self.last_references.append(reference)
-                dialogue = None
-                if speech is not None:
-                    a = round(start / fps * MIX_RATE)
-                    dialogue = speech[a:a + math.ceil(n / fps * MIX_RATE)]
-                clip, audio, rate = self._generate(prompt, n, gw, gh, fps, shot.seed + segment,
-                                                   conditions, reference, dialogue)
+                need, note = 0, None
+
+                def one(segment: int):
+                    nonlocal need, note
+                    need = min(shot.duration - produced + chained, segment)
+                    n = valid_frames(max(need, r + 1), r)
+                    reference = previz.take(start, n) if previz is not None else None
+                    dialogue = None
+                    if speech is not None:
+                        a = round(start / fps * MIX_RATE)
+                        dialogue = speech[a:a + math.ceil(n / fps * MIX_RATE)]
+                    conds = conditions
+                    if not produced:
+                        conds, note = with_references(conditions, n)
+                    return self._generate(prompt, n, gw, gh, fps, shot.seed + segment_index,
+                                          conds, reference, dialogue)
+
+                # out of GPU memory: VAE tiling, then CPU offload, then shorter generations
+                clip, audio, rate = self._with_fallbacks(shot, one)
+                if note:
+                    r_.notes.append(note)
                 for f in clip[chained:need]:
                     produced += 1
                     yield _crop(f, W, H)
@@ -628,7 +643,7 @@ class LTX2Engine:
                     a, b = round(chained / fps * rate), round(need / fps * rate)
                     sound.append(audio[a:b])
                 conditions = [(clip[need - 1], 1.0, 0)]
-                segment += 1
+                segment_index += 1
             if sound and self.s.audio and speech is None:
                 r_.audio, r_.audio_rate = np.concatenate(sound).astype(np.float32), rate
 

@@ -237,7 +237,7 @@ def test_keyframes_are_conditions_at_their_latent_frames(model_dir, monkeypatch)
     np.testing.assert_array_equal(canvas[5:27, 1:31], key)  # the plan's frame, centred
     np.testing.assert_array_equal(conds[1].frames[5:27, 1:31], ref)
     assert placed == [[0, 2]]
-    assert "latent frame 2 (frame 5)" in r.notes[0]
+    assert any("reference of NELL at latent frame 2 (frame 5)" in n for n in r.notes)
     # establishing, not previous: its own strength
     calls.clear()
     list(eng.render(shot(9), ctx(keyframes={"establishing": Keyframe("0", 0, key)})))
@@ -404,10 +404,11 @@ def test_missing_parts_and_bad_settings_are_named(tmp_path, model_dir):
         engine_by_name("ltx2", model="x", lora="y")
 
 
-def test_render_with_ltx2_through_the_cli(model_dir, tmp_path):
-    """The user's path: render --engine ltx2 with a project file naming a local model. The
-    dialogue shot is generated on its TTS line; the other shot's generated sound is on the
-    FX stem, and off with [engine.ltx2] audio = false; the manifest names the model."""
+def test_render_with_ltx2_through_the_cli(model_dir, loras, tmp_path, monkeypatch):
+    """The user's path: render --engine ltx2 with a project file naming a local model and
+    LoRAs. The dialogue shot is generated on its TTS line; the other shot's generated sound
+    is on the FX stem, and off with [engine.ltx2] audio = false; the manifest names the
+    model and every LoRA by hash."""
     import json
 
     import soundfile
@@ -415,15 +416,19 @@ def test_render_with_ltx2_through_the_cli(model_dir, tmp_path):
 
     from aiprod_post.cli import main
 
+    from diffusers import LTX2DFRPipeline
+
+    a2v = capture_calls(monkeypatch, LTX2DFRPipeline)
     script = tmp_path / "s.fountain"
     script.write_text("EXT. PIER - DUSK\n\nGulls over the water.\n\nNELL\nFerry.\n")
 
-    def render(audio: bool) -> tuple[np.ndarray, dict, dict]:
+    def render(audio: bool) -> tuple[np.ndarray, dict]:
         project = tmp_path / "p.toml"
         project.write_text(
             f'[engine]\nname = "ltx2"\n[engine.ltx2]\nmodel = "{model_dir}"\n'
             f'device = "cpu"\ndtype = "float32"\nsteps = 2\nimage_crf = 0\n'
-            f'audio = {str(audio).lower()}\n')
+            f'audio = {str(audio).lower()}\ncontrol_lora = "{loras["canny"]}"\n'
+            f'camera_loras = {{ static = "{loras["dolly"]}" }}\n')
         r = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
                                       "--project", str(project), "--size", "32x32",
                                       "--fps", "12", "--profile", "web", "--quiet"])
@@ -431,17 +436,46 @@ def test_render_with_ltx2_through_the_cli(model_dir, tmp_path):
         out = tmp_path / "out"
         fx, rate = soundfile.read(str(out / "audio" / "FX.wav"), dtype="float32")
         assert rate == 48000
-        return (fx, json.loads((out / "manifest.json").read_text()),
-                json.loads((out / "report.json").read_text()))
+        return fx, json.loads((out / "manifest.json").read_text())
 
-    with_sound, manifest, report = render(True)
+    with_sound, manifest = render(True)
     assert manifest["engine"]["name"] == "ltx2"
     assert manifest["engine"]["identity"]["pipeline"] == "LTX2InContextPipeline"
     assert len(manifest["engine"]["identity"]["sha256"]) == 64
-    assert "audio to video" in report["notes"]["1A"]
-    without, _, _ = render(False)
+    # one generation of the dialogue shot (18 frames and handles), on its line held fixed
+    assert len(a2v) == 1 and a2v[0]["freeze_audio"] is True
+    assert a2v[0]["audio_latents"].abs().max() > 0
+    from aiprod_post.files import sha256_file
+
+    assert {k: v["sha256"] for k, v in manifest["engine"]["identity"]["loras"].items()} == {
+        "control": sha256_file(loras["canny"]), "camera:static": sha256_file(loras["dolly"])}
+    without, _ = render(False)
     # shot 1 is frames 0-35 at 12 fps: 3 s; its sound is on FX there, and only there
     inside = slice(int(0.6 * 48000), int(2.4 * 48000))
     assert np.abs(with_sound[inside] - without[inside]).max() > 1e-4
     after = slice(int(3.6 * 48000), int(4.5 * 48000))  # 1A, beyond the bed's crossfade
     np.testing.assert_allclose(with_sound[after], without[after], atol=1e-6)
+
+
+def test_out_of_gpu_memory_takes_the_ltx_ladder(model_dir, monkeypatch):
+    """Out of GPU memory, a generation is retried with VAE tiling, then model CPU offload,
+    then at half the length; the shot still has every frame, the sound too."""
+    eng = engine_by_name("ltx2", model=str(model_dir), max_frames=33, cpu_offload=True,
+                         **SETTINGS)  # offload already on (no CUDA here): tiling, then halves
+    asked: list[int] = []
+
+    def generate(prompt, n, w, h, fps, seed, conditions, reference, dialogue):
+        asked.append(n)
+        if n > 17:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return np.full((n, h, w, 3), len(asked), np.uint8), np.zeros((n * 100, 2)), 2400
+
+    monkeypatch.setattr(eng, "_generate", generate)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    r = eng.render(shot(40), ctx())
+    assert len(list(r)) == 40
+    assert eng.s.vae_tiling and asked[:3] == [33, 33, 17]
+    # every later generation tries the full length first, as ltx's do, then halves
+    made = [n for n in asked if n <= 17]
+    assert made[0] == 17 and sum(made) - (len(made) - 1) >= 40  # chained on one frame each
+    assert r.audio.shape[0] == 40 * 100
