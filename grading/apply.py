@@ -465,18 +465,28 @@ def _baked_uint8_table(lut: LUT, strength: float, cdl: "CDL | None", style: str,
     """Every 8-bit colour through ``before``, the CDL and then the look (the float path),
     1M colours at a time: a conversion or the CDL's saturation mixes channels, so there
     is no per-channel shortcut."""
-    from .cdl import apply_cdl
+    from .cdl import apply_cdl, cdl_saturation, cdl_sop
 
     grader = FloatFrameGrader(lut, strength)
     levels = np.arange(256, dtype=np.float32) / np.float32(255)
+    # without a conversion first, the CDL's per-channel part needs 256 values a channel
+    sop = None if before is not None or cdl is None else \
+        cdl_sop(np.repeat(levels[:, None], 3, axis=1), cdl, style)
     table = np.zeros((1 << 24, 4), np.uint8)
     for r in range(0, 256, 16):
-        rr, gg, bb = np.meshgrid(levels[r:r + 16], levels, levels, indexing="ij")
-        rgb = np.stack([rr, gg, bb], axis=-1).reshape(1, -1, 3)
-        if before is not None:
-            rgb = np.asarray(before(rgb), np.float32)
-        if cdl is not None:
-            rgb = apply_cdl(rgb, cdl, style)
+        if sop is not None:
+            rgb = np.empty((16, 256, 256, 3), np.float32)
+            rgb[..., 0] = sop[r:r + 16, 0][:, None, None]
+            rgb[..., 1] = sop[:, 1][None, :, None]
+            rgb[..., 2] = sop[:, 2][None, None, :]
+            rgb = cdl_saturation(rgb.reshape(1, -1, 3), cdl, style)
+        else:
+            rr, gg, bb = np.meshgrid(levels[r:r + 16], levels, levels, indexing="ij")
+            rgb = np.stack([rr, gg, bb], axis=-1).reshape(1, -1, 3)
+            if before is not None:
+                rgb = np.asarray(before(rgb), np.float32)
+            if cdl is not None:
+                rgb = apply_cdl(rgb, cdl, style)
         y = grader(np.ascontiguousarray(rgb))[0]
         table[r << 16:(r + 16) << 16, :3] = np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
     return table

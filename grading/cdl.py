@@ -27,7 +27,7 @@ from aiprod_post.errors import MediaError
 from .lut import read_text
 
 __all__ = ["CDL", "read_cdl", "parse_cdl", "cdl_for_shot", "write_cdl", "cdl_xml",
-           "apply_cdl", "CDL_SUFFIXES"]
+           "apply_cdl", "cdl_sop", "cdl_saturation", "CDL_SUFFIXES"]
 
 CDL_SUFFIXES = (".cc", ".ccc", ".cdl")
 _NS = "urn:ASC:CDL:v1.2"
@@ -261,6 +261,12 @@ def apply_cdl(rgb: np.ndarray, cdl: CDL, style: str = "asc") -> np.ndarray:
     """``cdl`` applied to float RGB (..., 3), as OpenColorIO's ``CDLTransform`` with
     ``CDL_ASC`` (``asc``) or ``CDL_NO_CLAMP`` (``no_clamp``) style; float32 out.
     In the ``asc`` style NaN reads as 0 and the result is always within 0..1."""
+    return cdl_saturation(cdl_sop(rgb, cdl, style), cdl, style)
+
+
+def cdl_sop(rgb: np.ndarray, cdl: CDL, style: str = "asc") -> np.ndarray:
+    """The per-channel part of :func:`apply_cdl`: slope, offset, power (and the ``asc``
+    clamp before the power)."""
     if style not in ("asc", "no_clamp"):
         raise MediaError(f"unknown CDL style {style!r}: expected asc or no_clamp")
     x = np.asarray(rgb, dtype=np.float32)
@@ -269,10 +275,15 @@ def apply_cdl(rgb: np.ndarray, cdl: CDL, style: str = "asc") -> np.ndarray:
     y = x * slope + offset
     with np.errstate(invalid="ignore", over="ignore"):
         if style == "asc":
-            y = np.nan_to_num(np.clip(y, 0.0, 1.0), nan=0.0)
-            y = y ** power
-        else:
-            y = np.where(y >= 0, np.abs(y) ** power, y)
+            return np.nan_to_num(np.clip(y, 0.0, 1.0), nan=0.0) ** power
+        return np.where(y >= 0, np.abs(y) ** power, y)
+
+
+def cdl_saturation(rgb: np.ndarray, cdl: CDL, style: str = "asc") -> np.ndarray:
+    """The part of :func:`apply_cdl` that mixes channels: saturation about Rec.709 luma
+    (and the ``asc`` clamp after it), on what :func:`cdl_sop` gave."""
+    y = np.asarray(rgb, dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
         luma = (y @ _LUMA.astype(np.float32))[..., None]
         y = luma + np.float32(cdl.sat) * (y - luma)
     if style == "asc":
