@@ -231,6 +231,53 @@ def plan_command(source: Path, output: Path | None, fmt: str, fps: Fraction | No
     click.echo(text if fmt == "json" else plan_table(plan), nl=fmt != "json")
 
 
+@main.command("estimate")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--engine", default="animatic", show_default=True,
+              help="Generation engine: animatic, clips, ltx, ltx2.")
+@click.option("--profile", default="web,master", show_default=True,
+              help="Delivery profiles, comma-separated.")
+@click.option("--size", callback=_parse_size, help="WIDTHxHEIGHT (default: the plan's).")
+@click.option("--fps", callback=_parse_fps, help="Frame rate (default: the plan's).")
+@click.option("--preset", type=click.Choice(["distilled", "dev"]), default="distilled",
+              show_default=True, help="GPU engines: the sampling preset.")
+@click.option("--price-per-gpu-hour", type=click.FloatRange(0), default=0.0,
+              help="GPU engines: price of a GPU-hour, for the cost.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+def estimate_command(source: Path, engine: str, profile: str, size, fps, preset: str,
+                     price_per_gpu_hour: float, as_json: bool) -> None:
+    """How long rendering a SCRIPT or PLAN will take on this machine, before any work.
+
+    Stage times come from this machine's earlier renders (a history in the user's cache
+    folder, AIPROD_CACHE), else a reference table; GPU engines' from their benchmarks,
+    with GPU-hours and a cost at --price-per-gpu-hour.
+    """
+    from .estimate import estimate_work, work_of
+    from .project import DELIVERY_PROFILES
+
+    plan, _warnings = _load_or_plan(source, fps, None, size)
+    profiles = [p.strip() for p in profile.split(",") if p.strip()]
+    for p in profiles:
+        if p not in DELIVERY_PROFILES:
+            raise AiprodError(f"unknown delivery profile {p!r}: expected one of "
+                              f"{', '.join(DELIVERY_PROFILES)}", where="--profile")
+    work = work_of(plan, profiles, video={p: DELIVERY_PROFILES[p].video for p in profiles})
+    est = estimate_work(work, engine, preset=preset, price_per_gpu_hour=price_per_gpu_hour)
+    if as_json:
+        click.echo(json.dumps(est, indent=2))
+        return
+    click.echo(f"{plan.title}: {len(plan.shots())} shots, {est['film_seconds']:.1f} s of film, "
+               f"{plan.width}x{plan.height}, engine {engine}")
+    for stage, seconds in est["stages"].items():
+        click.echo(f"  {stage:<11} {seconds:8.1f} s   ({est['from'][stage]})")
+    click.echo(f"  {'total':<11} {est['total_seconds']:8.1f} s")
+    if est["gpu"]:
+        g = est["gpu"]
+        click.echo(f"  GPU: {g['gpu_hours']:.3f} GPU-hours on {g['gpu']}"
+                   + (f", {g['cost']:.2f} at {price_per_gpu_hour:g}/GPU-hour"
+                      if price_per_gpu_hour else ""))
+
+
 @main.command("validate")
 @click.argument("source", type=click.Path(path_type=Path))
 def validate_command(source: Path) -> None:

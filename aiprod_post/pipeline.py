@@ -1022,6 +1022,15 @@ class _Render:
         self.r.item("subtitles", 1, 1, cached=not changed)
 
     # ---- report
+    def record_history(self, plan: ShotPlan, profiles: list[str]) -> None:
+        """This render's stage rates, for later estimates on this machine."""
+        from .estimate import record_render, work_of
+
+        video = {p: DELIVERY_PROFILES[p].video for p in profiles}
+        record_render(work_of(plan, profiles, video=video),
+                      self.report.get("engine", {}).get("name", "animatic"),
+                      self.r.timings, self.r.done, self.r.cached)
+
     def _charts(self, plan: ShotPlan) -> dict[str, str]:
         """Loudness over time per delivery and per stem, the waveform by shot, stage times."""
         from .charts import report_charts
@@ -1303,5 +1312,6 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
         masters = run.masters(plan, tl, otio_path, mix, profiles)
         run.qa(masters)
         run.write_report(plan, media, masters)
+        run.record_history(plan, profiles)
     return RenderResult(outdir, masters, run.failed, run.report)
 
