@@ -403,15 +403,16 @@ def write_cube(lut: LUT, path: str | Path, dialect: str = "iridas") -> Path:
     lines = [f'TITLE "{lut.title}"'] if lut.title else []
     lines += [f"# {c}" for c in lut.comments]
     if dialect not in ("iridas", "resolve"):
-        raise MediaError(f"unknown .cube dialect {dialect!r}: expected iridas or resolve")
+        raise MediaError(f"unknown .cube dialect {dialect!r}: expected iridas or resolve",
+                         source=path)
     if lut.shaper is not None and lut.table is not None and dialect == "iridas":
-        raise MediaError("a 1D shaper with a 3D table needs the resolve dialect")
+        raise MediaError("a 1D shaper with a 3D table needs the resolve dialect", source=path)
     if lut.prelut is not None:
-        raise MediaError("a .csp prelut (irregular input points) has no .cube form")
+        raise MediaError("a .csp prelut (irregular input points) has no .cube form", source=path)
     if dialect == "resolve" and (np.ptp(lut.shaper_min) or np.ptp(lut.shaper_max)
                                  or np.ptp(lut.domain_min) or np.ptp(lut.domain_max)):
         raise MediaError("per-channel input ranges need the iridas dialect "
-                         "(LUT_*_INPUT_RANGE gives one range for all channels)")
+                         "(LUT_*_INPUT_RANGE gives one range for all channels)", source=path)
     if lut.shaper is not None:
         lines.append(f"LUT_1D_SIZE {lut.shaper.shape[0]}")
         if dialect == "resolve":
