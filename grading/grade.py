@@ -274,13 +274,19 @@ def _to_frame(rgb: np.ndarray, pix_fmt: str):
     return vf.reformat(format=pix_fmt)  # RGB repacked: no matrix, full range
 
 
+#: FFmpeg's AVCOL_SPC_RGB (RGB stored as it is, no matrix): PyAV's Colorspace has no name
+_AVCOL_SPC_RGB = 0
+
+
 def _tag(cc, rgb_out: bool) -> None:
     """BT.709 primaries and transfer on every file; the matrix and range of what is
     stored (RGB full range, or BT.709 limited-range YUV)."""
-    cc.color_primaries = 1  # AVCOL_PRI_BT709
-    cc.color_trc = 1  # AVCOL_TRC_BT709
-    cc.colorspace = 0 if rgb_out else 1  # AVCOL_SPC_RGB / AVCOL_SPC_BT709
-    cc.color_range = 2 if rgb_out else 1  # AVCOL_RANGE_JPEG (full) / AVCOL_RANGE_MPEG
+    from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+
+    cc.color_primaries = ColorPrimaries.BT709
+    cc.color_trc = ColorTrc.BT709
+    cc.colorspace = _AVCOL_SPC_RGB if rgb_out else Colorspace.ITU709
+    cc.color_range = ColorRange.JPEG if rgb_out else ColorRange.MPEG  # full / limited
 
 
 def _write_video(inp, vin, output: Path, master: Master, grade: _Grade) -> Path:
