@@ -16,7 +16,8 @@ for ``ltx``) and from what the pipeline already made for it:
   shot's TTS dialogue (``RenderContext.dialogue``) is turned into the log-mel spectrogram
   LTX-2's audio VAE was trained on, encoded, and held fixed while the picture denoises
   (``LTX2DFRPipeline(freeze_audio=True)``: the audio stream stays at sigma 0 and the video
-  cross-attends to it), so the mouths follow the line the mix will play.
+  cross-attends to it), so the mouths follow the line the mix will play. The offset of
+  mouth opening after the speech is measured on the output (:mod:`.sync`) and reported.
 - **Sound**: for shots without dialogue, the audio the model generates with the picture
   is returned on the render (``ShotRender.audio``) and the pipeline lays it on the FX stem
   (``audio = false`` turns it off).
@@ -61,6 +62,7 @@ from .ltx import (
     generation_lengths,
     shot_prompt,
 )
+from .sync import SyncMeter, SyncResult
 
 __all__ = ["LTX2Settings", "LTX2Engine", "PRESETS", "FOLDER_PARTS", "valid_frames",
            "log_mel_spectrogram", "dialogue_latents"]
@@ -607,6 +609,9 @@ class LTX2Engine:
                 f"conditioned on the reference of {', '.join(x[10:] for x in refs)} at "
                 f"latent frame {middle} (frame {(middle - 1) * r + 1})")
 
+        # the generated mouths against the line they were generated on, measured on the output
+        meter = SyncMeter(fps) if speech is not None else None
+
         def frames() -> Iterator[np.ndarray]:
             produced, segment_index = 0, 0
             conditions = first_conditions
@@ -638,7 +643,10 @@ class LTX2Engine:
                     r_.notes.append(note)
                 for f in clip[chained:need]:
                     produced += 1
-                    yield _crop(f, W, H)
+                    out = _crop(f, W, H)
+                    if meter is not None:
+                        meter.add(out)
+                    yield out
                 if audio is not None:
                     a, b = round(chained / fps * rate), round(need / fps * rate)
                     sound.append(audio[a:b])
@@ -646,9 +654,15 @@ class LTX2Engine:
                 segment_index += 1
             if sound and self.s.audio and speech is None:
                 r_.audio, r_.audio_rate = np.concatenate(sound).astype(np.float32), rate
+            if meter is not None:
+                r_.lip_sync = meter.result(speech, MIX_RATE)
+                r_.notes.append(r_.lip_sync.describe() if r_.lip_sync else
+                                "lip-sync not measured: no face found, or no mouth movement")
 
         r_ = ShotRender(shot, frames, f"ltx2:{context.scene.location}", context.scene.light)
         r_.notes.extend(notes)
+        #: dialogue shots: the measured offset of mouth opening after speech (None: not found)
+        r_.lip_sync: SyncResult | None = None
         return r_
 
 

@@ -323,6 +323,7 @@ def test_dialogue_is_held_fixed_while_the_picture_follows_it(model_dir, monkeypa
     r = eng.render(shot(17, dialogue=True), ctx(dialogue=line))
     frames = list(r)
     assert len(frames) == 17 and r.audio is None  # the mix plays our own line
+    assert r.notes[-1].startswith("lip-sync not measured: no face")  # a random model's
     assert eng.generations[-1][3] == "LTX2DFRPipeline"
     given = eng.dialogue_latents_in
     assert given.abs().max() > 0
@@ -479,3 +480,24 @@ def test_out_of_gpu_memory_takes_the_ltx_ladder(model_dir, monkeypatch):
     made = [n for n in asked if n <= 17]
     assert made[0] == 17 and sum(made) - (len(made) - 1) >= 40  # chained on one frame each
     assert r.audio.shape[0] == 40 * 100
+
+
+def test_dialogue_shots_report_the_measured_lip_sync(model_dir, monkeypatch):
+    """The engine measures mouth opening against the line on its own output: a generation
+    that opens the astronaut's mouth 3 frames after each voiced stretch is reported as
+    125 ms late (the tiny random model draws no face: it says so)."""
+    from test_sync import N, talking_face, voice_line
+
+    eng = engine_by_name("ltx2", model=str(model_dir), **SETTINGS)
+    face = talking_face(3)
+
+    def generate(prompt, n, w, h, fps, seed, conditions, reference, dialogue):
+        assert dialogue is not None and (w, h) == (512, 512)
+        return np.stack((face + face[-1:] * n)[:n]), None, 0
+
+    monkeypatch.setattr(eng, "_generate", generate)
+    ctx512 = RenderContext(scene(), 512, 512, FPS, dialogue=voice_line())
+    r = eng.render(shot(N, dialogue=True), ctx512)
+    assert len(list(r)) == N
+    assert r.lip_sync.offset_frames == 3 and r.lip_sync.offset_ms == pytest.approx(125.0)
+    assert r.notes[-1].startswith("lip-sync measured: mouth opening after speech by 125 ms")
