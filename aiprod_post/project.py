@@ -61,7 +61,7 @@ import tomllib
 from pathlib import Path
 from typing import Callable, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import AiprodError
 from .plan import FrameRate
@@ -117,6 +117,14 @@ class LTXProjectSettings(_Strict):
     upsample_steps: int = Field(10, ge=1)
     upsample_strength: float = Field(0.4, gt=0.0, le=1.0)
     character_strength: float = Field(0.35, ge=0.0, le=1.0)
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, value: object) -> object:
+        if value not in (True, False, "auto") or isinstance(value, int) and \
+                not isinstance(value, bool):
+            raise ValueError('expected true, false or "auto"')
+        return value
 
 
 class LTX2ProjectSettings(_Strict):

@@ -741,7 +741,7 @@ class LTXEngine:
 _EAGER_TFLOPS = 325.0
 _COMPILED_SPEEDUP = 1.5
 _COMPILE_COLD_S = 6.0
-_COMPILE_WARM_S = 3.0
+_COMPILE_WARM_S = 3.5
 
 
 def _free_condition(w: int, h: int) -> list:

@@ -419,6 +419,28 @@ def test_the_guidance_batch_is_fixed_by_the_preset(model_dir):
     assert batches == {2}
 
 
+def test_a_render_reports_its_compile_stage(model_dir, tmp_path):
+    """The render warms the engine up before the first shot and reports it as a stage of
+    its own, with the film's buckets and why it compiled or not."""
+    import json
+
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+    script = tmp_path / "s.fountain"
+    script.write_text("EXT. PIER - DUSK\n\nGulls.\n")
+    project = tmp_path / "p.toml"
+    project.write_text(f'[engine]\nname = "ltx"\n[engine.ltx]\nmodel = "{model_dir}"\n'
+                       'device = "cpu"\ndtype = "float32"\nsteps = 1\n')
+    r = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
+                                  "--project", str(project), "--size", "64x64", "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "compile" in report["stage_seconds"]
+    assert report["compile"]["compile"] is False and "CUDA only" in report["compile"]["reason"]
+    assert len(report["compile"]["buckets"]) == 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_gpu_bf16_two_stage_render(model_dir, upsampler_dir):
     """The GPU path users take: CUDA, bfloat16, the compiled transformer, both stages."""
