@@ -446,6 +446,9 @@ def test_render_with_ltx2_through_the_cli(model_dir, loras, tmp_path, monkeypatc
     # one generation of the dialogue shot (18 frames and handles), on its line held fixed
     assert len(a2v) == 1 and a2v[0]["freeze_audio"] is True
     assert a2v[0]["audio_latents"].abs().max() > 0
+    # with the control LoRA, its previz too: one latent frame per 4 generated, 32×32 / 4
+    n = a2v[0]["num_frames"]
+    assert tuple(a2v[0]["reference_latents"].shape[2:]) == ((n - 1) // 4 + 1, 8, 8)
     from aiprod_post.files import sha256_file
 
     assert {k: v["sha256"] for k, v in manifest["engine"]["identity"]["loras"].items()} == {
