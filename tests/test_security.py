@@ -506,7 +506,7 @@ def _renders() -> dict[int, str]:
 def test_server_killed_during_two_renders_restarts_without_running_any_twice(tmp_path):
     alice, _ = token(tmp_path, "alice")
     server = Server(tmp_path, "--workers", "2").start()
-    body = {**BODY, "width": 320, "height": 180}
+    body = {**BODY, "width": 160, "height": 96}
     jobs = [httpx.post(server.url + "/v1/jobs", json=body, headers=auth(alice)).json()
             for _ in range(2)]
     deadline = time.monotonic() + 120
