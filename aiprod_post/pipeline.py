@@ -579,8 +579,11 @@ class _Render:
                          {c: references[c] for c in shot.characters if c in references},
                          # the frame counts it is generated at (ltx: the film's buckets)
                          *([engine.lengths_for(n)] if hasattr(engine, "lengths_for") else []),
-                         # ltx2 lip-syncs to the lines themselves, not only their timing
-                         *([[(ln.key, ln.offset) for ln in lines.get(shot.id, [])]]
+                         # ltx2 lip-syncs to the lines themselves, not only their timing; and
+                         # its weights and LoRAs are known by hash: a new file at the same
+                         # path makes the shot again
+                         *([[(ln.key, ln.offset) for ln in lines.get(shot.id, [])],
+                            _weights_key(getattr(engine, "identity", None))]
                            if name == "ltx2" else []))
             mov = self.cached("shots", key, ".mov")
             first, last = self.cached("shots", key, ".first.npy"), \
@@ -1166,6 +1169,13 @@ def _read_image(path: Path, field: str) -> np.ndarray:
         raise AiprodError(f"{field}: not an image OpenCV can read (PNG, JPEG, TIFF …)",
                           source=path)
     return np.ascontiguousarray(img[..., ::-1])
+
+
+def _weights_key(identity: dict | None) -> list:
+    """What an engine's identity says of its weights: the model's and each LoRA's hash."""
+    identity = identity or {}
+    return [identity.get("sha256"), identity.get("upsampler", {}).get("sha256"),
+            {k: v.get("sha256") for k, v in identity.get("loras", {}).items()}]
 
 
 def _shot_dialogue(lines: list["_Line"], frames: int, fps: Fraction, head: int) -> np.ndarray:

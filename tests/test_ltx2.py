@@ -420,6 +420,9 @@ def test_render_with_ltx2_through_the_cli(model_dir, loras, tmp_path, monkeypatc
     from diffusers import LTX2DFRPipeline
 
     a2v = capture_calls(monkeypatch, LTX2DFRPipeline)
+    import shutil
+
+    loras = {k: Path(shutil.copy(v, tmp_path / v.name)) for k, v in loras.items()}
     script = tmp_path / "s.fountain"
     script.write_text("EXT. PIER - DUSK\n\nGulls over the water.\n\nNELL\nFerry.\n")
 
@@ -459,6 +462,15 @@ def test_render_with_ltx2_through_the_cli(model_dir, loras, tmp_path, monkeypatc
     assert np.abs(with_sound[inside] - without[inside]).max() > 1e-4
     after = slice(int(3.6 * 48000), int(4.5 * 48000))  # 1A, beyond the bed's crossfade
     np.testing.assert_allclose(with_sound[after], without[after], atol=1e-6)
+    # the shots' cache follows the weights: the same settings reuse both shots, a new LoRA
+    # file at the same path makes them again
+    shots = tmp_path / "out" / ".cache" / "shots"
+    made = set(shots.glob("*.mov"))
+    render(False)
+    assert set(shots.glob("*.mov")) == made
+    build_tiny_lora(loras["canny"], 7, downscale=1)
+    render(False)
+    assert len(set(shots.glob("*.mov")) - made) == 2
 
 
 def test_out_of_gpu_memory_takes_the_ltx_ladder(model_dir, monkeypatch):
