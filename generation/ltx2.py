@@ -588,9 +588,6 @@ class LTX2Engine:
         speech = context.dialogue if (self.s.lip_sync and shot.dialogue and
                                       context.dialogue is not None and
                                       np.any(context.dialogue)) else None
-        on = self._use_adapters(shot, control)
-        if on:
-            notes.append("LoRAs: " + ", ".join(on))
         if speech is not None:
             notes.append("audio to video: the shot's dialogue held fixed (lip-sync)")
 
@@ -613,6 +610,11 @@ class LTX2Engine:
         meter = SyncMeter(fps) if speech is not None else None
 
         def frames() -> Iterator[np.ndarray]:
+            # the shot's LoRAs, switched on when its frames are made (renders made before
+            # are iterated before or after: each sets its own)
+            on = self._use_adapters(shot, control)
+            if on:
+                r_.notes.append("LoRAs: " + ", ".join(on))
             produced, segment_index = 0, 0
             conditions = first_conditions
             sound: list[np.ndarray] = []
