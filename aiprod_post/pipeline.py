@@ -794,7 +794,8 @@ class _Render:
                                int(round(Fraction(end) * 48000 / fps)),
                                int(round(Fraction(head) * 48000 / fps)), path))
             start = end
-        key = key_of("mix", [(s_id, a0, a1, h, _file_digest(f)) for s_id, a0, a1, h, f in sounds], [(ln.key, ln.start_sample) for ln in all_lines], beds, a.music,
+        key = key_of("mix", [(s_id, a0, a1, h, _file_digest(f)) for s_id, a0, a1, h, f in sounds],
+                     [(ln.key, ln.start_sample) for ln in all_lines], beds, a.music,
                      plan.seed, total, settings.__dict__,
                      [_file_digest(self.project.path(p)) for p in
                       [a.music, *a.ambience.values()] if p])
