@@ -622,6 +622,58 @@ def render_command(source: Path, output: Path, engine, profile, project, fps, si
     sys.exit(result.exit_code)
 
 
+@main.command("retake")
+@click.argument("outdir", type=click.Path(path_type=Path))
+@click.argument("shot")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1),
+              help="The new take's seed (default: one no take of the shot has used).")
+@click.option("--new-seed", is_flag=True, help="A seed no take of the shot has used "
+              "(the default; says so explicitly).")
+@click.option("--prompt-extra", help="Words added to the shot's prompt for this take.")
+@click.option("--note", help="A note kept with the take (report, timeline).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--log-json", is_flag=True, help="One JSON event per line on stdout.")
+def retake_command(outdir: Path, shot: str, seed: int | None, new_seed: bool,
+                   prompt_extra: str | None, note: str | None, quiet: bool,
+                   log_json: bool) -> None:
+    """Render a new take of SHOT in the render in OUTDIR, keeping the earlier takes.
+
+    Only that shot is rendered again (the stage cache serves the rest); the timeline and
+    masters are made again with the new take. Takes are kept as shots/SHOT_tN.mov and
+    listed in report.html and on the shot's timeline clip; `aiprod-post take` chooses.
+    """
+    from .retakes import retake
+
+    if seed is not None and new_seed:
+        raise AiprodError("give --seed N or --new-seed, not both", where="--seed")
+    take, result = retake(outdir, shot, seed=seed, prompt_extra=prompt_extra, note=note,
+                          quiet=quiet, log_json=log_json)
+    _print_take(shot, take, result, quiet or log_json)
+
+
+@main.command("take")
+@click.argument("outdir", type=click.Path(path_type=Path))
+@click.argument("shot")
+@click.argument("number", type=int)
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--log-json", is_flag=True, help="One JSON event per line on stdout.")
+def take_command(outdir: Path, shot: str, number: int, quiet: bool, log_json: bool) -> None:
+    """Choose take NUMBER of SHOT for the render in OUTDIR; remake its timeline and masters."""
+    from .retakes import use_take
+
+    take, result = use_take(outdir, shot, number, quiet=quiet, log_json=log_json)
+    _print_take(shot, take, result, quiet or log_json)
+
+
+def _print_take(shot: str, take, result, silent: bool) -> None:
+    if not silent:
+        click.echo(f"{shot}: take {take.take} (seed {take.seed}) in the film")
+        for name, path in result.masters.items():
+            click.echo(f"{name}: {path}")
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
 def _batch_one(args: tuple) -> dict:
     source, outdir, opts = args
     from .pipeline import render

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import PathError
 
-__all__ = ["write_atomic", "publish_mode", "atomic_path", "inside", "sha256_file"]
+__all__ = ["write_atomic", "publish_mode", "atomic_path", "inside", "sha256_file", "place"]
 
 
 def publish_mode(path: str | Path) -> None:
@@ -54,6 +55,22 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def place(src: str | Path, dst: str | Path) -> None:
+    """Put ``src`` at ``dst`` as well (a hard link, else a copy), renamed into place, so a
+    reader of ``dst`` never sees half of it. Outputs are placed from the stage cache so."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:

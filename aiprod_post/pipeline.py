@@ -31,7 +31,6 @@ import html
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,10 +44,13 @@ from . import __version__
 from .checks import plan_problems
 from .errors import AiprodError, MediaError, PlanError
 from .files import inside, sha256_file, write_atomic
+from .files import place as _place
 from .outlock import output_lock, remove_stale_temporaries
 from .plan import ShotPlan, format_frame_rate, load_plan, plan_to_json
 from .planner import PlannerSettings, plan_source
 from .project import DELIVERY_PROFILES, Project
+from .takes import (RenderRecord, load_takes, save_render_record, take_file, takes_report,
+                    with_chosen_takes)
 
 __all__ = ["RenderOptions", "RenderResult", "render", "EXIT_SHOTS_FAILED", "Reporter"]
 
@@ -81,20 +83,6 @@ def _file_digest(path: Path) -> str:
     if key not in _DIGESTS:
         _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]
-
-
-def _place(src: Path, dst: Path) -> None:
-    """Put a cached file at its place in the output layout (hard link, else copy)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists() and os.path.samefile(src, dst):
-        return
-    tmp = dst.with_name(f".{dst.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def _peak_rss_mib() -> float:
@@ -289,6 +277,10 @@ class _Render:
         self._cast = None
         #: shot id → (the sound an engine generated with it, 48 kHz, and its head handle)
         self.generated_sound: dict[str, tuple[Path, int]] = {}
+        #: shot id → its takes (takes.json): the chosen one is rendered, all are listed
+        self.takes: dict = {}
+        #: shot id → whether its picture came from the cache this run
+        self.shot_cached: dict[str, bool] = {}
 
     def cached(self, stage: str, key: str, suffix: str) -> Path:
         p = self.cache / stage / f"{key}{suffix}"
@@ -654,7 +646,14 @@ class _Render:
                                          figure_samples)
             dst = inside(self.outdir, "shots", f"{shot.id}.mov")
             _place(mov, dst)
-            media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name)
+            chosen = self.takes[shot.id].chosen if shot.id in self.takes else 1
+            if shot.id in self.takes:  # kept beside the other takes as shots/ID_tN.mov
+                _place(mov, take_file(self.outdir, shot.id, chosen))
+            takes = takes_report(self.outdir, self.takes).get(shot.id, {}).get("takes", [])
+            media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name, take=chosen,
+                                       takes=[{**t, "path": self.outdir / t["file"]}
+                                              for t in takes])
+            self.shot_cached[shot.id] = hit
             self.r.item(shot.id, i, len(shots), cached=hit)
         if figure_samples:
             from aiprod_post.generation.coherence import identity_scores
@@ -1025,6 +1024,27 @@ class _Render:
         self.report["subtitles"] = {"cues": len(cues)}
         self.r.item("subtitles", 1, 1, cached=not changed)
 
+    # ---- takes
+    def chosen_takes(self, plan: ShotPlan) -> ShotPlan:
+        """The plan with each retaken shot's chosen take (``takes.json`` in the folder)."""
+        self.takes = load_takes(self.outdir)
+        plan, gone = with_chosen_takes(plan, self.takes)
+        if gone:
+            self.r.note(f"{self.outdir / 'takes.json'}: takes of shots this plan does not "
+                        f"have are left aside: {', '.join(gone)}")
+        return plan
+
+    def record(self) -> RenderRecord:
+        """How this render was made, for a rerun of one shot (paths made absolute)."""
+        o = self.o
+        return RenderRecord(
+            source=str(self.source.resolve()), source_sha256=sha256_file(self.source),
+            engine=o.engine, profiles=o.profiles,
+            fps=format_frame_rate(o.fps) if o.fps else None, width=o.width, height=o.height,
+            seed=o.seed, burn_in=o.burn_in, cast=str(Path(o.cast).resolve()) if o.cast else None,
+            project=self.project.model_dump(mode="json"),
+            project_root=str(Path(self.project.root).resolve()))
+
     # ---- report
     def record_history(self, plan: ShotPlan, profiles: list[str]) -> None:
         """This render's stage rates, for later estimates on this machine."""
@@ -1069,13 +1089,15 @@ class _Render:
                        "move": s.camera_move.value, "frames": s.duration,
                        "characters": s.characters,
                        "dialogue": [f"{d.speaker}: {d.text}" for d in s.dialogue],
-                       "failed": self.failed.get(s.id)} for sc, s in plan.shots()],
+                       "failed": self.failed.get(s.id), "cached": self.shot_cached.get(s.id)}
+                      for sc, s in plan.shots()],
             "failed_shots": self.failed,
             "stage_seconds": self.r.timings,
             "peak_rss_mib_after_stage": self.r.peak_rss_mib,
             "made": self.r.done,
             "cached": self.r.cached,
             "masters": {k: str(v.relative_to(self.outdir)) for k, v in masters.items()},
+            "takes": takes_report(self.outdir, self.takes),
         })
         for _, s in plan.shots():  # each character's first line: their voice sample
             for d in s.dialogue:
@@ -1083,17 +1105,30 @@ class _Render:
                     " ".join(d.speaker.split()).upper())
                 if entry is not None and "sample" not in entry:
                     entry["sample"] = f"audio/lines/{d.id}.wav"
+        def thumb(path: Path, index: int) -> str | None:
+            """The frame as a JPEG the width of a contact-sheet cell, base64."""
+            frame = _frame_at(path, index)
+            if frame is None:
+                return None
+            small = cv2.resize(frame, (320, max(2, round(320 * plan.height / plan.width))))
+            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+            return base64.b64encode(jpg.tobytes()).decode()
+
         thumbs = []
         for sc, s in plan.shots():
             m = media[s.id]
-            frame = _frame_at(m.path, m.head + s.duration // 2)
-            if frame is not None:
-                small = cv2.resize(frame, (320, max(2, round(320 * plan.height / plan.width))))
-                ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-                thumbs.append((s.id, sc.heading, base64.b64encode(jpg.tobytes()).decode()))
+            b64 = thumb(m.path, m.head + s.duration // 2)
+            if b64 is not None:
+                thumbs.append((s.id, sc.heading, b64))
+        # each shot's takes side by side, the same frame of each
+        takes = {s.id: (media[s.id].head + s.duration // 2, self.report["takes"][s.id])
+                 for _, s in plan.shots() if s.id in self.report["takes"]}
+        takes_html = _takes_html({sid: [(t, thumb(self.outdir / t["file"], at)
+                                          if t["kept"] else None) for t in entry["takes"]]
+                                  for sid, (at, entry) in takes.items()})
         write_atomic(self.outdir / "report.json", json.dumps(self.report, indent=2).encode())
         write_atomic(self.outdir / "report.html",
-                     _report_html(self.report, thumbs, self._charts(plan)).encode())
+                     _report_html(self.report, thumbs, self._charts(plan), takes_html).encode())
         files = {}
         for p in sorted(self.outdir.rglob("*")):
             if p.is_file() and ".cache" not in p.parts and p.name != "manifest.json" \
@@ -1229,8 +1264,30 @@ def _frame_at(path: Path, index: int) -> np.ndarray | None:
     return None
 
 
+def _takes_html(takes: dict[str, list[tuple[dict, str | None]]]) -> str:
+    """Each retaken shot's takes side by side: a frame of each, its seed, prompt and note,
+    the take the film uses marked."""
+    if not takes:
+        return ""
+    e = html.escape
+    rows = []
+    for sid, entries in takes.items():
+        cells = "".join(
+            f"<figure{' class=chosen' if t['chosen'] else ''}>"
+            + (f"<img src='data:image/jpeg;base64,{b64}' alt='{e(sid)} take {t['take']}'>"
+               if b64 else "<p>(file missing)</p>")
+            + f"<figcaption><b>{e(sid)} take {t['take']}</b>"
+            + (" (in the film)" if t["chosen"] else "")
+            + f"<br><a href='{e(t['file'])}'>{e(t['file'])}</a> seed {t['seed']}"
+            + (f"<br>prompt: +{e(t['prompt_extra'])}" if t.get("prompt_extra") else "")
+            + (f"<br>note: {e(t['note'])}" if t.get("note") else "")
+            + "</figcaption></figure>" for t, b64 in entries)
+        rows.append(f"<div class='sheet takes'>{cells}</div>")
+    return "<h2>Takes</h2>" + "".join(rows)
+
+
 def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
-                 charts: dict[str, str] | None = None) -> str:
+                 charts: dict[str, str] | None = None, takes: str = "") -> str:
     charts = charts or {}
     e = html.escape
     cells = "".join(f"<figure><img src='data:image/jpeg;base64,{b64}' alt='{e(sid)}'>"
@@ -1275,13 +1332,15 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #444;padding:3px 8px}}
 .sheet{{display:flex;flex-wrap:wrap;gap:8px}}figure{{margin:0;width:320px}}
 img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{background:#600}}
-img.castsheet{{width:240px}}svg.chart{{background:#fff;color:#111;display:block;
+img.castsheet{{width:240px}}figure.chosen{{outline:3px solid #4c4}}
+svg.chart{{background:#fff;color:#111;display:block;
 margin:8px 0;max-width:100%;height:auto}}</style>
 </head><body><h1>{e(report['title'])}</h1>
 <p>{report['duration_seconds']} s, {report['duration_frames']} frames at {e(report['fps'])} fps,
 {report['size'][0]}x{report['size'][1]}, aiprod-post {e(report['version'])}</p>
 {'<h2>Failed shots</h2><ul>' + failed + '</ul>' if failed else ''}
 <h2>Contact sheet</h2><div class="sheet">{cells}</div>
+{takes}
 {charts.get('waveform', '')}
 <h2>Cast</h2><table><tr><th>character</th><th>described as</th><th>facts (script lines)</th>
 <th>voice</th><th>identity across shots</th></tr>{cast}</table>
@@ -1314,6 +1373,7 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
         remove_stale_temporaries(outdir)  # left by a render that was killed
         run = _Render(source, outdir, options)
         plan = run.plan()
+        plan = run.chosen_takes(plan)
         lines = run.speech(plan)
         plan = run.fit_dialogue(plan, lines)
         media = run.generation(plan, lines)
@@ -1324,5 +1384,6 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
         run.qa(masters)
         run.write_report(plan, media, masters)
         run.record_history(plan, profiles)
+        save_render_record(outdir, run.record())  # what `aiprod-post retake` reruns
     return RenderResult(outdir, masters, run.failed, run.report)
 

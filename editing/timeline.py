@@ -4,7 +4,8 @@ Tracks, top to bottom: ``V1`` the shots (with cross dissolves and fades from
 the script); ``A1`` dialogue, one clip per line; ``A2`` music; ``A3``
 ambience and effects. Each shot carries a marker with its id and scene
 heading, and metadata under one namespace (``aiprod_post``: scene, shot, take,
-look, engine, seed). The timeline starts at 01:00:00:00.
+look, engine, seed; a retaken shot's ``takes``, each with its media's ``target_url``,
+the chosen one on V1). The timeline starts at 01:00:00:00.
 
 Per-shot media has *handles*: frames rendered before and after the cut so a
 dissolve has picture to dissolve through, and an editor room to trim.
@@ -88,6 +89,10 @@ class ShotMedia:
     look: str | None = None
     engine: str = "animatic"
     take: int = 1
+    #: every take of the shot when it has more than one: dicts with ``take``, ``seed``,
+    #: ``prompt_extra``, ``note``, ``chosen`` and ``path`` (its picture, with the same
+    #: head handle); listed on the clip for an editor to swap in
+    takes: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -112,14 +117,17 @@ class TimelineMedia:
     sample_rate: int = 48000
 
 
-def _ref(path: Path, relative_to: Path | None, available: otio.opentime.TimeRange
-         ) -> otio.schema.ExternalReference:
+def _url(path: Path, relative_to: Path | None) -> str:
     # plain paths, not file:// URLs: Resolve 20 relinks only those (OTIO issue 1985)
     if relative_to is not None:
-        url = Path(os.path.relpath(Path(path).resolve(), relative_to.resolve())).as_posix()
-    else:
-        url = str(Path(path).resolve())
-    return otio.schema.ExternalReference(target_url=url, available_range=available)
+        return Path(os.path.relpath(Path(path).resolve(), relative_to.resolve())).as_posix()
+    return str(Path(path).resolve())
+
+
+def _ref(path: Path, relative_to: Path | None, available: otio.opentime.TimeRange
+         ) -> otio.schema.ExternalReference:
+    return otio.schema.ExternalReference(target_url=_url(path, relative_to),
+                                         available_range=available)
 
 
 def build_timeline(plan: ShotPlan, media: TimelineMedia, *, relative_to: Path | None = None,
@@ -177,6 +185,11 @@ def build_timeline(plan: ShotPlan, media: TimelineMedia, *, relative_to: Path | 
                 "scene": scene.id, "shot": shot.id, "take": m.take, "look": m.look,
                 "engine": m.engine, "seed": shot.seed, "heading": scene.heading,
                 "framing": shot.framing.value, "camera_move": shot.camera_move.value,
+                # the shot's takes (the chosen one is this clip's media), for an editor
+                # to swap in: the same length and handles as this clip's media
+                **({"takes": [{**{k: v for k, v in t.items() if k != "path"},
+                               "target_url": _url(t["path"], relative_to)}
+                              for t in m.takes]} if m.takes else {}),
             }},
         )
         trim_head = 0

@@ -1,0 +1,195 @@
+"""Retakes: one shot made again with another seed, its takes kept, listed and chosen."""
+
+from __future__ import annotations
+
+import doctest
+import hashlib
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import opentimelineio as otio
+import pytest
+from click.testing import CliRunner
+
+from aiprod_post import takes as takes_module
+from aiprod_post.cli import main
+from aiprod_post.pipeline import RenderOptions, render
+from aiprod_post.plan import plan_to_json
+from aiprod_post.planner import PlannerSettings, plan_source
+from test_pipeline import SCRIPT  # two scenes, five shots
+
+SHOT = "1A"  # a shot between two plain cuts, handheld: the animatic's shake follows its seed
+SEED = 4242
+
+
+def frames_of(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def write_plan(folder: Path, seed_of_shot: int | None = None) -> Path:
+    """The script planned at 160x96 with SHOT handheld (and given ``seed_of_shot``)."""
+    script = folder / "two_lines.fountain"
+    script.write_text(SCRIPT)
+    plan, _ = plan_source(script, PlannerSettings(width=160, height=96))
+    data = json.loads(plan_to_json(plan))
+    for scene in data["scenes"]:
+        for shot in scene["shots"]:
+            if shot["id"] == SHOT:
+                shot["camera_move"] = "handheld"
+                if seed_of_shot is not None:
+                    shot["seed"] = seed_of_shot
+    path = folder / "plan.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def cut_of(out: Path, shot_id: str) -> tuple[int, int, int]:
+    """(first frame of the shot on the film, its head handle, its length), from the plan the
+    render wrote and its timeline."""
+    tl = otio.adapters.read_from_file(str(next((out / "timeline").glob("*.otio"))))
+    start = 0
+    for clip in tl.video_tracks()[0].find_clips():
+        if clip.name == shot_id:
+            return start, int(clip.source_range.start_time.value), \
+                int(clip.source_range.duration.value)
+        start += int(clip.source_range.duration.value)
+    raise AssertionError(f"no clip {shot_id}")
+
+
+@pytest.fixture(scope="module")
+def retaken(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("retake")
+    plan = write_plan(folder)
+    out = folder / "out"
+    first = render(plan, out, RenderOptions(profiles=["master"], quiet=True))
+    assert first.exit_code == 0
+    before = {"shot": sha(out / "shots" / f"{SHOT}.mov"),
+              "master": sha(out / "masters" / "Two_Lines_master.mov")}
+    r = cli("retake", out, SHOT, "--seed", SEED, "--note", "more shake", "--quiet")
+    assert r.exit_code == 0, r.output
+    # the same plan with the shot's seed given directly, rendered in a folder of its own
+    direct = folder / "direct"
+    direct.mkdir()
+    render(write_plan(direct, SEED), direct / "out", RenderOptions(profiles=["master"],
+                                                                   quiet=True))
+    return out, before, direct / "out"
+
+
+def test_retake_renders_only_that_shot_and_keeps_the_first_take(retaken):
+    out, before, _ = retaken
+    report = json.loads((out / "report.json").read_text())
+    assert report["made"]["generation"] == 1 and report["cached"]["generation"] == 4
+    assert [s["id"] for s in report["shots"] if not s["cached"]] == [SHOT]
+    t1, t2 = out / "shots" / f"{SHOT}_t1.mov", out / "shots" / f"{SHOT}_t2.mov"
+    assert sha(t1) == before["shot"]  # the earlier take, kept as it was
+    assert sha(out / "shots" / f"{SHOT}.mov") == sha(t2)
+    assert sha(out / "masters" / "Two_Lines_master.mov") != before["master"]
+    takes = json.loads((out / "takes.json").read_text())["shots"][SHOT]
+    assert takes["chosen"] == 2
+    assert [(t["take"], t["note"]) for t in takes["takes"]] == [(1, None), (2, "more shake")]
+    assert takes["takes"][1]["seed"] == SEED
+
+
+def test_new_take_is_a_direct_render_with_its_seed(retaken):
+    out, _, direct = retaken
+    t1 = frames_of(out / "shots" / f"{SHOT}_t1.mov")
+    t2 = frames_of(out / "shots" / f"{SHOT}_t2.mov")
+    assert t1.shape == t2.shape
+    assert np.abs(t1.astype(int) - t2.astype(int)).mean() > 1.0  # another shake
+    np.testing.assert_array_equal(t2, frames_of(direct / "shots" / f"{SHOT}.mov"))
+
+
+def test_master_over_the_shot_is_the_chosen_take(retaken):
+    out, _, _ = retaken
+    start, head, length = cut_of(out, SHOT)
+    master = frames_of(out / "masters" / "Two_Lines_master.mov")
+    take = frames_of(out / "shots" / f"{SHOT}_t2.mov")
+    np.testing.assert_array_equal(master[start:start + length], take[head:head + length])
+    assert not np.array_equal(master[start:start + length],
+                              frames_of(out / "shots" / f"{SHOT}_t1.mov")[head:head + length])
+
+
+def test_timeline_carries_the_takes(retaken):
+    out, _, _ = retaken
+    tl = otio.adapters.read_from_file(str(out / "timeline" / "Two_Lines.otio"))
+    clips = {c.name: c for c in tl.video_tracks()[0].find_clips()}
+    meta = clips[SHOT].metadata["aiprod_post"]
+    assert meta["take"] == 2 and meta["seed"] == SEED
+    listed = {t["take"]: t for t in meta["takes"]}
+    assert sorted(listed) == [1, 2] and listed[2]["chosen"] and not listed[1]["chosen"]
+    for n, t in listed.items():
+        assert Path(t["target_url"]).resolve() == (out / "shots" / f"{SHOT}_t{n}.mov").resolve()
+    assert sha(Path(clips[SHOT].media_reference.target_url)) == sha(
+        Path(listed[2]["target_url"]))
+    assert "takes" not in clips["1"].metadata["aiprod_post"]  # one take: nothing to list
+
+
+def test_report_shows_the_takes_side_by_side(retaken):
+    out, _, _ = retaken
+    page = (out / "report.html").read_text()
+    section = page.split("<h2>Takes</h2>", 1)[1].split("<h2>", 1)[0]
+    assert section.count("<img src='data:image/jpeg;base64,") == 2
+    assert f"shots/{SHOT}_t1.mov" in section and "more shake" in section
+    assert "class=chosen" in section.split(f"{SHOT} take 2")[0].rsplit("<figure", 1)[1]
+
+
+def test_take_chooses_the_first_take_again_from_the_cache(retaken):
+    out, before, _ = retaken
+    r = cli("take", out, SHOT, "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["made"]["generation"] == 0
+    assert sha(out / "shots" / f"{SHOT}.mov") == before["shot"]
+    start, head, length = cut_of(out, SHOT)
+    np.testing.assert_array_equal(
+        frames_of(out / "masters" / "Two_Lines_master.mov")[start:start + length],
+        frames_of(out / "shots" / f"{SHOT}_t1.mov")[head:head + length])
+    assert json.loads((out / "takes.json").read_text())["shots"][SHOT]["chosen"] == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["retake", "{out}", "9Z"], "no shot '9Z'"),
+    (["take", "{out}", SHOT, "7"], f"shot {SHOT} has takes 1, 2, not 7"),
+    (["take", "{out}", "1", "2"], "shot 1 has take 1, not 2"),
+    (["retake", "{out}", SHOT, "--seed", str(SEED)], f"take 2 of shot {SHOT} has seed {SEED}"),
+    (["retake", "{out}", SHOT, "--seed", "5", "--new-seed"], "--seed N or --new-seed"),
+    (["retake", "{out}", SHOT, "--note", "x" * 600], "--note: 600 characters"),
+    (["retake", "{out}", "../1"], "no shot '../1'"),
+    (["retake", "{tmp}", SHOT], "not a render folder"),
+    (["take", "{tmp}/nowhere", SHOT, "1"], "not a render folder"),
+])
+def test_bad_input_exits_2_naming_it(retaken, tmp_path, args, needle):
+    out, _, _ = retaken
+    takes_before = (out / "takes.json").read_bytes()
+    r = cli(*[a.format(out=out, tmp=tmp_path) for a in args])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and r.output.count("\n") == 1
+    assert (out / "takes.json").read_bytes() == takes_before
+
+
+def test_retake_refuses_a_changed_source(tmp_path):
+    plan = write_plan(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "timeline").mkdir()
+    (out / "timeline" / "plan.json").write_text(plan.read_text())
+    takes_module.save_render_record(out, takes_module.RenderRecord(
+        source=str(plan), source_sha256="0" * 64))
+    r = cli("retake", out, SHOT)
+    assert r.exit_code == 2 and "changed since this folder was rendered" in r.output
+    assert not (out / "takes.json").exists()
+
+
+def test_takes_doctests():
+    assert doctest.testmod(takes_module).failed == 0
