@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import opentimelineio as otio
 import pytest
@@ -193,3 +194,54 @@ def test_retake_refuses_a_changed_source(tmp_path):
 
 def test_takes_doctests():
     assert doctest.testmod(takes_module).failed == 0
+
+
+def test_retakes_through_the_api(tmp_path):
+    from test_service import SCRIPT as ONE_SCENE, Server, auth, token, wait
+
+    alice, _ = token(tmp_path, "alice")
+    bob, _ = token(tmp_path, "bob")
+    server = Server(tmp_path).start()
+    try:
+        r = httpx.post(server.url + "/v1/jobs", headers=auth(alice), timeout=30, json={
+            "script": ONE_SCENE, "profiles": ["web"], "width": 160, "height": 96})
+        job = r.json()["id"]
+        # not ended yet: its render holds the folder
+        early = httpx.post(f"{server.url}/v1/jobs/{job}/retakes", headers=auth(alice),
+                           json={"shot": "1A"})
+        assert early.status_code == 409, early.text
+        assert wait(server, alice, job)["state"] == "succeeded"
+        out = tmp_path / "jobs" / job / "out"
+        first = sha(out / "shots" / "1A.mov")
+        r = httpx.post(f"{server.url}/v1/jobs/{job}/retakes", headers=auth(alice), json={
+            "shot": "1A", "seed": SEED, "prompt_extra": "wind in her hair", "note": "windier"})
+        assert r.status_code == 202, r.text
+        assert r.json()["state"] == "queued" and r.json()["take"]["take"] == 2
+        assert wait(server, alice, job)["state"] == "succeeded"
+        report = json.loads((out / "report.json").read_text())
+        assert [s["id"] for s in report["shots"] if not s["cached"]] == ["1A"]
+        assert report["takes"]["1A"]["chosen"] == 2
+        assert sha(out / "shots" / "1A_t1.mov") == first
+        plan = json.loads((out / "timeline" / "plan.json").read_text())
+        shot = plan["scenes"][0]["shots"][1]
+        assert shot["seed"] == SEED and shot["action"].endswith("wind in her hair")
+        for body, path, code, needle in [
+            ({"take": 3}, "1A", 400, "has takes 1, 2, not 3"),
+            ({"take": 1}, "9Z", 404, "no shot '9Z'"),
+            ({"take": "1"}, "1A", 400, "take:"),
+        ]:
+            bad = httpx.put(f"{server.url}/v1/jobs/{job}/shots/{path}/take",
+                            headers=auth(alice), json=body)
+            assert bad.status_code == code and needle in bad.json()["detail"], bad.text
+        other = httpx.put(f"{server.url}/v1/jobs/{job}/shots/1A/take", headers=auth(bob),
+                          json={"take": 1})
+        assert other.status_code == 404  # another token's job is not there
+        r = httpx.put(f"{server.url}/v1/jobs/{job}/shots/1A/take", headers=auth(alice),
+                      json={"take": 1})
+        assert r.status_code == 202, r.text
+        assert wait(server, alice, job)["state"] == "succeeded"
+        report = json.loads((out / "report.json").read_text())
+        assert report["made"]["generation"] == 0 and report["takes"]["1A"]["chosen"] == 1
+        assert sha(out / "shots" / "1A.mov") == first
+    finally:
+        server.kill()

@@ -9,7 +9,8 @@ were running are queued again and resume from the stage cache in their output fo
 The web process does no heavy work: a script is parsed and planned in a child process
 under a time limit (:mod:`.planning`), uploads are streamed to disk within their byte limit
 (:mod:`.bodies`) and decoded by the render's process (:mod:`.worker`). Routes live in
-:mod:`.jobs`, :mod:`.artifacts` and :mod:`.operations`; what they share in :mod:`.deps`.
+:mod:`.jobs`, :mod:`.artifacts`, :mod:`.operations` and :mod:`.retakes`; what they share
+in :mod:`.deps`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from . import artifacts, jobs, operations
+from . import artifacts, jobs, operations, retakes
 from .bodies import BodyLimit
 from .db import connect
 from .deps import Limits, Service
@@ -65,6 +66,6 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
     app.state.dispatcher, app.state.sessions = svc.dispatcher, sessions
     app.add_middleware(BodyLimit, limit_for=lambda kind: (
         svc.limits.multipart_bytes if kind.startswith("multipart/") else svc.limits.json_bytes))
-    for module in (jobs, artifacts, operations):
+    for module in (jobs, artifacts, operations, retakes):
         app.include_router(module.router)
     return app
