@@ -468,8 +468,11 @@ def test_render_with_ltx2_through_the_cli(model_dir, loras, tmp_path, monkeypatc
     made = set(shots.glob("*.mov"))
     render(False)
     assert set(shots.glob("*.mov")) == made
+    before = sha256_file(loras["canny"])
     build_tiny_lora(loras["canny"], 7, downscale=1)
-    render(False)
+    assert sha256_file(loras["canny"]) != before
+    _, again = render(False)
+    assert again["engine"]["identity"]["loras"]["control"]["sha256"] != before
     assert len(set(shots.glob("*.mov")) - made) == 2
 
 
