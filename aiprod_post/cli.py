@@ -668,6 +668,10 @@ def take_command(outdir: Path, shot: str, number: int, quiet: bool, log_json: bo
 def _print_take(shot: str, take, result, silent: bool) -> None:
     if not silent:
         click.echo(f"{shot}: take {take.take} (seed {take.seed}) in the film")
+        again = [s["id"] for s in result.report.get("shots", [])
+                 if s.get("cached") is False and s["id"] != shot]
+        if again:  # conditioned on the retaken shot's keyframes (or not in the cache)
+            click.echo(f"also made again: {', '.join(again)}")
         for name, path in result.masters.items():
             click.echo(f"{name}: {path}")
     if result.exit_code:
