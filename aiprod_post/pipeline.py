@@ -281,6 +281,8 @@ class _Render:
         self.takes: dict = {}
         #: shot id → whether its picture came from the cache this run
         self.shot_cached: dict[str, bool] = {}
+        #: shot id → the name of its picture's file in the cache (its inputs' hash)
+        self.shot_files: dict[str, str] = {}
 
     def cached(self, stage: str, key: str, suffix: str) -> Path:
         p = self.cache / stage / f"{key}{suffix}"
@@ -654,6 +656,7 @@ class _Render:
                                        takes=[{**t, "path": self.outdir / t["file"]}
                                               for t in takes])
             self.shot_cached[shot.id] = hit
+            self.shot_files[shot.id] = mov.name
             self.r.item(shot.id, i, len(shots), cached=hit)
         if figure_samples:
             from aiprod_post.generation.coherence import identity_scores
@@ -972,7 +975,10 @@ class _Render:
             audio = mix["mixes"][name]
             burn = self.project.output.burn_in_subtitles and prof.video == "h264"
             cues = self.cues if burn else None
-            key = key_of("master", picture, _file_digest(audio), prof.video,
+            # the shots' pictures by their cache names: a shot made again under the same
+            # timeline (another look file's contents, the cast, burn-in) is a new master
+            key = key_of("master", picture, sorted(self.shot_files.items()),
+                         _file_digest(audio), prof.video,
                          [c.__dict__ for c in cues] if cues else None)
             cached = self.cached("masters", key, codec.suffix)
             qa_file = self.cached("qa", key_of("qa-encoded", key), ".json")

@@ -277,3 +277,21 @@ def test_character_references_reach_the_engine(tmp_path):
         render(write_script(tmp_path), tmp_path / "out2",
                RenderOptions(**dict(opts, project=load_project(project))))
     ENGINES.pop("recording", None)
+
+
+def test_a_shot_made_again_under_the_same_timeline_makes_the_master_again(tmp_path):
+    """Burn-in changes every shot's picture but not one word of the timeline: the master
+    must follow the pictures, not be served from the cache by its timeline."""
+    script = write_script(tmp_path)
+    out = tmp_path / "out"
+    options = dict(SMALL, profiles=["master"])
+    render(script, out, RenderOptions(**options))
+    otio_before = (out / "timeline" / "Two_Lines.otio").read_text()
+    result = render(script, out, RenderOptions(**options, burn_in=True))
+    assert (out / "timeline" / "Two_Lines.otio").read_text() == otio_before
+    assert result.report["made"]["masters"] == 1
+    with av.open(str(out / "masters" / "Two_Lines_master.mov")) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    with av.open(str(out / "shots" / "1.mov")) as c:
+        shot = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    np.testing.assert_array_equal(first, shot)  # the burnt-in shot, copied into the master
