@@ -257,6 +257,8 @@ class _Reader:
 
     def decoded(self, index: int):
         """The decoded frame (native pixel format, at the timeline's size) at ``index``."""
+        import av
+
         target = int(math.floor(Fraction(index) * self.media_rate / self.rate + Fraction(1, 1000)))
         if self._frames is None or (self._current and target < self._current[0]):
             self._open_at(target)
@@ -266,6 +268,9 @@ class _Reader:
             except StopIteration:
                 raise MediaError(f"media for clip {self.clip} ends before frame {target} "
                                  "that its range needs", source=self.path) from None
+            except av.error.FFmpegError as exc:  # damaged media: the file's fault, named
+                raise MediaError(f"media for clip {self.clip} cannot be decoded at frame "
+                                 f"{target}: {exc}", source=self.path) from None
         return self._current[1]
 
     def _open_at(self, target: int) -> None:

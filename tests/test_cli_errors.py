@@ -130,3 +130,45 @@ def test_truncated_clip_is_bad_input_naming_the_file(tmp_path):
     assert r.exit_code == 2, r.output
     assert "1.mp4" in r.output
     assert not (tmp_path / "out" / "masters").exists()
+
+
+def test_damaged_media_in_a_conform_is_named_not_blamed_on_the_encoder(tmp_path):
+    """A shot whose packets are damaged part-way: exit 2 naming the file, not "the h264
+    encoder refused" (the decode error used to be reported as the encoder's)."""
+    import opentimelineio as otio
+
+    media = tmp_path / "1.mov"
+    with av.open(str(media), "w") as out:
+        s = out.add_stream("prores_ks", rate=24)
+        s.width, s.height, s.pix_fmt = 160, 96, "yuv422p10le"
+        rng = np.random.default_rng(0)
+        for _ in range(48):
+            img = rng.integers(0, 255, (96, 160, 3), dtype=np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    data = bytearray(media.read_bytes())
+    for off in range(len(data) // 3, len(data) // 3 + len(data) // 4, 97):
+        data[off] = 0xFF  # scribble over packets in the middle
+    media.write_bytes(bytes(data))
+    rate = 24
+    clip = otio.schema.Clip(
+        name="1", media_reference=otio.schema.ExternalReference(
+            target_url=str(media), available_range=otio.opentime.TimeRange(
+                otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(48, rate))),
+        source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
+                                             otio.opentime.RationalTime(48, rate)))
+    tl = otio.schema.Timeline(name="damaged")
+    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    track.append(clip)
+    tl.tracks.append(track)
+    tl_path = tmp_path / "cut.otio"
+    otio.adapters.write_to_file(tl, str(tl_path))
+    master = tmp_path / "master.mp4"
+    r = CliRunner().invoke(main, ["conform", str(tl_path), "-o", str(master),
+                                  "--profile", "h264"])
+    assert r.exit_code == 2, r.output
+    assert "1.mov" in r.output and "cannot be decoded" in r.output
+    assert "encoder refused" not in r.output
+    assert not master.exists()
