@@ -25,7 +25,7 @@ __all__ = ["options_of", "retake", "use_take"]
 def options_of(record: RenderRecord, quiet: bool = False, log_json: bool = False
                ) -> RenderOptions:
     """The options a render was made with, from its record."""
-    project = Project.model_validate(record.project)
+    project = Project.model_validate(record.project)  # load_render_record checked it
     project.root = record.project_root
     return RenderOptions(
         engine=record.engine, profiles=record.profiles, project=project,

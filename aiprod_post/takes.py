@@ -28,9 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .errors import AiprodError, PathError
 from .files import inside, place, write_atomic
 from .plan import ShotPlan, load_plan
+from .project import Project
 
 __all__ = [
     "RENDER_FILE",
@@ -108,9 +111,16 @@ def load_render_record(outdir: Path) -> RenderRecord:
     data = _read_json(path, "Render.1")
     data.pop("schema")
     try:
-        return RenderRecord(**data)
+        record = RenderRecord(**data)
     except TypeError as exc:
         raise AiprodError(f"unexpected keys ({exc})", source=path) from None
+    try:  # a record from another version, or edited by hand
+        Project.model_validate(record.project)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise AiprodError(f"{err['msg']}", source=path,
+                          where="project." + ".".join(map(str, err["loc"]))) from None
+    return record
 
 
 def rendered_plan(outdir: Path) -> ShotPlan:

@@ -179,16 +179,20 @@ def test_bad_input_exits_2_naming_it(retaken, tmp_path, args, needle):
     assert (out / "takes.json").read_bytes() == takes_before
 
 
-def test_retake_refuses_a_changed_source(tmp_path):
+@pytest.mark.parametrize("record, needle", [
+    ({"source_sha256": "0" * 64}, "changed since this folder was rendered"),
+    ({"source": "/nowhere/two_lines.json"}, "source /nowhere/two_lines.json is gone"),
+    ({"project": {"output": {"widht": 320}}}, "render.json: project.output.widht"),
+])
+def test_retake_refuses_a_record_it_cannot_rerun(tmp_path, record, needle):
     plan = write_plan(tmp_path)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "timeline").mkdir()
+    (out / "timeline").mkdir(parents=True)
     (out / "timeline" / "plan.json").write_text(plan.read_text())
-    takes_module.save_render_record(out, takes_module.RenderRecord(
-        source=str(plan), source_sha256="0" * 64))
+    takes_module.save_render_record(out, takes_module.RenderRecord(**{
+        "source": str(plan), "source_sha256": sha(plan), **record}))
     r = cli("retake", out, SHOT)
-    assert r.exit_code == 2 and "changed since this folder was rendered" in r.output
+    assert r.exit_code == 2 and needle in r.output, r.output
     assert not (out / "takes.json").exists()
 
 
