@@ -1338,7 +1338,7 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #444;padding:3px 8px}}
 .sheet{{display:flex;flex-wrap:wrap;gap:8px}}figure{{margin:0;width:320px}}
 img{{width:320px;display:block}}figcaption{{font-size:12px}}tr.failed{{background:#600}}
-img.castsheet{{width:240px}}figure.chosen{{outline:3px solid #4c4}}
+img.castsheet{{width:240px}}figure.chosen{{outline:3px solid #4c4}}.takes a{{color:#8cf}}
 svg.chart{{background:#fff;color:#111;display:block;
 margin:8px 0;max-width:100%;height:auto}}</style>
 </head><body><h1>{e(report['title'])}</h1>
