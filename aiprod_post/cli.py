@@ -557,7 +557,7 @@ def conform_command(timeline: Path, output: Path, profile: str, audio: Path | No
 
 
 def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, burn_in,
-                    cast=None):
+                    cast=None, executor=None, address=None):
     from .pipeline import RenderOptions
     from .project import Project, load_project
 
@@ -566,7 +566,7 @@ def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, 
         engine=engine, profiles=[p.strip() for p in profile.split(",")] if profile else None,
         project=proj, fps=fps, width=size[0] if size else None,
         height=size[1] if size else None, seed=seed, quiet=quiet, log_json=log_json,
-        burn_in=burn_in, cast=cast)
+        burn_in=burn_in, cast=cast, executor=executor, address=address)
 
 
 _render_flags = [
@@ -584,6 +584,13 @@ _render_flags = [
     click.option("--cast", type=click.Path(path_type=Path),
                  help="Cast file (TOML, from `aiprod-post cast`): who the characters are, their "
                       "voices and looks (default: the project's, else read from the script)."),
+    click.option("--executor", type=click.Choice(["local", "ray"]),
+                 help="Where the shots run: this machine, or a Ray cluster (default: the "
+                      "project's [run] executor, else local)."),
+    click.option("--address", help="With --executor ray: the cluster, auto (one started here "
+                                    "with `ray start`), HOST:PORT or ray://HOST:PORT (default: "
+                                    "the project's [run] address, else a Ray started for the "
+                                    "render)."),
 ]
 
 
@@ -599,7 +606,7 @@ def _with_render_flags(fn):
               help="Output folder (reruns reuse its cache).")
 @_with_render_flags
 def render_command(source: Path, output: Path, engine, profile, project, fps, size, seed, quiet,
-                   log_json, burn_in, cast) -> None:
+                   log_json, burn_in, cast, executor, address) -> None:
     """Render a SCRIPT (.fountain) or PLAN (.json) to masters, timeline, stems and a report.
 
     Exits 0 when everything rendered, 3 when some shots failed and were replaced
@@ -612,7 +619,8 @@ def render_command(source: Path, output: Path, engine, profile, project, fps, si
             raise AiprodError("no such file", source=source)
         _output_folder(output)
         result = render(source, output, _render_options(engine, profile, project, fps, size,
-                                                        seed, quiet, log_json, burn_in, cast))
+                                                        seed, quiet, log_json, burn_in, cast,
+                                                        executor, address))
     except AiprodError as exc:
         _fail(exc)
     if not quiet and not log_json:
@@ -704,14 +712,17 @@ def _batch_one(args: tuple) -> dict:
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True)
 @_with_render_flags
 def batch_command(source: Path, output: Path, jobs: int, engine, profile, project, fps, size, seed,
-                  quiet, log_json, burn_in, cast) -> None:
+                  quiet, log_json, burn_in, cast, executor, address) -> None:
     """Render every script in a folder, or listed one per line in a file, in parallel.
 
     One failing script does not stop the others; a summary table and
     OUTPUT/batch.json come at the end. Exits 0 only if every script rendered.
     With ``--cast`` every episode uses one cast file: the same person has the same voice
     and look in each; characters new to an episode are added and listed.
+    With ``--executor ray`` each script's shots run on the cluster, JOBS scripts at once.
     """
+    import contextlib
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     try:
@@ -726,15 +737,26 @@ def batch_command(source: Path, output: Path, jobs: int, engine, profile, projec
         if not scripts:
             raise AiprodError("no scripts found (.fountain, .txt or .json)", source=source)
         opts = _render_options(engine, profile, project, fps, size, seed, True, False, burn_in,
-                               cast)
+                               cast, executor, address)
         if opts.cast is not None:
             from .cast import load_cast
 
             load_cast(opts.cast)  # a bad cast file is bad input for the whole batch
+        cluster = contextlib.ExitStack()
+        mp_context = None
+        if (opts.executor or opts.project.run.executor) == "ray":
+            from .executors import executor_for
+
+            # reached once here (an unreachable address is bad input for the whole batch);
+            # without an address the Ray started here serves every script's render
+            ray_executor = cluster.enter_context(executor_for(
+                "ray", opts.address or opts.project.run.address, opts.project.run.retries))
+            opts.executor, opts.address = "ray", ray_executor.cluster_address()
+            mp_context = multiprocessing.get_context("spawn")  # a Ray driver does not fork
     except AiprodError as exc:
         _fail(exc)
     jobs_args = [(s, output / s.stem, opts) for s in scripts]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with cluster, ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context) as pool:
         results = list(pool.map(_batch_one, jobs_args))
     width = max(len(r["script"]) for r in results)
     for r in results:

@@ -25,28 +25,34 @@ what depends on it. The documented layout is filled from the cache:
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
+import functools
 import hashlib
 import html
 import json
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from . import __version__
 from .checks import plan_problems
 from .errors import AiprodError, MediaError, PlanError
+from .executors import Executor, Lost, Unit, executor_for
+from .executors.local import LocalExecutor
+from .files import atomic_path
 from .files import inside, sha256_file, write_atomic
 from .files import place as _place
 from .outlock import output_lock, remove_stale_temporaries
-from .plan import ShotPlan, format_frame_rate, load_plan, plan_to_json
+from .plan import Scene, Shot, ShotPlan, format_frame_rate, load_plan, plan_to_json
 from .planner import PlannerSettings, plan_source
 from .project import DELIVERY_PROFILES, Project
 from .takes import (RenderRecord, load_takes, save_render_record, take_file, takes_report,
@@ -128,6 +134,8 @@ class Reporter:
         self._last_line = 0.0
         self._last_event = 0.0
         self._progress: tuple[int, int] = (0, 0)
+        #: where events go (None: stdout as it is when each is printed)
+        self.events: Any = None
 
     REDRAW_EVERY = 0.25
     LOG_EVERY = 5.0
@@ -168,7 +176,7 @@ class Reporter:
     def _emit(self, event: str, **fields: Any) -> None:
         if self.log_json:
             print(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3),
-                              **fields}), flush=True)
+                              **fields}), file=self.events or sys.stdout, flush=True)
 
     def stage(self, name: str, total: int = 0) -> None:
         self.end_stage()
@@ -234,6 +242,10 @@ class RenderOptions:
     burn_in: bool | None = None
     #: a cast file (Cast.1 TOML); else the project's [project] cast, else read from the script
     cast: Path | None = None
+    #: where shots run: ``local`` or ``ray`` (else the project's ``[run] executor``)
+    executor: str | None = None
+    #: the Ray cluster's address (else the project's ``[run] address``)
+    address: str | None = None
 
 
 @dataclass
@@ -262,6 +274,275 @@ class _Line:
     start_sample: int = 0  # on the film, at 48 kHz
 
 
+# ------------------------------------------------------------------ one shot, as a unit of work
+
+
+@dataclass(frozen=True)
+class ShotJob:
+    """One shot to generate, grade and encode into the shot cache: everything it needs
+    except the keyframes of the shots it is conditioned on, which come with those shots'
+    results (an executor runs it once they are done, here or on another machine)."""
+
+    scene: Scene
+    shot: Shot  # with its handles: duration = head + cut + tail
+    head: int
+    engine: tuple[str, dict, dict]  # name, settings, per-film extras (the cast's figures)
+    width: int
+    height: int
+    fps: Fraction
+    visemes: dict[str, list[str]]
+    look: str
+    look_file: str
+    cdl: Any  # the shot's ASC CDL (grading.cdl.CDL) or None
+    footage_space: str | None
+    #: the shot cache key's parts before and after those known only once the shots it
+    #: is conditioned on exist (whether it is matched, and to which keyframe)
+    key_before: tuple
+    key_middle: tuple
+    key_after: tuple
+    cast: dict[str, str]
+    lines: tuple  # its dialogue lines (_Line), for an engine that lip-syncs to them
+    #: (scene, shot id) of each shot it is conditioned on, in the plan's order
+    conditioned_on: tuple[tuple[Scene, str], ...]
+    cache: str
+    #: the folder the render started in: relative paths of the project resolve against it
+    workdir: str
+    #: seconds to stop halfway through the shot (a fault drill: AIPROD_HOLD_SHOT)
+    hold: float = 0.0
+
+
+@dataclass(frozen=True)
+class ShotResult:
+    """What a shot's work left in the cache: its picture (or its slate), keyframes and
+    sound; small enough to travel between machines."""
+
+    shot_id: str
+    key: str | None
+    mov: str
+    first: str | None  # keyframes (.npy), None for a failed shot
+    last: str | None
+    sound: str | None
+    frames: int
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+    cached: bool = False
+
+
+def conditioned_on(plan: ShotPlan) -> dict[str, list[str]]:
+    """The shots each shot's keyframes come from: its scene's establishing shot (the
+    scene's first: its keyframe is the reference every later shot of the scene is
+    matched to), and the shot its plan conditioning names where that is the shot just
+    before it (``previous-shot``) or the establishing shot: the keyframes a
+    :class:`~aiprod_post.generation.engine.KeyframeStore` keeps for it. Everything
+    else is independent."""
+    out: dict[str, list[str]] = {}
+    before = None
+    for scene, shot in plan.shots():
+        first = scene.shots[0].id
+        needs = [first] if first != shot.id else []
+        cond = shot.conditioning
+        if cond.keyframe != "none" and cond.shot in (first, before) \
+                and cond.shot not in (shot.id, *needs):
+            needs.append(cond.shot)
+        out[shot.id] = needs
+        before = shot.id
+    return out
+
+
+def _held_shots() -> dict[str, float]:
+    """``AIPROD_HOLD_SHOT=ID=SECONDS[,ID=SECONDS]``: shots that stop halfway for that long,
+    so a fault drill can kill the process making them (the Ray executor's tests)."""
+    out = {}
+    for item in filter(None, os.environ.get("AIPROD_HOLD_SHOT", "").split(",")):
+        sid, _, seconds = item.partition("=")
+        try:
+            out[sid.strip()] = float(seconds)
+        except ValueError:
+            raise AiprodError(f"expected ID=SECONDS, got {item!r}",
+                              where="AIPROD_HOLD_SHOT") from None
+    return out
+
+
+#: this process's engine (the latest asked for): a worker that makes many shots of a
+#: film loads its engine, and a GPU engine its model, once
+_ENGINES: dict[str, Any] = {}
+
+
+def _engine_for(name: str, settings: dict, extra: dict, fresh: bool = False):
+    from aiprod_post.generation.engine import engine_by_name
+
+    k = key_of("engine", name, settings, extra)
+    if fresh or k not in _ENGINES:
+        _ENGINES.clear()
+        _ENGINES[k] = engine_by_name(name, **settings, **extra)
+    return _ENGINES[k]
+
+
+_GRADERS: dict[tuple, Any] = {}
+
+
+def _grader(look_file: Path, cdl=None):
+    from aiprod_post.grading.apply import FrameGrader
+    from aiprod_post.grading.lut import read_lut
+
+    if (look_file, cdl) not in _GRADERS:
+        if cdl is not None:
+            # a 64 MiB table per look and shot CDL: keep only the latest such one, so
+            # memory does not grow with the number of graded shots
+            for key in [k for k in _GRADERS if k[1] is not None]:
+                del _GRADERS[key]
+        if len(_GRADERS) >= 16:  # a long-lived worker sees many films' looks
+            _GRADERS.clear()
+        _GRADERS[look_file, cdl] = FrameGrader(read_lut(look_file), cdl=cdl)
+    return _GRADERS[look_file, cdl]
+
+
+_CONVERTERS: dict[str | None, Any] = {}
+
+
+def _footage_converter(space: str | None):
+    """The clips' footage to the working space (8-bit frames), before matching and the
+    look; None for Rec.709 footage and the generating engines."""
+    from aiprod_post.grading.colour import uint8_converter
+
+    if space not in _CONVERTERS:
+        try:
+            _CONVERTERS[space] = uint8_converter(space)
+        except AiprodError as exc:
+            raise AiprodError(exc.message, where="[engine.clips] colourspace") from None
+    return _CONVERTERS[space]
+
+
+@contextlib.contextmanager
+def _working_folder(folder: str) -> Iterator[None]:
+    """Run in the folder the render started in (a worker elsewhere: the same path on the
+    shared storage), back where it was after."""
+    here = os.getcwd()
+    if here == folder:
+        yield
+        return
+    try:
+        os.chdir(folder)
+    except OSError:
+        raise AiprodError("the render's folder is not on this machine at the same path "
+                          f"({socket.gethostname()}): the project, cache and output must be "
+                          "on storage every node reaches", source=folder) from None
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _held(frames: Iterator[np.ndarray], at: int, seconds: float) -> Iterator[np.ndarray]:
+    for i, frame in enumerate(frames):
+        if i == at:
+            time.sleep(seconds)
+        yield frame
+
+
+def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> ShotResult:
+    """Generate, grade and encode one shot into the cache (or find it there).
+
+    ``conditioned`` holds the results of the shots in ``job.conditioned_on`` (a failed or
+    lost one gives no keyframe); ``characters`` the reference image of each character.
+    A shot that fails twice is replaced by a slate, outside the shot cache (a rerun tries
+    it again); bad media and a full or read-only disk are raised.
+    """
+    from aiprod_post.editing.conform import PROFILES, encode_master, read_ahead
+    from aiprod_post.generation.engine import Keyframe, KeyframeStore, RenderContext
+
+    scene, shot, n, W, H, fps = job.scene, job.shot, job.shot.duration, job.width, \
+        job.height, job.fps
+    with _working_folder(job.workdir):
+        # the keyframes a store that had seen the film so far would give it
+        store = KeyframeStore(characters=dict(characters or {}))
+        for dep_scene, dep_id in job.conditioned_on:
+            done = conditioned.get(dep_id)
+            if isinstance(done, ShotResult) and done.error is None:
+                dep_shot = next(s for s in dep_scene.shots if s.id == dep_id)
+                store.add_shot(dep_scene, dep_shot, {
+                    "first": Keyframe(dep_id, 0, np.load(done.first), light=dep_scene.light),
+                    "last": Keyframe(dep_id, done.frames - 1, np.load(done.last),
+                                     light=dep_scene.light)})
+        reference = store.establishing.get(scene.id)
+        match = reference is not None and reference.shot_id != shot.id
+        key = key_of("shot", *job.key_before, match, *job.key_middle,
+                     _array_digest(reference.image) if match else None, *job.key_after)
+        folder = Path(job.cache) / "shots"
+        folder.mkdir(parents=True, exist_ok=True)
+        mov, first, last, sound = (folder / f"{key}{s}" for s in
+                                   (".mov", ".first.npy", ".last.npy", ".sound.wav"))
+        if mov.exists() and first.exists() and last.exists():
+            return ShotResult(shot.id, key, str(mov), str(first), str(last),
+                              str(sound) if sound.exists() else None, n, cached=True)
+        name, settings, extra = job.engine
+        engine = _engine_for(name, settings, extra)
+        ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), job.visemes,
+                            label=shot.id, look=job.look, cast=job.cast,
+                            dialogue=_shot_dialogue(list(job.lines), n, fps, job.head)
+                            if job.lines else None)
+        error = None
+        notes: list[str] = []
+        grader = _grader(Path(job.look_file), job.cdl)
+        to_working = _footage_converter(job.footage_space)
+        for attempt in (1, 2):
+            try:
+                r = engine.render(shot, ctx)
+                # three threads: the engine renders, matching and the grade run on
+                # encode_master's prefetch thread, the encoder on this one
+                frames = iter(r) if to_working is None else map(to_working, iter(r))
+                if job.hold:
+                    frames = _held(frames, n // 2, job.hold)
+                graded = _graded(read_ahead(frames), grader, reference.image if match else None)
+                encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None,
+                              progress=(lambda done, total: progress(shot.id, done, total))
+                              if progress else None)
+                if r.audio is not None:  # sound made with the picture: FX
+                    from aiprod_post.audio.io import resample, write_wav
+
+                    write_wav(sound, resample(r.audio, r.audio_rate), 48000, "FLOAT")
+                elif sound.exists():
+                    sound.unlink()
+                notes = list(r.notes)
+                # keyframes in the working space too: they are later shots' references
+                keep = to_working or (lambda image: image)
+                for path, image in ((first, r.keyframes["first"].image),
+                                    (last, r.keyframes["last"].image)):
+                    # a name of its own: another node may be writing the same entry
+                    with atomic_path(path, ".tmp.npy") as tmp:
+                        np.save(tmp, keep(image))
+                error = None
+                break
+            except MediaError:
+                raise  # the user's media (a clip, a look) is bad input: exit 2, no slate
+            except AiprodError as exc:
+                error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - one shot must not take all down
+                if isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS:
+                    raise  # a full or read-only disk fails every shot: say so, once
+                error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            return ShotResult(shot.id, key, str(mov), str(first), str(last),
+                              str(sound) if sound.exists() else None, n, notes=tuple(notes))
+        return ShotResult(shot.id, key, str(_slate(Path(job.cache), shot.id, n, W, H, fps,
+                                                   error)), None, None, None, n, error=error)
+
+
+def _slate(cache: Path, shot_id: str, n: int, W: int, H: int, fps: Fraction, error: str
+           ) -> Path:
+    """A failed shot's stand-in: a card that says so, for as long as the shot."""
+    from aiprod_post.editing.conform import PROFILES, encode_master
+    from aiprod_post.generation.animatic import title_card
+
+    mov = cache / "slates" / f"{key_of('slate', shot_id, n, W, H, error)}.mov"
+    mov.parent.mkdir(parents=True, exist_ok=True)
+    card = title_card(f"SHOT {shot_id} FAILED - {error[:120]}", W, H)
+    # a slate lives outside the shot cache, so a rerun tries the shot again
+    encode_master(iter([card] * n), n, fps, W, H, mov, PROFILES["prores"], None)
+    return mov
+
+
 # ------------------------------------------------------------------ the runner
 
 
@@ -277,6 +558,8 @@ class _Render:
         self._cast = None
         #: shot id → (the sound an engine generated with it, 48 kHz, and its head handle)
         self.generated_sound: dict[str, tuple[Path, int]] = {}
+        #: where the shots run (render() opens the one the options ask for)
+        self.executor: Executor = LocalExecutor()
         #: shot id → its takes (takes.json): the chosen one is rendered, all are listed
         self.takes: dict = {}
         #: shot id → whether its picture came from the cache this run
@@ -483,10 +766,7 @@ class _Render:
     # ---- generation
     def generation(self, plan: ShotPlan, lines: dict[str, list[_Line]]) -> dict[str, Any]:
         from aiprod_post.audio.visemes import MouthCue, shapes_per_frame
-        from aiprod_post.editing.conform import PROFILES, encode_master, read_ahead
         from aiprod_post.editing.timeline import ShotMedia, handles_for
-        from aiprod_post.generation.animatic import title_card
-        from aiprod_post.generation.engine import KeyframeStore, Keyframe, RenderContext, engine_by_name
         from aiprod_post.grading.looks import default_look, look_path
 
         name = self.o.engine or self.project.engine.name
@@ -515,23 +795,24 @@ class _Render:
             settings = lx
         people = {c.name: self._character(plan, c.name) for c in plan.cast}
         # the cast's figures are per-shot inputs (in each shot's key), not engine settings
-        engine = engine_by_name(name, **settings, **({"figures": {
-            n: ch.figure.model_dump() for n, ch in people.items()}} if name in ("animatic", "ltx2")
-            else {}))
+        extra = {"figures": {n: ch.figure.model_dump() for n, ch in people.items()}} \
+            if name in ("animatic", "ltx2") else {}
+        engine = _engine_for(name, settings, extra, fresh=True)
         if hasattr(engine, "check"):
             engine.check()  # a missing model is bad input for the run, not a failed shot
+        _footage_converter(self._footage_space(name))  # an unknown colourspace: bad input
         handles = handles_for(plan)
-        store = KeyframeStore()
         sheets = self._sheets(people)
+        characters: dict[str, np.ndarray] = {}  # the reference image each one is given
         references = {}  # character → digest of the reference image the engine is given
         for cname, ch in people.items():
             if ch.reference:
-                store.characters[cname] = _read_image(Path(ch.reference),
-                                                      f"[characters.{cname}] reference")
+                characters[cname] = _read_image(Path(ch.reference),
+                                                f"[characters.{cname}] reference")
             elif name in ("ltx", "ltx2"):  # no reference: the front view of the cast's sheet
-                store.characters[cname] = sheets[cname]
-            if cname in store.characters:
-                references[cname] = _array_digest(store.characters[cname])
+                characters[cname] = sheets[cname]
+            if cname in characters:
+                references[cname] = _array_digest(characters[cname])
         who = {n: [ch.description, ch.figure.model_dump()] for n, ch in people.items()}
         figure_samples: dict[str, list] = {}
         shots = plan.shots()
@@ -542,9 +823,14 @@ class _Render:
                 [s.duration + sum(handles[s.id]) for _, s in shots], plan.width, plan.height)
             self.r.item("compile", 1, 1, cached=False)
         self.r.stage("generation", len(shots))
-        media: dict[str, ShotMedia] = {}
         W, H, fps = plan.width, plan.height, plan.fps
-        for i, (scene, shot) in enumerate(shots, 1):
+        needs = conditioned_on(plan)
+        scene_of = {shot.id: scene for scene, shot in shots}
+        held = _held_shots()
+        # a GPU engine's shot takes a GPU of the cluster; the others a CPU
+        gpus = 1.0 if str(settings.get("device", "")).startswith("cuda") else 0.0
+        units: list[Unit] = []
+        for scene, shot in shots:
             head, tail = handles[shot.id]
             n = shot.duration + head + tail
             longer = shot.model_copy(update={"duration": n})
@@ -562,90 +848,68 @@ class _Render:
                 or default_look(scene.light))
             look_file = look_path(look, Path(self.project.root))
             cdl = self._cdl(shot.id)  # the shot's ASC CDL, before the look
-            reference = store.establishing.get(scene.id)
-            match = reference is not None and reference.shot_id != shot.id
-            key = key_of("shot", name, settings, {c: who.get(c) for c in shot.characters},
-                         longer.model_dump(mode="json"),
-                         scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
-                         visemes, _file_digest(look_file), match,
-                         cdl.to_metadata() if cdl else None, self._footage_space(name),
-                         _array_digest(reference.image) if match else None,
-                         {c: references[c] for c in shot.characters if c in references},
-                         # the frame counts it is generated at (ltx: the film's buckets)
-                         *([engine.lengths_for(n)] if hasattr(engine, "lengths_for") else []),
-                         # ltx2 lip-syncs to the lines themselves, not only their timing; and
-                         # its weights and LoRAs are known by hash: a new file at the same
-                         # path makes the shot again
-                         *([[(ln.key, ln.offset) for ln in lines.get(shot.id, [])],
-                            _weights_key(getattr(engine, "identity", None))]
-                           if name == "ltx2" else []))
-            mov = self.cached("shots", key, ".mov")
-            first, last = self.cached("shots", key, ".first.npy"), \
-                self.cached("shots", key, ".last.npy")
-            hit = mov.exists() and first.exists() and last.exists()
-            sound = self.cached("shots", key, ".sound.wav")
-            if not hit:
-                ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), visemes,
-                                    label=shot.id, look=look,
-                                    cast={c: people[c].description for c in shot.characters
-                                          if c in people},
-                                    dialogue=_shot_dialogue(lines.get(shot.id, []), n, fps, head)
-                                    if name == "ltx2" and shot.id in lines else None)
-                error = None
-                grader = self._grader(look_file, cdl)
-                to_working = self._footage_converter(name)
-                for attempt in (1, 2):
-                    try:
-                        r = engine.render(longer, ctx)
-                        # three threads: the engine renders, matching and the grade run on
-                        # encode_master's prefetch thread, the encoder on this one
-                        frames = iter(r) if to_working is None else map(to_working, iter(r))
-                        graded = _graded(read_ahead(frames), grader,
-                                         reference.image if match else None)
-                        encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None,
-                                      progress=lambda done, total, sid=shot.id:
-                                      self.r.progress(sid, done, total))
-                        if r.audio is not None:  # sound made with the picture: FX
-                            from aiprod_post.audio.io import resample, write_wav
-
-                            write_wav(sound, resample(r.audio, r.audio_rate), 48000, "FLOAT")
-                        elif sound.exists():
-                            sound.unlink()
-                        for note in r.notes:
-                            self.r.note(note)
-                            self.report.setdefault("notes", {})[shot.id] = note
-                        # keyframes in the working space too: they are later shots' references
-                        keep = to_working or (lambda image: image)
-                        np.save(first.with_suffix(".tmp.npy"), keep(r.keyframes["first"].image))
-                        os.replace(first.with_suffix(".tmp.npy"), first)
-                        np.save(last.with_suffix(".tmp.npy"), keep(r.keyframes["last"].image))
-                        os.replace(last.with_suffix(".tmp.npy"), last)
-                        error = None
-                        break
-                    except MediaError:
-                        raise  # the user's media (a clip, a look) is bad input: exit 2, no slate
-                    except AiprodError as exc:
-                        error = str(exc)
-                    except Exception as exc:  # noqa: BLE001 - one shot must not take all down
-                        if isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS:
-                            raise  # a full or read-only disk fails every shot: say so, once
-                        error = f"{type(exc).__name__}: {exc}"
-                if error is not None:
-                    self.failed[shot.id] = error
-                    self.r.note(f"shot {shot.id} failed twice, replaced by a slate: {error}")
-                    mov = self.cached("slates", key_of("slate", shot.id, n, W, H, error), ".mov")
-                    card = title_card(f"SHOT {shot.id} FAILED - {error[:120]}", W, H)
-                    # a slate lives outside the shot cache, so a rerun tries the shot again
-                    encode_master(iter([card] * n), n, fps, W, H, mov, PROFILES["prores"], None)
-            if shot.id not in self.failed and sound.exists():
-                self.generated_sound[shot.id] = (sound, head)
-            if shot.id not in self.failed:
-                fk = {"first": Keyframe(shot.id, 0, np.load(first), light=scene.light),
-                      "last": Keyframe(shot.id, n - 1, np.load(last), light=scene.light)}
-                store.add_shot(scene, shot, fk)
-                if hasattr(engine, "figure_masks"):
-                    self._sample_figures(engine, longer, scene, fk["first"].image, plan,
-                                         figure_samples)
+            speaks = name == "ltx2" and shot.id in lines  # ltx2 lip-syncs to the lines
+            job = ShotJob(
+                scene=scene, shot=longer, head=head, engine=(name, settings, extra), width=W,
+                height=H, fps=fps, visemes=visemes, look=look, look_file=str(look_file),
+                cdl=cdl, footage_space=self._footage_space(name),
+                key_before=(name, settings, {c: who.get(c) for c in shot.characters},
+                            longer.model_dump(mode="json"),
+                            scene.model_dump(mode="json", exclude={"shots"}), W, H, str(fps),
+                            visemes, _file_digest(look_file)),
+                key_middle=(cdl.to_metadata() if cdl else None, self._footage_space(name)),
+                key_after=({c: references[c] for c in shot.characters if c in references},
+                           # the frame counts it is generated at (ltx: the film's buckets)
+                           *([engine.lengths_for(n)] if hasattr(engine, "lengths_for")
+                             else []),
+                           # ltx2 lip-syncs to the lines themselves, not only their timing; and
+                           # its weights and LoRAs are known by hash: a new file at the same
+                           # path makes the shot again
+                           *([[(ln.key, ln.offset) for ln in lines.get(shot.id, [])],
+                              _weights_key(getattr(engine, "identity", None))]
+                             if name == "ltx2" else [])),
+                cast={c: people[c].description for c in shot.characters if c in people},
+                lines=tuple(lines[shot.id]) if speaks else (),
+                conditioned_on=tuple((scene_of[s], s) for s in needs[shot.id]),
+                cache=str(self.cache), workdir=os.getcwd(), hold=held.get(shot.id, 0.0))
+            units.append(Unit(shot.id, job, after=tuple(needs[shot.id]), gpus=gpus))
+        executor = self.executor
+        work = functools.partial(make_shot, progress=self.r.progress) \
+            if executor.in_process else make_shot
+        done: dict[str, ShotResult] = {}
+        self.report["executor"] = executor.describe()
+        placements = self.report.setdefault("placement", {})
+        with contextlib.closing(executor.run(work, units, characters)) as running:
+            for i, (unit, result, where) in enumerate(running, 1):
+                job = unit.payload
+                if isinstance(result, Lost):  # its worker died on every try: slated here
+                    error = f"the worker making it died on every try ({result.reason})"
+                    result = ShotResult(unit.id, None, str(_slate(
+                        self.cache, unit.id, job.shot.duration, W, H, fps, error)), None, None,
+                        None, job.shot.duration, error=error)
+                done[unit.id] = result
+                placements[unit.id] = {"node": where.node, "host": where.host,
+                                       "worker": where.worker, "waited_s": where.waited,
+                                       "seconds": where.seconds}
+                if result.error is not None:
+                    self.failed[unit.id] = result.error
+                    self.r.note(f"shot {unit.id} failed twice, replaced by a slate: "
+                                f"{result.error}")
+                for note in result.notes:
+                    self.r.note(note)
+                    self.report.setdefault("notes", {})[unit.id] = note
+                self.r.item(unit.id, i, len(units), cached=result.cached)
+        media: dict[str, ShotMedia] = {}
+        for unit in units:  # in the plan's order
+            job, result, shot, scene = unit.payload, done[unit.id], unit.payload.shot, \
+                unit.payload.scene
+            n, head, look, mov, hit = shot.duration, job.head, job.look, Path(result.mov), \
+                result.cached
+            if result.error is None and result.sound is not None:
+                self.generated_sound[shot.id] = (Path(result.sound), head)
+            if result.error is None and hasattr(engine, "figure_masks"):
+                self._sample_figures(engine, shot, scene, np.load(result.first), plan,
+                                     figure_samples)
             dst = inside(self.outdir, "shots", f"{shot.id}.mov")
             _place(mov, dst)
             chosen = self.takes[shot.id].chosen if shot.id in self.takes else 1
@@ -657,7 +921,6 @@ class _Render:
                                               for t in takes])
             self.shot_cached[shot.id] = hit
             self.shot_files[shot.id] = mov.name
-            self.r.item(shot.id, i, len(shots), cached=hit)
         if figure_samples:
             from aiprod_post.generation.coherence import identity_scores
 
@@ -699,20 +962,6 @@ class _Render:
             if mask.sum() >= 64:  # a figure mostly out of frame says nothing
                 samples.setdefault(cname, []).append((shot.id, figure_histogram(image, mask)))
 
-    def _grader(self, look_file: Path, cdl=None):
-        from aiprod_post.grading.apply import FrameGrader
-        from aiprod_post.grading.lut import read_lut
-
-        cache = self.__dict__.setdefault("_graders", {})
-        if (look_file, cdl) not in cache:
-            if cdl is not None:
-                # a 64 MiB table per look and shot CDL: keep only the latest such one, so
-                # memory does not grow with the number of graded shots
-                for key in [k for k in cache if k[1] is not None]:
-                    del cache[key]
-            cache[look_file, cdl] = FrameGrader(read_lut(look_file), cdl=cdl)
-        return cache[look_file, cdl]
-
     def _cdl(self, shot_id: str):
         """The shot's ASC CDL from ``[looks] cdl``, or None."""
         from aiprod_post.grading.cdl import cdl_for_shot
@@ -722,20 +971,6 @@ class _Render:
 
     def _footage_space(self, engine: str) -> str | None:
         return self.project.engine.clips.colourspace if engine == "clips" else None
-
-    def _footage_converter(self, engine: str):
-        """The clips' footage to the working space (8-bit frames), before matching and the
-        look; None for Rec.709 footage and the generating engines."""
-        from aiprod_post.grading.colour import uint8_converter
-
-        cache = self.__dict__.setdefault("_converters", {})
-        space = self._footage_space(engine)
-        if space not in cache:
-            try:
-                cache[space] = uint8_converter(space)
-            except AiprodError as exc:
-                raise AiprodError(exc.message, where="[engine.clips] colourspace") from None
-        return cache[space]
 
     # ---- picture QA of the masters
     def qa(self, masters: dict[str, Path]) -> None:
@@ -1375,9 +1610,21 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
     outdir.mkdir(parents=True, exist_ok=True)
     if not os.access(outdir, os.W_OK):
         raise AiprodError("output folder is not writable", source=outdir)
-    with output_lock(outdir):  # a second render into this folder stops here, named
+    run_settings = options.project.run
+    name = options.executor or run_settings.executor
+    executor = executor_for(name, options.address or (run_settings.address if name == "ray"
+                                                      else None), run_settings.retries)
+    events = sys.stdout
+    # --log-json: the events alone on stdout; what else prints there while the render runs
+    # (Ray's messages from its nodes about workers that died) goes to stderr
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if options.log_json \
+        else contextlib.nullcontext()
+    # the cluster is reached (or found unreachable) before any work
+    with quiet_stdout, executor, output_lock(outdir):  # a second render here stops, named
         remove_stale_temporaries(outdir)  # left by a render that was killed
         run = _Render(source, outdir, options)
+        run.r.events = events
+        run.executor = executor
         plan = run.plan()
         plan = run.chosen_takes(plan)
         lines = run.speech(plan)

@@ -191,8 +191,17 @@ class ProjectSection(_Strict):
     cast: str | None = Field(None, description="the cast file (Cast.1 TOML) the film uses")
 
 
+class RunSettings(_Strict):
+    """Where a render's shots run: ``local`` (this machine) or ``ray`` (a Ray cluster)."""
+
+    executor: Literal["local", "ray"] = "local"
+    address: str | None = None  # the cluster's: auto, HOST:PORT or ray://HOST:PORT
+    retries: int = Field(2, ge=0, le=10)  # tries more for a shot whose worker or node died
+
+
 class Project(_Strict):
     project: ProjectSection = Field(default_factory=ProjectSection)
+    run: RunSettings = Field(default_factory=RunSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     characters: dict[str, CharacterSettings] = Field(default_factory=dict)
