@@ -163,13 +163,28 @@ def load_takes(outdir: Path) -> dict[str, ShotTakes]:
     out: dict[str, ShotTakes] = {}
     try:
         for shot_id, entry in data["shots"].items():
-            takes = [Take(**t) for t in entry["takes"]]
+            takes = [_checked(Take(**t), shot_id) for t in entry["takes"]]
+            if len({t.take for t in takes}) != len(takes):
+                raise ValueError(f"shot {shot_id}: a take number is listed twice")
             out[shot_id] = ShotTakes(int(entry["chosen"]), takes)
             if out[shot_id].get(out[shot_id].chosen) is None:
                 raise ValueError(f"shot {shot_id}: chosen take {entry['chosen']} is not listed")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise AiprodError(f"not a valid takes file ({exc})", source=path) from None
     return out
+
+
+def _checked(take: Take, shot_id: str) -> Take:
+    """A take as the renderer may use it: its seed is what the plan allows."""
+    ok = (isinstance(take.take, int) and take.take >= 1 and isinstance(take.seed, int)
+          and not isinstance(take.seed, bool) and 0 <= take.seed < 2**31
+          and all(v is None or isinstance(v, str)
+                  for v in (take.prompt_extra, take.note, take.made)))
+    if not ok:
+        raise ValueError(f"shot {shot_id}: take {take.take!r}: expected a take number from 1, "
+                         f"a seed from 0 to {2**31 - 1} and text or null for prompt_extra, "
+                         "note and made")
+    return take
 
 
 def save_takes(outdir: Path, takes: dict[str, ShotTakes]) -> Path:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from aiprod_post import takes as takes_module
 from aiprod_post.cli import main
+from aiprod_post.errors import AiprodError
 from aiprod_post.pipeline import RenderOptions, render
 from aiprod_post.plan import plan_to_json
 from aiprod_post.planner import PlannerSettings, plan_source
@@ -194,6 +195,19 @@ def test_retake_refuses_a_record_it_cannot_rerun(tmp_path, record, needle):
     r = cli("retake", out, SHOT)
     assert r.exit_code == 2 and needle in r.output, r.output
     assert not (out / "takes.json").exists()
+
+
+@pytest.mark.parametrize("take, needle", [
+    ({"take": 1, "seed": "7"}, "take 1: expected a take number from 1, a seed"),
+    ({"take": 1, "seed": 2**31}, "take 1: expected"),
+    ({"take": 0, "seed": 7}, "take 0: expected"),
+])
+def test_a_takes_file_edited_by_hand_is_checked(tmp_path, take, needle):
+    (tmp_path / "takes.json").write_text(json.dumps({"schema": "Takes.1", "shots": {
+        "1A": {"chosen": take["take"], "takes": [take]}}}))
+    with pytest.raises(AiprodError, match=needle) as exc:
+        takes_module.load_takes(tmp_path)
+    assert "takes.json" in str(exc.value)
 
 
 def test_takes_doctests():
