@@ -81,6 +81,8 @@ class RenderRecord:
     seed: int | None = None
     burn_in: bool | None = None
     cast: str | None = None
+    executor: str | None = None  # where the shots ran: a retake runs its shot there too
+    address: str | None = None
     project: dict[str, Any] = field(default_factory=dict)
     project_root: str = "."
 

@@ -210,6 +210,35 @@ def test_a_takes_file_edited_by_hand_is_checked(tmp_path, take, needle):
     assert "takes.json" in str(exc.value)
 
 
+def test_the_render_record_gives_back_every_option(tmp_path):
+    """A retake reruns the render with the options it was made with: each one (a new
+    option that the record does not carry fails here)."""
+    import dataclasses
+    from fractions import Fraction
+
+    from aiprod_post.pipeline import _Render
+    from aiprod_post.project import load_project
+    from aiprod_post.retakes import options_of
+
+    (tmp_path / "project.toml").write_text('[output]\nprofiles = ["web"]\n'
+                                           '[looks]\nscene = { "1" = "noir" }\n')
+    cast = tmp_path / "cast.toml"
+    plan = write_plan(tmp_path)
+    given = RenderOptions(engine="animatic", profiles=["web", "master"],
+                          project=load_project(tmp_path / "project.toml"),
+                          fps=Fraction(24000, 1001), width=320, height=180, seed=3,
+                          burn_in=True, cast=cast, executor="local", address="auto")
+    takes_module.save_render_record(tmp_path, _Render(plan, tmp_path, given).record())
+    (tmp_path / "timeline").mkdir()
+    (tmp_path / "timeline" / "plan.json").write_text(plan.read_text())
+    back = options_of(takes_module.load_render_record(tmp_path), quiet=True)
+    for f in dataclasses.fields(RenderOptions):
+        if f.name not in ("quiet", "log_json", "project"):
+            assert getattr(back, f.name) == getattr(given, f.name), f.name
+    assert back.project == given.project
+    assert Path(back.project.root).resolve() == tmp_path.resolve()
+
+
 def test_takes_doctests():
     assert doctest.testmod(takes_module).failed == 0
 
