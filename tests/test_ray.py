@@ -1,0 +1,199 @@
+"""The ray executor on a real local Ray cluster (a head and one more node, one CPU each):
+the same masters as the local executor, a worker killed mid-shot, a batch of scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aiprod_post.cli import main
+from aiprod_post.pipeline import RenderOptions, conditioned_on, render
+from aiprod_post.planner import PlannerSettings, plan_source
+
+from test_pipeline import SCRIPT, SMALL, decoded_digest, write_script
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 ** 2}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node process on this machine (Ray puts them on the machine's
+    own address, not loopback); shut down however the tests end."""
+    c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    try:
+        c.add_node(**NODE)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """The small film by the local executor: the reference the cluster must match."""
+    folder = tmp_path_factory.mktemp("local")
+    script = write_script(folder)
+    result = render(script, folder / "out", RenderOptions(**SMALL))
+    return script, {name: decoded_digest(path) for name, path in result.masters.items()}
+
+
+def _node_ids() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def test_shots_wait_only_for_the_shots_their_keyframes_come_from(tmp_path):
+    settings = PlannerSettings(width=160, height=96)
+    plan, _ = plan_source(write_script(tmp_path), settings)
+    # scene 1's establishing shot before the shots matched to it; scene 2 on its own
+    assert conditioned_on(plan) == {"1": [], "1A": ["1"], "1B": ["1"], "2": [], "2A": ["2"]}
+    (tmp_path / "c").mkdir()
+    continuous = SCRIPT.replace("INT. BOOTH - NIGHT", "INT. BOOTH - CONTINUOUS")
+    plan, _ = plan_source(write_script(tmp_path / "c", continuous), settings)
+    # a continuous scene opens on the last frame of the shot before: a chain across scenes
+    assert conditioned_on(plan)["2"] == ["1B"]
+    assert conditioned_on(plan)["2A"] == ["2"]
+
+
+def test_the_cluster_makes_the_local_executors_masters(cluster, local, tmp_path):
+    script, reference = local
+    result = render(script, tmp_path / "out", RenderOptions(**SMALL, executor="ray",
+                                                            address=cluster.address))
+    assert result.exit_code == 0
+    assert {name: decoded_digest(path) for name, path in result.masters.items()} == reference
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["executor"]["name"] == "ray" and report["executor"]["nodes"] == 2
+    placement = report["placement"]
+    assert sorted(placement) == ["1", "1A", "1B", "2", "2A"]
+    # scenes 1 and 2 open at once on one CPU per node: the work spreads over both nodes
+    ray.init(address=cluster.address)
+    try:
+        nodes = _node_ids()
+    finally:
+        ray.shutdown()
+    assert {p["node"] for p in placement.values()} == nodes
+    assert all(p["waited_s"] >= 0 and p["seconds"] > 0 and p["worker"] != os.getpid()
+               for p in placement.values())
+
+
+def _pids_writing(folder: Path) -> set[int]:
+    """Processes with a half-written file (an encoder's .part.mov) open in ``folder``."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith(str(folder)) and ".part." in target:
+                    pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _render_killing_the_worker_of_1a(cluster, script: Path, out: Path, *flags: str
+                                     ) -> tuple[int, int]:
+    """Render on the cluster and SIGKILL the worker process making shot 1A halfway through
+    its frames; the render's exit status and the pid killed."""
+    # shot 1A stops for 6 s halfway through its frames (on every try): once the other
+    # shots are made, the worker making it is the only process writing into the shot cache
+    env = dict(os.environ, AIPROD_HOLD_SHOT="1A=6")
+    cmd = [sys.executable, "-m", "aiprod_post.cli", "render", str(script), "-o", str(out),
+           "--size", "160x96", "--log-json", "--executor", "ray", "--address", cluster.address,
+           *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            text=True)
+    killed = None
+    made: set[str] = set()
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:
+        event = json.loads(line)  # --log-json: nothing but events on stdout
+        if event["event"] == "item" and event["stage"] == "generation":
+            made.add(event["item"])
+        if made == {"1", "1B", "2", "2A"} and killed is None:
+            while killed is None and time.monotonic() < deadline:
+                pids = _pids_writing(out / ".cache" / "shots")
+                if pids:
+                    (killed,) = pids
+                    os.kill(killed, signal.SIGKILL)
+                time.sleep(0.1)
+            assert killed is not None, "no worker was writing shot 1A"
+    status = proc.wait(timeout=240)
+    assert killed not in (None, proc.pid), proc.stderr.read()
+    return status, killed
+
+
+def test_a_worker_killed_mid_shot_is_retried_to_the_same_masters(cluster, local, tmp_path):
+    script, reference = local
+    out = tmp_path / "out"
+    status, killed = _render_killing_the_worker_of_1a(cluster, script, out)
+    assert status == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["failed_shots"] == {}
+    # Ray ran it again on a new worker process
+    assert report["placement"]["1A"]["worker"] not in (killed, 0)
+    assert {name: decoded_digest(out / path) for name, path in report["masters"].items()} \
+        == reference
+
+
+def test_a_shot_whose_worker_dies_on_every_try_is_slated(cluster, local, tmp_path):
+    script, _ = local
+    project = tmp_path / "project.toml"
+    project.write_text("[run]\nretries = 0\n")  # no second try
+    out = tmp_path / "out"
+    status, _ = _render_killing_the_worker_of_1a(cluster, script, out, "--project",
+                                                 str(project))
+    assert status == 3  # finished, with a slate where the shot would be
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["failed_shots"]) == ["1A"]
+    assert "died on every try" in report["failed_shots"]["1A"]
+    assert report["masters"] and all((out / p).is_file() for p in report["masters"].values())
+
+
+def test_batch_of_three_scripts_on_the_cluster(cluster, local, tmp_path):
+    script, reference = local
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    (folder / "a_two_lines.fountain").write_text(SCRIPT)
+    for name, heading in (("b_dock", "EXT. DOCK - DAY"), ("c_hall", "INT. HALL - NIGHT")):
+        (folder / f"{name}.fountain").write_text(
+            f"Title: {name}\n\n{heading}\n\nA lamp swings.\n\nNELL\nStill here.\n")
+    # the cluster named by the project file's [run] table
+    project = tmp_path / "project.toml"
+    project.write_text(f'[run]\nexecutor = "ray"\naddress = "{cluster.address}"\n')
+    result = CliRunner().invoke(main, ["batch", str(folder), "-o", str(tmp_path / "out"),
+                                       "--size", "160x96", "--jobs", "2",
+                                       "--project", str(project)])
+    assert result.exit_code == 0, result.output
+    runs = json.loads((tmp_path / "out" / "batch.json").read_text())
+    assert [r["status"] for r in runs] == ["ok"] * 3
+    for r in runs:
+        report = json.loads((Path(r["output"]) / "report.json").read_text())
+        assert report["executor"]["name"] == "ray"
+        assert set(report["placement"]) == {s["id"] for s in report["shots"]}
+    first = json.loads((tmp_path / "out" / "a_two_lines" / "report.json").read_text())
+    assert {name: decoded_digest(tmp_path / "out" / "a_two_lines" / path)
+            for name, path in first["masters"].items()} == reference
+
+
+def test_an_unreachable_cluster_is_named_and_exits_2(tmp_path):
+    script = write_script(tmp_path)
+    result = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
+                                       "--size", "160x96", "--executor", "ray",
+                                       "--address", "127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "--address: cannot reach the Ray cluster at 127.0.0.1:1" in result.output
+    assert not (tmp_path / "out" / "masters").exists()
