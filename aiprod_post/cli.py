@@ -23,6 +23,7 @@ from .errors import AiprodError, PlanError
 from .files import write_atomic
 from .plan import (
     ShotPlan,
+    is_plan_file,
     format_frame_rate,
     frames_to_timecode,
     load_plan,
@@ -42,17 +43,6 @@ def _fail(exc: AiprodError) -> NoReturn:
 
 def _warn(source: str, line: int, message: str) -> None:
     click.echo(f"{source}:{line}: warning: {message}", err=True)
-
-
-def _is_plan_file(path: Path) -> bool:
-    if path.suffix.lower() == ".json":
-        return True
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
-    except OSError:
-        return False
-    return head.startswith(b"{")
 
 
 def _parse_fps(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Fraction | None:
@@ -80,7 +70,7 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None
 
 def _load_or_plan(path: Path, fps: Fraction | None, seed: int | None,
                   size: tuple[int, int] | None) -> tuple[ShotPlan, list[tuple[int, str]]]:
-    if _is_plan_file(path):
+    if is_plan_file(path):
         plan = load_plan(path)
         if fps is not None or seed is not None or size is not None:
             raise PlanError("--fps, --seed and --size apply when planning a script; "

@@ -52,7 +52,8 @@ from .files import atomic_path
 from .files import inside, sha256_file, write_atomic
 from .files import place as _place
 from .outlock import output_lock, remove_stale_temporaries
-from .plan import Scene, Shot, ShotPlan, format_frame_rate, load_plan, plan_to_json
+from .plan import (Scene, Shot, ShotPlan, format_frame_rate, is_plan_file, load_plan,
+                   plan_to_json)
 from .planner import PlannerSettings, plan_source
 from .project import DELIVERY_PROFILES, Project
 from .takes import (RenderRecord, load_takes, save_render_record, take_file, takes_report,
@@ -576,7 +577,11 @@ class _Render:
     def plan(self) -> ShotPlan:
         self.r.stage("plan", 1)
         out = self.project.output
-        if self.source.suffix.lower() == ".json":
+        if is_plan_file(self.source):
+            if self.o.seed is not None:
+                raise PlanError("--seed applies when planning a script; a plan's seeds are "
+                                "in its shots (edit them, or `retake` a shot)",
+                                source=self.source)
             plan = load_plan(self.source)
             changes: dict[str, Any] = {}
             if self.o.fps or out.fps:

@@ -35,6 +35,7 @@ from .errors import PlanError
 from .files import write_atomic
 
 __all__ = [
+    "is_plan_file",
     "ID_PATTERN",
     "SafeId",
     "id_problem",
@@ -342,6 +343,21 @@ def plan_from_data(data: Any, source: str | None = None) -> ShotPlan:
         elif err["type"] == "extra_forbidden":
             msg = "unknown field"
         raise PlanError(f"{msg}{more}", source=source, where=_json_path(err["loc"])) from None
+
+
+def is_plan_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a shot plan (JSON) rather than a screenplay: a ``.json``
+    suffix, or a file whose first character (after a byte-order mark and white space) is
+    ``{``. One rule for every front door (``plan``, ``render``, ``batch``, the service)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return False
+    return head.startswith(b"{")
 
 
 def load_plan(path: str | Path) -> ShotPlan:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from click.testing import CliRunner
+
+from aiprod_post.cli import main
 from aiprod_post.errors import PlanError
 from aiprod_post.plan import (
     SCHEMA_VERSION,
@@ -136,3 +139,21 @@ def test_json_schema_describes_the_plan():
     assert schema["title"] == SCHEMA_VERSION
     assert {"schema_version", "fps", "scenes"} <= set(schema["properties"])
     assert "Shot" in schema["$defs"] and "duration" in schema["$defs"]["Shot"]["required"]
+
+
+def test_every_front_door_tells_a_plan_by_the_same_rule(tmp_path, example_path):
+    """A plan saved without the .json suffix is a plan for `plan` and `render` alike (render
+    went by suffix and read it as a screenplay), and --seed on a plan is refused by both
+    (render ignored it)."""
+    from aiprod_post.plan import is_plan_file
+
+    plan = tmp_path / "cut.plan"
+    r = CliRunner().invoke(main, ["plan", str(example_path), "-o", str(plan)])
+    assert r.exit_code == 0 and is_plan_file(plan) and not is_plan_file(example_path)
+    r = CliRunner().invoke(main, ["render", str(plan), "-o", str(tmp_path / "o"), "--seed", "5",
+                                  "--quiet"])
+    assert r.exit_code == 2 and "--seed applies when planning a script" in r.output
+    r = CliRunner().invoke(main, ["plan", str(plan), "--seed", "5"])
+    assert r.exit_code == 2 and "--seed" in r.output
+    r = CliRunner().invoke(main, ["validate", str(plan)])
+    assert r.exit_code == 0, r.output
