@@ -351,34 +351,6 @@ def speak_command(text: str, output: Path, voice: str | None, engine: str, model
                f"{len(speech.phonemes)} phonemes, voice {speech.voice.name if speech.voice else '-'}")
 
 
-def _read_for_loudness(path: Path):
-    from aiprod_post.audio.io import read_audio, resample
-
-    samples, rate = read_audio(path)
-    if rate % 10:
-        # BS.1770 blocks are whole 100 ms segments: bring odd rates to 48 kHz first
-        samples, rate = resample(samples, rate), 48000
-    return samples, rate
-
-
-def _loudness_source(path: Path):
-    """A file libsndfile reads at a rate of whole 100 ms segments is read a block at a
-    time (memory stays flat however long it is); anything else is decoded whole."""
-    from aiprod_post.audio.stream import ArraySource, FileSource
-
-    if path.is_file():
-        try:
-            src = FileSource(path)
-        except AiprodError:
-            src = None
-        if src is not None:
-            if src.rate % 10 == 0:
-                return src, src.rate
-            src.close()
-    samples, rate = _read_for_loudness(path)
-    return ArraySource(samples if samples.ndim == 2 else samples[:, None]), rate
-
-
 def _fmt_level(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
@@ -396,13 +368,13 @@ def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
     Integrated loudness, loudness range (EBU Tech 3342), true peak (4x
     oversampled), momentary and short-term maxima.
     """
-    from aiprod_post.audio.loudness import measure_source
+    from aiprod_post.audio.loudness import loudness_source, measure_source
 
     results = []
     failed = False
     for path in files:
         try:
-            src, rate = _loudness_source(path)
+            src, rate = loudness_source(path)
             try:
                 m = measure_source(src, rate)
             finally:
@@ -438,13 +410,13 @@ def loudness_command(files: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--ceiling", type=float, help="True-peak ceiling in dBTP (default: the target's).")
 def normalize_command(source: Path, output: Path, target: str, ceiling: float | None) -> None:
     """Normalise SOURCE to a loudness target with a true-peak limiter, and check the result."""
-    from aiprod_post.audio.loudness import measure_file
+    from aiprod_post.audio.loudness import loudness_source, measure_file
     from aiprod_post.audio.normalize import normalize_source, resolve_target
     from aiprod_post.audio.stream import WavWriter
 
     try:
         goal = resolve_target(target, ceiling)
-        src, rate = _loudness_source(source)
+        src, rate = loudness_source(source)
         try:  # read, normalised and written a block at a time
             with WavWriter(output, src.channels, rate) as out:
                 _after, warnings = normalize_source(src, rate, goal, out)

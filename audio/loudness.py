@@ -33,6 +33,7 @@ from aiprod_post.errors import MediaError
 __all__ = [
     "Loudness",
     "LoudnessCurve",
+    "loudness_source",
     "loudness_curve",
     "k_weighting_sos",
     "channel_weights",
@@ -552,3 +553,30 @@ def loudness_curve(src, sample_rate: int, points: int = 1200) -> LoudnessCurve:
         return out
 
     return LoudnessCurve(per * _SEGMENT_SECONDS, held(4), held(30), env)
+
+
+def loudness_source(path):
+    """A file to measure, as (source, sample rate): a file libsndfile reads at a rate of
+    whole 100 ms segments is read a block at a time (memory stays flat however long it
+    is); anything else (another container, an odd rate such as 22.05 kHz) is decoded whole
+    and, at an odd rate, resampled to 48 kHz first, since BS.1770's blocks are whole 100 ms
+    segments. The caller closes the source."""
+    from pathlib import Path
+
+    from .io import read_audio, resample
+    from .stream import ArraySource, FileSource
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            src = FileSource(path)
+        except MediaError:
+            src = None
+        if src is not None:
+            if src.rate % 10 == 0:
+                return src, src.rate
+            src.close()
+    samples, rate = read_audio(path)
+    if rate % 10:
+        samples, rate = resample(samples, rate), 48000
+    return ArraySource(samples if samples.ndim == 2 else samples[:, None]), rate
