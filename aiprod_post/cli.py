@@ -519,7 +519,7 @@ def conform_command(timeline: Path, output: Path, profile: str, audio: Path | No
 
 
 def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, burn_in,
-                    cast=None, executor=None, address=None):
+                    cast=None, executor=None, address=None, cache=None):
     from .pipeline import RenderOptions
     from .project import Project, load_project
 
@@ -528,7 +528,7 @@ def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, 
         engine=engine, profiles=[p.strip() for p in profile.split(",")] if profile else None,
         project=proj, fps=fps, width=size[0] if size else None,
         height=size[1] if size else None, seed=seed, quiet=quiet, log_json=log_json,
-        burn_in=burn_in, cast=cast, executor=executor, address=address)
+        burn_in=burn_in, cast=cast, executor=executor, address=address, cache=cache)
 
 
 _render_flags = [
@@ -553,6 +553,9 @@ _render_flags = [
                                     "with `ray start`), HOST:PORT or ray://HOST:PORT (default: "
                                     "the project's [run] address, else a Ray started for the "
                                     "render)."),
+    click.option("--cache", help="The stage cache: a folder or file:// URL that renders into "
+                                  "other folders (and every node) may share (default: the "
+                                  "project's [run] cache, else OUTDIR/.cache)."),
 ]
 
 
@@ -568,7 +571,7 @@ def _with_render_flags(fn):
               help="Output folder (reruns reuse its cache).")
 @_with_render_flags
 def render_command(source: Path, output: Path, engine, profile, project, fps, size, seed, quiet,
-                   log_json, burn_in, cast, executor, address) -> None:
+                   log_json, burn_in, cast, executor, address, cache) -> None:
     """Render a SCRIPT (.fountain) or PLAN (.json) to masters, timeline, stems and a report.
 
     Exits 0 when everything rendered, 3 when some shots failed and were replaced
@@ -582,7 +585,7 @@ def render_command(source: Path, output: Path, engine, profile, project, fps, si
         _output_folder(output)
         result = render(source, output, _render_options(engine, profile, project, fps, size,
                                                         seed, quiet, log_json, burn_in, cast,
-                                                        executor, address))
+                                                        executor, address, cache))
     except AiprodError as exc:
         _fail(exc)
     if not quiet and not log_json:
@@ -674,7 +677,7 @@ def _batch_one(args: tuple) -> dict:
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True)
 @_with_render_flags
 def batch_command(source: Path, output: Path, jobs: int, engine, profile, project, fps, size, seed,
-                  quiet, log_json, burn_in, cast, executor, address) -> None:
+                  quiet, log_json, burn_in, cast, executor, address, cache) -> None:
     """Render every script in a folder, or listed one per line in a file, in parallel.
 
     One failing script does not stop the others; a summary table and
@@ -699,7 +702,7 @@ def batch_command(source: Path, output: Path, jobs: int, engine, profile, projec
         if not scripts:
             raise AiprodError("no scripts found (.fountain, .txt or .json)", source=source)
         opts = _render_options(engine, profile, project, fps, size, seed, True, False, burn_in,
-                               cast, executor, address)
+                               cast, executor, address, cache)
         if opts.cast is not None:
             from .cast import load_cast
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -247,6 +248,8 @@ class RenderOptions:
     executor: str | None = None
     #: the Ray cluster's address (else the project's ``[run] address``)
     address: str | None = None
+    #: the stage cache, a folder or ``file://`` URL (else ``[run] cache``, else OUTDIR/.cache)
+    cache: str | None = None
 
 
 @dataclass
@@ -273,6 +276,34 @@ class _Line:
     timings: dict
     offset: float = 0.0  # seconds from the shot's cut in
     start_sample: int = 0  # on the film, at 48 kHz
+
+
+def cache_folder(location: str | None, root: Path, outdir: Path, where: str = "[run] cache"
+                 ) -> Path:
+    """Where the stage cache is: ``OUTDIR/.cache`` unless a folder or a ``file://`` URL is
+    given (relative folders against the project's). Entries are named by their inputs'
+    hash and written to a name of their own then renamed, so folders, renders and nodes
+    can share one.
+
+    >>> cache_folder("file:///srv/cache", Path("."), Path("out"))
+    PosixPath('/srv/cache')
+    >>> cache_folder(None, Path("."), Path("out"))
+    PosixPath('out/.cache')
+    """
+    if not location:
+        return outdir / ".cache"
+    scheme, sep, _ = location.partition("://")
+    if not sep:
+        path = Path(location)
+        return path if path.is_absolute() else root / path
+    if scheme != "file":
+        raise AiprodError(f"{scheme}:// is not a store the cache can use yet: give a folder "
+                          "(a shared mount) or a file:// URL", where=where)
+    parts = urlsplit(location)
+    if parts.netloc not in ("", "localhost"):
+        raise AiprodError(f"{location}: a file:// URL names a path on this machine "
+                          "(file:///PATH)", where=where)
+    return Path(unquote(parts.path))
 
 
 # ------------------------------------------------------------------ one shot, as a unit of work
@@ -551,7 +582,10 @@ class _Render:
     def __init__(self, source: Path, outdir: Path, options: RenderOptions) -> None:
         self.source, self.outdir, self.o = source, outdir, options
         self.project = options.project
-        self.cache = outdir / ".cache"
+        # a --cache folder is where the command runs from, the project's beside the project
+        self.cache = cache_folder(options.cache, Path("."), outdir, "--cache") \
+            if options.cache else \
+            cache_folder(options.project.run.cache, Path(options.project.root), outdir)
         self.r = Reporter(options.quiet, options.log_json)
         self.failed: dict[str, str] = {}
         self.report: dict[str, Any] = {"version": __version__}

@@ -197,6 +197,9 @@ class RunSettings(_Strict):
     executor: Literal["local", "ray"] = "local"
     address: str | None = None  # the cluster's: auto, HOST:PORT or ray://HOST:PORT
     retries: int = Field(2, ge=0, le=10)  # tries more for a shot whose worker or node died
+    #: the stage cache: a folder or a file:// URL (else OUTDIR/.cache); folders and
+    #: renders that name the same one share what any of them made
+    cache: str | None = None
 
 
 class Project(_Strict):

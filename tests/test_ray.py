@@ -197,3 +197,26 @@ def test_an_unreachable_cluster_is_named_and_exits_2(tmp_path):
     assert result.exit_code == 2
     assert "--address: cannot reach the Ray cluster at 127.0.0.1:1" in result.output
     assert not (tmp_path / "out" / "masters").exists()
+
+
+def test_two_output_folders_share_one_cache_through_a_file_url(cluster, local, tmp_path):
+    script, reference = local
+    store = tmp_path / "shared cache"
+    url = "file://" + str(store).replace(" ", "%20")
+    first = render(script, tmp_path / "one", RenderOptions(**SMALL, cache=url))
+    assert not (tmp_path / "one" / ".cache").exists() and (store / "shots").is_dir()
+    # another folder, on the cluster: every shot comes from what the first render made
+    second = render(script, tmp_path / "two", RenderOptions(**SMALL, cache=url, executor="ray",
+                                                            address=cluster.address))
+    assert second.report["cached"]["generation"] == 5
+    assert second.report["made"]["generation"] == 0
+    for result in (first, second):
+        assert {n: decoded_digest(p) for n, p in result.masters.items()} == reference
+
+
+def test_a_cache_url_of_another_store_is_refused_naming_it(tmp_path):
+    script = write_script(tmp_path)
+    result = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
+                                       "--size", "160x96", "--cache", "s3://bucket/cache"])
+    assert result.exit_code == 2
+    assert "--cache: s3:// is not a store the cache can use yet" in result.output
