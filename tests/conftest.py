@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,3 +13,11 @@ EXAMPLE = ROOT / "examples" / "the_last_ferry.fountain"
 @pytest.fixture
 def example_path() -> Path:
     return EXAMPLE
+
+
+def pytest_configure(config) -> None:
+    """Renders made by the tests record their stage times for estimates, and the ltx engine
+    keeps its compile caches, under AIPROD_CACHE: point it at a folder of this run, so the
+    tests never write into the user's own ~/.cache/aiprod-post."""
+    if "AIPROD_CACHE" not in os.environ:
+        os.environ["AIPROD_CACHE"] = tempfile.mkdtemp(prefix="aiprod-test-cache-")

@@ -106,6 +106,11 @@ def test_submit_poll_download_and_probe(service, tmp_path):
     done = wait(server, alice, job["id"])
     assert done["state"] == "succeeded", done
     assert set(done["timings"]) >= {"speech", "generation", "masters"}
+    # the status carries the render's progress within an item too: here the last master's
+    # frames, all of them, with a rate and time left
+    within = done["progress"]["within"]
+    assert within["stage"] == "masters" and within["unit"] == "frames"
+    assert within["done"] == within["total"] > 0 and within["eta"] == 0
     arts = httpx.get(done["artifacts_url"], headers=auth(alice)).json()["artifacts"]
     names = {a["name"] for a in arts}
     assert "report.json" in names and "timeline/plan.json" in names
@@ -311,3 +316,23 @@ def test_migration_0002_keeps_the_oldest_job_of_a_repeated_idempotency_key(tmp_p
     with pytest.raises(sqlalchemy.exc.IntegrityError), sessions.begin() as s:
         s.add(Job(id="job3", token_id=1, state="queued", request={}, progress={}, timings={},
                   idempotency_key="k"))
+
+
+def test_estimates_through_the_api(service, example_path):
+    server, alice, _, _ = service
+    r = httpx.post(server.url + "/v1/estimates", headers=auth(alice),
+                   json={"script": example_path.read_text(), "engine": "ltx", "width": 768,
+                         "height": 512, "price_per_gpu_hour": 2.5})
+    assert r.status_code == 200, r.text
+    est = r.json()
+    assert est["frames"] > 2000 and est["total_seconds"] > 0
+    assert set(est["stages"]) >= {"speech", "generation", "mix", "masters"}
+    assert est["gpu"]["gpu"] and est["gpu"]["cost"] == pytest.approx(
+        est["gpu"]["gpu_hours"] * 2.5, abs=0.01)
+    for body, needle in [({"engine": "animatic"}, "exactly one of script"),
+                         ({"script": "x", "profiles": ["cinema"]}, "cinema"),
+                         ({"script": "x", "engine": "sora"}, "engine"),
+                         ({"script": "x", "_music": 1}, "_music")]:
+        r = httpx.post(server.url + "/v1/estimates", headers=auth(alice), json=body)
+        assert r.status_code == 400 and needle in r.text, (body, r.text)
+    assert httpx.post(server.url + "/v1/estimates", json={"script": "x"}).status_code == 401

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from . import artifacts, jobs, operations, retakes
+from . import artifacts, estimates, jobs, operations, retakes
 from .bodies import BodyLimit
 from .db import connect
 from .deps import Limits, Service
@@ -66,6 +66,6 @@ def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
     app.state.dispatcher, app.state.sessions = svc.dispatcher, sessions
     app.add_middleware(BodyLimit, limit_for=lambda kind: (
         svc.limits.multipart_bytes if kind.startswith("multipart/") else svc.limits.json_bytes))
-    for module in (jobs, artifacts, operations, retakes):
+    for module in (jobs, artifacts, operations, retakes, estimates):
         app.include_router(module.router)
     return app

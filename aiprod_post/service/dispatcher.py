@@ -192,9 +192,14 @@ class Dispatcher:
                 return
             if kind == "stage_start":
                 values["stage"] = event["stage"]
-            elif kind == "item":
-                values["progress"] = {"stage": event["stage"], "done": event["index"],
-                                      "total": event["total"], "item": event["item"]}
+            elif kind == "item":  # items of a stage (shots, lines, masters) ...
+                values["progress"] = {**(job.progress or {}), "stage": event["stage"],
+                                      "done": event["index"], "total": event["total"],
+                                      "item": event["item"]}
+            elif kind == "progress":  # ... and movement within one (frames, audio seconds)
+                values["progress"] = {**(job.progress or {}), "within": {
+                    k: event.get(k) for k in ("stage", "item", "done", "total", "unit", "rate",
+                                              "eta")}}
             elif kind == "stage_end":
                 values["timings"] = {**(job.timings or {}), event["stage"]: event["seconds"]}
             if values:
