@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Work", "work_of", "estimate_work", "record_render", "history_path", "STAGES",
+__all__ = ["Work", "work_of", "estimate_work", "rates_of", "record_render", "history_path",
+           "STAGES",
            "GPU_FIGURES", "REFERENCE"]
 
 STAGES = ("plan", "speech", "generation", "mix", "timeline", "subtitles", "masters", "qa")
@@ -128,18 +129,27 @@ def read_history(path: Path | None = None, engine: str | None = None) -> list[di
     return out
 
 
-def record_render(work: Work, engine: str, stage_seconds: dict[str, float],
-                  made: dict[str, int], cached: dict[str, int], path: Path | None = None
-                  ) -> dict | None:
-    """Append a finished render's rates (stages it did in full: nothing from the cache) to
-    the history. Returns the entry, or None when nothing was measured."""
-    rates = {}  # each stage's speed here relative to the reference machine
+def rates_of(work: Work, stage_seconds: dict[str, float], made: dict[str, int],
+             cached: dict[str, int]) -> dict[str, float]:
+    """Each stage's speed in a finished render relative to the reference machine (its
+    seconds over the reference's for the same work); stages that took anything from the
+    cache, or made nothing, say nothing about speed and are left out."""
+    rates = {}
     for stage, seconds in stage_seconds.items():
         if stage not in REFERENCE or cached.get(stage, 0) or not made.get(stage, 0):
             continue
         ref = work.reference_seconds(stage)
         if ref > 0:
             rates[stage] = seconds / ref
+    return rates
+
+
+def record_render(work: Work, engine: str, stage_seconds: dict[str, float],
+                  made: dict[str, int], cached: dict[str, int], path: Path | None = None
+                  ) -> dict | None:
+    """Append a finished render's rates (stages it did in full: nothing from the cache) to
+    the history. Returns the entry, or None when nothing was measured."""
+    rates = rates_of(work, stage_seconds, made, cached)
     if not rates:
         return None
     entry = {"time": time.time(), "machine": _machine(), "engine": engine, "rates": rates,

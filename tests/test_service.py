@@ -318,6 +318,25 @@ def test_migration_0002_keeps_the_oldest_job_of_a_repeated_idempotency_key(tmp_p
                   idempotency_key="k"))
 
 
+def test_estimates_learn_from_the_services_own_finished_jobs(tmp_path, example_path):
+    """A fresh server estimates from the reference table; once a job has succeeded, from
+    what that job measured (its report and plan in the job's folder)."""
+    server = Server(tmp_path).start()
+    try:
+        tok, _ = token(tmp_path, "estimator")
+        body = {"script": example_path.read_text(), "width": 160, "height": 96,
+                "profiles": ["web"]}
+        first = httpx.post(server.url + "/v1/estimates", headers=auth(tok), json=body).json()
+        assert set(first["from"].values()) == {"reference table"}
+        job = submit(server, tok).json()
+        assert wait(server, tok, job["id"])["state"] == "succeeded"
+        after = httpx.post(server.url + "/v1/estimates", headers=auth(tok), json=body).json()
+        assert after["from"]["generation"] == "1 earlier render(s)"
+        assert after["stages"]["generation"] != first["stages"]["generation"]
+    finally:
+        server.kill()
+
+
 def test_estimates_through_the_api(service, example_path):
     server, alice, _, _ = service
     r = httpx.post(server.url + "/v1/estimates", headers=auth(alice),

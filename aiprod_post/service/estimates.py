@@ -1,8 +1,9 @@
 """Estimates through the API: how long a script or plan will take to render here, and what
-it costs on a GPU, before a job is made. The same numbers as ``aiprod-post estimate``: the
-service's renders run the CLI on this machine, so each finished job teaches the estimate
-this machine's speed (the history in ``AIPROD_CACHE``, see :mod:`aiprod_post.estimate`).
-The script is planned as a submission is: in a child process, under the planning limit.
+it costs on a GPU, before a job is made. The same model as ``aiprod-post estimate``; what
+it learns comes from the service's own finished jobs (the latest succeeded jobs in the
+database, each with its plan and report in its folder: stage times, what was made and what
+came from the cache), so every tenant's estimate reflects this server's speed. The script is
+planned as a submission is: in a child process, under the planning limit.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from ..estimate import estimate_work, work_of
-from ..plan import plan_from_data
+from sqlalchemy import select
+
+from ..estimate import estimate_work, rates_of, work_of
+from ..plan import load_plan, plan_from_data
 from ..project import DELIVERY_PROFILES
+from .db import Job
 from .deps import ServiceDep, TokenDep, bad
 from .planning import PlanRefused, plan_request
 
@@ -64,5 +68,32 @@ async def create_estimate(request: Request, svc: ServiceDep, _token: TokenDep) -
     plan = plan_from_data(json.loads(summary.plan_json))
     work = work_of(plan, body.profiles,
                    video={p: DELIVERY_PROFILES[p].video for p in body.profiles})
-    return estimate_work(work, body.engine, preset=body.preset,
+    history = await asyncio.to_thread(_learned, svc, body.engine)
+    return estimate_work(work, body.engine, history=history, preset=body.preset,
                          price_per_gpu_hour=body.price_per_gpu_hour)
+
+
+def _learned(svc, engine: str, jobs: int = 20) -> list[dict]:
+    """Stage speeds of the latest succeeded jobs rendered with ``engine``, oldest first."""
+    with svc.sessions() as s:
+        rows = s.execute(select(Job.id, Job.request).where(Job.state == "succeeded")
+                         .order_by(Job.finished.desc()).limit(jobs)).all()
+    out = []
+    for job_id, request in rows:
+        folder = svc.job_folder(job_id) / "out"
+        try:
+            report = json.loads((folder / "report.json").read_text())
+            plan = load_plan(folder / "timeline" / "plan.json")
+        except Exception:  # noqa: BLE001 - a job whose files are gone teaches nothing
+            continue
+        if report.get("engine", {}).get("name") != engine:
+            continue
+        profiles = [p for p in (request or {}).get("profiles", []) if p in DELIVERY_PROFILES]
+        if not profiles:
+            continue
+        work = work_of(plan, profiles, video={p: DELIVERY_PROFILES[p].video for p in profiles})
+        rates = rates_of(work, report.get("stage_seconds", {}), report.get("made", {}),
+                         report.get("cached", {}))
+        if rates:
+            out.append({"rates": rates})
+    return out[::-1]
