@@ -1224,7 +1224,7 @@ class _Render:
             for clip in track.find_clips():
                 cdl = cdls.get(clip.name)  # a shot's clip is named by its id
                 if cdl is not None:
-                    clip.metadata.setdefault("aiprod", {})["cdl"] = cdl.to_metadata()
+                    clip.metadata.setdefault("aiprod_post", {})["cdl"] = cdl.to_metadata()
         # a shot's correction carries its shot's id in the collection, whatever its file says
         _write_if_changed(path, cdl_xml([CDL(sid, c.slope, c.offset, c.power, c.sat,
                                              c.description) for sid, c in cdls.items()]).encode())

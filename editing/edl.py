@@ -67,6 +67,7 @@ class _Seg:
     path: Path | None = None
     dissolve: int = 0  # frames of dissolve from the previous segment at rec_in
     markers: list[Marker] = field(default_factory=list)
+    cdl: dict | None = None  # the clip's ASC CDL (slope, offset, power, sat), if graded
 
     @property
     def black(self) -> bool:
@@ -117,6 +118,7 @@ def _segments(edit: Edit) -> list[_Seg]:
         if segs and segs[-1].rec_out > start:  # the outgoing clip stops where this starts
             segs[-1].rec_out = start
         seg.markers = list(ev.markers)
+        seg.cdl = ev.metadata.get("cdl")
         segs.append(seg)
         fout = next((fd for fd in fades if fd.cut == ev.record_out and fd.to_black
                      and not fd.from_black), None)
@@ -175,10 +177,33 @@ def write_edl(edit: Edit, media_path: Callable[[Path], str]) -> str:
                 lines.append(f"* FROM CLIP NAME: {seg.name}")
         if seg.path is not None:
             lines.append(f"* SOURCE FILE: {media_path(seg.path)}")
+        if seg.cdl and not seg.black:
+            lines += asc_cdl_remarks(seg.cdl)
         for m in seg.markers:
             colour = (m.colour or "BLUE").upper()
             lines.append(f"* LOC: {tc(s0 + m.record)} {colour:<7} {m.name}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def asc_cdl_remarks(cdl: dict) -> list[str]:
+    """The ASC CDL of an event as the remarks colourists' tools exchange in an EDL:
+    ``*ASC_SOP (slope)(offset)(power)`` and ``*ASC_SAT sat``, per the ASC CDL v1.2 EDL form.
+
+    >>> asc_cdl_remarks({"slope": [1.2, 1, 0.9], "offset": [0, 0.01, -0.02],
+    ...                  "power": [1, 1, 1.1], "sat": 0.8})
+    ['*ASC_SOP (1.2000 1.0000 0.9000)(0.0000 0.0100 -0.0200)(1.0000 1.0000 1.1000)', '*ASC_SAT 0.8000']
+    """
+    def three(v) -> str:
+        return "(" + " ".join(f"{float(x):.4f}" for x in v) + ")"
+
+    return [f"*ASC_SOP {three(cdl['slope'])}{three(cdl['offset'])}{three(cdl['power'])}",
+            f"*ASC_SAT {float(cdl['sat']):.4f}"]
+
+
+_NUM = r"\s*(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)"
+_SOP = re.compile(r"^ASC_SOP\s*" + r"\s*".join([r"\(" + _NUM * 3 + r"\s*\)"] * 3) + r"\s*$",
+                  re.I)
+_SAT = re.compile(r"^ASC_SAT" + _NUM + r"\s*$", re.I)
 
 
 def _line(n: int, reel: str, trans: str, dur: int | None, si: str, so: str, ri: str,
@@ -206,6 +231,7 @@ class EdlEvent:
     to_clip_name: str | None = None
     source_file: str | None = None
     markers: list[tuple[int, str]] = field(default_factory=list)
+    cdl: dict | None = None  # from *ASC_SOP / *ASC_SAT remarks (a colourist's grade)
 
 
 def _frames(tc: str, fps: int, line: int, source: Path) -> int:
@@ -255,6 +281,19 @@ def parse_edl(path: Path, rate: Fraction) -> tuple[str, list[EdlEvent]]:
                 events[-1].to_clip_name = remark[13:].strip()
             elif upper.startswith("SOURCE FILE:"):
                 events[-1].source_file = remark[12:].strip()
+            elif upper.startswith(("ASC_SOP", "ASC_SAT")):
+                sop, sat = _SOP.match(remark), _SAT.match(remark)
+                if not (sop or sat):
+                    raise MediaError(f"expected *ASC_SOP (s s s)(o o o)(p p p) or *ASC_SAT s, "
+                                     f"got {line.strip()!r}", source=path, line=n)
+                cdl = events[-1].cdl or {"slope": [1.0] * 3, "offset": [0.0] * 3,
+                                         "power": [1.0] * 3, "sat": 1.0}
+                if sop:
+                    v = [float(x) for x in sop.groups()]
+                    cdl.update(slope=v[0:3], offset=v[3:6], power=v[6:9])
+                else:
+                    cdl["sat"] = float(sat.group(1))
+                events[-1].cdl = cdl
             elif upper.startswith("LOC:"):
                 parts = remark[4:].split(None, 2)
                 if parts:

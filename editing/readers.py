@@ -193,6 +193,8 @@ def read_edl(path: Path, media: Sequence[Path] = (), rate: Fraction | None = Non
                 raise MediaError(f"clip {name!r} is {media_rate} fps media in a {rate} fps EDL",
                                  source=path, line=ev.line)
             clip = _clip(name, p, ev.source_in, length, rate, frames)
+            if ev.cdl is not None:  # a colourist's grade comes back with the edit
+                clip.metadata.setdefault(NAMESPACE, {})["cdl"] = {"id": name, **ev.cdl}
             for at_frame, label in ev.markers:
                 clip.markers.append(otio.schema.Marker(
                     name=label, marked_range=_range(ev.source_in + at_frame - ev.record_in, 0,

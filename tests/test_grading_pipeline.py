@@ -11,7 +11,7 @@ import numpy as np
 import opentimelineio as otio
 import pytest
 
-from aiprod_post.errors import AiprodError
+from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.grading.cdl import CDL, read_cdl, write_cdl
 from aiprod_post.pipeline import RenderOptions, render
 from aiprod_post.project import load_project
@@ -67,11 +67,11 @@ def test_each_clip_carries_its_cdl_and_a_ccc_of_every_shot_sits_beside(graded):
     tl = otio.adapters.read_from_file(str(next(folder.glob("*.otio"))))
     clips = {c.name: c for t in tl.video_tracks() for c in t.find_clips()}
     meta = {k: v if isinstance(v, (str, float)) else list(v)  # OTIO's AnyVector
-            for k, v in clips[shots[0]].metadata["aiprod"]["cdl"].items()}
+            for k, v in clips[shots[0]].metadata["aiprod_post"]["cdl"].items()}
     assert meta == {"id": "warm", "slope": [1.3, 1.0, 0.6], "offset": [0.02, 0.0, 0.0],
                     "power": [1.0, 1.0, 1.2], "sat": 0.7}
     for other in shots[1:]:
-        assert CDL.from_metadata(clips[other].metadata["aiprod"]["cdl"]).is_identity
+        assert CDL.from_metadata(clips[other].metadata["aiprod_post"]["cdl"]).is_identity
     ccc = read_cdl(next(folder.glob("*.ccc")))
     assert [c.id for c in ccc] == sorted(shots, key=[c.name for c in clips.values()].index)
     assert ccc[[c.id for c in ccc].index(shots[0])].slope == (1.3, 1.0, 0.6)
@@ -143,3 +143,56 @@ def test_clips_in_a_camera_space_are_converted_before_the_look(graded, tmp_path)
     got = mean_rgb(tmp_path / "out" / "shots" / f"{shots[0]}.mov")
     assert abs(expected[1] - grey) > 10  # the conversion is a visible change
     np.testing.assert_allclose(got, expected, atol=2.5)
+
+
+def test_the_cdl_goes_out_in_the_edl_and_a_colourists_change_comes_back(graded):
+    """*ASC_SOP / *ASC_SAT remarks under each graded event (the form colourists' tools
+    exchange), read with a pattern written from the ASC's EDL form, not our reader; a
+    colourist's edit of them comes back on the clip when the EDL is read for a conform."""
+    import re
+
+    from aiprod_post.editing.readers import read_edl
+
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    root, shots = graded
+    edl = root / "cut.edl"
+    r = CliRunner().invoke(main, ["export", str(next((root / "out" / "timeline").glob(
+        "*.otio"))), "--format", "edl", "-o", str(edl)])
+    assert r.exit_code == 0, r.output
+    text = edl.read_text()
+    num = r"(-?\d+\.\d+)"
+    sops = re.findall(r"^\*ASC_SOP \(" + r" ".join([num] * 3) + r"\)\(" + r" ".join([num] * 3)
+                      + r"\)\(" + r" ".join([num] * 3) + r"\)\r?$", text, re.M)
+    sats = re.findall(r"^\*ASC_SAT " + num + r"\r?$", text, re.M)
+    assert len(sops) == len(sats) >= len(shots)
+    warm = [tuple(map(float, s)) for s in sops if float(s[0]) != 1.0]
+    assert warm == [(1.3, 1.0, 0.6, 0.02, 0.0, 0.0, 1.0, 1.0, 1.2)]
+    assert sorted({float(s) for s in sats}) == [0.7, 1.0]
+    # and pycmx, an independent CMX 3600 reader, reads the same grade on the shot's event
+    import pycmx
+
+    with open(edl) as fh:
+        graded_edits = {ed.clip_name: ed for ev in pycmx.parse_cmx3600(fh).events
+                        for ed in ev.edits if ed.asc_sop is not None}
+    sop = graded_edits[shots[0]].asc_sop
+    assert (sop.slope.red, sop.slope.green, sop.slope.blue) == (1.3, 1.0, 0.6)
+    assert (sop.power.blue, graded_edits[shots[0]].asc_sat) == (1.2, 0.7)
+    # the colourist warms it further and desaturates: the conform reads it back
+    changed = text.replace("*ASC_SOP (1.3000 1.0000 0.6000)", "*ASC_SOP (1.4000 1.0000 0.5000)")
+    changed = changed.replace("*ASC_SAT 0.7000", "*ASC_SAT 0.5000")
+    assert changed != text
+    edited = root / "colourist.edl"
+    edited.write_text(changed)
+    tl = read_edl(edited, media=[root / "out" / "shots"])
+    clips = {c.name: c for c in tl.video_tracks()[0].find_clips()}
+    cdl = clips[shots[0]].metadata["aiprod_post"]["cdl"]
+    assert list(cdl["slope"]) == [1.4, 1.0, 0.5] and cdl["sat"] == 0.5
+    assert all(list(clips[s].metadata["aiprod_post"]["cdl"]["slope"]) == [1.0, 1.0, 1.0]
+               for s in shots[1:] if s in clips)
+    bad = root / "bad.edl"
+    bad.write_text(text.replace("*ASC_SAT 0.7000", "*ASC_SAT lots"))
+    with pytest.raises(MediaError, match="ASC_SAT"):
+        read_edl(bad, media=[root / "out" / "shots"])
