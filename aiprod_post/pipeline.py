@@ -341,6 +341,9 @@ class ShotJob:
     workdir: str
     #: seconds to stop halfway through the shot (a fault drill: AIPROD_HOLD_SHOT)
     hold: float = 0.0
+    #: an engine shaped per film (ltx: the frame counts it generates at, compiled): the
+    #: film's shot lengths and size, for a worker's engine to be shaped as the runner's
+    film: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +401,8 @@ def _held_shots() -> dict[str, float]:
 #: this process's engine (the latest asked for): a worker that makes many shots of a
 #: film loads its engine, and a GPU engine its model, once
 _ENGINES: dict[str, Any] = {}
+#: the film (shot lengths, size) the engine in _ENGINES was last shaped for
+_SHAPED: dict[int, tuple] = {}
 
 
 def _engine_for(name: str, settings: dict, extra: dict, fresh: bool = False):
@@ -406,6 +411,7 @@ def _engine_for(name: str, settings: dict, extra: dict, fresh: bool = False):
     k = key_of("engine", name, settings, extra)
     if fresh or k not in _ENGINES:
         _ENGINES.clear()
+        _SHAPED.clear()
         _ENGINES[k] = engine_by_name(name, **settings, **extra)
     return _ENGINES[k]
 
@@ -510,6 +516,11 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
                               str(sound) if sound.exists() else None, n, cached=True)
         name, settings, extra = job.engine
         engine = _engine_for(name, settings, extra)
+        if job.film is not None and _SHAPED.get(id(engine)) != job.film:
+            # the same frame counts as the runner's engine chose for the film (they are in
+            # the shot's key); compiled once per worker and film
+            engine.warm_up(list(job.film[0]), job.film[1], job.film[2])
+            _SHAPED[id(engine)] = job.film
         ctx = RenderContext(scene, W, H, fps, store.for_shot(scene, shot), job.visemes,
                             label=shot.id, look=job.look, cast=job.cast,
                             dialogue=_shot_dialogue(list(job.lines), n, fps, job.head)
@@ -858,8 +869,10 @@ class _Render:
         if hasattr(engine, "warm_up"):
             # the film's shapes compiled before its first shot, timed as a stage of their own
             self.r.stage("compile", 1)
-            self.report["compile"] = engine.warm_up(
-                [s.duration + sum(handles[s.id]) for _, s in shots], plan.width, plan.height)
+            film = (tuple(s.duration + sum(handles[s.id]) for _, s in shots), plan.width,
+                    plan.height)
+            self.report["compile"] = engine.warm_up(list(film[0]), film[1], film[2])
+            _SHAPED[id(engine)] = film
             self.r.item("compile", 1, 1, cached=False)
         self.r.stage("generation", len(shots))
         W, H, fps = plan.width, plan.height, plan.fps
@@ -910,7 +923,8 @@ class _Render:
                 cast={c: people[c].description for c in shot.characters if c in people},
                 lines=tuple(lines[shot.id]) if speaks else (),
                 conditioned_on=tuple((scene_of[s], s) for s in needs[shot.id]),
-                cache=str(self.cache), workdir=os.getcwd(), hold=held.get(shot.id, 0.0))
+                cache=str(self.cache), workdir=os.getcwd(), hold=held.get(shot.id, 0.0),
+                film=_SHAPED.get(id(engine)))
             units.append(Unit(shot.id, job, after=tuple(needs[shot.id]), gpus=gpus))
         executor = self.executor
         work = functools.partial(make_shot, progress=self.r.progress) \

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from aiprod_post.cli import main
 from aiprod_post.pipeline import RenderOptions, conditioned_on, render
 from aiprod_post.planner import PlannerSettings, plan_source
+from aiprod_post.project import load_project
 
 from test_pipeline import SCRIPT, SMALL, decoded_digest, write_script
 
@@ -220,3 +221,29 @@ def test_a_cache_url_of_another_store_is_refused_naming_it(tmp_path):
                                        "--size", "160x96", "--cache", "s3://bucket/cache"])
     assert result.exit_code == 2
     assert "--cache: s3:// is not a store the cache can use yet" in result.output
+
+
+def test_the_ltx_engine_on_the_cluster_makes_the_local_masters(cluster, tmp_path):
+    """A per-film engine (ltx: the frame counts it generates at) is shaped on each worker
+    as on the runner, so the cluster's shots are the local ones (a tiny random LTX-Video
+    on the CPU)."""
+    pytest.importorskip("diffusers")
+    from test_ltx import build_tiny_ltx
+
+    model = build_tiny_ltx(tmp_path / "tiny")
+    project = tmp_path / "project.toml"
+    project.write_text(f'[engine]\nname = "ltx"\n[engine.ltx]\nmodel = "{model}"\n'
+                       'device = "cpu"\ndtype = "float32"\nsteps = 1\n'
+                       # one frame count for the film: its shorter shots are generated longer
+                       # and trimmed, which a worker must know to make the same pictures
+                       'max_buckets = 1\n')
+    script = write_script(tmp_path)
+    masters = {}
+    for executor in ("local", "ray"):
+        result = render(script, tmp_path / executor, RenderOptions(
+            width=64, height=64, quiet=True, profiles=["master"], executor=executor,
+            address=cluster.address if executor == "ray" else None,
+            project=load_project(project)))
+        assert result.exit_code == 0, result.failed_shots
+        masters[executor] = {n: decoded_digest(p) for n, p in result.masters.items()}
+    assert masters["ray"] == masters["local"]
