@@ -1581,6 +1581,15 @@ def _takes_html(takes: dict[str, list[tuple[dict, str | None]]]) -> str:
     return "<h2>Takes</h2>" + "".join(rows)
 
 
+def _made_on(placement: dict | None) -> str:
+    """Where a shot was made, how long it took and waited for a CPU or GPU."""
+    if not placement or not placement.get("host"):
+        return ""
+    node = placement["node"]
+    where = placement["host"] + (f" ({node[:8]})" if node != placement["host"] else "")
+    return html.escape(f"{where}, {placement['seconds']} s, waited {placement['waited_s']} s")
+
+
 def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
                  charts: dict[str, str] | None = None, takes: str = "") -> str:
     charts = charts or {}
@@ -1592,6 +1601,7 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
         f"<tr{' class=failed' if s['failed'] else ''}><td>{e(s['scene'])}</td><td>{e(s['id'])}"
         f"</td><td>{e(s['framing'])}</td><td>{e(s['move'])}</td><td>{s['frames']}</td>"
         f"<td>{e(', '.join(s['characters']))}</td><td>{e(' / '.join(s['dialogue'])[:160])}</td>"
+        f"<td>{_made_on(report.get('placement', {}).get(s['id']))}</td>"
         f"</tr>" for s in report["shots"])
     loud = "".join(
         f"<tr><td>{e(k)}</td><td>{v.get('target')}</td><td>{v.get('integrated')}</td>"
@@ -1640,7 +1650,7 @@ margin:8px 0;max-width:100%;height:auto}}</style>
 <h2>Cast</h2><table><tr><th>character</th><th>described as</th><th>facts (script lines)</th>
 <th>voice</th><th>identity across shots</th></tr>{cast}</table>
 <h2>Shots</h2><table><tr><th>scene</th><th>shot</th><th>framing</th><th>move</th>
-<th>frames</th><th>characters</th><th>dialogue</th></tr>{rows}</table>
+<th>frames</th><th>characters</th><th>dialogue</th><th>made on</th></tr>{rows}</table>
 <h2>Loudness</h2><table><tr><th>profile</th><th>target LUFS</th><th>integrated</th>
 <th>true peak dBTP</th><th>LRA</th></tr>{loud}</table>
 {charts.get('loudness', '')}{charts.get('stems', '')}

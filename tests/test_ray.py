@@ -87,6 +87,8 @@ def test_the_cluster_makes_the_local_executors_masters(cluster, local, tmp_path)
     assert {p["node"] for p in placement.values()} == nodes
     assert all(p["waited_s"] >= 0 and p["seconds"] > 0 and p["worker"] != os.getpid()
                for p in placement.values())
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<th>made on</th>" in page and all(f"({n[:8]})" in page for n in nodes)
 
 
 def _pids_writing(folder: Path) -> set[int]:
