@@ -200,6 +200,22 @@ def test_an_unreachable_cluster_is_named_and_exits_2(tmp_path):
     assert result.exit_code == 2
     assert "--address: cannot reach the Ray cluster at 127.0.0.1:1" in result.output
     assert not (tmp_path / "out" / "masters").exists()
+    # Ray's own variable, when no address is given, and named as such
+    result = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
+                                       "--size", "160x96", "--executor", "ray"],
+                                env={"RAY_ADDRESS": "127.0.0.1:1"})
+    assert result.exit_code == 2
+    assert "RAY_ADDRESS: cannot reach the Ray cluster at 127.0.0.1:1" in result.output
+
+
+def test_ray_address_from_the_environment_joins_that_cluster(cluster, local, tmp_path,
+                                                             monkeypatch):
+    script, reference = local
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    result = render(script, tmp_path / "out", RenderOptions(**SMALL, executor="ray"))
+    assert result.report["executor"]["address"] == cluster.address
+    assert result.report["executor"]["nodes"] == 2
+    assert {n: decoded_digest(p) for n, p in result.masters.items()} == reference
 
 
 def test_two_output_folders_share_one_cache_through_a_file_url(cluster, local, tmp_path):

@@ -40,7 +40,7 @@ def _run_unit(work: Work, payload: Any, deps: dict[str, Any], shared: Any, ready
                              round(max(0.0, start - ready_at), 3), round(end - start, 3))
 
 
-def _check_reachable(address: str) -> None:
+def _check_reachable(address: str, where: str = "--address") -> None:
     """Fail in seconds, naming the address, where Ray would retry for a minute."""
     if address == "auto":
         return
@@ -51,24 +51,28 @@ def _check_reachable(address: str) -> None:
         host = port = None
     if not host or not port:
         raise AiprodError(f"{address!r} is not a Ray address: expected auto, HOST:PORT or "
-                          "ray://HOST:PORT", where="--address")
+                          "ray://HOST:PORT", where=where)
     try:
         socket.create_connection((host, port), timeout=5).close()
     except OSError as exc:
         raise AiprodError(f"cannot reach the Ray cluster at {address}: "
-                          f"{exc.strerror or exc}", where="--address") from None
+                          f"{exc.strerror or exc}", where=where) from None
 
 
 class RayExecutor:
     """Units as Ray tasks on the cluster at ``address`` (``auto``: the one started on
     this machine with ``ray start``; ``HOST:PORT`` its head; ``ray://HOST:PORT`` through
-    Ray Client; None: a Ray started here for this render, stopped after it)."""
+    Ray Client; None: ``RAY_ADDRESS`` where it is set, as Ray's own tools read it, else a Ray
+    started here for this render, stopped after it)."""
 
     name = "ray"
     in_process = False
 
     def __init__(self, address: str | None = None, retries: int = 2) -> None:
-        self.address, self.retries = address, retries
+        #: where the address came from, for the error that names it
+        self.named_by = "--address" if address else "RAY_ADDRESS"
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.retries = retries
         self._connected_here = False
 
     def __enter__(self) -> "RayExecutor":
@@ -80,7 +84,7 @@ class RayExecutor:
         if ray.is_initialized():  # a caller (a batch, a service, a test) connected already
             return self
         if self.address is not None:
-            _check_reachable(self.address)
+            _check_reachable(self.address, self.named_by)
         try:
             if self.address is None:
                 ray.init(include_dashboard=False, log_to_driver=False,
@@ -90,7 +94,7 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise AiprodError(f"cannot connect to the Ray cluster at "
                               f"{self.address or 'a new local Ray'}: {exc}",
-                              where="--address") from None
+                              where=self.named_by) from None
         self._connected_here = True
         return self
 
