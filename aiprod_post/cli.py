@@ -875,20 +875,44 @@ def qa_command(video: Path) -> None:
                    "private, link-local or reserved (repeatable).")
 @click.option("--public-docs", is_flag=True,
               help="Serve /docs and /openapi.json without a token.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Where every job's shots run (default: each job's project, else local).")
+@click.option("--address", help="With --executor ray: the cluster every job's render joins "
+                                "(HOST:PORT, ray://HOST:PORT or auto; default RAY_ADDRESS).")
 def serve_command(host: str, port: int, data: Path, db_url: str | None, workers: int,
-                  webhook_allow: tuple[str, ...], public_docs: bool) -> None:
+                  webhook_allow: tuple[str, ...], public_docs: bool, executor: str | None,
+                  address: str | None) -> None:
     """Run the HTTP API (OpenAPI at /docs and /openapi.json, with a token)."""
+    import os
+
     import uvicorn
 
     from .service.app import create_app
     from .service.webhooks import WebhookPolicy
 
+    flags: list[str] = []
     try:
         WebhookPolicy.from_options(list(webhook_allow))
+        if address and executor != "ray":
+            raise AiprodError("an address is for --executor ray", where="--address")
+        if executor == "ray":
+            from .executors.ray import check_reachable
+
+            address = address or os.environ.get("RAY_ADDRESS")
+            if not address:  # a Ray per job would start and stop with each render
+                raise AiprodError("serve --executor ray needs the cluster every job joins: "
+                                  "--address or RAY_ADDRESS", where="--address")
+            check_reachable(address)  # named now, not in every job's error
+            flags = ["--executor", "ray", "--address", address]
+        elif executor == "local":
+            flags = ["--executor", "local"]
     except ValueError as exc:
         _fail(AiprodError(str(exc), where="serve"))
+    except AiprodError as exc:
+        _fail(exc)
     uvicorn.run(create_app(data, db_url, workers, webhook_allow=webhook_allow,
-                           public_docs=public_docs), host=host, port=port, log_level="warning")
+                           public_docs=public_docs, render_flags=tuple(flags)),
+                host=host, port=port, log_level="warning")
 
 
 @main.group("token")

@@ -265,3 +265,33 @@ def test_the_ltx_engine_on_the_cluster_makes_the_local_masters(cluster, tmp_path
         assert result.exit_code == 0, result.failed_shots
         masters[executor] = {n: decoded_digest(p) for n, p in result.masters.items()}
     assert masters["ray"] == masters["local"]
+
+
+def test_serve_with_the_ray_executor_renders_its_jobs_on_the_cluster(cluster, local, tmp_path):
+    from test_service import Server, submit, token, wait
+
+    data = tmp_path / "data"
+    data.mkdir()
+    alice, _ = token(data, "alice")
+    server = Server(data, "--executor", "ray", "--address", cluster.address).start()
+    try:
+        r = submit(server, alice)
+        assert r.status_code == 202, r.text
+        job = wait(server, alice, r.json()["id"])
+        assert job["state"] == "succeeded", job
+    finally:
+        server.kill()
+    report = json.loads((data / "jobs" / job["id"] / "out" / "report.json").read_text())
+    assert report["executor"]["name"] == "ray" and report["executor"]["nodes"] == 2
+    assert set(report["placement"]) == {s["id"] for s in report["shots"]}
+
+
+def test_serve_with_the_ray_executor_and_no_cluster_named_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--data", str(tmp_path), "--executor", "ray"],
+                                env={"RAY_ADDRESS": None})
+    assert result.exit_code == 2
+    assert "--address: serve --executor ray needs the cluster every job joins" in result.output
+    result = CliRunner().invoke(main, ["serve", "--data", str(tmp_path), "--executor", "ray",
+                                       "--address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" \
+        in result.output

@@ -24,7 +24,7 @@ from aiprod_post.errors import AiprodError
 
 from . import Lost, Placement, Unit, Work, check_order
 
-__all__ = ["RayExecutor"]
+__all__ = ["RayExecutor", "check_reachable"]
 
 
 def _run_unit(work: Work, payload: Any, deps: dict[str, Any], shared: Any, ready_at: float
@@ -40,7 +40,7 @@ def _run_unit(work: Work, payload: Any, deps: dict[str, Any], shared: Any, ready
                              round(max(0.0, start - ready_at), 3), round(end - start, 3))
 
 
-def _check_reachable(address: str, where: str = "--address") -> None:
+def check_reachable(address: str, where: str = "--address") -> None:
     """Fail in seconds, naming the address, where Ray would retry for a minute."""
     if address == "auto":
         return
@@ -84,7 +84,7 @@ class RayExecutor:
         if ray.is_initialized():  # a caller (a batch, a service, a test) connected already
             return self
         if self.address is not None:
-            _check_reachable(self.address, self.named_by)
+            check_reachable(self.address, self.named_by)
         try:
             if self.address is None:
                 ray.init(include_dashboard=False, log_to_driver=False,

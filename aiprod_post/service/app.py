@@ -36,18 +36,19 @@ __all__ = ["Limits", "JobRequest", "create_app", "Dispatcher"]
 def create_app(data: str | Path, db_url: str | None = None, workers: int = 1,
                limits: Limits | None = None, start_dispatcher: bool = True,
                webhook_allow: tuple[str, ...] | list[str] = (),
-               public_docs: bool = False) -> FastAPI:
+               public_docs: bool = False, render_flags: tuple[str, ...] = ()) -> FastAPI:
     """The service over ``data`` (the jobs' folders; SQLite there unless ``db_url``).
 
     ``webhook_allow``: networks (CIDR) and host names webhooks may reach besides public
     addresses. ``public_docs``: serve ``/docs`` and ``/openapi.json`` without a token.
+    ``render_flags``: added to every job's render command (``--executor ray --address …``).
     """
     data = Path(data).resolve()
     (data / "jobs").mkdir(parents=True, exist_ok=True)
     sessions = connect(db_url or f"sqlite:///{data / 'aiprod.db'}")
     policy = WebhookPolicy.from_options(list(webhook_allow))
     svc = Service(data, sessions, limits or Limits(), policy,
-                  Dispatcher(sessions, data, workers, policy), public_docs)
+                  Dispatcher(sessions, data, workers, policy, render_flags), public_docs)
     svc.spool.mkdir(exist_ok=True)
     for left in svc.spool.glob("*.upload"):  # a killed server's half-received uploads
         if left.stat().st_mtime < time.time() - 3600:

@@ -34,8 +34,11 @@ class Dispatcher:
     """Starts queued jobs as render processes, at most ``workers`` at a time, and follows them."""
 
     def __init__(self, sessions, data: Path, workers: int,
-                 webhooks: WebhookPolicy | None = None) -> None:
+                 webhooks: WebhookPolicy | None = None, render_flags: tuple[str, ...] = ()
+                 ) -> None:
         self.sessions, self.data, self.workers = sessions, data, workers
+        #: added to every render's command line (``--executor ray --address …``)
+        self.render_flags = tuple(render_flags)
         self.webhooks = webhooks or WebhookPolicy()
         self.running: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
@@ -129,6 +132,7 @@ class Dispatcher:
                "--engine", request.get("engine", "animatic")]
         if (folder / "project.toml").exists():
             cmd += ["--project", "project.toml"]
+        cmd += self.render_flags  # the server's, over the job's project
         log = open(folder / "render.log", "ab")
         proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=log,
                                 start_new_session=True)
