@@ -1337,6 +1337,8 @@ class _Render:
             fps=format_frame_rate(o.fps) if o.fps else None, width=o.width, height=o.height,
             seed=o.seed, burn_in=o.burn_in, cast=str(Path(o.cast).resolve()) if o.cast else None,
             executor=o.executor, address=o.address,
+            # a --cache folder from where the command ran; a URL is absolute already
+            cache=o.cache if not o.cache or "://" in o.cache else str(Path(o.cache).resolve()),
             project=self.project.model_dump(mode="json"),
             project_root=str(Path(self.project.root).resolve()))
 

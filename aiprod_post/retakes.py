@@ -32,7 +32,7 @@ def options_of(record: RenderRecord, quiet: bool = False, log_json: bool = False
         fps=Fraction(record.fps) if record.fps else None, width=record.width,
         height=record.height, seed=record.seed, quiet=quiet, log_json=log_json,
         burn_in=record.burn_in, cast=Path(record.cast) if record.cast else None,
-        executor=record.executor, address=record.address)
+        executor=record.executor, address=record.address, cache=record.cache)
 
 
 def _source(record: RenderRecord, outdir: Path) -> Path:

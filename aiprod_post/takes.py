@@ -83,6 +83,7 @@ class RenderRecord:
     cast: str | None = None
     executor: str | None = None  # where the shots ran: a retake runs its shot there too
     address: str | None = None
+    cache: str | None = None  # a stage cache shared with other folders: a retake uses it too
     project: dict[str, Any] = field(default_factory=dict)
     project_root: str = "."
 

@@ -227,7 +227,8 @@ def test_the_render_record_gives_back_every_option(tmp_path):
     given = RenderOptions(engine="animatic", profiles=["web", "master"],
                           project=load_project(tmp_path / "project.toml"),
                           fps=Fraction(24000, 1001), width=320, height=180, seed=3,
-                          burn_in=True, cast=cast, executor="local", address="auto")
+                          burn_in=True, cast=cast, executor="local", address="auto",
+                          cache=str(tmp_path / "shared cache"))
     takes_module.save_render_record(tmp_path, _Render(plan, tmp_path, given).record())
     (tmp_path / "timeline").mkdir()
     (tmp_path / "timeline" / "plan.json").write_text(plan.read_text())
