@@ -35,6 +35,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -138,6 +139,16 @@ class Reporter:
         self._progress: tuple[int, int] = (0, 0)
         #: where events go (None: stdout as it is when each is printed)
         self.events: Any = None
+        #: a heartbeat thread per stage says the stage is alive when nothing else has for
+        #: HEARTBEAT seconds (a model loading, a long filter pass): its clock moves
+        self._lock = threading.RLock()
+        self._activity = time.monotonic()
+        self._item = ""
+        self._line = ""
+        self._beat_stop: threading.Event | None = None
+        self._beat: threading.Thread | None = None
+
+    HEARTBEAT = 1.0
 
     REDRAW_EVERY = 0.25
     LOG_EVERY = 5.0
@@ -172,20 +183,59 @@ class Reporter:
             return
         line = (f"\r{stage:>10} {item:<10} {done}/{total} {unit}, {rate:5.1f} {unit}/s, "
                 + (f"~{left:5.1f}s left" if left is not None else "starting"))
-        sys.stderr.write(line if self._tty else line.lstrip("\r") + "\n")
-        sys.stderr.flush()
+        self._write(line, item)
+
+    def _write(self, line: str, item: str | None = None) -> None:
+        """A progress line on stderr: redrawn in place on a terminal, a line in a log."""
+        with self._lock:
+            self._activity = time.monotonic()
+            if item is not None:
+                self._item, self._line = item, line.rstrip()
+            sys.stderr.write(line if self._tty else line.lstrip("\r") + "\n")
+            sys.stderr.flush()
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.log_json:
-            print(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3),
-                              **fields}), file=self.events or sys.stdout, flush=True)
+            with self._lock:
+                self._activity = time.monotonic()
+                if "item" in fields:
+                    self._item = str(fields["item"])
+                print(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3),
+                                  **fields}), file=self.events or sys.stdout, flush=True)
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(0.25):
+            with self._lock:
+                now = time.monotonic()
+                quiet_for = now - self._activity
+                if self._stage is None or quiet_for < self.HEARTBEAT:
+                    continue
+                elapsed = now - self._stage_t0
+                if self.log_json:
+                    self._emit("heartbeat", stage=self._stage, item=self._item,
+                               elapsed=round(elapsed, 1))
+                elif self._tty:
+                    base = self._line or f"\r{self._stage:>10}"
+                    sys.stderr.write(f"{base}  [{elapsed:5.0f}s in {self._stage}]")
+                    sys.stderr.flush()
+                    self._activity = now
+                elif quiet_for >= self.LOG_EVERY:
+                    self._write(f"{self._stage:>10} still working"
+                                + (f" on {self._item}" if self._item else "")
+                                + f", {elapsed:.0f}s in")
 
     def stage(self, name: str, total: int = 0) -> None:
         self.end_stage()
         self._stage, self._stage_t0 = name, time.monotonic()
+        self._item, self._line, self._activity = "", "", time.monotonic()
         self.done.setdefault(name, 0)
         self.cached.setdefault(name, 0)
         self._emit("stage_start", stage=name, total=total)
+        if not self.quiet or self.log_json:
+            self._beat_stop = threading.Event()
+            self._beat = threading.Thread(target=self._heartbeat, args=(self._beat_stop,),
+                                          name="aiprod-progress", daemon=True)
+            self._beat.start()
 
     def item(self, name: str, index: int, total: int, cached: bool, **fields: Any) -> None:
         stage = self._stage or "?"
@@ -202,8 +252,7 @@ class Reporter:
         line = (f"\r{stage:>10} [{'#' * filled}{'.' * (width - filled)}] {index}/{total} "
                 f"{name:<10} {elapsed:6.1f}s elapsed, ~{eta:5.1f}s left"
                 + (" (cached)" if cached else ""))
-        sys.stderr.write(line if self._tty else line.lstrip("\r") + "\n")
-        sys.stderr.flush()
+        self._write(line, name)
 
     def note(self, message: str, **fields: Any) -> None:
         self._emit("note", message=message, **fields)
@@ -211,6 +260,10 @@ class Reporter:
             sys.stderr.write(("\n" if self._tty else "") + message + "\n")
 
     def end_stage(self) -> None:
+        if self._beat_stop is not None:
+            self._beat_stop.set()
+            self._beat.join()  # type: ignore[union-attr]
+            self._beat_stop = self._beat = None
         if self._stage is None:
             return
         seconds = time.monotonic() - self._stage_t0

@@ -86,3 +86,26 @@ def test_a_log_gets_a_line_every_few_seconds_not_one_per_item(tmp_path, capsys):
     assert len(lines) <= 4, lines
     assert lines[-1].strip().startswith("masters done in")
     assert any("1000/1000 frames" in line for line in lines)
+
+
+def test_a_stage_that_waits_still_shows_it_is_alive(capsys):
+    """Between counted movements (a model loading, a long filter pass) a heartbeat says
+    which stage and item is working and for how long: its clock moves, its counts don't."""
+    import io
+
+    events = io.StringIO()
+    rep = Reporter(log_json=True)
+    rep.events = events
+    rep.stage("generation", 3)
+    rep.item("1", 1, 3, cached=False)
+    time.sleep(3.5)  # nothing happens
+    rep.end_stage()
+    beats = [json.loads(line) for line in events.getvalue().splitlines()
+             if json.loads(line)["event"] == "heartbeat"]
+    assert len(beats) >= 2
+    assert all(b["stage"] == "generation" and b["item"] == "1" for b in beats)
+    assert [b["elapsed"] for b in beats] == sorted(b["elapsed"] for b in beats)
+    assert beats[-1]["elapsed"] > beats[0]["elapsed"] + 0.5
+    # the stage ended: no heartbeat after its end
+    after = events.getvalue().splitlines()[-1]
+    assert json.loads(after)["event"] == "stage_end"
