@@ -17,7 +17,8 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 id postgres >/dev/null 2>&1
 dir=$(mktemp -d /tmp/aiprod-pg.XXXXXX)
 chown postgres "$dir"
-port=${AIPROD_CI_PG_PORT:-55432}
+# a free port on loopback (two CI runs on one machine must not meet)
+port=${AIPROD_CI_PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 su postgres -s /bin/sh -c "$pgbin/initdb -D $dir/data -A trust -U postgres >$dir/initdb.log 2>&1 \
     && $pgbin/pg_ctl -D $dir/data -o '-h 127.0.0.1 -p $port -k $dir' -l $dir/server.log -w start \
     >/dev/null && $pgbin/createdb -h 127.0.0.1 -p $port -U postgres aiprod_test"
