@@ -259,8 +259,10 @@ def estimate_command(source: Path, engine: str, profile: str, size, fps, preset:
     click.echo(f"{plan.title}: {len(plan.shots())} shots, {est['film_seconds']:.1f} s of film, "
                f"{plan.width}x{plan.height}, engine {engine}")
     for stage, seconds in est["stages"].items():
-        click.echo(f"  {stage:<11} {seconds:8.1f} s   ({est['from'][stage]})")
-    click.echo(f"  {'total':<11} {est['total_seconds']:8.1f} s")
+        shown = f"{seconds:8.1f} s" if seconds is not None else "       ? s"
+        click.echo(f"  {stage:<11} {shown}   ({est['from'][stage]})")
+    click.echo(f"  {'total':<11} {est['total_seconds']:8.1f} s"
+               + ("" if est["complete"] else "   (without the stages marked ?)"))
     if est["gpu"]:
         g = est["gpu"]
         click.echo(f"  GPU: {g['gpu_hours']:.3f} GPU-hours on {g['gpu']}"

@@ -55,6 +55,9 @@ GPU_FIGURES = {
             "seconds_per_shot": {"distilled": 0.65, "dev": 4.89}},
 }
 
+#: Engines that generate on a GPU: their time comes from GPU_FIGURES, never the animatic's.
+DIFFUSION_ENGINES = ("ltx", "ltx2")
+
 #: Masters' relative cost per frame by codec (H.264 long-GOP encodes; ProRes of plain cuts
 #: is mostly copied).
 _CODEC_WEIGHT = {"h264": 1.0, "hdr-pq": 2.5, "hdr-hlg": 2.5, "prores": 0.6, "dnxhr": 0.8}
@@ -185,7 +188,15 @@ def estimate_work(work: Work, engine: str, *, history: list[dict] | None = None,
         gpu = {"gpu": fig["gpu"], "gpu_hours": round(seconds / 3600, 4),
                "cost": round(seconds / 3600 * price_per_gpu_hour, 2),
                "price_per_gpu_hour": price_per_gpu_hour}
-    total = sum(stages.values())
+    elif engine in DIFFUSION_ENGINES:
+        # a GPU engine with no benchmark figures yet: say so, rather than the animatic's time
+        learned = any("generation" in h.get("rates", {}) for h in history[-5:])
+        if not learned:
+            stages["generation"] = None
+            sources["generation"] = f"unknown: no GPU benchmark figures for {engine} yet"
+    known = [v for v in stages.values() if v is not None]
     return {"engine": engine, "film_seconds": round(work.film_seconds, 3),
-            "frames": work.frames, "stages": {k: round(v, 2) for k, v in stages.items()},
-            "total_seconds": round(total, 1), "from": sources, "gpu": gpu}
+            "frames": work.frames,
+            "stages": {k: (round(v, 2) if v is not None else None) for k, v in stages.items()},
+            "total_seconds": round(sum(known), 1), "complete": len(known) == len(stages),
+            "from": sources, "gpu": gpu}

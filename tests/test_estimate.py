@@ -119,3 +119,13 @@ def test_bad_input_is_named(tmp_path, example_path):
     assert r.exit_code == 2 and "--profile" in r.output and "cinema" in r.output
     r = CliRunner().invoke(main, ["estimate", str(tmp_path / "none.fountain")])
     assert r.exit_code == 2 and "none.fountain" in r.output
+
+
+def test_a_gpu_engine_without_benchmark_figures_says_so(example_path):
+    r = CliRunner().invoke(main, ["estimate", str(example_path), "--engine", "ltx2", "--json"])
+    assert r.exit_code == 0, r.output
+    est = json.loads(r.output)
+    assert est["stages"]["generation"] is None and est["complete"] is False
+    assert "no GPU benchmark figures for ltx2" in est["from"]["generation"]
+    r = CliRunner().invoke(main, ["estimate", str(example_path), "--engine", "ltx2"])
+    assert "? s" in r.output and "without the stages marked ?" in r.output
