@@ -509,12 +509,18 @@ def apply_lut_torch(rgb, lut: LUT, method: str = "tetrahedral"):
         raise MediaError("the GPU path implements tetrahedral interpolation")
     device = rgb.device
     key = (id(lut), str(device))
-    if key not in _TORCH_TABLES:  # upload the tables once per LUT and device
+    cached = _TORCH_TABLES.get(key)
+    # upload the tables once per LUT and device; the entry keeps its LUT, so the id cannot
+    # be reused by another LUT while it is cached (a freed LUT's id was, and a new LUT got
+    # the old one's tables)
+    if cached is None or cached[0] is not lut:
         one_d = _uniform_1d(lut)
-        _TORCH_TABLES[key] = tuple(
+        if len(_TORCH_TABLES) >= 16:
+            _TORCH_TABLES.pop(next(iter(_TORCH_TABLES)))
+        cached = _TORCH_TABLES[key] = (lut, *(
             None if a is None else torch.as_tensor(a, dtype=torch.float32, device=device)
-            for a in (lut.table, lut.domain_min, lut.domain_max, *one_d))
-    table, dmin, dmax, lut1d, lo1, k1 = _TORCH_TABLES[key]
+            for a in (lut.table, lut.domain_min, lut.domain_max, *one_d)))
+    _lut, table, dmin, dmax, lut1d, lo1, k1 = cached
     x = rgb.reshape(-1, 3).float()
     m = lut1d.shape[0]
     if m:

@@ -194,3 +194,22 @@ def test_3dl_not_utf8_or_a_folder_is_a_clear_error_exit_2(tmp_path, content):
     result = CliRunner().invoke(main, ["lut", "info", str(path)])
     assert result.exit_code == 2, result.output
     assert "look.3dl" in result.output and "Traceback" not in result.output
+
+
+def test_the_torch_path_never_uses_another_luts_tables():
+    """Tables were cached by id(lut): once a LUT was freed, a new LUT could get its id and
+    be applied with the old tables (a test failed now and then)."""
+    import gc
+
+    torch = pytest.importorskip("torch")
+    from aiprod_post.grading.apply import apply_lut, apply_lut_torch
+    from aiprod_post.grading.lut import LUT
+
+    rng = np.random.default_rng(3)
+    x = rng.random((64, 3))
+    for k in range(40):
+        lut = LUT(table=rng.random((5, 5, 5, 3)))
+        ours = apply_lut_torch(torch.as_tensor(x, dtype=torch.float32), lut).numpy()
+        np.testing.assert_allclose(ours, apply_lut(x, lut), atol=1e-5)
+        del lut
+        gc.collect()  # the freed LUT's id is free for the next one
