@@ -1,7 +1,9 @@
 """Generation: engines that turn a shot into frames.
 
-Planned (see DESIGN.md and the open issues): the offline ``animatic`` engine,
-``ltx`` (LTX-Video through diffusers, local weights) and ``clips`` (user media),
-the keyframe store and lip-sync. Nothing is implemented here yet; nothing here
-pretends to be.
+``engine`` holds the interface and the registry; ``animatic`` is the offline default
+(and the previz the diffusion engines follow), ``clips`` plays the user's footage with
+mouths animated on a detected face, ``ltx`` and ``ltx2`` run LTX-Video and LTX-2 through
+diffusers from local weights; the keyframe store (in ``engine``), ``lipsync``, ``control``
+(control signals from the animatic), ``sync`` (lip-sync offset) and ``coherence`` serve
+them.
 """
