@@ -264,19 +264,26 @@ def _weights_identity(folder: Path) -> dict:
     return {"sha256": digest.hexdigest(), "files": len(files)}
 
 
+def checked_settings(cls, settings: dict, section: str, family: str, presets: dict):
+    """``cls(**settings)`` for ``[engine.SECTION]``: unknown keys and a preset not in
+    ``presets`` are errors naming them (the ltx and ltx2 engines share this)."""
+    unknown = set(settings) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise AiprodError(f"unknown {section} setting(s): {', '.join(sorted(unknown))}",
+                          where=f"[engine.{section}]")
+    s = cls(**settings)
+    if s.preset not in presets:
+        raise AiprodError(f"unknown {family} preset {s.preset!r}: expected "
+                          f"{' or '.join(presets)}", where=f"[engine.{section}] preset")
+    return s
+
+
 @register("ltx")
 class LTXEngine:
     name = "ltx"
 
     def __init__(self, **settings) -> None:
-        unknown = set(settings) - set(LTXSettings.__dataclass_fields__)
-        if unknown:
-            raise AiprodError(f"unknown ltx setting(s): {', '.join(sorted(unknown))}",
-                              where="[engine.ltx]")
-        self.s = LTXSettings(**settings)
-        if self.s.preset not in PRESETS:
-            raise AiprodError(f"unknown LTX preset {self.s.preset!r}: expected "
-                              f"{' or '.join(PRESETS)}", where="[engine.ltx] preset")
+        self.s = checked_settings(LTXSettings, settings, "ltx", "LTX", PRESETS)
         self._pipe = None
         self._upsample = None
         self._embeddings: dict = {}

@@ -58,6 +58,7 @@ from .ltx import (
     _crop,
     _fit,
     _weights_identity,
+    checked_settings,
     drop_module_mocks,
     generation_lengths,
     shot_prompt,
@@ -235,14 +236,7 @@ class LTX2Engine:
     name = "ltx2"
 
     def __init__(self, figures: dict[str, dict] | None = None, **settings) -> None:
-        unknown = set(settings) - set(LTX2Settings.__dataclass_fields__)
-        if unknown:
-            raise AiprodError(f"unknown ltx2 setting(s): {', '.join(sorted(unknown))}",
-                              where="[engine.ltx2]")
-        self.s = LTX2Settings(**settings)
-        if self.s.preset not in PRESETS:
-            raise AiprodError(f"unknown LTX-2 preset {self.s.preset!r}: expected "
-                              f"{' or '.join(PRESETS)}", where="[engine.ltx2] preset")
+        self.s = checked_settings(LTX2Settings, settings, "ltx2", "LTX-2", PRESETS)
         if self.s.control not in CONTROL_KINDS:
             raise AiprodError(f"unknown control {self.s.control!r}: expected one of "
                               f"{', '.join(CONTROL_KINDS)} (computed from the animatic)",

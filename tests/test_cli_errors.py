@@ -108,20 +108,25 @@ def test_full_disk(tmp_path, size):
     assert r.stdout.strip() == ""  # no master that looks finished
 
 
-def test_truncated_clip_is_bad_input_naming_the_file(tmp_path):
-    """The clips engine's footage cut short: exit 2 naming the clip, not a slate."""
-    clip = tmp_path / "clips" / "1.mp4"
-    clip.parent.mkdir()
-    with av.open(str(clip), "w") as out:
-        s = out.add_stream("libx264", rate=24)
-        s.width, s.height, s.pix_fmt = 160, 96, "yuv420p"
-        rng = np.random.default_rng(1)
-        for i in range(48):
+def _noise_clip(path: Path, codec: str, pix_fmt: str, seed: int) -> None:
+    """48 frames of noise at 160x96, 24 fps."""
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(codec, rate=24)
+        s.width, s.height, s.pix_fmt = 160, 96, pix_fmt
+        rng = np.random.default_rng(seed)
+        for _ in range(48):
             img = rng.integers(0, 255, (96, 160, 3), dtype=np.uint8)
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(p)
         for p in s.encode():
             out.mux(p)
+
+
+def test_truncated_clip_is_bad_input_naming_the_file(tmp_path):
+    """The clips engine's footage cut short: exit 2 naming the clip, not a slate."""
+    clip = tmp_path / "clips" / "1.mp4"
+    clip.parent.mkdir()
+    _noise_clip(clip, "libx264", "yuv420p", seed=1)
     data = clip.read_bytes()
     clip.write_bytes(data[: len(data) // 2])  # cut in half: no index, damaged packets
     project = tmp_path / "p.toml"
@@ -138,16 +143,7 @@ def test_damaged_media_in_a_conform_is_named_not_blamed_on_the_encoder(tmp_path)
     import opentimelineio as otio
 
     media = tmp_path / "1.mov"
-    with av.open(str(media), "w") as out:
-        s = out.add_stream("prores_ks", rate=24)
-        s.width, s.height, s.pix_fmt = 160, 96, "yuv422p10le"
-        rng = np.random.default_rng(0)
-        for _ in range(48):
-            img = rng.integers(0, 255, (96, 160, 3), dtype=np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+    _noise_clip(media, "prores_ks", "yuv422p10le", seed=0)
     data = bytearray(media.read_bytes())
     for off in range(len(data) // 3, len(data) // 3 + len(data) // 4, 97):
         data[off] = 0xFF  # scribble over packets in the middle
