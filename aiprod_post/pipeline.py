@@ -259,11 +259,14 @@ class Reporter:
         if not self.quiet and not self.log_json:
             sys.stderr.write(("\n" if self._tty else "") + message + "\n")
 
-    def end_stage(self) -> None:
+    def stop_heartbeat(self) -> None:
         if self._beat_stop is not None:
             self._beat_stop.set()
             self._beat.join()  # type: ignore[union-attr]
             self._beat_stop = self._beat = None
+
+    def end_stage(self) -> None:
+        self.stop_heartbeat()
         if self._stage is None:
             return
         seconds = time.monotonic() - self._stage_t0
@@ -1744,18 +1747,21 @@ def render(source: str | Path, outdir: str | Path, options: RenderOptions | None
         run = _Render(source, outdir, options)
         run.r.events = events
         run.executor = executor
-        plan = run.plan()
-        plan = run.chosen_takes(plan)
-        lines = run.speech(plan)
-        plan = run.fit_dialogue(plan, lines)
-        media = run.generation(plan, lines)
-        mix = run.mix(plan, lines, profiles)
-        tl, otio_path = run.timeline(plan, media, lines, mix, profiles)
-        run.subtitles(plan, lines)
-        masters = run.masters(plan, tl, otio_path, mix, profiles)
-        run.qa(masters)
-        run.write_report(plan, media, masters)
-        run.record_history(plan, profiles)
-        save_render_record(outdir, run.record())  # what `aiprod-post retake` reruns
+        try:
+            plan = run.plan()
+            plan = run.chosen_takes(plan)
+            lines = run.speech(plan)
+            plan = run.fit_dialogue(plan, lines)
+            media = run.generation(plan, lines)
+            mix = run.mix(plan, lines, profiles)
+            tl, otio_path = run.timeline(plan, media, lines, mix, profiles)
+            run.subtitles(plan, lines)
+            masters = run.masters(plan, tl, otio_path, mix, profiles)
+            run.qa(masters)
+            run.write_report(plan, media, masters)
+            run.record_history(plan, profiles)
+            save_render_record(outdir, run.record())  # what `aiprod-post retake` reruns
+        finally:
+            run.r.stop_heartbeat()  # a render that fails mid-stage leaves no thread behind
     return RenderResult(outdir, masters, run.failed, run.report)
 

@@ -109,3 +109,15 @@ def test_a_stage_that_waits_still_shows_it_is_alive(capsys):
     # the stage ended: no heartbeat after its end
     after = events.getvalue().splitlines()[-1]
     assert json.loads(after)["event"] == "stage_end"
+
+
+def test_a_failed_render_leaves_no_heartbeat_behind(tmp_path):
+    """A render that stops mid-stage (here: bad input in its plan stage) must stop its
+    heartbeat thread, or it writes into whatever stderr comes next."""
+    import threading
+
+    bad = tmp_path / "bad.fountain"
+    bad.write_text("INT. A - DAY #../x#\n\nNELL\nHi.\n")
+    r = CliRunner().invoke(main, ["render", str(bad), "-o", str(tmp_path / "o"), "--log-json"])
+    assert r.exit_code == 2
+    assert not [t for t in threading.enumerate() if t.name == "aiprod-progress"]
