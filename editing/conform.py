@@ -510,12 +510,13 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
 # ------------------------------------------------------------------ colour for HDR
 
 
-def _hdr_convert(rgb8: np.ndarray, kind: str) -> np.ndarray:
-    """Rec.709 SDR (BT.1886) → Rec.2100 PQ or HLG, graphics white at 203 cd/m² (BT.2408).
+def _hdr_convert(rgb: np.ndarray, kind: str) -> np.ndarray:
+    """Rec.709 SDR (BT.1886) → Rec.2100 PQ or HLG, graphics white at 203 cd/m² (BT.2408),
+    from uint8 or uint16 RGB.
 
     Returns RGB as uint16 (0..65535) for a 48-bit frame.
     """
-    v = rgb8.astype(np.float32) / 255.0
+    v = rgb.astype(np.float32) / np.float32(65535 if rgb.dtype == np.uint16 else 255)
     lin = np.power(v, 2.4)  # BT.1886 display light, relative
     m = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]],
                  np.float32)  # BT.2087 709 → 2020 primaries
@@ -546,6 +547,9 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                   watch: Callable[[Any], None] | None = None,
                   keyframes: Iterable[int] | None = None, threads: int = 0) -> Path:
     """Encode ``frames`` (and ``audio``) to ``output`` with ``profile``, atomically.
+
+    Frames are RGB arrays, ``uint8`` or ``uint16`` (``rgb48``, full 0..65535: a 10-bit
+    master then gets every level the picture has, with no 8-bit step), or PyAV frames.
 
     A long-GOP profile puts its keyframes at ``keyframes`` (default: every GOP start,
     :func:`keyframe_plan`) and nowhere else. ``threads``: the encoder's (0: as many as
@@ -625,7 +629,8 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                         vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
                                                         format="rgb48le")
                     else:
-                        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                        vf = av.VideoFrame.from_ndarray(
+                            rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
                     return vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
                                        dst_color_range=ColorRange.MPEG)
 

@@ -9,6 +9,12 @@ conformed by taking, for each output frame, the source frame on screen at
 that time. When the shot has dialogue, the mouth of the face in the footage is
 animated from the viseme track (``generation.lipsync``); a clip with no face
 found is left untouched and the render's ``notes`` say so.
+
+Depth: frames are 8-bit RGB (``uint8``) by default. With ``deep=True`` a clip of more
+than 8 bits a component (10-bit ProRes or DNxHR, 12-bit, 16-bit) keeps them: its frames
+come as ``uint16`` RGB (``rgb48``, full 0..65535) through the scaling and the lip-sync,
+so a 16-bit grade and a 10-bit master see the footage's own levels; an 8-bit clip stays
+``uint8`` either way.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from aiprod_post.plan import Shot
 from .engine import RenderContext, ShotRender, register
 from .lipsync import MouthAnimator
 
-__all__ = ["ClipsEngine", "find_clip", "fit_frame"]
+__all__ = ["ClipsEngine", "find_clip", "fit_frame", "is_deep"]
 
 _VIDEO_EXT = {".mov", ".mp4", ".m4v", ".mxf", ".mkv", ".avi", ".webm", ".mpg", ".mts", ".y4m"}
 
@@ -42,7 +48,8 @@ def find_clip(shot_id: str, media: dict[str, str | Path], folder: Path | None) -
 
 
 def fit_frame(img: np.ndarray, width: int, height: int, fit: str) -> np.ndarray:
-    """Scale ``img`` to width×height, cropping (fill the frame) or letterboxing (show it all)."""
+    """Scale ``img`` (uint8 or uint16) to width×height, cropping (fill the frame) or
+    letterboxing (show it all)."""
     import cv2
 
     h, w = img.shape[:2]
@@ -55,10 +62,15 @@ def fit_frame(img: np.ndarray, width: int, height: int, fit: str) -> np.ndarray:
     if fit == "crop":
         x0, y0 = (nw - width) // 2, (nh - height) // 2
         return np.ascontiguousarray(resized[y0:y0 + height, x0:x0 + width])
-    out = np.zeros((height, width, 3), np.uint8)
+    out = np.zeros((height, width, 3), img.dtype)
     x0, y0 = (width - nw) // 2, (height - nh) // 2
     out[y0:y0 + nh, x0:x0 + nw] = resized
     return out
+
+
+def is_deep(fmt) -> bool:
+    """A pixel format (``av.VideoFormat``) of more than 8 bits a component."""
+    return fmt is not None and any(c.bits > 8 for c in fmt.components)
 
 
 @register("clips")
@@ -67,8 +79,9 @@ class ClipsEngine:
 
     def __init__(self, media: dict[str, str | Path] | None = None, folder: str | Path | None = None,
                  fit: Literal["crop", "letterbox"] = "crop",
-                 fill: Literal["hold", "loop"] = "hold") -> None:
+                 fill: Literal["hold", "loop"] = "hold", deep: bool = False) -> None:
         self.media = dict(media or {})
+        self.deep = deep
         self.folder = Path(folder) if folder else None
         self.fit = fit
         self.fill = fill
@@ -116,7 +129,9 @@ class ClipsEngine:
                 current = None
                 src_index = 0
                 for frame in _decoded(container, stream, path, shot.id):
-                    img = fit_frame(frame.to_ndarray(format="rgb24"), W, H, self.fit)
+                    deep = self.deep and is_deep(frame.format)
+                    img = fit_frame(frame.to_ndarray(format="rgb48le" if deep else "rgb24"),
+                                    W, H, self.fit)
                     # emit every output frame whose time falls within this source frame
                     while out < n and out / fps < (src_index + 1) / src_rate:
                         yield img

@@ -7,6 +7,10 @@ frame whose shape is open (B–H), a mouth of that shape is painted there, shade
 from the skin around it so it sits in the picture; closed shapes (A, X) leave the
 frame untouched. Where no face is found, the shot is left as it is and the
 caller is told, so the report can say so.
+
+Frames may be 8-bit (``uint8``) or 16-bit (``uint16``, as the clips engine gives footage
+above 8 bits): the face is looked for on an 8-bit view, and the mouth is painted and
+feathered in the frame's own depth, so a 10-bit picture keeps its levels around it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ def _cascade() -> cv2.CascadeClassifier:
 
 
 def find_face(frame: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The largest frontal face as (x, y, w, h), or None."""
+    """The largest frontal face as (x, y, w, h), or None (uint8 or uint16 frames)."""
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)  # the detector works on 8-bit grey
     h, w = frame.shape[:2]
     scale = min(1.0, 640 / max(h, w))
     small = cv2.resize(frame, (int(w * scale), int(h * scale))) if scale < 1 else frame
@@ -66,24 +72,42 @@ class MouthAnimator:
         x, y, w, h = self.box
         cx, cy = x + w / 2, y + h * 0.78
         mw, mh = w * 0.42, h * 0.2
-        out = frame.copy()
         y0, y1 = int(max(0, cy - mh)), int(min(frame.shape[0], cy + mh))
         x0, x1 = int(max(0, cx - mw)), int(min(frame.shape[1], cx + mw))
         if y1 <= y0 or x1 <= x0:
             return frame
+        top = 65535.0 if frame.dtype == np.uint16 else 255.0  # the frame's white
         skin = frame[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
-        inside = tuple(int(v) for v in skin * 0.25)
-        lip = tuple(int(v) for v in np.clip(skin * np.array([0.75, 0.45, 0.45]), 0, 255))
+        inside = skin * 0.25
+        lip = np.clip(skin * np.array([0.75, 0.45, 0.45]), 0, top)
+        teeth = np.array([225, 225, 215]) * (top / 255)
         ax = max(1, int(mw * opening[0]))
         ay = max(1, int(mh * opening[1]))
         centre = (int(cx), int(cy))
-        cv2.ellipse(out, centre, (ax, ay), 0, 0, 360, inside, -1, cv2.LINE_AA)
+        out = frame.astype(np.float32)
+        _paint(out, lambda m: cv2.ellipse(m, centre, (ax, ay), 0, 0, 360, 255, -1, cv2.LINE_AA),
+               inside)
         if shape in ("B", "G"):  # teeth showing
-            cv2.rectangle(out, (centre[0] - ax + 2, centre[1] - ay), (centre[0] + ax - 2, centre[1]),
-                          (225, 225, 215), -1)
-        cv2.ellipse(out, centre, (ax, ay), 0, 0, 360, lip, max(1, int(h * 0.012)), cv2.LINE_AA)
+            _paint(out, lambda m: cv2.rectangle(m, (centre[0] - ax + 2, centre[1] - ay),
+                                                (centre[0] + ax - 2, centre[1]), 255, -1), teeth)
+        _paint(out, lambda m: cv2.ellipse(m, centre, (ax, ay), 0, 0, 360, 255,
+                                          max(1, int(h * 0.012)), cv2.LINE_AA), lip)
         # feather the edit into the picture
         mask = np.zeros(frame.shape[:2], np.float32)
         cv2.ellipse(mask, centre, (ax + 3, ay + 3), 0, 0, 360, 1.0, -1)
         mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, h * 0.01))[..., None]
-        return (frame * (1 - mask) + out * mask + 0.5).astype(np.uint8)
+        return (frame * (1 - mask) + out * mask + 0.5).astype(frame.dtype)
+
+
+def _paint(canvas: np.ndarray, draw, colour: np.ndarray) -> None:
+    """Paint ``colour`` onto a float ``canvas`` through the coverage of a shape that
+    ``draw`` draws (anti-aliased) on an 8-bit mask: OpenCV anti-aliases on 8-bit pictures
+    only, so a 16-bit one is painted through the mask at its own depth."""
+    mask = np.zeros(canvas.shape[:2], np.uint8)
+    draw(mask)
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return
+    sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    a = mask[sl].astype(np.float32)[..., None] / np.float32(255)
+    canvas[sl] += a * (np.asarray(colour, np.float32) - canvas[sl])

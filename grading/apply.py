@@ -435,7 +435,10 @@ class FloatFrameGrader:
                       f32(strength))
         self._kernel = _float_kernel()
 
-    def __call__(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, frame: np.ndarray, out: np.ndarray | None = None, *,
+                 match: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``frame`` graded; with ``match`` (shot matching's per-channel gain and offset,
+        :func:`~aiprod_post.grading.match.match_affine`) applied first, in float."""
         if frame.dtype == np.uint16:
             scale, quantise = np.float32(1 / 65535), True
         elif frame.dtype == np.float32:
@@ -446,18 +449,25 @@ class FloatFrameGrader:
             raise MediaError("expected frames of H x W x 3")
         if out is None:
             out = np.empty_like(frame)
-        if self.cdl is not None:  # the CDL first, in float; then the look
+        if self.cdl is None and match is None:
+            return self._kernel(np.ascontiguousarray(frame), out, scale, quantise, *self._args)
+        x = frame.astype(np.float32) * scale
+        if match is not None:  # shot matching first, clamped to 0..1 as its 8-bit curves
+            from .match import apply_affine
+
+            x = apply_affine(x, match)
+        if self.cdl is not None:  # the CDL, in float; then the look
             from .cdl import apply_cdl
 
-            x = apply_cdl(frame.astype(np.float32) * scale, self.cdl, self.cdl_style)
-            y = self._kernel(x, np.empty_like(x), np.float32(1), False, *self._args)
-            if not quantise:
-                out[...] = y
-                return out
-            np.clip(y * np.float32(65535) + np.float32(0.5), 0, 65535, out=y)
+            x = apply_cdl(x, self.cdl, self.cdl_style)
+        y = self._kernel(np.ascontiguousarray(x), np.empty_like(x), np.float32(1), False,
+                         *self._args)
+        if not quantise:
             out[...] = y
             return out
-        return self._kernel(np.ascontiguousarray(frame), out, scale, quantise, *self._args)
+        np.clip(y * np.float32(65535) + np.float32(0.5), 0, 65535, out=y)
+        out[...] = y
+        return out
 
 
 def _baked_uint8_table(lut: LUT, strength: float, cdl: "CDL | None", style: str,

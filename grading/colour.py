@@ -24,7 +24,8 @@ import numpy as np
 from aiprod_post.errors import MediaError
 
 __all__ = ["CONFIG_NAME", "SPACES", "WORKING", "convert", "processor", "hdr_output",
-           "space_name", "ColourPipeline", "space_from_tags", "uint8_converter"]
+           "space_name", "ColourPipeline", "space_from_tags", "uint8_converter",
+           "footage_converter"]
 
 CONFIG_NAME = "studio-config-v2.1.0_aces-v1.3_ocio-v2.3"
 
@@ -180,14 +181,44 @@ def space_from_tags(codec_context) -> str | None:
             ColorTrc.IEC61966_2_1: "sRGB - Texture"}.get(trc)
 
 
+class _FootageConverter:
+    """Frames from the footage's space to the working space, in their own depth: 8-bit
+    through one exact table look-up a pixel (built on first use), uint16 and float32
+    through OpenColorIO in float32 (no 8-bit step; uint16 is clamped to 0..1 and
+    rounded once, at the end)."""
+
+    def __init__(self, pipe: ColourPipeline) -> None:
+        self.pipe = pipe
+        self._table = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if frame.dtype == np.uint8:
+            if self._table is None:
+                from .apply import FrameGrader
+                from .lut import LUT
+
+                # an identity 2-point table: the look is nothing, the conversion is all
+                self._table = FrameGrader(LUT.identity(2), before=self.pipe.to_working)
+            return self._table(frame)
+        if frame.dtype == np.uint16:
+            x = self.pipe.to_working(frame.astype(np.float32) * np.float32(1 / 65535))
+            np.clip(x * np.float32(65535) + np.float32(0.5), 0, 65535, out=x)
+            return x.astype(np.uint16)
+        if frame.dtype == np.float32:
+            return self.pipe.to_working(frame)
+        raise MediaError(f"footage frames are uint8, uint16 or float32, not {frame.dtype}")
+
+
+def footage_converter(input_space: str | None):
+    """RGB frames from ``input_space`` to the working space, each in its own depth
+    (uint8, uint16 or float32 in, the same out; a callable frame -> frame); None when
+    there is nothing to convert."""
+    pipe = ColourPipeline(input_space)
+    return None if pipe.identity else _FootageConverter(pipe)
+
+
 def uint8_converter(input_space: str | None):
     """8-bit RGB frames from ``input_space`` to the working space, one table look-up a
-    pixel (a callable frame -> frame); None when there is nothing to convert."""
-    pipe = ColourPipeline(input_space)
-    if pipe.identity:
-        return None
-    from .apply import FrameGrader
-    from .lut import LUT
-
-    # an identity 2-point table: the look is nothing, the conversion is all
-    return FrameGrader(LUT.identity(2), before=pipe.to_working)
+    pixel (a callable frame -> frame); None when there is nothing to convert. The
+    converter takes uint16 and float32 frames too (:func:`footage_converter`)."""
+    return footage_converter(input_space)

@@ -1,10 +1,14 @@
 """Shot matching: bring a shot's colour statistics to its scene's reference keyframe.
 
 Per channel, the shot's mean and spread are mapped onto the reference's (Reinhard
-et al. 2001, in display RGB). The mapping is a 256-entry curve per channel, so
-applying it to a frame is one table look-up per pixel. ``amount`` blends towards it
-(full matching can overshoot when a shot legitimately differs, a close-up on a face
-against a wide of the set).
+et al. 2001, in display RGB): a gain and an offset per channel
+(:func:`match_affine`). For 8-bit frames it is a 256-entry curve per channel
+(:func:`match_curves`), so applying it is one table look-up per pixel; frames above
+8 bits (uint16) and float frames take the gain and offset themselves in float, with no
+8-bit step (:func:`apply_affine`, or ``FloatFrameGrader(..., match=)``). ``amount``
+blends towards it (full matching can overshoot when a shot legitimately differs, a
+close-up on a face against a wide of the set). The frame and the reference may differ
+in depth (a 10-bit shot against an 8-bit keyframe): both are read on a 0..1 scale.
 """
 
 from __future__ import annotations
@@ -12,21 +16,54 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["match_curves", "apply_curves", "mean_delta_e"]
+__all__ = ["match_curves", "match_affine", "apply_curves", "apply_affine", "unit_scale",
+           "mean_delta_e"]
+
+
+def unit_scale(dtype) -> float:
+    """What 1.0 is in frames of ``dtype``: 255 (uint8), 65535 (uint16), 1 (float)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
+
+
+def match_affine(frame: np.ndarray, reference: np.ndarray, amount: float = 0.7
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(gain, offset)``, three each, on a 0..1 scale: ``x * gain + offset`` takes
+    ``frame``'s per-channel mean and spread ``amount`` of the way to ``reference``'s."""
+    gain, offset = np.ones(3), np.zeros(3)
+    fs, rs = unit_scale(frame.dtype), unit_scale(reference.dtype)
+    for c in range(3):
+        a = frame[..., c].astype(np.float64) / fs
+        b = reference[..., c].astype(np.float64) / rs
+        sa, sb = a.std() or 1.0, b.std()
+        k = sb / sa
+        # x + amount * ((x - mean_a) * k + mean_b - x)
+        gain[c] = 1 + amount * (k - 1)
+        offset[c] = amount * (b.mean() - a.mean() * k)
+    return gain, offset
 
 
 def match_curves(frame: np.ndarray, reference: np.ndarray, amount: float = 0.7) -> np.ndarray:
     """(3, 256) uint8 curves taking ``frame``'s statistics towards ``reference``'s."""
+    gain, offset = match_affine(frame, reference, amount)
     levels = np.arange(256, dtype=np.float64)
-    curves = np.zeros((3, 256), np.uint8)
-    for c in range(3):
-        a = frame[..., c].astype(np.float64)
-        b = reference[..., c].astype(np.float64)
-        sa, sb = a.std() or 1.0, b.std()
-        mapped = (levels - a.mean()) * (sb / sa) + b.mean()
-        out = levels + amount * (mapped - levels)
-        curves[c] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    return curves
+    out = levels[None, :] * gain[:, None] + 255 * offset[:, None]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def apply_affine(frame: np.ndarray, affine: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``frame`` (uint16 or float32) through :func:`match_affine`'s gain and offset, in
+    float32, clamped to 0..1 as the 8-bit curves are; the same dtype back."""
+    gain, offset = (np.asarray(v, np.float32) for v in affine)
+    scale = np.float32(unit_scale(frame.dtype))
+    y = frame.astype(np.float32) * gain + offset * scale
+    np.clip(y, 0, scale, out=y)
+    if frame.dtype == np.uint16:
+        y += np.float32(0.5)
+        return y.astype(np.uint16)
+    if frame.dtype != np.float32:
+        raise ValueError(f"expected uint16 or float32 frames, not {frame.dtype}")
+    return y
 
 
 def apply_curves(frame: np.ndarray, curves: np.ndarray) -> np.ndarray:

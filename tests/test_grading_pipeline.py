@@ -87,22 +87,34 @@ def test_a_cdl_for_a_shot_not_in_the_plan_is_an_error(graded, tmp_path):
                RenderOptions(project=load_project(tmp_path / "project.toml"), **SMALL))
 
 
-def test_clips_footage_converter_matches_opencolorio_within_one_code():
-    """What `[engine.clips] colourspace` puts before matching and the look."""
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_clips_footage_converter_matches_opencolorio_within_one_code(dtype):
+    """What `[engine.clips] colourspace` puts before matching and the look: 8-bit frames
+    through one table, 16-bit and float ones in float32 (no 8-bit step), each in its own
+    depth."""
     ocio = pytest.importorskip("PyOpenColorIO")
-    from aiprod_post.grading.colour import CONFIG_NAME, uint8_converter
+    from aiprod_post.grading.colour import CONFIG_NAME, footage_converter, uint8_converter
 
     assert uint8_converter(None) is None and uint8_converter("rec709") is None
+    assert footage_converter(None) is None
     convert = uint8_converter("S-Log3 S-Gamut3.Cine")
-    img = np.random.default_rng(4).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    top = 255 if dtype == np.uint8 else 65535
+    img = np.random.default_rng(4).integers(0, top + 1, (40, 60, 3)).astype(np.uint16)
     cfg = ocio.Config.CreateFromBuiltinConfig(CONFIG_NAME)
     proc = cfg.getProcessor(ocio.DisplayViewTransform(
         src="S-Log3 S-Gamut3.Cine", display="Rec.1886 Rec.709 - Display",
         view="ACES 1.0 - SDR Video")).getDefaultCPUProcessor()
-    x = (img / 255.0).astype(np.float32)
+    x = (img / top).astype(np.float32)
     proc.applyRGB(x.reshape(-1, 3))
-    theirs = np.round(np.clip(x, 0, 1) * 255)
-    assert np.abs(convert(img).astype(int) - theirs).max() <= 1
+    if dtype == np.float32:
+        got = convert(img.astype(np.float32) / np.float32(top))
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, x, atol=1e-6)
+    else:
+        got = convert(img.astype(dtype))
+        assert got.dtype == dtype
+        theirs = np.round(np.clip(x, 0, 1) * top)
+        assert np.abs(got.astype(int) - theirs).max() <= 1
     with pytest.raises(AiprodError, match="unknown colour space 'LogC9'"):
         uint8_converter("LogC9")
 
