@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -107,36 +108,137 @@ def _pids_writing(folder: Path) -> set[int]:
     return pids
 
 
-def _render_killing_the_worker_of_1a(cluster, script: Path, out: Path, *flags: str
-                                     ) -> tuple[int, int]:
-    """Render on the cluster and SIGKILL the worker process making shot 1A halfway through
-    its frames; the render's exit status and the pid killed."""
-    # shot 1A stops for 6 s halfway through its frames (on every try): once the other
-    # shots are made, the worker making it is the only process writing into the shot cache
-    env = dict(os.environ, AIPROD_HOLD_SHOT="1A=6")
+def _start_holding_1a(cluster, script: Path, out: Path, seconds: float, *flags: str
+                      ) -> tuple[subprocess.Popen, int]:
+    """Start a render on the cluster whose shot 1A stops for ``seconds`` halfway through
+    its frames (on every try); once the other shots are made, the render and the pid of
+    the worker making 1A (the only process writing into the shot cache)."""
+    env = dict(os.environ, AIPROD_HOLD_SHOT=f"1A={seconds}")
     cmd = [sys.executable, "-m", "aiprod_post.cli", "render", str(script), "-o", str(out),
            "--size", "160x96", "--log-json", "--executor", "ray", "--address", cluster.address,
            *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             text=True)
-    killed = None
     made: set[str] = set()
     deadline = time.monotonic() + 240
     for line in proc.stdout:
         event = json.loads(line)  # --log-json: nothing but events on stdout
         if event["event"] == "item" and event["stage"] == "generation":
             made.add(event["item"])
-        if made == {"1", "1B", "2", "2A"} and killed is None:
-            while killed is None and time.monotonic() < deadline:
+        if made == {"1", "1B", "2", "2A"}:
+            while time.monotonic() < deadline:
                 pids = _pids_writing(out / ".cache" / "shots")
                 if pids:
-                    (killed,) = pids
-                    os.kill(killed, signal.SIGKILL)
+                    (pid,) = pids
+                    assert pid != proc.pid
+                    return proc, pid
                 time.sleep(0.1)
-            assert killed is not None, "no worker was writing shot 1A"
-    status = proc.wait(timeout=240)
-    assert killed not in (None, proc.pid), proc.stderr.read()
-    return status, killed
+            break
+    proc.kill()
+    raise AssertionError(f"no worker was writing shot 1A: {proc.communicate()[1]}")
+
+
+def _render_killing_the_worker_of_1a(cluster, script: Path, out: Path, *flags: str
+                                     ) -> tuple[int, int]:
+    """Render on the cluster and SIGKILL the worker process making shot 1A halfway through
+    its frames; the render's exit status and the pid killed."""
+    proc, killed = _start_holding_1a(cluster, script, out, 6, *flags)
+    os.kill(killed, signal.SIGKILL)
+    proc.communicate(timeout=240)
+    return proc.returncode, killed
+
+
+def _until(condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
+
+
+def _cluster_idle(address: str) -> bool:
+    """No task or actor holds a CPU of the cluster (its figures lag by a second or so)."""
+    ray.init(address=address, log_to_driver=False)
+    try:
+        return _until(lambda: ray.available_resources().get("CPU", 0)
+                      == ray.cluster_resources()["CPU"])
+    finally:
+        ray.shutdown()
+
+
+def _no_masters(out: Path) -> bool:
+    return not (out / "report.json").exists() and not any(
+        p.is_file() for p in (out / "masters").glob("*")) if (out / "masters").exists() \
+        else not (out / "report.json").exists()
+
+
+def _held_writer(folder: Path, timeout: float = 240) -> list[int]:
+    """The pid of the worker holding a shot: the one process writing into ``folder``
+    for 6 s on end (the others' shots take a second or two); none by ``timeout``."""
+    since: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = _pids_writing(folder)
+        since = {p: since.get(p, time.monotonic()) for p in pids}
+        if len(pids) == 1 and time.monotonic() - since[next(iter(pids))] > 6:
+            return list(pids)
+        time.sleep(0.1)
+    return []
+
+
+def test_ctrl_c_cancels_the_renders_tasks_on_the_cluster(cluster, local, tmp_path):
+    script, _ = local
+    out = tmp_path / "out"
+    proc, worker = _start_holding_1a(cluster, script, out, 120)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode not in (0, 3), err
+    # the worker making 1A (held for two minutes) has ended, nothing writes into the
+    # cache, and no task holds a CPU of the cluster
+    assert _until(lambda: _gone(worker)), f"the worker {worker} making 1A is still running"
+    assert not _pids_writing(out / ".cache" / "shots")
+    assert _cluster_idle(cluster.address)
+    assert _no_masters(out)
+
+
+def test_an_interrupted_render_cancels_its_tasks_while_its_process_lives_on(
+        cluster, local, tmp_path, monkeypatch):
+    """A render interrupted in a process that stays connected to the cluster (a batch, a
+    notebook): its own cancelling, not the end of its process, ends the shot's task."""
+    script, _ = local
+    out = tmp_path / "out"
+    monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=120")
+    held: list[int] = []
+
+    def interrupt_once_1a_is_held() -> None:
+        held.extend(_held_writer(out / ".cache" / "shots"))
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        import threading
+
+        threading.Thread(target=interrupt_once_1a_is_held, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            render(script, out, RenderOptions(**SMALL, executor="ray", address=cluster.address))
+        assert held, "no worker was holding shot 1A"
+        # the render's process is still on the cluster; the task making 1A is not
+        assert _until(lambda: _gone(held[0])), f"the worker {held[0]} is still running"
+        assert _until(lambda: ray.available_resources().get("CPU", 0)
+                      == ray.cluster_resources()["CPU"])
+    finally:
+        ray.shutdown()
+    assert not _pids_writing(out / ".cache" / "shots")
+    assert _no_masters(out)
 
 
 def test_a_worker_killed_mid_shot_is_retried_to_the_same_masters(cluster, local, tmp_path):
@@ -284,6 +386,31 @@ def test_serve_with_the_ray_executor_renders_its_jobs_on_the_cluster(cluster, lo
     report = json.loads((data / "jobs" / job["id"] / "out" / "report.json").read_text())
     assert report["executor"]["name"] == "ray" and report["executor"]["nodes"] == 2
     assert set(report["placement"]) == {s["id"] for s in report["shots"]}
+
+
+def test_a_cancelled_service_job_leaves_nothing_running_on_the_cluster(cluster, tmp_path,
+                                                                       monkeypatch):
+    from test_service import Server, auth, submit, token, wait
+
+    monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=120")  # the server's renders inherit it
+    data = tmp_path / "data"
+    data.mkdir()
+    alice, _ = token(data, "alice")
+    server = Server(data, "--executor", "ray", "--address", cluster.address).start()
+    try:
+        job_id = submit(server, alice).json()["id"]
+        out = data / "jobs" / job_id / "out"
+        held = _held_writer(out / ".cache" / "shots")
+        assert held, "no worker was holding shot 1A"
+        r = httpx.delete(f"{server.url}/v1/jobs/{job_id}", headers=auth(alice), timeout=30)
+        assert r.status_code < 300, r.text
+        assert wait(server, alice, job_id)["state"] == "cancelled"
+        assert _until(lambda: _gone(held[0])), f"the worker {held[0]} is still running"
+    finally:
+        server.kill()
+    assert not _pids_writing(out / ".cache" / "shots")
+    assert _cluster_idle(cluster.address)
+    assert _no_masters(out)
 
 
 def test_serve_with_the_ray_executor_and_no_cluster_named_exits_2(tmp_path):

@@ -6,7 +6,20 @@ input, so Ray sees only ready work and a unit's ``waited`` is its time in Ray's 
 for a CPU or GPU. A task whose worker process or node dies is run again elsewhere, at
 most ``retries`` more times (Ray's task retries); an exception the work function raises
 is the work's answer and is not retried here (the work function has its own policy).
-Leaving the run early (an error, Ctrl-C) cancels the tasks still queued or running.
+Leaving the run early (an error, Ctrl-C, the service's DELETE) cancels its tasks still
+queued or running, and waits (a few seconds at most) until Ray has ended them, so a
+cancelled render leaves nothing of its own running on the cluster.
+
+Units with an ``actor`` key run in a long-lived actor of that name instead of a task: a
+named, detached actor in the ``aiprod-post`` namespace, made by the first render that
+needs it with the unit's CPUs and GPUs, and found by name by every later render on the
+cluster. What the work function keeps in its process (a GPU engine's loaded model) stays
+there between shots, films and renders. Its units run one at a time, in the order
+submitted. An actor that dies (its process or node) is made again for the units it was
+running, at most ``retries`` more times per unit; an actor no render has used for
+``AIPROD_ACTOR_IDLE_S`` seconds (900) ends itself, giving its GPU back. Cancelling a unit
+an actor is running ends that actor (an actor's running method cannot be interrupted):
+the next render makes it again.
 
 Every node must have aiprod-post installed (``pip install 'aiprod-post[ray]'``), and
 reach the render's cache, output and project folders at the same paths (a shared folder).
@@ -24,7 +37,12 @@ from aiprod_post.errors import AiprodError
 
 from . import Lost, Placement, Unit, Work, check_order
 
-__all__ = ["RayExecutor", "check_reachable"]
+__all__ = ["RayExecutor", "check_reachable", "NAMESPACE", "actor_name"]
+
+#: the Ray namespace of the actors units run in (``ray.get_actor(name, namespace=...)``)
+NAMESPACE = "aiprod-post"
+#: seconds a cancelled render waits for Ray to end its tasks
+_CANCEL_WAIT = 10.0
 
 
 def _run_unit(work: Work, payload: Any, deps: dict[str, Any], shared: Any, ready_at: float
@@ -38,6 +56,40 @@ def _run_unit(work: Work, payload: Any, deps: dict[str, Any], shared: Any, ready
     ctx = ray.get_runtime_context()
     return result, Placement(ctx.get_node_id(), ray.util.get_node_ip_address(), os.getpid(),
                              round(max(0.0, start - ready_at), 3), round(end - start, 3))
+
+
+def actor_name(key: str) -> str:
+    """The name of the actor that runs the units keyed ``key``."""
+    return f"unit actor {key}"
+
+
+class _UnitActor:
+    """A long-lived process that runs the units of one actor key, one at a time; it ends
+    itself after ``idle`` seconds without a unit."""
+
+    def __init__(self, idle: float) -> None:
+        import threading
+
+        self.idle, self.busy, self.last = idle, False, time.monotonic()
+        threading.Thread(target=self._end_when_idle, daemon=True).start()
+
+    def _end_when_idle(self) -> None:
+        import ray
+
+        while True:
+            time.sleep(min(self.idle, 5.0))
+            if not self.busy and time.monotonic() - self.last > self.idle:
+                # for good: a render that still holds its handle makes it again
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
+
+    def run(self, work: Work, payload: Any, deps: dict[str, Any], shared: Any,
+            ready_at: float) -> tuple[Any, Placement]:
+        self.busy = True
+        try:
+            return _run_unit(work, payload, deps, shared, ready_at)
+        finally:
+            self.busy, self.last = False, time.monotonic()
 
 
 def check_reachable(address: str, where: str = "--address") -> None:
@@ -121,10 +173,34 @@ class RayExecutor:
                 "cpus": ray.cluster_resources().get("CPU", 0),
                 "gpus": ray.cluster_resources().get("GPU", 0), "retries": self.retries}
 
+    def _actor(self, unit: Unit, made: dict[str, Any], dead: Any = None) -> Any:
+        """The actor for ``unit``'s key: this run's handle, else the cluster's actor of
+        that name, else a new one. ``dead``: a handle found dead, not to be given again."""
+        import ray
+
+        key = unit.actor
+        assert key is not None
+        if key in made and made[key] is not dead:
+            return made[key]
+        cls = ray.remote(_UnitActor)
+        idle = float(os.environ.get("AIPROD_ACTOR_IDLE_S", "900"))
+        deadline = time.monotonic() + 30
+        while True:
+            handle = cls.options(
+                name=actor_name(key), namespace=NAMESPACE, lifetime="detached",
+                get_if_exists=True, max_restarts=0, max_concurrency=1,
+                num_cpus=unit.cpus, num_gpus=unit.gpus).remote(idle)
+            # the name of an actor that has just died is free once Ray has seen it die
+            if dead is None or handle._actor_id != dead._actor_id \
+                    or time.monotonic() > deadline:
+                made[key] = handle
+                return handle
+            time.sleep(0.2)
+
     def run(self, work: Work, units: Sequence[Unit], shared: Any = None
             ) -> Iterator[tuple[Unit, Any, Placement]]:
         import ray
-        from ray.exceptions import RayError, RayTaskError
+        from ray.exceptions import RayActorError, RayError, RayTaskError
 
         check_order(units)
         task = ray.remote(_run_unit)
@@ -133,23 +209,37 @@ class RayExecutor:
         waiting = list(units)
         results: dict[str, Any] = {}
         running: dict[Any, Unit] = {}
+        on_actor: dict[Any, Any] = {}  # a unit's ref -> the actor running it
+        actors: dict[str, Any] = {}  # this run's actors by key
+        tries: dict[str, int] = {}
+
+        def submit(unit: Unit, dead: Any = None) -> None:
+            deps = {a: results[a] for a in unit.after}
+            if unit.actor is None:
+                ref = task.options(num_cpus=unit.cpus, num_gpus=unit.gpus,
+                                   max_retries=self.retries, retry_exceptions=False,
+                                   name=f"unit {unit.id}").remote(
+                    work_ref, unit.payload, deps, shared_ref, time.time())
+            else:
+                actor = self._actor(unit, actors, dead)
+                ref = actor.run.options(name=f"unit {unit.id}").remote(
+                    work_ref, unit.payload, deps, shared_ref, time.time())
+                on_actor[ref] = actor
+            running[ref] = unit
 
         def submit_ready() -> None:
             for unit in [u for u in waiting if all(a in results for a in u.after)]:
                 waiting.remove(unit)
-                ref = task.options(num_cpus=unit.cpus, num_gpus=unit.gpus,
-                                   max_retries=self.retries, retry_exceptions=False,
-                                   name=f"unit {unit.id}").remote(
-                    work_ref, unit.payload, {a: results[a] for a in unit.after}, shared_ref,
-                    time.time())
-                running[ref] = unit
+                submit(unit)
 
         try:
             submit_ready()
             while running:
-                done, _ = ray.wait(list(running), num_returns=1)
+                # a timeout, so that Ctrl-C is seen while waiting
+                done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 for ref in done:
                     unit = running.pop(ref)
+                    actor = on_actor.pop(ref, None)
                     try:
                         result, placement = ray.get(ref)
                     except RayTaskError as exc:
@@ -158,12 +248,44 @@ class RayExecutor:
                         if isinstance(cause, BaseException):
                             raise cause from None
                         raise
+                    except RayActorError as exc:  # its actor died (its process or node)
+                        if tries.get(unit.id, 0) < self.retries:  # its actor made again
+                            tries[unit.id] = tries.get(unit.id, 0) + 1
+                            submit(unit, dead=actor)
+                            continue
+                        result, placement = _lost(exc)
                     except RayError as exc:  # its worker or node died on every try
-                        result = Lost(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
-                        placement = Placement("", "", 0, 0.0, 0.0)
+                        result, placement = _lost(exc)
                     results[unit.id] = result
                     yield unit, result, placement
                 submit_ready()
         finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
+            if running:
+                _cancel(running, on_actor)
+
+
+def _lost(exc: BaseException) -> tuple[Lost, Placement]:
+    return (Lost(f"{type(exc).__name__}: {exc}".splitlines()[0][:300]),
+            Placement("", "", 0, 0.0, 0.0))
+
+
+def _cancel(running: dict[Any, Unit], on_actor: dict[Any, Any]) -> None:
+    """Cancel a run's units still queued or running, and wait until Ray has ended them.
+
+    A task is cancelled by force (its worker process ends). An actor's running method
+    cannot be interrupted: a unit an actor is still running once the queued ones are
+    cancelled ends its actor (the next render makes it again)."""
+    import ray
+
+    refs = list(running)
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=ref not in on_actor)
+        except Exception:  # noqa: BLE001 - finished meanwhile, or its actor gone
+            pass
+    acting = [r for r in refs if r in on_actor]
+    if acting:
+        _, still = ray.wait(acting, num_returns=len(acting), timeout=1.0)
+        for actor in {id(on_actor[r]): on_actor[r] for r in still}.values():
+            ray.kill(actor, no_restart=True)
+    ray.wait(refs, num_returns=len(refs), timeout=_CANCEL_WAIT)
