@@ -501,23 +501,72 @@ def export_command(timeline: Path | None, fmt: str | None, output: Path | None,
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Encode a long-GOP master (h264, hdr-*) as closed-GOP segments in this "
                    "many processes, joined without re-encoding.")
+@click.option("--graded-with", type=click.Path(path_type=Path), default=None,
+              help="The CDLs the media were graded with (a .ccc by shot id; default: the "
+                   ".ccc in the timeline/ folder of the render the media come from, else "
+                   "none). A clip whose CDL differs gets the change applied to its pictures.")
 def conform_command(timeline: Path, output: Path, profile: str, audio: Path | None,
-                    media: tuple[Path, ...], workers: int) -> None:
+                    media: tuple[Path, ...], workers: int, graded_with: Path | None) -> None:
     """Render a master from a TIMELINE (.otio, FCP 7 .xml, .fcpxml, .edl or .aaf): decode,
-    transitions, encode."""
+    transitions, encode. A colourist's changed ASC CDL (*ASC_SOP/*ASC_SAT in an EDL, the
+    clip's aiprod_post cdl in an .otio) is applied to that clip's pictures."""
     from aiprod_post.editing.conform import conform, probe
 
+    applied: list[str] = []
     try:
-        conform(timeline, output, profile, audio=audio, media=media, workers=workers)
+        conform(timeline, output, profile, audio=audio, media=media, workers=workers,
+                transform=_cdl_changes(timeline, graded_with, applied))
         info = probe(output)
     except AiprodError as exc:
         _fail(exc)
+    for clip in applied:
+        click.echo(f"note: clip {clip}: its changed CDL is applied to its pictures")
     v = info.get("video", {})
     click.echo(f"{output}: {v.get('codec')} {v.get('profile')} {v.get('pix_fmt')} "
                f"{v.get('width')}x{v.get('height')} {v.get('frames')} frames at "
                f"{format_frame_rate(v.get('rate'))} fps, {len(v.get('keyframes', []))} "
                f"keyframes, {v.get('kbps', 0) / 1000:.2f} Mbit/s"
                + (f", audio {info['audio']['codec']}" if "audio" in info else ""))
+
+
+def _cdl_changes(timeline: Path, graded_with: Path | None, applied: list[str]):
+    """The conform's change to each clip: the CDL the edit gives it where that differs
+    from the one its media were graded with (:func:`grading.cdl.changed_cdl`), exactly as
+    OpenColorIO's CDLTransform applies it, on 16-bit RGB. The media's CDLs: those of
+    ``graded_with``, else of the one ``.ccc`` that the render of the media wrote beside its
+    timeline (``OUT/timeline/`` for media in ``OUT/shots/``), else none."""
+    from aiprod_post.editing.timeline import NAMESPACE, url_to_path
+    from aiprod_post.grading.cdl import CDL, cdl_frames, changed_cdl, read_cdl
+
+    known: dict[Path | None, dict] = {}
+    if graded_with is not None:
+        known[None] = {c.id: c for c in read_cdl(graded_with)}
+
+    def graded(clip) -> dict:
+        if None in known:
+            return known[None]
+        media = url_to_path(clip.media_reference.target_url, timeline.parent)
+        folder = media.parent.parent / "timeline"
+        if folder not in known:
+            found = sorted(folder.glob("*.ccc")) if folder.is_dir() else []
+            if len(found) > 1:
+                raise AiprodError(f"{len(found)} .ccc files: name the one the media were "
+                                  "graded with", source=folder, where="--graded-with")
+            known[folder] = {c.id: c for c in read_cdl(found[0])} if found else {}
+        return known[folder]
+
+    def change(clip):
+        meta = clip.metadata.get(NAMESPACE, {}).get("cdl")
+        if meta is None or not hasattr(clip.media_reference, "target_url"):
+            return None
+        cdl = CDL.from_metadata(dict(meta), where=f"clip {clip.name}")
+        new = changed_cdl(cdl, graded(clip).get(clip.name), clip.name)
+        if new is None:
+            return None
+        applied.append(clip.name)
+        return cdl_frames(new)
+
+    return change
 
 
 def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, burn_in,

@@ -36,7 +36,7 @@ from .timeline import NAMESPACE, timeline_rate, url_to_path
 __all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "read_ahead", "probe",
            "burn_in", "bitrate_cap", "h264_level", "encoder_options", "gop_frames", "keyframe_plan",
            "cut_frames", "master_keyframes", "verify_master", "segment_ranges",
-           "encode_segment", "join_segments"]
+           "encode_segment", "join_segments", "ClipTransform"]
 
 
 @dataclass(frozen=True)
@@ -251,9 +251,10 @@ class _Reader:
         self._current: tuple[int, np.ndarray] | None = None
         self._next: tuple[int, np.ndarray] | None = None
 
-    def frame(self, index: int) -> np.ndarray:
-        """The picture at timeline-rate frame ``index`` of this media, as RGB."""
-        return self.decoded(index).to_ndarray(format="rgb24")
+    def frame(self, index: int, deep: bool = False) -> np.ndarray:
+        """The picture at timeline-rate frame ``index`` of this media, as RGB: uint8, or
+        with ``deep`` uint16 (``rgb48``)."""
+        return self.decoded(index).to_ndarray(format="rgb48le" if deep else "rgb24")
 
     def decoded(self, index: int):
         """The decoded frame (native pixel format, at the timeline's size) at ``index``."""
@@ -398,8 +399,14 @@ def _spans(timeline: otio.schema.Timeline, rate: Fraction, base: Path | None) ->
     return spans
 
 
+#: what a conform may do to a clip's pictures: given the clip, a function of its RGB
+#: frames (uint16 in, uint16 out), or None to leave them as they are
+ClipTransform = Callable[[otio.schema.Clip], "Callable[[np.ndarray], np.ndarray] | None"]
+
+
 def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
-                    rgb: bool = True, copy_prores: bool = False, first: int = 0) -> Iterator:
+                    rgb: bool = True, copy_prores: bool = False, first: int = 0,
+                    transform: ClipTransform | None = None) -> Iterator:
     """The edited picture, frame by frame, transitions rendered, from timeline frame
     ``first`` on (a segment encoder's start: the clips before it are not opened).
 
@@ -408,10 +415,20 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
     only blended frames as RGB arrays. With ``copy_prores``, frames of plain cuts from
     ProRes 422 HQ media come as compressed ``av.Packet`` objects, to be copied into a
     ProRes master without decoding or re-encoding (ProRes frames stand alone).
+
+    ``transform`` gives, per clip, a function applied to its pictures (a colourist's
+    changed CDL, say): such a clip's plain-cut frames are decoded to 16-bit RGB, go
+    through it and come as uint16 RGB arrays (no 8-bit step into a 10-bit master); they
+    are never copied as packets; in a transition they are blended at 8 bits as the rest.
     """
     if rgb:
-        for frame in timeline_frames(timeline, base, rgb=False, first=first):
-            yield frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
+        for frame in timeline_frames(timeline, base, rgb=False, first=first,
+                                     transform=transform):
+            if not isinstance(frame, np.ndarray):
+                frame = frame.to_ndarray(format="rgb24")
+            elif frame.dtype == np.uint16:
+                frame = ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
+            yield frame
         return
     rate = timeline_rate(timeline)
     meta = timeline.metadata.get(NAMESPACE, {})
@@ -428,6 +445,21 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             width, height = c.streams.video[0].width, c.streams.video[0].height
     readers: dict[int, _Reader] = {}
     packet_readers: dict[int, _PacketReader] = {}
+    changes: dict[int, Callable[[np.ndarray], np.ndarray] | None] = {}
+
+    def change(i: int) -> Callable[[np.ndarray], np.ndarray] | None:
+        if transform is None:
+            return None
+        if i not in changes:
+            changes[i] = transform(spans[i].clip)
+        return changes[i]
+
+    def picture(i: int, index: int) -> np.ndarray:
+        """RGB to blend: uint8, or a changed clip's picture as float on the 0..255 scale."""
+        fn = change(i)
+        if fn is None:
+            return reader(i).frame(index)
+        return fn(reader(i).frame(index, deep=True)).astype(np.float32) / np.float32(257)
 
     def reader(i: int) -> _Reader:
         if i not in readers:
@@ -435,7 +467,7 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
         return readers[i]
 
     def packets(i: int) -> _PacketReader | None:
-        if not copy_prores:
+        if not copy_prores or change(i) is not None:
             return None
         if i not in packet_readers:
             reader(i)  # opens with the clear errors for missing or unreadable media
@@ -471,34 +503,38 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                           or (sp.fade_out and k >= sp.length - sp.fade_out))
                 if not blends:
                     pr = packets(i)
+                    fn = change(i)
                     if pr is not None:  # a plain cut into ProRes: the compressed frame itself
                         yield pr.packet(sp.source_start + k)
+                    elif fn is not None:  # a changed clip: 16-bit RGB through its change
+                        yield fn(reader(i).frame(sp.source_start + k, deep=True))
                     else:  # hand the decoded frame on as it is (no RGB round trip)
                         yield reader(i).decoded(sp.source_start + k)
                     continue
-                picture = reader(i).frame(sp.source_start + k)
+                here = picture(i, sp.source_start + k)
                 frame: np.ndarray | None = None  # float copy, only when something blends
                 if nxt is not None and before and k >= sp.length - before:
                     # incoming shot starts early, from its head handle
                     total = before + nxt.dissolve_in[1]
                     w = (t - (nxt.start - before) + 0.5) / total
-                    other = reader(i + 1).frame(nxt.source_start - (nxt.start - t))
-                    frame = picture * np.float32(1 - w) + other * np.float32(w)
+                    other = picture(i + 1, nxt.source_start - (nxt.start - t))
+                    frame = here * np.float32(1 - w) + other * np.float32(w)
                 elif after_in and k < after_in:
                     # outgoing shot continues into its tail handle
                     prev = spans[i - 1]
                     w = (k + sp.dissolve_in[0] + 0.5) / (sp.dissolve_in[0] + after_in)
-                    other = reader(i - 1).frame(prev.source_start + prev.length + k)
-                    frame = picture * np.float32(w) + other * np.float32(1 - w)
+                    other = picture(i - 1, prev.source_start + prev.length + k)
+                    frame = here * np.float32(w) + other * np.float32(1 - w)
                 if sp.fade_in and k < sp.fade_in:
-                    frame = (picture if frame is None else frame) * np.float32((k + 0.5)
-                                                                                / sp.fade_in)
+                    frame = (here if frame is None else frame) * np.float32((k + 0.5)
+                                                                             / sp.fade_in)
                 if sp.fade_out and k >= sp.length - sp.fade_out:
-                    frame = (picture if frame is None else frame) * np.float32(
+                    frame = (here if frame is None else frame) * np.float32(
                         (sp.length - k - 0.5) / sp.fade_out)
-                if frame is None:
-                    yield picture
+                if frame is None and here.dtype == np.uint8:
+                    yield here
                 else:
+                    frame = here if frame is None else frame
                     yield np.clip(frame + 0.5, 0, 255).astype(np.uint8)
     finally:
         for r in readers.values():
@@ -826,9 +862,10 @@ def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: in
             rgb = frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
             rgb = rgb.copy()
             colour_, alpha, top = overlay(k)
+            white = np.float32(257 if rgb.dtype == np.uint16 else 1)  # 16-bit frames too
             region = rgb[top:top + colour_.shape[0]].astype(np.float32)
-            rgb[top:top + colour_.shape[0]] = (region * (1 - alpha) + colour_ * alpha + 0.5
-                                               ).astype(np.uint8)
+            rgb[top:top + colour_.shape[0]] = (region * (1 - alpha) + colour_ * white * alpha
+                                               + 0.5).astype(rgb.dtype)
             yield rgb
         else:
             yield frame
@@ -839,7 +876,8 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
             *, audio: Path | None = None, base: Path | None = None,
             progress: Callable[[int, int], None] | None = None,
             subtitles: list | None = None, watch: Callable[[Any], None] | None = None,
-            workers: int = 1, media: Iterable[Path] = ()) -> Path:
+            workers: int = 1, media: Iterable[Path] = (),
+            transform: ClipTransform | None = None) -> Path:
     """Render a master from ``timeline`` (an OTIO object, or a timeline file of any format
     :mod:`editing.readers` reads; ``media``: folders to look for its media in).
 
@@ -848,7 +886,9 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
     burn-in copies the compressed frames of plain cuts, which ``watch`` does not see.
     With ``workers`` above 1, a long-GOP master is encoded as closed-GOP segments by that
     many processes and joined without re-encoding (:func:`join_segments`); not while
-    ``watch`` needs every frame in this process.
+    ``watch`` needs every frame in this process, nor with a ``transform``.
+    ``transform`` changes the pictures of the clips it gives a function for (see
+    :func:`timeline_frames`): the caller decides what, this module only applies it.
     """
     if isinstance(profile, str) and profile not in PROFILES:
         raise AiprodError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}",
@@ -869,12 +909,12 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
-    if workers > 1 and prof.gop_seconds is not None and watch is None:
+    if workers > 1 and prof.gop_seconds is not None and watch is None and transform is None:
         return _conform_in_segments(timeline, base, Path(output), prof,
                                     Path(audio) if audio else None, workers, subtitles,
                                     progress)
     copy = prof.codec == "prores" and not subtitles
-    frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy)
+    frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy, transform=transform)
     if subtitles:
         frames = burn_in(frames, subtitles, rate, width, height)
     return encode_master(frames, n, rate, width, height, Path(output),

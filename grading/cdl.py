@@ -27,7 +27,8 @@ from aiprod_post.errors import MediaError
 from .lut import read_text
 
 __all__ = ["CDL", "read_cdl", "parse_cdl", "cdl_for_shot", "write_cdl", "cdl_xml",
-           "apply_cdl", "cdl_sop", "cdl_saturation", "CDL_SUFFIXES"]
+           "apply_cdl", "cdl_sop", "cdl_saturation", "CDL_SUFFIXES", "cdl_frames",
+           "changed_cdl"]
 
 CDL_SUFFIXES = (".cc", ".ccc", ".cdl")
 _NS = "urn:ASC:CDL:v1.2"
@@ -289,3 +290,50 @@ def cdl_saturation(rgb: np.ndarray, cdl: CDL, style: str = "asc") -> np.ndarray:
     if style == "asc":
         y = np.clip(y, 0.0, 1.0)
     return y.astype(np.float32)
+
+
+def cdl_frames(cdl: CDL, style: str = "asc"):
+    """``cdl`` as a function of RGB frames in their own depth (uint8, uint16 or float32
+    in, the same out), computed in float32 as :func:`apply_cdl`, rounded once."""
+
+    def apply(frame: np.ndarray) -> np.ndarray:
+        if frame.dtype == np.float32:
+            return apply_cdl(frame, cdl, style)
+        if frame.dtype not in (np.uint8, np.uint16):
+            raise MediaError(f"a CDL takes uint8, uint16 or float32 frames, not {frame.dtype}")
+        top = np.float32(np.iinfo(frame.dtype).max)
+        y = apply_cdl(frame.astype(np.float32) / top, cdl, style)
+        return np.clip(y * top + np.float32(0.5), 0, top).astype(frame.dtype)
+
+    return apply
+
+
+def changed_cdl(cdl: CDL | None, graded_with: CDL | None, clip: str) -> CDL | None:
+    """The CDL a conform applies to a clip's media, given the CDL the edit gives the clip
+    (``cdl``) and the one its media were graded with (``graded_with``; None: none).
+
+    None when they agree (the media already hold it; to the EDL's four decimals) or the
+    edit gives none; the edit's CDL when the media were graded without one: it is applied
+    over the delivered picture, as a trim on it. Media graded with another CDL hold that
+    one under their look, where no later correction reaches exactly: an error naming the
+    clip and the way to apply it (render again with the new CDL in ``[looks] cdl``).
+    """
+    base = graded_with or CDL()
+    if cdl is None or np.allclose(_sop(cdl), _sop(base), rtol=0, atol=1e-4):
+        return None
+    if not base.is_identity:
+        raise MediaError(f"clip {clip}: its CDL was changed from the one its media were "
+                         f"graded with ({_describe(base)}) to {_describe(cdl)}; that one "
+                         "sits under the look, where the conform cannot change it: put the "
+                         "new CDL in the project's [looks] cdl and render again",
+                         where=f"clip {clip}")
+    return cdl
+
+
+def _sop(cdl: CDL) -> list[float]:
+    return [*cdl.slope, *cdl.offset, *cdl.power, cdl.sat]
+
+
+def _describe(cdl: CDL) -> str:
+    return (f"slope {_fmt(cdl.slope)}, offset {_fmt(cdl.offset)}, power {_fmt(cdl.power)}, "
+            f"sat {cdl.sat:.6g}")

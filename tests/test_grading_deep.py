@@ -50,12 +50,20 @@ def ramp_clip(tmp_path_factory):
     ramp = np.linspace(0.05, 0.95, W)
     rgb = np.repeat(np.round(ramp * 65535).astype(np.uint16)[None, :, None], 3, axis=2)
     rgb = np.ascontiguousarray(np.repeat(rgb, H, axis=0))
+    return write_prores(path, [rgb] * N, "prores_ks")
+
+
+def write_prores(path, frames, encoder: str = "prores_ks"):
+    """16-bit RGB frames as a 10-bit ProRes 422 HQ file at 24 fps, by FFmpeg alone
+    (BT.709 matrix, limited range)."""
     with av.open(str(path), "w") as out:
-        v = out.add_stream("prores_ks", rate=24)
-        v.width, v.height, v.pix_fmt = W, H, "yuv422p10le"
+        v = out.add_stream(encoder, rate=24)
+        v.pix_fmt = "yuv422p10le"
         v.options = {"profile": "3"}
-        for i in range(N):
-            vf = av.VideoFrame.from_ndarray(rgb, format="rgb48le").reformat(
+        for i, rgb in enumerate(frames):
+            if i == 0:
+                v.height, v.width = rgb.shape[:2]
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le").reformat(
                 format="yuv422p10le", dst_colorspace="ITU709", dst_color_range="MPEG")
             vf.pts = i
             for p in v.encode(vf):
