@@ -369,6 +369,123 @@ def test_the_ltx_engine_on_the_cluster_makes_the_local_masters(cluster, tmp_path
     assert masters["ray"] == masters["local"]
 
 
+def _counting_engines(work, log: str):
+    """``work``, in a process whose engine constructions are each written to ``log`` (a
+    line with the process id): how often a GPU engine would load its model."""
+
+    def counted(job, conditioned, characters=None):
+        from aiprod_post.generation import engine as engines
+
+        if not getattr(engines, "_counted", False):
+            build = engines.engine_by_name
+
+            def counting(name, **settings):
+                with open(log, "a") as f:
+                    f.write(f"{os.getpid()}\n")
+                return build(name, **settings)
+
+            engines.engine_by_name, engines._counted = counting, True
+        return work(job, conditioned, characters)
+
+    return counted
+
+
+@pytest.fixture
+def actor_routed(cluster, tmp_path, monkeypatch):
+    """A test hook: the renders' shots (the animatic engine's) go to a long-lived actor as
+    a GPU engine's do, keyed by the engine's name; each actor's engine constructions are
+    written to the file yielded. The actor is ended after the test: it holds a CPU."""
+    import dataclasses
+
+    from aiprod_post.executors import ray as ray_executor
+
+    log = tmp_path / "engines.log"
+    run = ray_executor.RayExecutor.run
+    key = f"test {{}} {tmp_path.name}"
+
+    def routed(self, work, units, shared=None):
+        units = [dataclasses.replace(u, actor=key.format(u.payload.engine[0])) for u in units]
+        return run(self, _counting_engines(work, str(log)), units, shared)
+
+    monkeypatch.setattr(ray_executor.RayExecutor, "run", routed)
+    yield log
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        actor = ray.get_actor(ray_executor.actor_name(key.format("animatic")),
+                              namespace=ray_executor.NAMESPACE)
+        ray.kill(actor)
+    except ValueError:  # none made, or ended by the test
+        pass
+    finally:
+        ray.shutdown()
+
+
+def test_actor_routed_shots_reuse_one_actor_and_engine_across_renders(cluster, local,
+                                                                      tmp_path, actor_routed):
+    """Two renders, each its own Ray job, make their shots in one actor process, which
+    builds its engine once; the masters are the local executor's."""
+    script, reference = local
+    workers = []
+    for name in ("one", "two"):
+        result = render(script, tmp_path / name, RenderOptions(
+            **SMALL, executor="ray", address=cluster.address))
+        assert result.exit_code == 0, result.failed_shots
+        assert {n: decoded_digest(p) for n, p in result.masters.items()} == reference
+        workers.append({p["worker"] for p in result.report["placement"].values()})
+    assert len(workers[0]) == 1 and workers[0] == workers[1]  # one process for both
+    assert actor_routed.read_text().split() == [str(*workers[0])]  # built its engine once
+
+
+def test_an_actor_killed_mid_shot_is_made_again_to_the_same_masters(cluster, local, tmp_path,
+                                                                    actor_routed, monkeypatch):
+    script, reference = local
+    out = tmp_path / "out"
+    monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=6")
+    killed: list[int] = []
+
+    def kill_the_actor_holding_1a() -> None:
+        killed.extend(_held_writer(out / ".cache" / "shots", timeout=120))
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+
+    import threading
+
+    threading.Thread(target=kill_the_actor_holding_1a, daemon=True).start()
+    result = render(script, out, RenderOptions(**SMALL, executor="ray",
+                                               address=cluster.address))
+    assert killed, "no actor was holding shot 1A"
+    assert result.exit_code == 0 and result.failed_shots == {}
+    assert result.report["placement"]["1A"]["worker"] not in (killed[0], 0)
+    assert {n: decoded_digest(p) for n, p in result.masters.items()} == reference
+    # the new actor built its engine again; the one before it had built its own
+    assert len(actor_routed.read_text().split()) == 2
+
+
+def test_an_interrupted_render_ends_the_actor_running_its_shot(cluster, local, tmp_path,
+                                                               actor_routed, monkeypatch):
+    """An actor's running method cannot be interrupted: the actor is ended, and its CPU
+    given back to the cluster."""
+    script, _ = local
+    out = tmp_path / "out"
+    monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=120")
+    held: list[int] = []
+
+    def interrupt_once_1a_is_held() -> None:
+        held.extend(_held_writer(out / ".cache" / "shots"))
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    import threading
+
+    threading.Thread(target=interrupt_once_1a_is_held, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        render(script, out, RenderOptions(**SMALL, executor="ray", address=cluster.address))
+    assert held, "no actor was holding shot 1A"
+    assert _until(lambda: _gone(held[0])), f"the actor {held[0]} is still running"
+    assert _cluster_idle(cluster.address)
+    assert not _pids_writing(out / ".cache" / "shots")
+    assert _no_masters(out)
+
+
 def test_serve_with_the_ray_executor_renders_its_jobs_on_the_cluster(cluster, local, tmp_path):
     from test_service import Server, submit, token, wait
 
