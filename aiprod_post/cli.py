@@ -54,6 +54,23 @@ def _parse_fps(_ctx: click.Context, _param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc)) from None
 
 
+class _EngineChoice(click.Choice):
+    """The engines registered in :mod:`aiprod_post.engines`, read when the flag is parsed."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        from . import engines
+
+        return engines.names()
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass
+
+
 def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str | None
                 ) -> tuple[int, int] | None:
     if value is None:
@@ -223,8 +240,8 @@ def plan_command(source: Path, output: Path | None, fmt: str, fps: Fraction | No
 
 @main.command("estimate")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--engine", default="animatic", show_default=True,
-              help="Generation engine: animatic, clips, ltx, ltx2.")
+@click.option("--engine", type=_EngineChoice(), default="animatic", show_default=True,
+              help="Generation engine.")
 @click.option("--profile", default="web,master", show_default=True,
               help="Delivery profiles, comma-separated.")
 @click.option("--size", callback=_parse_size, help="WIDTHxHEIGHT (default: the plan's).")
@@ -583,7 +600,7 @@ def _render_options(engine, profile, project, fps, size, seed, quiet, log_json, 
 
 
 _render_flags = [
-    click.option("--engine", type=click.Choice(["animatic", "clips", "ltx", "ltx2"]),
+    click.option("--engine", type=_EngineChoice(),
                  help="Generation engine (default: the project's, else animatic)."),
     click.option("--profile", help="Delivery profiles, comma-separated: web, broadcast-ebu, "
                                    "broadcast-atsc, master (default web,master)."),

@@ -15,7 +15,7 @@ silently does nothing. CLI flags override what the file says.
     profiles = ["web", "master"]
 
     [engine]
-    name = "animatic"          # animatic | clips | ltx | ltx2
+    name = "animatic"          # a registered engine: animatic | clips | ltx | ltx2
     burn_in = false
 
     [engine.ltx]
@@ -59,10 +59,18 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Callable, Literal, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from . import engines
 from .errors import AiprodError
 from .plan import FrameRate
 
@@ -84,81 +92,50 @@ class OutputSettings(_Strict):
     burn_in_subtitles: bool = False
 
 
-class ClipsSettings(_Strict):
-    folder: str | None = None
-    fit: Literal["crop", "letterbox"] = "crop"
-    fill: Literal["hold", "loop"] = "hold"
-    media: dict[str, str] = Field(default_factory=dict)
-    #: the footage's colour space (a name of the pinned OpenColorIO config); None: Rec.709
-    colourspace: str | None = None
-
-
-class LTXProjectSettings(_Strict):
-    model: str = ""
-    config: str | None = None
-    text_encoder: str | None = None
-    tokenizer: str | None = None
-    preset: Literal["distilled", "dev"] = "distilled"
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    device: str = "cuda"
-    max_frames: int = Field(121, ge=9)
-    establishing_strength: float = Field(0.6, ge=0.0, le=1.0)
-    previous_strength: float = Field(1.0, ge=0.0, le=1.0)
-    vae_tiling: bool = False
-    cpu_offload: bool = False
-    steps: int | None = Field(None, ge=1)
-    guidance_scale: float | None = None
-    compile: bool | Literal["auto"] = "auto"  # auto: where the film's GPU time repays it
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
-                          "max-autotune-no-cudagraphs"] = "default"
-    compile_backend: Literal["inductor", "eager"] = "inductor"
-    max_buckets: int = Field(4, ge=1, le=16)  # frame counts (compiled shapes) per film
-    upsampler: str | None = None
-    upsample_steps: int = Field(10, ge=1)
-    upsample_strength: float = Field(0.4, gt=0.0, le=1.0)
-    character_strength: float = Field(0.35, ge=0.0, le=1.0)
-
-    @field_validator("compile", mode="before")
-    @classmethod
-    def _compile_choice(cls, value: object) -> object:
-        if value not in (True, False, "auto") or isinstance(value, int) and \
-                not isinstance(value, bool):
-            raise ValueError('expected true, false or "auto"')
-        return value
-
-
-class LTX2ProjectSettings(_Strict):
-    model: str = ""  # a diffusers LTX-2 folder
-    preset: Literal["distilled", "dev"] = "distilled"
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    device: str = "cuda"
-    steps: int | None = Field(None, ge=1)
-    guidance_scale: float | None = None
-    max_frames: int = Field(121, ge=9)
-    establishing_strength: float = Field(0.6, ge=0.0, le=1.0)
-    previous_strength: float = Field(1.0, ge=0.0, le=1.0)
-    character_strength: float = Field(0.35, ge=0.0, le=1.0)
-    image_crf: int | None = Field(None, ge=0, le=51)
-    control: Literal["canny", "none"] = "canny"  # computed from the animatic's frames
-    control_lora: str | None = None  # the IC-LoRA for that control (.safetensors)
-    control_lora_scale: float = Field(1.0, ge=0.0)
-    control_strength: float = Field(1.0, ge=0.0, le=1.0)
-    reference_downscale: int | None = Field(None, ge=1)
-    camera_loras: dict[str, str] = Field(default_factory=dict)  # camera move → .safetensors
-    camera_lora_scale: float = Field(1.0, ge=0.0)
-    audio: bool = True  # the sound made with shots without dialogue goes to the FX stem
-    lip_sync: bool = True  # dialogue shots are generated on our TTS lines, held fixed
-    upsampler: str | None = None  # an LTX-2 latent upsampler: two stages
-    vae_tiling: bool = False
-    cpu_offload: bool = False
-
-
 class EngineSettings(_Strict):
-    name: Literal["animatic", "clips", "ltx", "ltx2"] = "animatic"
+    """``[engine]``: which engine renders, and a section per engine (``[engine.ltx]`` …)
+    checked against that engine's settings model in the registry (:mod:`.engines`)."""
+
+    model_config = ConfigDict(extra="allow")  # the sections: checked below, by the registry
+    name: str = "animatic"
     burn_in: bool = False
-    clips: ClipsSettings = Field(default_factory=ClipsSettings)
-    ltx: LTXProjectSettings = Field(default_factory=LTXProjectSettings)
-    ltx2: LTX2ProjectSettings = Field(default_factory=LTX2ProjectSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return engines.known(value)
+
+    @model_validator(mode="after")
+    def _sections(self) -> "EngineSettings":
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        for key, value in list(extra.items()):
+            spec = engines.find(key)
+            if spec is None or not spec.section:
+                raise ValidationError.from_exception_data(
+                    "EngineSettings", [{"type": "extra_forbidden", "loc": (key,), "input": value}])
+            if isinstance(value, spec.settings):
+                continue
+            try:
+                extra[key] = spec.settings.model_validate(value)
+            except ValidationError as exc:  # the key's full place: engine.ltx.steps
+                raise ValidationError.from_exception_data("EngineSettings", [
+                    {"type": e["type"], "loc": (key, *e["loc"]), "input": e["input"],
+                     **({"ctx": e["ctx"]} if "ctx" in e else {})}
+                    for e in exc.errors(include_url=False)]) from None
+        for name in engines.names():  # every engine's defaults where the file says nothing
+            spec = engines.get(name)
+            if spec.section and name not in extra:
+                extra[name] = spec.settings()
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # type: ignore[misc]
+        except AttributeError:
+            spec = engines.find(name)
+            if spec is not None and spec.section:
+                return spec.settings()  # registered after this was read
+            raise
 
 
 class CharacterSettings(_Strict):

@@ -9,12 +9,14 @@ shot can be conditioned on them. Nothing holds a whole shot in memory.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
+from aiprod_post import engines
 from aiprod_post.errors import AiprodError
 from aiprod_post.plan import Scene, Shot
 
@@ -162,7 +164,8 @@ ENGINES: dict[str, Callable[..., Engine]] = {}
 
 
 def register(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engine]]:
-    """Class decorator: make an engine findable by ``name``."""
+    """Class decorator: the factory of engine ``name`` (its entry, with its settings model,
+    is in :mod:`aiprod_post.engines`)."""
 
     def wrap(factory: Callable[..., Engine]) -> Callable[..., Engine]:
         ENGINES[name] = factory
@@ -172,10 +175,9 @@ def register(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engin
 
 
 def engine_by_name(name: str, **settings) -> Engine:
-    # engines register themselves on import
-    from . import animatic, clips, ltx, ltx2  # noqa: F401
-
-    if name not in ENGINES:
-        raise AiprodError(f"unknown engine {name!r}: expected one of {', '.join(sorted(ENGINES))}",
-                          where="--engine")
-    return ENGINES[name](**settings)
+    """Build engine ``name`` (registered in :mod:`aiprod_post.engines`) with ``settings``."""
+    factory = engines.get(name).factory  # an unknown name: an error listing the known ones
+    if isinstance(factory, str):  # "module:attribute", imported when first built
+        module, _, attribute = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    return factory(**settings)

@@ -41,12 +41,13 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from pydantic import Field, ValidationError
 
+from aiprod_post import engines
 from aiprod_post.errors import AiprodError
 from aiprod_post.files import sha256_file
 from aiprod_post.plan import Framing, Shot
@@ -69,38 +70,12 @@ PRESETS = {
 }
 
 
-@dataclass
-class LTXSettings:
-    model: str = ""
-    config: str | None = None  # a local diffusers folder, for single-file checkpoints
-    text_encoder: str | None = None
-    tokenizer: str | None = None
-    preset: str = "distilled"
-    dtype: str = "bfloat16"
-    device: str = "cuda"
-    max_frames: int = 121  # frames per generation (8n+1)
-    establishing_strength: float = 0.6
-    previous_strength: float = 1.0
-    vae_tiling: bool = False
-    cpu_offload: bool = False
-    steps: int | None = None
-    guidance_scale: float | None = None
+class LTXSettings(engines.LTXSettings):
+    """``[engine.ltx]`` (defined once, in :mod:`aiprod_post.engines`), and what only code
+    sets: the text encoder's token budget and extra keyword arguments for the pipeline."""
+
     max_sequence_length: int = 128
-    #: compile the transformer's repeated block: True, False, or "auto" (on CUDA, when the
-    #: film's estimated GPU time repays the compile, counting what the cache already holds)
-    compile: bool | Literal["auto"] = "auto"
-    compile_mode: str = "default"  # torch.compile's mode for the block
-    compile_backend: str = "inductor"  # "eager" traces only (tests, debugging)
-    #: the most frame counts a film is generated at (each is a compiled shape)
-    max_buckets: int = 4
-    #: a local latent upsampler (LTXLatentUpsamplerModel folder, or a pipeline folder with
-    #: ``latent_upsampler/``): generate at half size, upsample the latents ×2, then refine
-    upsampler: str | None = None
-    upsample_steps: int = 10
-    upsample_strength: float = 0.4  # denoise strength of the refining pass
-    #: a character's reference image conditions the middle of the shot's first segment
-    character_strength: float = 0.35
-    extra: dict = field(default_factory=dict)
+    extra: dict = Field(default_factory=dict)
 
 
 def valid_frames(n: int) -> int:
@@ -265,25 +240,91 @@ def _weights_identity(folder: Path) -> dict:
 
 
 def checked_settings(cls, settings: dict, section: str, family: str, presets: dict):
-    """``cls(**settings)`` for ``[engine.SECTION]``: unknown keys and a preset not in
-    ``presets`` are errors naming them (the ltx and ltx2 engines share this)."""
-    unknown = set(settings) - set(cls.__dataclass_fields__)
+    """``cls(**settings)`` for ``[engine.SECTION]``: unknown keys, bad values and a preset
+    not in ``presets`` are errors naming them (the ltx and ltx2 engines share this)."""
+    unknown = set(settings) - set(cls.model_fields)
     if unknown:
         raise AiprodError(f"unknown {section} setting(s): {', '.join(sorted(unknown))}",
                           where=f"[engine.{section}]")
-    s = cls(**settings)
+    try:
+        s = cls.model_validate({k: os.fspath(v) if isinstance(v, os.PathLike) else v
+                                for k, v in settings.items()})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":  # e.g. "unknown control 'pose': expected …"
+            msg = f"unknown {key} {err['input']!r}: {msg.replace('Input should be', 'expected')}"
+        raise AiprodError(msg, where=f"[engine.{section}] {key}") from None
     if s.preset not in presets:
         raise AiprodError(f"unknown {family} preset {s.preset!r}: expected "
                           f"{' or '.join(presets)}", where=f"[engine.{section}] preset")
     return s
 
 
+def _lora_identity(path: Path) -> dict:
+    meta = {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - a LoRA without readable metadata still has a hash
+        pass
+    return {"path": str(path), "sha256": sha256_file(path),
+            "reference_downscale_factor": int(meta["reference_downscale_factor"])
+            if "reference_downscale_factor" in meta else None}
+
+
+class CastLoras:
+    """Characters' LoRAs (the cast file's ``lora`` and ``lora_weight``): each loaded as an
+    adapter and switched on for the shots the character is in.
+
+    ``loras``: character → ``{"path": local .safetensors, "weight": scale}``; a path that is
+    not a file is an error naming the character's key in the cast file."""
+
+    def __init__(self, loras: dict[str, dict] | None) -> None:
+        self.loras: dict[str, tuple[str, float]] = {}
+        self.adapters: dict[str, str] = {}  # character → adapter name
+        for name, lora in sorted((loras or {}).items()):
+            path = str(lora["path"])
+            if not Path(path).is_file():
+                raise AiprodError("no such LoRA file (expected a local .safetensors)",
+                                  source=path, where=f"cast file: characters.{name}.lora")
+            self.loras[name] = (path, float(lora.get("weight", 1.0)))
+            self.adapters[name] = f"cast_{len(self.adapters)}"
+
+    def load(self, pipe, identity: dict, adapters: dict[str, str] | None = None) -> None:
+        """Load every character's LoRA into ``pipe`` as an adapter (``adapters``: adapter
+        name → ``cast:NAME``), their hashes into ``identity["loras"]`` as ``cast:NAME``."""
+        for name, (path, _) in self.loras.items():
+            adapter = self.adapters[name]
+            try:
+                pipe.load_lora_weights(path, adapter_name=adapter)
+            except ImportError as exc:
+                raise AiprodError("LoRAs need peft (pip install 'aiprod-post[ltx]')") from exc
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise AiprodError(f"cannot load the LoRA: {exc}", source=path,
+                                  where=f"cast file: characters.{name}.lora") from None
+            if adapters is not None:
+                adapters[adapter] = f"cast:{name}"
+            identity.setdefault("loras", {})[f"cast:{name}"] = _lora_identity(Path(path))
+
+    def for_shot(self, shot: Shot) -> tuple[list[str], list[float], list[str]]:
+        """(adapter names, weights, ``cast:NAME`` kinds) of the characters in ``shot``."""
+        names = [n for n in self.adapters if n in shot.characters]
+        return ([self.adapters[n] for n in names], [self.loras[n][1] for n in names],
+                [f"cast:{n}" for n in names])
+
+
 @register("ltx")
 class LTXEngine:
     name = "ltx"
 
-    def __init__(self, **settings) -> None:
+    def __init__(self, cast_loras: dict[str, dict] | None = None, **settings) -> None:
         self.s = checked_settings(LTXSettings, settings, "ltx", "LTX", PRESETS)
+        #: the characters' LoRAs (the cast file's), on for the shots they are in
+        self.cast = CastLoras(cast_loras)
         self._pipe = None
         self._upsample = None
         self._embeddings: dict = {}
@@ -303,7 +344,7 @@ class LTXEngine:
         engine = cls(**settings)
         engine._setup(pipe)
         engine.identity = {"model": "(in memory)", "dtype": engine.s.dtype,
-                           "pipeline": type(pipe).__name__, "settings": asdict(engine.s)}
+                           "pipeline": type(pipe).__name__, "settings": engine.s.model_dump()}
         return engine
 
     # ---- loading
@@ -357,9 +398,14 @@ class LTXEngine:
             return self._pipe
         path = self._check_paths()
         pipe = self._load(path)
+        loras: dict = {}
+        self.cast.load(pipe, loras)  # before the pipeline is placed on its device
+        if self.cast.adapters:
+            pipe.disable_lora()
         self._setup(pipe)
         self.identity = {"model": str(path), **_weights_identity(path), "dtype": self.s.dtype,
-                         "pipeline": type(pipe).__name__, "settings": asdict(self.s)}
+                         "pipeline": type(pipe).__name__, "settings": self.s.model_dump(),
+                         **loras}
         if self.s.upsampler:
             self.identity["upsampler"] = _weights_identity(self._upsampler_dir())
         return pipe
@@ -681,6 +727,18 @@ class LTXEngine:
                     raise AiprodError("out of GPU memory; tried " + ", then ".join(steps),
                                       where=f"shot {shot.id}") from None
 
+    def _use_cast(self, shot: Shot) -> None:
+        """The LoRAs of the characters in ``shot`` on, the others off."""
+        if not self.cast.loras:
+            return
+        pipe = self.pipeline()  # loads the LoRAs
+        names, weights, _ = self.cast.for_shot(shot)
+        if names:
+            pipe.enable_lora()
+            pipe.set_adapters(names, weights)
+        else:
+            pipe.disable_lora()
+
     def render(self, shot: Shot, context: RenderContext) -> ShotRender:
         W, H = context.width, context.height
         # with the upsampler, the first pass runs at half the size: keep that a multiple of 32
@@ -709,7 +767,12 @@ class LTXEngine:
             notes.append("too short for a character reference besides its keyframe: "
                          "references not used")
 
+        cast = self.cast.for_shot(shot)[2]
+        if cast:
+            notes.append(f"LoRAs: {', '.join(cast)}")
+
         def frames() -> Iterator[np.ndarray]:
+            self._use_cast(shot)
             produced = 0
             conditions = first_conditions
             segment_index = 0

@@ -40,23 +40,25 @@ License and are not shipped with aiprod-post.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
+from pydantic import Field
 
+from aiprod_post import engines
 from aiprod_post.errors import AiprodError
-from aiprod_post.files import sha256_file
 from aiprod_post.plan import CameraMove, Shot
 
 from .control import CONTROL_KINDS, ControlStream
 from .engine import RenderContext, ShotRender, register
 from .ltx import (
     NEGATIVE_PROMPT,
+    CastLoras,
     LTXEngine,
     _crop,
     _fit,
+    _lora_identity,
     _weights_identity,
     checked_settings,
     drop_module_mocks,
@@ -94,41 +96,12 @@ FOLDER_PARTS = {
 MIX_RATE = 48000  # RenderContext.dialogue's rate
 
 
-@dataclass
-class LTX2Settings:
-    model: str = ""
-    preset: Literal["distilled", "dev"] = "distilled"
-    dtype: str = "bfloat16"
-    device: str = "cuda"
-    steps: int | None = None
-    guidance_scale: float | None = None
-    max_frames: int = 121  # frames per generation (8n+1 on LTX-2's VAE)
+class LTX2Settings(engines.LTX2Settings):
+    """``[engine.ltx2]`` (defined once, in :mod:`aiprod_post.engines`), and what only code
+    sets: Gemma's token budget and extra keyword arguments for the pipeline."""
+
     max_sequence_length: int = 1024
-    establishing_strength: float = 0.6
-    previous_strength: float = 1.0
-    character_strength: float = 0.35
-    #: H.264 CRF that image keyframes are re-compressed at before encoding (what LTX-2 was
-    #: trained on); None: the model's default, 0: none
-    image_crf: int | None = None
-    #: the control signal computed from the animatic for the control LoRA
-    control: str = "canny"
-    control_lora: str | None = None  # a local IC-LoRA .safetensors for that control
-    control_lora_scale: float = 1.0
-    control_strength: float = 1.0  # how clean the reference tokens look (1: fully)
-    #: reference size = generation size / this; None: the LoRA's own metadata, else 1
-    reference_downscale: int | None = None
-    #: camera LoRAs by the plan's camera move: {"dolly": "loras/dolly-in.safetensors", ...}
-    camera_loras: dict[str, str] = field(default_factory=dict)
-    camera_lora_scale: float = 1.0
-    #: the sound generated with shots without dialogue goes to the FX stem
-    audio: bool = True
-    #: dialogue shots: audio-to-video with the shot's TTS held fixed
-    lip_sync: bool = True
-    #: a local LTX2LatentUpsamplerModel (or a folder with latent_upsampler/): two stages
-    upsampler: str | None = None
-    vae_tiling: bool = False
-    cpu_offload: bool = False
-    extra: dict = field(default_factory=dict)
+    extra: dict = Field(default_factory=dict)
 
 
 def valid_frames(n: int, ratio: int = 8) -> int:
@@ -217,26 +190,15 @@ def dialogue_latents(pipe, samples: np.ndarray, rate: int, length: int):
     return lat[:, :, :length]
 
 
-def _lora_identity(path: Path) -> dict:
-    meta = {}
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # noqa: BLE001 - a LoRA without readable metadata still has a hash
-        pass
-    return {"path": str(path), "sha256": sha256_file(path),
-            "reference_downscale_factor": int(meta["reference_downscale_factor"])
-            if "reference_downscale_factor" in meta else None}
-
-
 @register("ltx2")
 class LTX2Engine:
     name = "ltx2"
 
-    def __init__(self, figures: dict[str, dict] | None = None, **settings) -> None:
+    def __init__(self, figures: dict[str, dict] | None = None,
+                 cast_loras: dict[str, dict] | None = None, **settings) -> None:
         self.s = checked_settings(LTX2Settings, settings, "ltx2", "LTX-2", PRESETS)
+        #: the characters' LoRAs (the cast file's), on for the shots they are in
+        self.cast = CastLoras(cast_loras)
         if self.s.control not in CONTROL_KINDS:
             raise AiprodError(f"unknown control {self.s.control!r}: expected one of "
                               f"{', '.join(CONTROL_KINDS)} (computed from the animatic)",
@@ -314,7 +276,7 @@ class LTX2Engine:
             raise AiprodError(f"cannot load LTX-2: {exc}", source=path) from None
         self.identity = {"model": str(path), **_weights_identity(path), "dtype": self.s.dtype,
                          "pipeline": type(pipe).__name__, "loras": {},
-                         "settings": asdict(self.s)}
+                         "settings": self.s.model_dump()}
         self._load_loras(pipe)
         if self.s.cpu_offload and self.s.device == "cuda":
             pipe.enable_model_cpu_offload()
@@ -348,7 +310,8 @@ class LTX2Engine:
         return pipe
 
     def _load_loras(self, pipe) -> None:
-        """The control IC-LoRA and the camera LoRAs, each an adapter switched per shot."""
+        """The control IC-LoRA, the camera LoRAs and the characters' LoRAs, each an adapter
+        switched per shot."""
         wanted = ([("control", self.s.control_lora, "control")] if self.s.control_lora
                   else []) + [(f"camera_{k.replace('-', '_')}", v, f"camera:{k}")
                               for k, v in sorted(self.s.camera_loras.items())]
@@ -361,6 +324,7 @@ class LTX2Engine:
                 raise AiprodError(f"cannot load the LoRA: {exc}", source=value) from None
             self._adapters[adapter] = kind
             self.identity["loras"][kind] = _lora_identity(Path(value))
+        self.cast.load(pipe, self.identity, self._adapters)
         if self._adapters:
             pipe.disable_lora()
 
@@ -372,7 +336,8 @@ class LTX2Engine:
 
     def _use_adapters(self, shot: Shot, control: bool) -> list[str]:
         """Switch on the shot's adapters: the control LoRA where a reference is given, the
-        camera LoRA of the plan's move where there is one. Returns what is on."""
+        camera LoRA of the plan's move where there is one, the LoRA of each character in the
+        shot who has one. Returns what is on."""
         pipe = self.pipeline()
         names, weights = [], []
         if control and "control" in self._adapters:
@@ -382,6 +347,8 @@ class LTX2Engine:
         if cam in self._adapters:
             names.append(cam)
             weights.append(self.s.camera_lora_scale)
+        cast, cast_weights, _ = self.cast.for_shot(shot)
+        names, weights = names + cast, weights + cast_weights
         if names:
             pipe.enable_lora()
             pipe.set_adapters(names, weights)

@@ -46,17 +46,23 @@ def tiny_tokenizer(folder: Path):
     return fast, len(vocab)
 
 
+def tiny_transformer():
+    from diffusers import LTXVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    return LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
+        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32)
+
+
 def build_tiny_ltx(folder: Path) -> Path:
     """A randomly initialised LTX-Video, a few hundred kilobytes, saved like real weights."""
     from diffusers import (AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler,
-                           LTXConditionPipeline, LTXVideoTransformer3DModel)
+                           LTXConditionPipeline)
     from transformers import T5Config, T5EncoderModel
 
     tokenizer, vocab = tiny_tokenizer(folder / "tok")
-    torch.manual_seed(0)
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4,
-        attention_head_dim=8, cross_attention_dim=32, num_layers=1, caption_channels=32)
+    transformer = tiny_transformer()
     vae = AutoencoderKLLTXVideo(
         in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
@@ -122,6 +128,49 @@ def test_renders_a_shot_end_to_end_from_a_local_folder(model_dir):
     again = list(engine_by_name("ltx", model=str(model_dir), **SETTINGS).render(
         shot(10), RenderContext(scene(), W, H, Fraction(24))))
     assert all(np.array_equal(a, b) for a, b in zip(frames, again))  # the plan's seed
+
+
+def build_tiny_lora(path: Path, seed: int) -> Path:
+    """A rank-2 LoRA on the tiny transformer's attention, as a diffusers .safetensors."""
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    t = tiny_transformer()
+    torch.manual_seed(seed)
+    t.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+                             target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    state = {f"transformer.{k}": v.contiguous() for k, v in get_peft_model_state_dict(t).items()}
+    save_file(state, str(path), metadata={"format": "pt"})
+    return path
+
+
+def test_a_characters_lora_is_on_for_the_shots_they_are_in(model_dir, tmp_path):
+    """The cast file's LoRA of a character: loaded from its local path, on for the shots
+    with that character (the picture changes), off for the others (the same picture as
+    without it), its hash in the engine's identity; a missing file names the cast key."""
+    pytest.importorskip("peft", reason="LoRAs need peft (the ltx extra)")
+    from aiprod_post.files import sha256_file
+
+    lora = build_tiny_lora(tmp_path / "nell.safetensors", 5)
+    plain = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS,
+                         cast_loras={"NELL": {"path": str(lora), "weight": 1.0}})
+    nell, ivo = shot(9), shot(9).model_copy(update={"characters": ["IVO"]})
+    ctx = RenderContext(scene(), W, H, Fraction(24))
+    r = eng.render(nell, ctx)
+    with_lora = np.stack(list(r)).astype(float)
+    without = np.stack(list(plain.render(nell, ctx))).astype(float)
+    assert np.abs(with_lora - without).mean() > 1.0  # grey levels
+    assert "LoRAs: cast:NELL" in r.notes
+    assert eng.pipeline().get_active_adapters() == ["cast_0"]
+    np.testing.assert_array_equal(np.stack(list(eng.render(ivo, ctx))),
+                                  np.stack(list(plain.render(ivo, ctx))))
+    assert eng.identity["loras"]["cast:NELL"]["sha256"] == sha256_file(lora)
+    assert "loras" not in plain.identity
+    with pytest.raises(AiprodError, match=r"nope\.safetensors: cast file: characters\.NELL\.lora"
+                                          r": no such LoRA file"):
+        engine_by_name("ltx", model=str(model_dir), **SETTINGS,
+                       cast_loras={"NELL": {"path": str(tmp_path / "nope.safetensors")}})
 
 
 def ramp_key() -> np.ndarray:

@@ -294,6 +294,32 @@ def test_the_previz_is_the_ic_lora_reference_frame_for_frame(model_dir, loras, m
     assert pipe.get_active_adapters() == ["control"]
 
 
+def test_a_characters_lora_is_on_for_the_shots_they_are_in(model_dir, tmp_path):
+    """The cast file's LoRA of a character: on (beside the camera LoRA) for the shots with
+    that character, changing the picture; off for the others; its hash in the engine's
+    identity; a missing file is an error naming the cast key."""
+    from aiprod_post.files import sha256_file
+
+    lora = build_tiny_lora(tmp_path / "nell.safetensors", 5)
+    plain = engine_by_name("ltx2", model=str(model_dir), **SETTINGS)
+    eng = engine_by_name("ltx2", model=str(model_dir), **SETTINGS,
+                         cast_loras={"NELL": {"path": str(lora), "weight": 0.8}})
+    nell, ivo = shot(9), shot(9).model_copy(update={"characters": ["IVO"]})
+    r = eng.render(nell, ctx())
+    with_lora = np.stack(list(r)).astype(float)
+    without = np.stack(list(plain.render(nell, ctx()))).astype(float)
+    assert np.abs(with_lora - without).mean() > 1.0  # grey levels
+    assert "LoRAs: cast:NELL" in r.notes
+    assert eng.pipeline().get_active_adapters() == ["cast_0"]
+    np.testing.assert_array_equal(np.stack(list(eng.render(ivo, ctx()))),
+                                  np.stack(list(plain.render(ivo, ctx()))))
+    assert eng.identity["loras"]["cast:NELL"]["sha256"] == sha256_file(lora)
+    with pytest.raises(AiprodError, match=r"nope\.safetensors: cast file: characters\.NELL\.lora"
+                                          r": no such LoRA file"):
+        engine_by_name("ltx2", model=str(model_dir), **SETTINGS,
+                       cast_loras={"NELL": {"path": str(tmp_path / "nope.safetensors")}})
+
+
 def speech(seconds: float) -> np.ndarray:
     """A voice-like test line at 48 kHz: a 150 Hz buzz with harmonics, on for 0.2 s then
     silence, then on again."""

@@ -13,10 +13,11 @@ import json
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from sqlalchemy import select
 
+from .. import engines
 from ..estimate import estimate_work, rates_of, work_of
 from ..plan import load_plan, plan_from_data
 from ..project import DELIVERY_PROFILES
@@ -35,13 +36,18 @@ class EstimateRequest(BaseModel):
     model_config = {"extra": "forbid"}
     script: str | None = None
     plan: dict | None = None
-    engine: Literal["animatic", "clips", "ltx", "ltx2"] = "animatic"
+    engine: str = "animatic"  # a registered engine (aiprod_post.engines)
     profiles: list[str] = Field(default_factory=lambda: ["web", "master"], min_length=1)
     width: int = Field(1920, ge=16, le=8192)
     height: int = Field(1080, ge=16, le=8192)
     fps: str | None = None
     preset: Literal["distilled", "dev"] = "distilled"
     price_per_gpu_hour: float = Field(0.0, ge=0)
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, value: str) -> str:
+        return engines.known(value)
 
 
 @router.post("/v1/estimates")

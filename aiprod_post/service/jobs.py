@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from .. import engines
 from ..project import DELIVERY_PROFILES
 from .bodies import FormRefused, UploadedFile, parse_json_object, read_multipart
 from .db import Job, Token
@@ -204,8 +205,9 @@ def _check(req: JobRequest, limits: Limits) -> None:
     for p in req.profiles:
         if p not in DELIVERY_PROFILES:
             raise bad(f"unknown profile {p!r}: expected one of {', '.join(DELIVERY_PROFILES)}")
-    if req.engine not in ("animatic",):
-        raise bad(f"engine {req.engine!r} is not offered by this service: use animatic")
+    if req.engine not in engines.served():
+        raise bad(f"engine {req.engine!r} is not offered by this service: use "
+                  f"{' or '.join(engines.served())}")
     w, h = req.width or 1920, req.height or 1080
     if w > limits.max_width or h > limits.max_height or w < 16 or h < 16 or w % 2 or h % 2:
         raise bad(f"resolution {w}x{h} is outside the limit: even sizes up to "
