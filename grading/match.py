@@ -26,29 +26,37 @@ def unit_scale(dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind == "u" else 1.0
 
 
+def _matched(x: np.ndarray, a: np.ndarray, b: np.ndarray, amount: float, flat: float
+             ) -> np.ndarray:
+    """Values ``x`` of one channel moved ``amount`` of the way from ``a``'s mean and spread
+    to ``b``'s (all on one scale; ``flat``: the spread taken for a flat ``a``)."""
+    sa, sb = a.std() or flat, b.std()
+    mapped = (x - a.mean()) * (sb / sa) + b.mean()
+    return x + amount * (mapped - x)
+
+
 def match_affine(frame: np.ndarray, reference: np.ndarray, amount: float = 0.7
                  ) -> tuple[np.ndarray, np.ndarray]:
     """``(gain, offset)``, three each, on a 0..1 scale: ``x * gain + offset`` takes
     ``frame``'s per-channel mean and spread ``amount`` of the way to ``reference``'s."""
-    gain, offset = np.ones(3), np.zeros(3)
+    ends = np.array([0.0, 1.0])
     fs, rs = unit_scale(frame.dtype), unit_scale(reference.dtype)
-    for c in range(3):
-        a = frame[..., c].astype(np.float64) / fs
-        b = reference[..., c].astype(np.float64) / rs
-        sa, sb = a.std() or 1.0, b.std()
-        k = sb / sa
-        # x + amount * ((x - mean_a) * k + mean_b - x)
-        gain[c] = 1 + amount * (k - 1)
-        offset[c] = amount * (b.mean() - a.mean() * k)
-    return gain, offset
+    at = np.array([_matched(ends, frame[..., c].astype(np.float64) / fs,
+                            reference[..., c].astype(np.float64) / rs, amount, 1 / 255)
+                   for c in range(3)])
+    return at[:, 1] - at[:, 0], at[:, 0]
 
 
 def match_curves(frame: np.ndarray, reference: np.ndarray, amount: float = 0.7) -> np.ndarray:
-    """(3, 256) uint8 curves taking ``frame``'s statistics towards ``reference``'s."""
-    gain, offset = match_affine(frame, reference, amount)
+    """(3, 256) uint8 curves taking ``frame``'s statistics towards ``reference``'s (both
+    8-bit)."""
     levels = np.arange(256, dtype=np.float64)
-    out = levels[None, :] * gain[:, None] + 255 * offset[:, None]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    curves = np.zeros((3, 256), np.uint8)
+    for c in range(3):
+        out = _matched(levels, frame[..., c].astype(np.float64),
+                       reference[..., c].astype(np.float64), amount, 1.0)
+        curves[c] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return curves
 
 
 def apply_affine(frame: np.ndarray, affine: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
