@@ -78,7 +78,11 @@ class Dispatcher:
                              render_pid=None, render_identity=None)
         with self.lock:
             proc = self.running.pop(job_id, None)
-        if proc is not None:
+        if proc is not None and _on_a_cluster(self.render_flags):
+            # interrupted, as by Ctrl-C: the render cancels its units on the cluster (a
+            # unit in a long-lived actor outlives a killed render), then killed if it lingers
+            threading.Thread(target=_interrupt_then_kill, args=(proc,), daemon=True).start()
+        elif proc is not None:
             _kill(proc)
         if won:
             self.send_webhook(job_id)
@@ -267,6 +271,20 @@ def _kill(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _on_a_cluster(flags: tuple[str, ...]) -> bool:
+    return any(a == "--executor" and b == "ray" for a, b in zip(flags, flags[1:]))
+
+
+def _interrupt_then_kill(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        _kill(proc)
 
 
 def _stop_orphan(pid: int, identity: str, grace: float = 5.0) -> None:
