@@ -894,8 +894,13 @@ def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None
               help="An ASC CDL (.cc, .ccc, .cdl) applied before the look.")
 @click.option("--cdl-id", default=None,
               help="Which correction of a .ccc/.cdl holding several (its id).")
+@click.option("--output-space", default=None,
+              help="The delivery colour space, as the pinned OpenColorIO config names it "
+                   "(sRGB - Display, Rec.2100-PQ - Display, Display P3 - Display, ACEScct "
+                   "…); default: Rec.709 (Gamma 2.4 Rec.709 - Texture).")
 def grade_command(source: Path, output: Path, look: str, strength: float, codec: str | None,
-                  input_space: str | None, cdl_file: Path | None, cdl_id: str | None) -> None:
+                  input_space: str | None, cdl_file: Path | None, cdl_id: str | None,
+                  output_space: str | None) -> None:
     """Grade a video or a still with a look, keeping its audio where the container takes it.
 
     Sources above 8 bits, float images and camera log footage are graded in float32
@@ -908,7 +913,8 @@ def grade_command(source: Path, output: Path, look: str, strength: float, codec:
         cdl = cdl_for_shot(cdl_file, cdl_id or "") if cdl_file else None
         notes: list[str] = []
         written = grade_video(source, output, look, strength, codec=codec,
-                              input_space=input_space, cdl=cdl, notes=notes)
+                              input_space=input_space, cdl=cdl, notes=notes,
+                              output_space=output_space)
     except AiprodError as exc:
         _fail(exc)
     for note in notes:

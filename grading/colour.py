@@ -25,7 +25,7 @@ from aiprod_post.errors import MediaError
 
 __all__ = ["CONFIG_NAME", "SPACES", "WORKING", "convert", "processor", "hdr_output",
            "space_name", "ColourPipeline", "space_from_tags", "uint8_converter",
-           "footage_converter"]
+           "footage_converter", "tags_for_space"]
 
 CONFIG_NAME = "studio-config-v2.1.0_aces-v1.3_ocio-v2.3"
 
@@ -137,7 +137,10 @@ class ColourPipeline:
 
     Camera and ACES spaces, and display spaces such as PQ or HLG, are rendered into the
     Rec.709 working space through the ACES SDR output transform; other spaces convert
-    directly.
+    directly. Out of the working space, a display ``delivery`` (``sRGB - Display``,
+    ``Rec.2100-PQ - Display``, ``Display P3 - Display`` …) is reached from the working
+    space's own display (``Rec.1886 Rec.709 - Display``: the same picture, already
+    rendered), display to display, with no second rendering; other spaces directly.
 
     >>> ColourPipeline(None).identity, ColourPipeline("ARRI LogC4").identity
     (True, False)
@@ -149,7 +152,8 @@ class ColourPipeline:
         self.working, self.delivery = _space(working), _space(delivery)
         self._in = (None if self.input_space in (None, self.working)
                     else _to_working(self.input_space, working))
-        self._out = None if self.delivery == self.working else processor(working, delivery)
+        self._out = None if self.delivery == self.working else _from_working(working,
+                                                                              self.delivery)
 
     @property
     def identity(self) -> bool:
@@ -162,10 +166,51 @@ class ColourPipeline:
         return rgb if self._out is None else _apply(self._out, rgb)
 
 
+@lru_cache(maxsize=32)
+def _from_working(working: str, delivery: str):
+    import PyOpenColorIO as ocio
+
+    cfg = _config()
+    display = cfg.getColorSpace(delivery).getReferenceSpaceType() == \
+        ocio.REFERENCE_SPACE_DISPLAY
+    if display and _space(working) == _space(WORKING):
+        return cfg.getProcessor(SDR_DISPLAY, delivery).getDefaultCPUProcessor()
+    return processor(working, delivery)
+
+
 def _apply(proc, rgb: np.ndarray) -> np.ndarray:
     x = np.array(rgb, dtype=np.float32, order="C")  # a copy: OCIO works in place
     proc.applyRGB(x.reshape(-1, 3))
     return x
+
+
+def tags_for_space(name: str) -> tuple[int, int] | None:
+    """FFmpeg's colour primaries and transfer (``AVCOL_PRI_*``, ``AVCOL_TRC_*``) for a
+    colour space of the config, where the standards name it; None where they do not
+    (camera log, ACES, gamma 1.8 …: a file's tags cannot say those).
+
+    >>> tags_for_space("rec709"), tags_for_space("ACEScct")
+    ((1, 1), None)
+    """
+    from av.video.reformatter import ColorPrimaries as P, ColorTrc as T
+
+    tags = {
+        "Gamma 2.4 Rec.709 - Texture": (P.BT709, T.BT709),
+        "Rec.1886 Rec.709 - Display": (P.BT709, T.BT709),
+        "Camera Rec.709": (P.BT709, T.BT709),
+        "Rec.1886 Rec.2020 - Display": (P.BT2020, T.BT2020_10),
+        "sRGB - Texture": (P.BT709, T.IEC61966_2_1),
+        "sRGB - Display": (P.BT709, T.IEC61966_2_1),
+        "Gamma 2.2 Rec.709 - Texture": (P.BT709, T.GAMMA22),
+        "Linear Rec.709 (sRGB)": (P.BT709, T.LINEAR),
+        "Linear Rec.2020": (P.BT2020, T.LINEAR),
+        "Rec.2100-PQ - Display": (P.BT2020, T.SMPTE2084),
+        "Rec.2100-HLG - Display": (P.BT2020, T.ARIB_STD_B67),
+        "Display P3 - Display": (P.SMPTE432, T.IEC61966_2_1),
+        "sRGB Encoded P3-D65 - Texture": (P.SMPTE432, T.IEC61966_2_1),
+        "ST2084-P3-D65 - Display": (P.SMPTE432, T.SMPTE2084),
+    }.get(_space(name))
+    return None if tags is None else (int(tags[0]), int(tags[1]))
 
 
 def space_from_tags(codec_context) -> str | None:

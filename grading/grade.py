@@ -27,7 +27,12 @@ comes before the look in either.
 Colour: footage in ``input_space`` (a name of the pinned OpenColorIO config, or one
 its tags name: PQ, HLG, linear, sRGB; FFmpeg reads every EXR as linear) is converted to
 the working space (display Rec.709, what the looks expect) before the look and to the
-delivery space after (:class:`~aiprod_post.grading.colour.ColourPipeline`).
+delivery space after (:class:`~aiprod_post.grading.colour.ColourPipeline`): Rec.709 unless
+``output_space`` names another space of the config (``sRGB - Display``,
+``Rec.2100-PQ - Display``, ``Display P3 - Display``, ``ACEScct`` …). The written file's
+colour tags name the delivery space where the standards have a name for it
+(:func:`~aiprod_post.grading.colour.tags_for_space`); elsewhere they say unspecified,
+and ``notes`` say so.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from aiprod_post.files import atomic_path
 
 from .apply import FloatFrameGrader, FrameGrader
 from .cdl import CDL
-from .colour import ColourPipeline, space_from_tags
+from .colour import ColourPipeline, space_from_tags, space_name, tags_for_space
 from .looks import load_look
 from .lut import LUT
 from .media import open_video
@@ -184,7 +189,7 @@ class _Grade:
 def grade_video(source: str | Path, output: str | Path, look: str, strength: float = 1.0,
                 codec: str | None = None, input_space: str | None = None,
                 root: Path | None = None, cdl: CDL | None = None,
-                notes: list[str] | None = None) -> Path:
+                notes: list[str] | None = None, output_space: str | None = None) -> Path:
     """Grade ``source`` (a video or a still) with ``look`` into ``output``; returns the
     file written, or the image sequence's pattern. What is not carried over (sound into
     an image sequence) is said in ``notes``."""
@@ -200,7 +205,12 @@ def grade_video(source: str | Path, output: str | Path, look: str, strength: flo
     inp, vin = open_video(source)
     with inp:
         src_deep = vin.codec_context.format is not None and _is_deep(vin.codec_context.format)
-        colour = ColourPipeline(input_space or space_from_tags(vin.codec_context))
+        colour = ColourPipeline(input_space or space_from_tags(vin.codec_context),
+                                delivery=output_space or "rec709")
+        if tags_for_space(colour.delivery) is None and notes is not None:
+            notes.append(f"{output.name} is in {space_name(colour.delivery)}, which a file's "
+                         "colour tags cannot name: its primaries and transfer are tagged "
+                         "unspecified")
         # an 8-bit source keeps the exact 8-bit table (and its speed) whatever the master
         grade = _Grade(lut, strength, colour, src_deep or not colour.identity, cdl)
         if master.image:
@@ -238,7 +248,7 @@ def _write_images(inp, vin, output: Path, master: Master, grade: _Grade, still: 
                 cc.pix_fmt = master.pix_fmt
                 cc.time_base = Fraction(1, 24)
                 cc.options = dict(master.options)
-                _tag(cc, rgb_out=True)
+                _tag(cc, rgb_out=True, space=grade.colour.delivery)
             vf = _to_frame(rgb, master.pix_fmt)
             vf.pts = n
             data = b"".join(bytes(p) for p in cc.encode(vf))
@@ -278,13 +288,14 @@ def _to_frame(rgb: np.ndarray, pix_fmt: str):
 _AVCOL_SPC_RGB = 0
 
 
-def _tag(cc, rgb_out: bool) -> None:
-    """BT.709 primaries and transfer on every file; the matrix and range of what is
-    stored (RGB full range, or BT.709 limited-range YUV)."""
+def _tag(cc, rgb_out: bool, space: str = "rec709") -> None:
+    """The delivery ``space``'s primaries and transfer (BT.709's for Rec.709, unspecified
+    where the standards have no name for it); the matrix and range of what is stored (RGB
+    full range, or BT.709 limited-range YUV)."""
     from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
-    cc.color_primaries = ColorPrimaries.BT709
-    cc.color_trc = ColorTrc.BT709
+    cc.color_primaries, cc.color_trc = tags_for_space(space) or (ColorPrimaries.UNSPECIFIED,
+                                                                 ColorTrc.UNSPECIFIED)
     cc.colorspace = _AVCOL_SPC_RGB if rgb_out else Colorspace.ITU709
     cc.color_range = ColorRange.JPEG if rgb_out else ColorRange.MPEG  # full / limited
 
@@ -331,7 +342,7 @@ def _encode_video(inp, vin, output: Path, master: Master, grade: _Grade, rate: F
         v.pix_fmt = pix_fmt
         v.options = dict(master.options)
         cc = v.codec_context
-        _tag(cc, rgb_out=not pix_fmt.startswith("yuv"))
+        _tag(cc, rgb_out=not pix_fmt.startswith("yuv"), space=grade.colour.delivery)
         cc.time_base = Fraction(1) / rate
         ain = inp.streams.audio[0] if inp.streams.audio else None
         aout = None

@@ -367,3 +367,50 @@ def test_a_pq_tagged_source_is_rendered_to_rec709_by_its_tags(tmp_path):
     theirs = ocio_look(np.clip(x, 0, 1), "neutral_rec709")
     got = decode_rgb48(out)[0] / 65535.0
     assert np.abs(got - theirs).max() < 2e-5
+
+
+def test_output_space_converts_after_the_look_and_tags_the_file(tmp_path):
+    """`--output-space sRGB - Display`: the graded Rec.709 picture (BT.1886, gamma 2.4)
+    re-encoded for an sRGB display, display to display: checked against the two standards'
+    formulas written out here, and the file tagged sRGB; a space the tags cannot name
+    (ACEScct) is tagged unspecified and said; an unknown name is exit 2."""
+    from aiprod_post.grading.lut import LUT, write_cube
+
+    identity = write_cube(LUT.identity(2), tmp_path / "identity.cube")
+    src16 = (smooth_ramp10().astype(np.uint32) * 65535 // 1023).astype(np.uint16)
+    runner = CliRunner()
+    clip = tmp_path / "plate.mkv"
+    with av.open(str(clip), "w") as out:
+        v = out.add_stream("ffv1", rate=24)
+        v.width, v.height, v.pix_fmt = src16.shape[1], src16.shape[0], "gbrp16le"
+        for p in v.encode(av.VideoFrame.from_ndarray(src16, format="rgb48le")
+                          .reformat(format="gbrp16le")):
+            out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+    r = runner.invoke(main, ["grade", str(clip), "-o", str(tmp_path / "srgb.mkv"), "--look",
+                             str(identity), "--output-space", "sRGB - Display"])
+    assert r.exit_code == 0, r.output
+    got = decode_rgb48(tmp_path / "srgb.mkv")[0] / 65535.0
+    light = (src16 / 65535.0) ** 2.4  # BT.1886 (black at 0): the Rec.709 working space
+    want = np.where(light <= 0.0031308, 12.92 * light, 1.055 * light ** (1 / 2.4) - 0.055)
+    assert np.abs(got - want).max() < 2e-4
+    assert np.abs(got - src16 / 65535.0).max() > 0.02  # a visible change
+    with av.open(str(tmp_path / "srgb.mkv")) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.color_primaries, cc.color_trc) == (1, 13)  # BT.709, IEC 61966-2-1
+    pq = grade_video(clip, tmp_path / "pq.mov", str(identity),
+                     output_space="Rec.2100-PQ - Display")
+    with av.open(str(pq)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.color_primaries, cc.color_trc) == (9, 16)  # BT.2020, SMPTE ST 2084
+    notes: list[str] = []
+    log = grade_video(clip, tmp_path / "log.mkv", str(identity), output_space="ACEScct",
+                      notes=notes)
+    with av.open(str(log)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.color_primaries, cc.color_trc) == (2, 2)  # unspecified
+    assert any("ACEScct" in n and "unspecified" in n for n in notes)
+    r = runner.invoke(main, ["grade", str(clip), "-o", str(tmp_path / "x.mkv"), "--look",
+                             str(identity), "--output-space", "Rec.9999"])
+    assert r.exit_code == 2 and "unknown colour space 'Rec.9999'" in r.output
