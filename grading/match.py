@@ -48,13 +48,14 @@ def match_affine(frame: np.ndarray, reference: np.ndarray, amount: float = 0.7
 
 
 def match_curves(frame: np.ndarray, reference: np.ndarray, amount: float = 0.7) -> np.ndarray:
-    """(3, 256) uint8 curves taking ``frame``'s statistics towards ``reference``'s (both
-    8-bit)."""
+    """(3, 256) uint8 curves taking 8-bit ``frame``'s statistics towards ``reference``'s
+    (a deeper reference is read on the 8-bit scale)."""
     levels = np.arange(256, dtype=np.float64)
     curves = np.zeros((3, 256), np.uint8)
+    to8 = 255 / unit_scale(reference.dtype)  # 1.0 for an 8-bit reference: exact
     for c in range(3):
         out = _matched(levels, frame[..., c].astype(np.float64),
-                       reference[..., c].astype(np.float64), amount, 1.0)
+                       reference[..., c].astype(np.float64) * to8, amount, 1.0)
         curves[c] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
     return curves
 

@@ -161,3 +161,30 @@ def test_lipsync_paints_16bit_frames_as_it_paints_8bit_ones():
     assert out[1].dtype == np.uint16 and out[0].dtype == np.uint8
     assert (out[1] != frame16).any()
     assert np.abs(out[1] / 257.0 - out[0]).max() <= 1.0
+
+
+def test_a_shot_is_graded_in_its_own_depth_with_its_match():
+    """graded_frames + ShotGrader: 8-bit frames exactly as the 8-bit table with the match
+    curves, uint16 ones in float with the gain and offset, against an 8-bit or a 16-bit
+    reference keyframe alike; a repeated frame is the same array again."""
+    from aiprod_post.grading.cdl import CDL
+    from aiprod_post.grading.shot import ShotGrader, graded_frames
+
+    rng = np.random.default_rng(9)
+    look, cdl = load_look("noir"), CDL("x", slope=(1.1, 1.0, 0.9))
+    ref8 = rng.integers(30, 200, (20, 30, 3), dtype=np.uint8)
+    ref16 = ref8.astype(np.uint16) * 257
+    f8 = rng.integers(60, 250, (20, 30, 3), dtype=np.uint8)
+    f16 = f8.astype(np.uint16) * 257 + rng.integers(0, 257, f8.shape).astype(np.uint16)
+    grader = ShotGrader(look, cdl=cdl)
+    out8 = list(graded_frames(iter([f8, f8]), grader, ref8))
+    assert out8[1] is out8[0]
+    np.testing.assert_array_equal(out8[0], FrameGrader(look, cdl=cdl)(f8, match_curves(f8, ref8)))
+    assert np.abs(match_curves(f8, ref16).astype(int) - match_curves(f8, ref8)).max() == 0
+    for ref in (ref8, ref16):
+        (out16,) = graded_frames(iter([f16]), grader, ref)
+        want = FloatFrameGrader(look, cdl=cdl)(f16, match=match_affine(f16, ref))
+        np.testing.assert_array_equal(out16, want)
+        assert out16.dtype == np.uint16 and len(np.unique(out16)) > 256
+    # and the 16-bit result is the 8-bit one but for its steps
+    assert np.abs(out16 / 257.0 - out8[0]).mean() < 1.0
