@@ -320,6 +320,8 @@ class CastCharacter(_Strict):
     pitch: int | None = Field(None, ge=0, le=100)
     rate: int | None = Field(None, ge=80, le=450)
     speaker_wav: str | None = None
+    speaker: str | None = Field(None, description="coqui: the multi-speaker model's speaker "
+                                "(else chosen by gender and age; shared only when given)")
     reference: str | None = Field(None, description="reference image for the diffusion engines")
     lora: str | None = None
     lora_weight: float = Field(1.0, ge=0.0, le=2.0)

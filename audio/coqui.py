@@ -2,10 +2,13 @@
 
 A model folder holds the model's ``config.json`` and its checkpoint (``model.pth``,
 ``best_model.pth``, ``model_file.pth`` or the last ``checkpoint_N.pth``); nothing is
-downloaded. Voices: a multi-speaker model gives each character one of its speakers,
-chosen from the character's voice (so characters differ and keep their voice); a model
-that clones (YourTTS, XTTS) uses the character's reference recording where the project
-gives one (``[characters.NAME] speaker_wav``).
+downloaded. Voices: a multi-speaker model gives each character one of its speakers by
+the cast's gender and age (:meth:`CoquiEngine.cast_speakers`: each speaker's median F0,
+measured once from a sample it speaks and kept in the user's cache folder, places it;
+no two characters share one unless the cast file says so), or, for a voice given no
+speaker, one picked from the voice; a model that clones (YourTTS, XTTS) uses the
+character's reference recording where the project gives one
+(``[characters.NAME] speaker_wav``).
 
 Timings. For VITS-family models (VITS, YourTTS) the words are timed from the model's own
 durations: the duration predictor gives every input token (character or phoneme) its
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from fractions import Fraction
@@ -37,7 +41,9 @@ import numpy as np
 from scipy import signal
 
 from aiprod_post.errors import MediaError
-from aiprod_post.files import sha256_file
+from aiprod_post.files import sha256_file, write_atomic
+
+from .speakers import choose_speakers, median_f0
 
 from .tts import (
     OUTPUT_RATE,
@@ -53,6 +59,8 @@ from .tts import (
 __all__ = ["CoquiEngine", "model_files"]
 
 _HEADROOM_DB = 8.0
+#: what each speaker says to have their pitch measured: voiced sounds throughout
+_PITCH_SAMPLE = "Nobody is waiting on the old harbour wall; we all go home alone."
 _CHECKPOINTS = ("model.pth", "best_model.pth", "model_file.pth", "model.pth.tar")
 _LOCK = threading.Lock()
 
@@ -130,14 +138,58 @@ class CoquiEngine:
         return sorted(names)
 
     def speaker_for(self, voice: Voice) -> str | None:
-        """A multi-speaker model's speaker for ``voice``: stable, and different voices
-        (as :func:`audio.tts.assign_voices` gives characters) map to spread-out speakers."""
+        """A multi-speaker model's speaker for ``voice``: the one it names
+        (:meth:`cast_speakers` chose it), else one picked from the voice: stable, and
+        different voices map to spread-out speakers."""
         names = self.speakers()
         if not names:
             return None
+        if voice.speaker is not None:
+            if voice.speaker not in names:
+                raise MediaError(f"no speaker {voice.speaker!r} in the coqui-tts model: "
+                                 f"expected one of {', '.join(names)}", source=self.model_dir)
+            return voice.speaker
         key = f"{voice.language}+{voice.variant}:{voice.pitch}:{voice.rate}"
         return names[int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
                      % len(names)]
+
+    def speaker_pitches(self) -> dict[str, float | None]:
+        """Each speaker's median F0 in Hz (None: nothing voiced), measured from a sample
+        sentence the speaker says, once per model: kept in the user's cache folder
+        (``AIPROD_CACHE``) under the checkpoint's hash."""
+        names = self.speakers()
+        if not names:
+            return {}
+        root = Path(os.environ.get("AIPROD_CACHE", Path.home() / ".cache" / "aiprod-post"))
+        path = root / "coqui-speaker-f0" / f"{self.identity['sha256']}.json"
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        missing = [n for n in names if n not in known]
+        for name in missing:
+            sample = self.synthesize(_PITCH_SAMPLE, Voice(speaker=name))
+            known[name] = median_f0(sample.samples, sample.sample_rate)
+        if missing:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, json.dumps(known, indent=1, sort_keys=True).encode())
+            except OSError:
+                pass  # an unwritable cache: measured again next time
+        return {n: known[n] for n in names}
+
+    def cast_speakers(self, people: dict[str, tuple[str, int | None]],
+                      given: dict[str, str] | None = None) -> dict[str, str]:
+        """A speaker per character by the cast's gender and age (``people``: name →
+        (gender, age), in cast order; ``given``: name → speaker the cast file fixes).
+        Empty for a model without speakers. See :func:`audio.speakers.choose_speakers`."""
+        pitches = self.speaker_pitches()
+        if not pitches:
+            return {}
+        try:
+            return choose_speakers(list(people), people, pitches, given)
+        except ValueError as exc:
+            raise MediaError(f"cast file: {exc}", source=self.model_dir) from None
 
     # ---- synthesis
     def synthesize(self, text: str, voice: Voice, delivery: Delivery | None = None) -> Speech:

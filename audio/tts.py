@@ -61,6 +61,9 @@ class Voice:
     rate: int = 165
     #: a recording of the voice, for engines that clone (coqui with YourTTS or XTTS)
     reference: str | None = None
+    #: a multi-speaker model's speaker (coqui): chosen for the cast by
+    #: :meth:`audio.coqui.CoquiEngine.cast_speakers`; None: one picked from the voice
+    speaker: str | None = None
 
     @property
     def name(self) -> str:

@@ -157,6 +157,31 @@ def test_speakers_of_a_multi_speaker_model_go_to_characters(tmp_path):
     assert s1 != s2 and not np.array_equal(a.samples, b.samples)
 
 
+def test_cast_speakers_by_their_measured_pitch(tmp_path, monkeypatch):
+    """A multi-speaker model's speakers are measured once (cached under AIPROD_CACHE) and
+    handed out by gender and age as audio.speakers.choose_speakers says, none shared."""
+    _coqui()
+    from aiprod_post.audio.speakers import choose_speakers
+    from aiprod_post.errors import MediaError
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    eng = CoquiEngine(build_tiny_vits(tmp_path / "multi", speakers=4))
+    pitches = eng.speaker_pitches()
+    assert set(pitches) == {"spk0", "spk1", "spk2", "spk3"}
+    cached = list((tmp_path / "cache" / "coqui-speaker-f0").glob("*.json"))
+    assert [p.stem for p in cached] == [eng.identity["sha256"]]
+    people = {"NELL": ("female", 65), "IVO": ("male", 20), "JONAH": ("male", 40)}
+    chosen = eng.cast_speakers(people)
+    assert chosen == choose_speakers(list(people), people, pitches)
+    assert len(set(chosen.values())) == 3
+    assert eng.cast_speakers(people, {"IVO": chosen["NELL"]})["IVO"] == chosen["NELL"]
+    a = eng.synthesize("Tonight.", Voice(speaker=chosen["NELL"]))
+    b = eng.synthesize("Tonight.", Voice(speaker=chosen["IVO"]))
+    assert not np.array_equal(a.samples, b.samples)
+    with pytest.raises(MediaError, match="no speaker 'zz'"):
+        eng.synthesize("Tonight.", Voice(speaker="zz"))
+
+
 def test_speak_command_with_a_coqui_model(tiny, tmp_path):
     out = tmp_path / "line.wav"
     r = CliRunner().invoke(main, ["speak", "Tonight, then.", "-o", str(out), "--engine",
