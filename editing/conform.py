@@ -241,6 +241,7 @@ class _Reader:
             raise MediaError(f"media for clip {clip_name} has no video", source=path)
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+        self._scaler = av.video.reformatter.VideoReformatter()  # one for all its frames
         self.path, self.clip, self.rate = path, clip_name, rate
         self.size = (width, height)
         self.media_rate = Fraction(self.stream.average_rate or rate)
@@ -288,7 +289,7 @@ class _Reader:
         for fr in self.container.decode(self.stream):
             idx = int(round(Fraction(fr.pts) * tb * self.media_rate)) if fr.pts is not None else 0
             if (fr.width, fr.height) != (w, h):
-                fr = fr.reformat(width=w, height=h)
+                fr = self._scaler.reformat(fr, width=w, height=h, threads=1)
             yield idx, fr
 
     def close(self) -> None:
@@ -597,7 +598,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
     import av
     import soundfile
     from av.video.frame import PictureType
-    from av.video.reformatter import ColorRange, Colorspace
+    from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
     output = Path(output)
     if not output.parent.exists():
@@ -641,6 +642,11 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     # is encoded, and the header needs the stream's parameters
                     cc.open(strict=False)
                 matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
+                # One scaler for the decoded frames and one for RGB pictures, each made
+                # once: a frame's own ``reformat`` builds a scaler (and its threads) for
+                # every frame. One thread each: the conversion runs on the prefetch thread
+                # beside the encoder's threads, as the ffmpeg command's filter thread does.
+                from_decoded, from_rgb = VideoReformatter(), VideoReformatter()
                 count = 0
                 apts = 0
                 last: list = [None, None]  # the item prepared last, and what it became
@@ -659,7 +665,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     if isinstance(item, av.VideoFrame) and not profile.hdr:
                         # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
                         return item if item.format.name == profile.pix_fmt else \
-                            item.reformat(format=profile.pix_fmt)
+                            from_decoded.reformat(item, format=profile.pix_fmt, threads=1)
                     rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
                     if profile.hdr:
                         vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
@@ -667,8 +673,8 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     else:
                         vf = av.VideoFrame.from_ndarray(
                             rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
-                    return vf.reformat(format=profile.pix_fmt, dst_colorspace=matrix,
-                                       dst_color_range=ColorRange.MPEG)
+                    return from_rgb.reformat(vf, format=profile.pix_fmt, dst_colorspace=matrix,
+                                             dst_color_range=ColorRange.MPEG, threads=1)
 
                 def prepare_and_watch(item):
                     out_frame = prepare(item)

@@ -254,3 +254,58 @@ def test_a_failing_segment_encoder_fails_the_master_cleanly(film, tmp_path):
     with pytest.raises(MediaError, match="shot2 is missing"):
         conform(broken, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav", workers=2)
     assert list(tmp_path.iterdir()) == []  # no master, no part file, no segments
+
+
+def test_web_master_pictures_are_the_shots_scaled_faded_and_dissolved(tmp_path):
+    """The frame path of a conform (decoded frames handed to the encoder's scaler, a shot
+    at another size scaled on decode, fades and a dissolve blended in RGB, one scaler for
+    each kind of frame): every frame of the web master is the picture the edit asks for,
+    against the shots decoded here on their own and blended by the documented weights."""
+    big = tmp_path / "big.mov"  # twice the timeline's size: scaled to it frame by frame
+    encode_master((np.repeat(np.repeat(f, 2, 0), 2, 1) for f in painted(50, 7)), 50, FPS,
+                  2 * W, 2 * H, big, PROFILES["prores"], None)
+    small = tmp_path / "small.mov"
+    encode_master(painted(40, 8), 40, FPS, W, H, small, PROFILES["prores"], None)
+
+    def rt(v: int) -> otio.opentime.RationalTime:
+        return otio.opentime.RationalTime(v, 24)
+
+    def clip(path: Path, first: int, n: int) -> otio.schema.Clip:
+        return otio.schema.Clip(name=path.stem,
+                                media_reference=otio.schema.ExternalReference(path_to_url(path)),
+                                source_range=otio.opentime.TimeRange(rt(first), rt(n)))
+
+    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    track.append(otio.schema.Transition(in_offset=rt(0), out_offset=rt(8),
+                                        metadata={NAMESPACE: {"kind": "fade-in"}}))
+    track.append(clip(small, 0, 30))  # frames 0-29, the first 8 fading in
+    track.append(otio.schema.Transition(in_offset=rt(4), out_offset=rt(4),
+                                        metadata={NAMESPACE: {"kind": "dissolve"}}))
+    track.append(clip(big, 10, 40))  # frames 30-69; 26-33 dissolve from the small shot
+    tl = otio.schema.Timeline(name="path", metadata={NAMESPACE: {
+        "width": W, "height": H, "rate": "24"}})
+    tl.tracks.append(track)
+    master = conform(tl, tmp_path / "web.mp4", "h264")
+
+    def pictures(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as c:
+            return [f.reformat(width=W, height=H, format="rgb24").to_ndarray().astype(np.float32)
+                    for f in c.decode(video=0)]
+
+    a, b, got = pictures(small), pictures(big), pictures(master)
+    want = []
+    for t in range(70):
+        if t < 26:
+            want.append(a[t] * min(1.0, (t + 0.5) / 8))
+        elif t < 34:
+            w = (t - 26 + 0.5) / 8  # the incoming shot's share
+            want.append(a[t] * (1 - w) + b[10 - 30 + t] * w)
+        else:
+            want.append(b[10 - 30 + t])
+    assert len(got) == 70
+    for t, (g, e) in enumerate(zip(got, want)):
+        assert psnr(g, e) > 32, f"frame {t}"
+        # and not a neighbour's picture (the shots move every frame: about 3 dB apart)
+        for other in (want[t - 1] if t else None, want[t + 1] if t < 69 else None):
+            if other is not None:
+                assert psnr(g, e) > psnr(g, other) + 1.5, f"frame {t}"
