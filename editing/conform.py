@@ -475,6 +475,9 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             packet_readers[i] = _PacketReader(spans[i].path, rate, width, height)
         return packet_readers[i] if packet_readers[i].ok else None
 
+    for i, sp in enumerate(spans):  # every clip's change now: a refused one stops at once
+        if sp.path is not None and sp.start + sp.length > first:
+            change(i)
     try:
         black = np.zeros((height, width, 3), np.uint8)
         for i, sp in enumerate(spans):
