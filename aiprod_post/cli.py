@@ -19,6 +19,8 @@ import click
 
 from . import __version__
 from .checks import plan_problems
+from .codecs import MASTERS as GRADE_MASTERS
+from .codecs import PROFILES as MASTER_PROFILES
 from .errors import AiprodError, PlanError
 from .files import write_atomic
 from .plan import (
@@ -508,8 +510,8 @@ def export_command(timeline: Path | None, fmt: str | None, output: Path | None,
 @main.command("conform")
 @click.argument("timeline", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
-@click.option("--profile", type=click.Choice(["h264", "prores", "dnxhr", "hdr-pq", "hdr-hlg"]),
-              default="h264", show_default=True)
+@click.option("--profile", type=click.Choice(list(MASTER_PROFILES)), default="h264",
+              show_default=True)
 @click.option("--audio", type=click.Path(path_type=Path),
               help="Mix to lay in (default: the mix the timeline names).")
 @click.option("--media", "media", type=click.Path(path_type=Path), multiple=True,
@@ -876,16 +878,23 @@ def lut_convert_command(source: Path, output: Path, dialect: str | None) -> None
     click.echo(f"{output}: {lut.kind}, size {lut.size}")
 
 
+# what `grade` writes, from the delivery codec table: suffixes of movies and of images,
+# and the codecs a suffix offers beside its default
+_GRADE_SUFFIXES = {image: [s for s, c in GRADE_MASTERS.items() if s != ".tiff"
+                           and next(iter(c.values())).image == image] for image in (False, True)}
+_GRADE_CODECS = "For " + "; for ".join(
+    f"{suffix}: {names[0]} (default) or {' or '.join(names[1:])}"
+    for suffix, names in ((s, list(c)) for s, c in GRADE_MASTERS.items()) if len(names) > 1) + "."
+
+
 @main.command("grade")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="The suffix picks the master: .mov .mxf .mp4 .mkv, or .tif .png .exr "
-                   "images (shot_%06d.exr).")
+              help=f"The suffix picks the master: {' '.join(_GRADE_SUFFIXES[False])}, or "
+                   f"{' '.join(_GRADE_SUFFIXES[True])} images (shot_%06d.exr).")
 @click.option("--look", required=True, help="A library look (warm_film, noir …) or a LUT file.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
-@click.option("--codec", default=None,
-              help="For .mov: prores_422hq (default) or prores_4444; for .mxf: dnxhr_hqx "
-                   "(default) or dnxhr_444.")
+@click.option("--codec", default=None, help=_GRADE_CODECS)
 @click.option("--input-space", default=None,
               help="The footage's colour space, as the pinned OpenColorIO config names it "
                    "(ARRI LogC4, S-Log3 S-Gamut3.Cine …); default: from the file's tags, "

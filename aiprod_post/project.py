@@ -71,6 +71,8 @@ from pydantic import (
 )
 
 from . import engines
+from .codecs import DELIVERIES
+from .codecs import PROFILES as MASTER_PROFILES
 from .errors import AiprodError
 from .plan import FrameRate
 
@@ -196,22 +198,16 @@ class Project(_Strict):
 
 class DeliveryProfile(BaseModel):
     name: str
-    video: Literal["h264", "prores"]
+    video: Literal[tuple(MASTER_PROFILES)]  # type: ignore[valid-type]  # a master's name
     loudness: float
     true_peak: float
     stems: bool = False
     exports: bool = False
 
 
+#: the delivery profiles, from the delivery codec table (aiprod_post.codecs)
 DELIVERY_PROFILES: dict[str, DeliveryProfile] = {
-    "web": DeliveryProfile(name="web", video="h264", loudness=-14.0, true_peak=-1.0),
-    "broadcast-ebu": DeliveryProfile(name="broadcast-ebu", video="prores", loudness=-23.0,
-                                     true_peak=-1.0),
-    "broadcast-atsc": DeliveryProfile(name="broadcast-atsc", video="prores", loudness=-24.0,
-                                      true_peak=-2.0),
-    "master": DeliveryProfile(name="master", video="prores", loudness=-23.0, true_peak=-1.0,
-                              stems=True, exports=True),
-}
+    name: DeliveryProfile(name=name, **spec) for name, spec in DELIVERIES.items()}
 
 
 def read_toml_model(path: str | Path, model: type[_M], what: str,

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import opentimelineio as otio
 
+from aiprod_post.codecs import PROFILES, Profile  # the delivery codec table
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.files import atomic_path
 
@@ -38,65 +39,6 @@ __all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master",
            "cut_frames", "master_keyframes", "verify_master", "segment_ranges",
            "encode_segment", "join_segments", "ClipTransform"]
 
-
-@dataclass(frozen=True)
-class Profile:
-    """A master's encoder settings.
-
-    ``gop_seconds`` makes a long-GOP master: a closed GOP (it starts with an IDR frame and
-    refers to nothing before it) of that length, with keyframes at those GOP starts only,
-    and also at every hard cut where ``keyframes_at_cuts`` asks; ``None`` is an intra
-    codec, every frame a keyframe. ``capped`` limits the bitrate for streaming (VBV
-    maxrate and buffer beside the CRF, from :func:`bitrate_cap`) and names the H.264 level
-    that fits (:func:`h264_level`).
-    """
-
-    name: str
-    container: str
-    suffix: str
-    codec: str
-    pix_fmt: str
-    options: dict
-    audio_codec: str
-    audio_format: str
-    audio_bitrate: int | None = None
-    container_options: dict | None = None
-    primaries: int = 1  # AVCOL_PRI_BT709
-    transfer: int = 1  # AVCOL_TRC_BT709
-    matrix: int = 1  # AVCOL_SPC_BT709
-    hdr: str | None = None
-    gop_seconds: int | None = None
-    keyframes_at_cuts: bool = False
-    capped: bool = False
-    b_frames: int = 0
-
-
-PROFILES: dict[str, Profile] = {
-    # Web: what YouTube, Vimeo and Apple's HLS authoring spec ask of an H.264 upload or
-    # rendition - High profile, CABAC, closed GOP of 2 s with keyframes at the GOP starts
-    # only (HLS and DASH segments then start on one), 2 consecutive B-frames (YouTube's
-    # figure) with a B-pyramid (High profile allows it; every platform's decoder takes it),
-    # a level that fits size, rate and VBV, and the bitrate capped by a VBV (README).
-    "h264": Profile("h264", "mp4", ".mp4", "libx264", "yuv420p",
-                    {"profile": "high", "preset": "medium", "crf": "18",
-                     "x264-params": "b-pyramid=normal"},
-                    "aac", "fltp", 256_000, {"movflags": "+faststart"},
-                    gop_seconds=2, capped=True, b_frames=2),
-    "prores": Profile("prores", "mov", ".mov", "prores", "yuv422p10le",
-                      {"profile": "3", "vendor": "apl0"}, "pcm_s24le", "s32"),
-    "dnxhr": Profile("dnxhr", "mov", ".mov", "dnxhd", "yuv422p10le",
-                     {"profile": "dnxhr_hqx"}, "pcm_s24le", "s32"),
-    "hdr-pq": Profile("hdr-pq", "mov", ".mov", "libx265", "yuv420p10le",
-                      {"x265-params": "log-level=error:hdr10=1:repeat-headers=1", "crf": "18",
-                       "preset": "fast", "profile": "main10"},
-                      "pcm_s24le", "s32", primaries=9, transfer=16, matrix=9, hdr="pq",
-                      gop_seconds=2, b_frames=4),
-    "hdr-hlg": Profile("hdr-hlg", "mov", ".mov", "libx265", "yuv420p10le",
-                       {"x265-params": "log-level=error:repeat-headers=1", "crf": "18",
-                        "preset": "fast", "profile": "main10"},
-                       "pcm_s24le", "s32", primaries=9, transfer=18, matrix=9, hdr="hlg",
-                       gop_seconds=2, b_frames=4),
-}
 
 # Bitrate caps for streaming by picture height, kbit/s at standard (up to 30 fps) and high
 # (48-60 fps) frame rates: YouTube's recommended upload bitrates for SDR (2026); Vimeo asks

@@ -38,13 +38,13 @@ and ``notes`` say so.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from aiprod_post.codecs import MASTERS, Master
 from aiprod_post.errors import MediaError
 from aiprod_post.files import atomic_path
 
@@ -60,60 +60,7 @@ __all__ = ["Master", "MASTERS", "STILL_SUFFIXES", "master_for", "grade_video"]
 STILL_SUFFIXES = (".png", ".tif", ".tiff", ".exr", ".jpg", ".jpeg", ".dpx", ".bmp")
 _LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
 _AUDIO_FORMAT = {"aac": "fltp", "pcm_s24le": "s32"}
-_PCM = {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_s16be", "pcm_s24be", "pcm_f32le"}
-
-
-@dataclass(frozen=True)
-class Master:
-    """How one kind of output file is written."""
-
-    codec: str  # the name ``--codec`` takes
-    encoder: str  # FFmpeg's encoder
-    pix_fmt: str
-    options: dict = field(default_factory=dict)
-    container: str | None = None  # None: an image sequence
-    audio_copy: frozenset | None = frozenset()  # None: any codec is copied
-    audio_encoder: str | None = None  # what other audio becomes; None: dropped
-
-    @property
-    def image(self) -> bool:
-        return self.container is None
-
-
-_PRORES = dict(encoder="prores_ks", container="mov", audio_encoder="pcm_s24le",
-               audio_copy=frozenset({"aac", "alac", "mp3", "ac3", "eac3"} | _PCM))
-_DNXHR = dict(encoder="dnxhd", container="mxf", audio_encoder="pcm_s24le",
-              audio_copy=frozenset({"pcm_s16le", "pcm_s24le"}))
-
-#: suffix -> the codecs it takes, the first the default
-MASTERS: dict[str, dict[str, Master]] = {
-    ".mov": {
-        "prores_422hq": Master("prores_422hq", pix_fmt="yuv422p10le",
-                               options={"profile": "3", "vendor": "apl0"}, **_PRORES),
-        "prores_4444": Master("prores_4444", pix_fmt="yuv444p10le",
-                              options={"profile": "4", "vendor": "apl0"}, **_PRORES),
-    },
-    ".mxf": {
-        "dnxhr_hqx": Master("dnxhr_hqx", pix_fmt="yuv422p10le", options={"profile": "dnxhr_hqx"},
-                            **_DNXHR),
-        "dnxhr_444": Master("dnxhr_444", pix_fmt="yuv444p10le", options={"profile": "dnxhr_444"},
-                            **_DNXHR),
-    },
-    ".mp4": {
-        "h264": Master("h264", "libx264", "yuv420p", {"crf": "18", "preset": "medium"},
-                       container="mp4", audio_encoder="aac",
-                       audio_copy=frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus"})),
-    },
-    ".mkv": {
-        "ffv1": Master("ffv1", "ffv1", "gbrp16le", {"level": "3", "slicecrc": "1"},
-                       container="matroska", audio_copy=None),
-    },
-    ".tif": {"tiff": Master("tiff", "tiff", "rgb48le", {"compression_algo": "deflate"})},
-    ".png": {"png": Master("png", "png", "rgb48be")},
-    ".exr": {"exr_half": Master("exr_half", "exr", "gbrpf32le",
-                                {"format": "half", "compression": "zip16"})},
-}
-MASTERS[".tiff"] = MASTERS[".tif"]
+# the masters by suffix (MASTERS) are the delivery codec table's: aiprod_post.codecs
 
 
 def master_for(output: str | Path, codec: str | None = None) -> Master:

@@ -309,3 +309,31 @@ def test_web_master_pictures_are_the_shots_scaled_faded_and_dissolved(tmp_path):
         for other in (want[t - 1] if t else None, want[t + 1] if t < 69 else None):
             if other is not None:
                 assert psnr(g, e) > psnr(g, other) + 1.5, f"frame {t}"
+
+
+def test_one_table_of_delivery_codecs():
+    """Conform, grade, the delivery profiles and the command line read one table
+    (aiprod_post.codecs): a codec added there is offered everywhere, and no copy drifts."""
+    from click.testing import CliRunner
+
+    from aiprod_post import codecs
+    from aiprod_post.cli import main
+    from aiprod_post.editing import conform as conform_module
+    from aiprod_post.grading import grade
+    from aiprod_post.project import DELIVERY_PROFILES
+
+    assert conform_module.PROFILES is codecs.PROFILES and conform_module.Profile is codecs.Profile
+    assert grade.MASTERS is codecs.MASTERS and grade.Master is codecs.Master
+    assert {k: {f: getattr(v, f) for f in codecs.DELIVERIES[k]}
+            for k, v in DELIVERY_PROFILES.items()} == dict(codecs.DELIVERIES)
+    assert all(p.video in codecs.PROFILES for p in DELIVERY_PROFILES.values())
+    runner = CliRunner()
+    said = runner.invoke(main, ["conform", "x.otio", "-o", "m.mp4", "--profile", "vp9"])
+    assert said.exit_code == 2
+    for name in codecs.PROFILES:  # every master of the table is a choice
+        assert name in said.output
+    grade_help = runner.invoke(main, ["grade", "--help"]).output
+    for suffix, names in codecs.MASTERS.items():
+        assert suffix in grade_help or suffix == ".tiff"
+        if len(names) > 1:
+            assert all(n in " ".join(grade_help.split()) for n in names)
