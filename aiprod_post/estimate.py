@@ -47,12 +47,23 @@ REFERENCE = {
     "masters": {"master_frames": 0.0023, "master_frame_mp": 0.106},
     "qa": {"once": 0.05, "film_seconds": 0.001},
 }
-#: The GPU engines' benchmark figures: denoising seconds for one shot of ``frames`` at
-#: ``width`` x ``height`` (warm, compiled), per preset. Scaled per frame and pixel.
+#: The GPU engines' benchmark figures: seconds for one shot of ``frames`` at ``width`` x
+#: ``height`` (warm, compiled), per preset, scaled per frame and pixel; plus, where the
+#: benchmark measured it, the warm-up that compiles a film's shapes (once per render).
+#: A preset without figures leaves the generation time unknown.
 GPU_FIGURES = {
     "ltx": {"gpu": "NVIDIA H200", "date": "2026-11", "benchmark": "benchmarks/bench_ltx_gpu.py",
             "width": 768, "height": 512, "frames": 121,
             "seconds_per_shot": {"distilled": 0.65, "dev": 4.89}},
+    # the example film (84.4 s, 20 shots, 2050 frames with handles) through the engine
+    # (19B, bf16, compiled): 68.9 s of shots, as seconds per 121-frame shot (VAE decode,
+    # sound and conditioning included), and the warm-up that compiled its 4 shapes from a
+    # warm cache (37.9 s cold); the whole film took 83.5 s, 0.99 s per second of film
+    "ltx2": {"gpu": "NVIDIA H200", "date": "2026-11-30",
+             "benchmark": "benchmarks/bench_ltx2_film.py", "width": 768, "height": 512,
+             "frames": 121, "seconds_per_shot": {"distilled": 4.07},
+             "warm_up_seconds": {"distilled": 14.5},
+             "seconds_per_film_second": {"distilled": 0.99}},
 }
 
 #: Engines that generate on a GPU: their time comes from GPU_FIGURES, never the animatic's.
@@ -178,11 +189,12 @@ def estimate_work(work: Work, engine: str, *, history: list[dict] | None = None,
         sources[stage] = f"{len(learned)} earlier render(s)" if learned else "reference table"
         stages[stage] = factor * work.reference_seconds(stage)
     gpu = None
-    if engine in GPU_FIGURES:
-        fig = GPU_FIGURES[engine]
+    fig = GPU_FIGURES.get(engine)
+    if fig and preset in fig["seconds_per_shot"]:
         per_frame_px = fig["seconds_per_shot"][preset] / (fig["frames"] * fig["width"]
                                                           * fig["height"])
-        seconds = per_frame_px * work.generated_frames * work.megapixels * 1e6
+        seconds = per_frame_px * work.generated_frames * work.megapixels * 1e6 \
+            + fig.get("warm_up_seconds", {}).get(preset, 0.0)
         stages["generation"] = seconds
         sources["generation"] = f"{fig['benchmark']} on {fig['gpu']} ({fig['date']}), {preset}"
         gpu = {"gpu": fig["gpu"], "gpu_hours": round(seconds / 3600, 4),
@@ -193,7 +205,8 @@ def estimate_work(work: Work, engine: str, *, history: list[dict] | None = None,
         learned = any("generation" in h.get("rates", {}) for h in history[-5:])
         if not learned:
             stages["generation"] = None
-            sources["generation"] = f"unknown: no GPU benchmark figures for {engine} yet"
+            sources["generation"] = (f"unknown: no GPU benchmark figures for {engine} "
+                                     f"({preset}) yet")
     known = [v for v in stages.values() if v is not None]
     return {"engine": engine, "film_seconds": round(work.film_seconds, 3),
             "frames": work.frames,

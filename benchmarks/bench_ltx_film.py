@@ -91,12 +91,33 @@ def run_stock(parts, shots, width, height, preset: dict) -> dict:
             "distinct_shapes": len(seen)}
 
 
+def render_shots(engine, shots, width: int, height: int, fps: Fraction,
+                 label: str = "") -> list[float]:
+    """Every shot through the engine as a render drives it (each conditioned on the
+    keyframes of the shots before it, frames streamed and counted): seconds per shot."""
+    from aiprod_post.generation.engine import KeyframeStore, RenderContext
+
+    store = KeyframeStore()
+    per_shot = []
+    for scene, shot in shots:
+        t = time.perf_counter()
+        r = engine.render(shot, RenderContext(scene, width, height, fps,
+                                              store.for_shot(scene, shot)))
+        frames = sum(1 for _ in r)
+        assert frames == shot.duration, (shot.id, frames, shot.duration)
+        store.add_shot(scene, shot, r.keyframes)
+        per_shot.append(round(time.perf_counter() - t, 3))
+        if label:
+            print(f"{label} {shot.id} {shot.duration} {per_shot[-1]}", file=sys.stderr,
+                  flush=True)
+    return per_shot
+
+
 def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
              compile_: str) -> dict:
     from diffusers import LTXConditionPipeline
     from torch._dynamo.utils import counters
 
-    from aiprod_post.generation.engine import KeyframeStore, RenderContext
     from aiprod_post.generation.ltx import LTXEngine
 
     engine = LTXEngine.from_pipeline(
@@ -108,25 +129,23 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
     t0 = time.perf_counter()
     info = engine.warm_up([s.duration for _, s in shots], width, height)
     graphs_after_warm_up = counters["stats"]["unique_graphs"]
-    store = KeyframeStore()
-    per_shot = []
     t_film = time.perf_counter()
-    for scene, shot in shots:
-        t = time.perf_counter()
-        ctx = RenderContext(scene, width, height, Fraction(24), store.for_shot(scene, shot))
-        r = engine.render(shot, ctx)
-        frames = sum(1 for _ in r)
-        assert frames == shot.duration, (shot.id, frames, shot.duration)
-        store.add_shot(scene, shot, r.keyframes)
-        per_shot.append(round(time.perf_counter() - t, 3))
+    per_shot = render_shots(engine, shots, width, height, Fraction(24))
     torch.cuda.synchronize()
     end = time.perf_counter()
-    return {"seconds": round(end - t0, 3), "compile_seconds": info["seconds"],
-            "shots_seconds": round(end - t_film, 3), "per_shot_seconds": per_shot,
+    return {"seconds": round(end - t0, 3), "shots_seconds": round(end - t_film, 3),
+            "per_shot_seconds": per_shot,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-            "distinct_shapes": len(seen), "buckets": info["buckets"],
+            "distinct_shapes": len(seen), **compile_figures(info, graphs_after_warm_up)}
+
+
+def compile_figures(info: dict, graphs_after_warm_up: int) -> dict:
+    """What the warm-up did and what dynamo and inductor counted since (for the JSON)."""
+    from torch._dynamo.utils import counters
+
+    return {"compile_seconds": info["seconds"], "buckets": info["buckets"],
             "compiled": info["compile"], "compile_reason": info["reason"],
-            "graphs_compiled": graphs_after_warm_up,
+            "compile_shapes": info["shapes"], "graphs_compiled": graphs_after_warm_up,
             "graphs_compiled_during_shots": counters["stats"]["unique_graphs"]
             - graphs_after_warm_up,
             "fx_graph_cache": {k: v for k, v in counters["inductor"].items()

@@ -320,6 +320,9 @@ class CastLoras:
 @register("ltx")
 class LTXEngine:
     name = "ltx"
+    #: (seconds to compile one shape cold, warm; the compiled transformer's speed-up)
+    _compile_costs = property(lambda self: (_COMPILE_COLD_S, _COMPILE_WARM_S,
+                                            _COMPILED_SPEEDUP))
 
     def __init__(self, cast_loras: dict[str, dict] | None = None, **settings) -> None:
         self.s = checked_settings(LTXSettings, settings, "ltx", "LTX", PRESETS)
@@ -558,22 +561,27 @@ class LTXEngine:
         """(frames, width, height) of every generation shape the film needs."""
         return [(b, w, h) for b in self.buckets for w, h in self._sizes(width, height)]
 
+    def _film_gpu_seconds(self, durations: Sequence[int], width: int, height: int) -> float:
+        """The eager transformer's seconds for the film's generations."""
+        return sum(self._transformer_seconds(b, w, h) for d in durations
+                   for b in self.lengths_for(d) for w, h in self._sizes(width, height))
+
     def _compile_decision(self, durations: Sequence[int], width: int, height: int
                           ) -> tuple[bool, str, float]:
         """Whether to compile, why, and the compile seconds expected."""
+        cold_s, warm_s, speedup = self._compile_costs
         shapes = self._film_shapes(width, height)
         index = _compiled_index()
         cold = [s for s in shapes if self._shape_key(*s) not in index]
-        cost = len(cold) * _COMPILE_COLD_S + (len(shapes) - len(cold)) * _COMPILE_WARM_S
+        cost = len(cold) * cold_s + (len(shapes) - len(cold)) * warm_s
         if self.s.compile is True:
             return True, "compile = true", cost
         if self.s.compile is False:
             return False, "compile = false", 0.0
         if self.s.device != "cuda" or self.s.cpu_offload:
             return False, "auto: compiles on CUDA only, without CPU offload", 0.0
-        gpu = sum(self._transformer_seconds(b, w, h) for d in durations
-                  for b in self.lengths_for(d) for w, h in self._sizes(width, height))
-        saved = gpu * (1 - 1 / _COMPILED_SPEEDUP)
+        gpu = self._film_gpu_seconds(durations, width, height)
+        saved = gpu * (1 - 1 / speedup)
         verdict = saved > cost
         return verdict, (f"auto: ~{saved:.0f} s saved on ~{gpu:.0f} s of transformer time, "
                          f"~{cost:.0f} s to compile {len(shapes)} shapes ({len(cold)} not "

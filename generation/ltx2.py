@@ -23,6 +23,12 @@ for ``ltx``) and from what the pipeline already made for it:
   (``audio = false`` turns it off).
 - **Two stages** (``upsampler`` set): half size, the LTX-2 latent upsampler ×2, then a short
   refining pass at full size on LTX-2's stage-2 distilled sigmas.
+- **Shapes and compiling**, as the ``ltx`` engine: a film is generated at a few frame counts
+  (buckets, ``max_buckets``) and trimmed; :meth:`LTX2Engine.warm_up` compiles the
+  transformer's repeated block for each before the first shot (``compile``: true, false,
+  "auto"), inductor's cache under ``AIPROD_CACHE``. ``fp8`` runs the blocks' linear layers
+  on the FP8 tensor cores (:mod:`.fp8`). ``benchmarks/bench_ltx2_film.py`` measures the
+  example film at full size on a GPU beside stock diffusers.
 
 What diffusers 0.42.1 has, and where it differs from a single pipeline that does it all:
 ``LTX2InContextPipeline`` takes frame conditions and IC-LoRA references together but has no
@@ -39,9 +45,13 @@ License and are not shipped with aiprod-post.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -56,11 +66,15 @@ from .ltx import (
     NEGATIVE_PROMPT,
     CastLoras,
     LTXEngine,
+    _compiled_index,
     _crop,
     _fit,
     _lora_identity,
+    _save_compiled_index,
     _weights_identity,
+    bucket_for,
     checked_settings,
+    choose_buckets,
     drop_module_mocks,
     generation_lengths,
     shot_prompt,
@@ -102,6 +116,18 @@ class LTX2Settings(engines.LTX2Settings):
 
     max_sequence_length: int = 1024
     extra: dict = Field(default_factory=dict)
+    #: as ``[engine.ltx]``'s: compile the transformer's repeated block (true, false, or
+    #: "auto": where the film's estimated GPU time repays it), and the most frame counts
+    #: a film is generated at (each a compiled shape)
+    compile: bool | Literal["auto"] = "auto"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"
+    compile_backend: Literal["inductor", "eager"] = "inductor"  # eager: traces only
+    max_buckets: int = Field(4, ge=1, le=16)
+    #: the transformer blocks' linear layers in FP8 (e4m3 weights and row-scaled inputs
+    #: on the FP8 tensor cores, :mod:`.fp8`): half their memory, faster products, not
+    #: bit-identical to bf16; not with LoRAs
+    fp8: bool = False
 
 
 def valid_frames(n: int, ratio: int = 8) -> int:
@@ -219,6 +245,22 @@ class LTX2Engine:
         self.identity: dict = {}
         #: (frames, width, height, pipeline) of each generation, for the report and tests
         self.generations: list[tuple[int, int, int, str]] = []
+        #: the frame counts shots are generated at; set from the film by :meth:`plan_film`
+        self.buckets: tuple[int, ...] = ()
+        self.compiled = False
+        self._upsampler_model = None
+        self._fps = 24.0  # the film's frame rate, from warm_up (the sound's length)
+
+    @classmethod
+    def from_pipeline(cls, pipe, **settings) -> "LTX2Engine":
+        """An engine around an in-context pipeline already built (benchmarks: random
+        weights built from a config); set up for the settings' device like a loaded one."""
+        engine = cls(**settings)
+        engine.identity = {"model": "(in memory)", "dtype": engine.s.dtype,
+                           "pipeline": type(pipe).__name__, "loras": {},
+                           "settings": engine.s.model_dump()}
+        engine._setup(pipe)
+        return engine
 
     # ---- loading
     def _check_paths(self) -> Path:
@@ -251,6 +293,7 @@ class LTX2Engine:
     check = LTXEngine.check
     _torch_dtype = LTXEngine._torch_dtype
     _with_fallbacks = LTXEngine._with_fallbacks
+    _compile_blocks = LTXEngine._compile_blocks
 
     def pipeline(self):
         """The in-context pipeline (loaded once, with its LoRAs); the DFR pipeline and the
@@ -261,7 +304,7 @@ class LTX2Engine:
         drop_module_mocks()
         try:
             import torch
-            from diffusers import LTX2DFRPipeline, LTX2InContextPipeline
+            from diffusers import LTX2InContextPipeline
         except ImportError as exc:
             raise AiprodError("the ltx2 engine needs torch, diffusers (0.42 or later), "
                               "transformers and peft (pip install 'aiprod-post[ltx]')") from exc
@@ -278,10 +321,36 @@ class LTX2Engine:
                          "pipeline": type(pipe).__name__, "loras": {},
                          "settings": self.s.model_dump()}
         self._load_loras(pipe)
+        if self.s.upsampler:
+            from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel
+
+            try:
+                self._upsampler_model = LTX2LatentUpsamplerModel.from_pretrained(
+                    self._upsampler_dir(), local_files_only=True, dtype=dtype)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise AiprodError(f"cannot load the LTX-2 latent upsampler: {exc}",
+                                  source=self.s.upsampler) from None
+            self.identity["upsampler"] = _weights_identity(self._upsampler_dir())
+        self._setup(pipe)
+        return pipe
+
+    def _setup(self, pipe) -> None:
+        """Device, offload, tiling, the DFR pipeline and the upsampler on the in-context
+        pipeline's modules; compiling waits for :meth:`warm_up`."""
+        import torch
+        from diffusers import LTX2DFRPipeline
+
+        if self.s.fp8 and self._adapters:
+            raise AiprodError("fp8 and LoRAs do not go together: the LoRAs need the "
+                              "transformer's linear layers in bf16", where="[engine.ltx2] fp8")
         if self.s.cpu_offload and self.s.device == "cuda":
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(self.s.device)
+        if self.s.fp8:  # where the weights are (on the GPU: seconds)
+            from .fp8 import to_float8
+
+            self.identity["fp8_linears"] = to_float8(pipe.transformer.transformer_blocks)
         if self.s.vae_tiling:
             pipe.vae.enable_tiling()
         pipe.set_progress_bar_config(disable=True)
@@ -290,24 +359,21 @@ class LTX2Engine:
             "scheduler", "vae", "audio_vae", "text_encoder", "tokenizer", "connectors",
             "transformer", "vocoder")})
         self._dfr.set_progress_bar_config(disable=True)
-        if self.s.upsampler:
+        if self._upsampler_model is not None:
             from diffusers import LTX2LatentUpsamplePipeline
-            from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel
 
-            try:
-                model = LTX2LatentUpsamplerModel.from_pretrained(
-                    self._upsampler_dir(), local_files_only=True, dtype=dtype)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise AiprodError(f"cannot load the LTX-2 latent upsampler: {exc}",
-                                  source=self.s.upsampler) from None
-            self._upsample = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=model)
-            model.to(pipe._execution_device if self.s.cpu_offload else self.s.device)
+            self._upsample = LTX2LatentUpsamplePipeline(vae=pipe.vae,
+                                                        latent_upsampler=self._upsampler_model)
+            self._upsampler_model.to(pipe._execution_device if self.s.cpu_offload
+                                     else self.s.device)
             self._upsample.set_progress_bar_config(disable=True)
-            self.identity["upsampler"] = _weights_identity(self._upsampler_dir())
         if self.s.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            # not cudnn.benchmark: autotuning each new shape of the VAEs' 3D convolutions
+            # cost the example film ~9.5 s on an H200 and gained nothing back
         self._pipe = pipe
-        return pipe
+        self._embeddings = {}
 
     def _load_loras(self, pipe) -> None:
         """The control IC-LoRA, the camera LoRAs and the characters' LoRAs, each an adapter
@@ -365,12 +431,122 @@ class LTX2Engine:
         r, _ = self._ratios()
         return max(r + 1, r * ((self.s.max_frames - 1) // r) + 1)
 
+    def plan_film(self, durations: Iterable[int]) -> tuple[int, ...]:
+        """Choose the frame counts (buckets) the film's shots are generated at, from every
+        shot's length (handles included), as the ``ltx`` engine does: at most
+        ``max_buckets``, the frames generated beyond the plan's (then trimmed) fewest."""
+        r, _ = self._ratios()
+        needs = [max(n, r + 1) for d in durations
+                 for n in generation_lengths(d, self._max_segment())]
+        self.buckets = choose_buckets(needs, self.s.max_buckets)
+        return self.buckets
+
+    def _frames_for(self, need: int, full: bool = True) -> int:
+        """The frame count one generation of ``need`` frames runs at: the film's bucket
+        (``full``: a segment of the configured length), else the next valid count."""
+        r, _ = self._ratios()
+        if self.buckets and full:
+            return bucket_for(max(need, r + 1), self.buckets)
+        return valid_frames(max(need, r + 1), r)
+
     def lengths_for(self, duration: int) -> list[int]:
         """The frame counts a shot of ``duration`` frames is generated at (for the stage
         cache's key)."""
-        r, _ = self._ratios()
-        return [valid_frames(max(n, r + 1), r)
-                for n in generation_lengths(duration, self._max_segment())]
+        return [self._frames_for(n) for n in generation_lengths(duration, self._max_segment())]
+
+    def _film_shapes(self, width: int, height: int) -> list[tuple[int, int, int, bool]]:
+        """(frames, width, height, guided) of every transformer input the film needs: each
+        bucket at the generation size, or with the upsampler at half size (guided as the
+        preset says) and at full size (the refining pass, unguided)."""
+        gw, gh = self._size(width, height)
+        sizes = [(gw // 2, gh // 2, True), (gw, gh, False)] if self.s.upsampler \
+            else [(gw, gh, True)]
+        return [(b, w, h, guided) for b in self.buckets for w, h, guided in sizes]
+
+    def _passes(self, guided: bool) -> tuple[int, int]:
+        """(denoising steps, transformer passes per step) of a first (``guided``) or
+        refining pass: classifier-free guidance doubles the batch, STG and modality
+        guidance each add a pass."""
+        from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
+
+        if not guided:
+            return len(STAGE_2_DISTILLED_SIGMA_VALUES), 1
+        g = self._guidance()
+        return g["num_inference_steps"], (1 + (g["guidance_scale"] > 1.0) + (g["stg_scale"] > 0)
+                                           + (g["modality_scale"] != 1.0))
+
+    def _shape_key(self, frames: int, w: int, h: int, guided: bool) -> str:
+        """What one compiled shape depends on, as a key of the compiled-shapes index."""
+        import torch
+
+        pipe = self.pipeline()
+        device = torch.cuda.get_device_name() if self.s.device == "cuda" else self.s.device
+        return hashlib.sha256(json.dumps([
+            "ltx2", torch.__version__, device, self.s.dtype, self.s.compile_mode,
+            self.s.compile_backend, {k: v for k, v in pipe.transformer.config.items()
+                                     if not k.startswith("_")}, frames, w, h,
+            self._passes(guided)[1], self.s.max_sequence_length, round(self._fps, 3)],
+            sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def _transformer_seconds(self, frames: int, w: int, h: int, guided: bool) -> float:
+        """Eager transformer seconds of one generation pass, from its arithmetic: 2 FLOPs
+        per parameter per token (the video stream's on video tokens, the audio stream's on
+        audio tokens), self-attention's 4·T²·d per layer; × steps × passes."""
+        pipe = self.pipeline()
+        cfg = pipe.transformer.config
+        r, s = self._ratios()
+        video = ((frames - 1) // r + 1) * (h // s) * (w // s)
+        audio = round(frames / self._fps * pipe.audio_sampling_rate / pipe.audio_hop_length
+                      / pipe.audio_vae_temporal_compression_ratio)
+        params = {True: 0, False: 0}
+        for name, p in pipe.transformer.named_parameters():
+            params["audio" in name] += p.numel()
+        dim = cfg.num_attention_heads * cfg.attention_head_dim
+        flops = 2 * params[False] * video + 2 * params[True] * audio + \
+            4 * cfg.num_layers * video ** 2 * dim
+        steps, passes = self._passes(guided)
+        return flops * steps * passes / (_EAGER_TFLOPS * 1e12)
+
+    def _film_gpu_seconds(self, durations: Sequence[int], width: int, height: int) -> float:
+        """The eager transformer's seconds for the film's generations."""
+        shapes = self._film_shapes(width, height)
+        return sum(self._transformer_seconds(*x) for d in durations
+                   for b in self.lengths_for(d) for x in shapes if x[0] == b)
+
+    _compile_decision = LTXEngine._compile_decision
+    _compile_costs = property(lambda self: (_COMPILE_COLD_S, _COMPILE_WARM_S,
+                                            _COMPILED_SPEEDUP))
+
+    def warm_up(self, durations: Sequence[int], width: int, height: int,
+                fps: float = 24.0) -> dict:
+        """Choose the film's buckets and, where compiling pays, compile every shape the
+        film needs now, as the ``ltx`` engine does (one denoising step per shape, latents
+        out), at the film's frame rate (the sound's length follows it). Returns what was
+        done, for the report. (Dialogue shots run the DFR pipeline, whose inputs are
+        shaped differently: they compile on first use.)"""
+        self._fps = float(fps)
+        return LTXEngine.warm_up(self, durations, width, height)
+
+    def _trace(self, frames: int, w: int, h: int, guided: bool) -> None:
+        """One denoising step at a shape, latents out: compiles (or loads) that shape."""
+        import torch
+
+        pipe = self.pipeline()
+        g = self._guidance() if guided else dict(guidance_scale=1.0, stg_scale=0.0,
+                                                 modality_scale=1.0)
+        cfg = g["guidance_scale"] > 1.0
+        pe, pm, ne, nm = self._prompt("", cfg)
+        gen_device = "cpu" if self.s.cpu_offload else self.s.device
+        pipe(prompt_embeds=pe, prompt_attention_mask=pm, negative_prompt_embeds=ne if cfg
+             else None, negative_prompt_attention_mask=nm if cfg else None, width=w, height=h,
+             num_frames=frames, frame_rate=self._fps, num_inference_steps=1, sigmas=[1.0],
+             guidance_scale=g["guidance_scale"], stg_scale=g["stg_scale"],
+             modality_scale=g["modality_scale"], audio_guidance_scale=g["guidance_scale"],
+             audio_stg_scale=g["stg_scale"], audio_modality_scale=g["modality_scale"],
+             max_sequence_length=self.s.max_sequence_length, output_type="latent",
+             generator=torch.Generator(device=gen_device).manual_seed(0))
+        if self.s.device == "cuda":
+            torch.cuda.synchronize()
 
     def _size(self, width: int, height: int) -> tuple[int, int]:
         """The generation size: the plan's, rounded up to multiples of 32 (what the LTX-2
@@ -419,6 +595,8 @@ class LTX2Engine:
         import torch
 
         pipe = self.pipeline()
+        if self.s.compile is True and not self.compiled:
+            self._compile_blocks()
         g = self._guidance()
         gen_device = "cpu" if self.s.cpu_offload else self.s.device
         generator = torch.Generator(device=gen_device).manual_seed(int(seed))
@@ -447,7 +625,7 @@ class LTX2Engine:
         w0, h0 = sizes[0]
         first = pipe(conditions=conds, reference_conditions=refs, reference_downscale_factor=ds,
                      width=w0, height=h0, num_inference_steps=g["num_inference_steps"],
-                     sigmas=self._sigmas(), output_type="latent" if two else "np", **common)
+                     sigmas=self._sigmas(), output_type="latent" if two else "pt", **common)
         self.generations.append((n, w0, h0, type(pipe).__name__))
         if two:
             from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
@@ -457,7 +635,7 @@ class LTX2Engine:
             # the refining pass follows the keyframes; the previz set the composition already
             out = pipe(conditions=conds, width=w, height=h, latents=up,
                        audio_latents=first.audio, sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES),
-                       noise_scale=STAGE_2_DISTILLED_SIGMA_VALUES[0], output_type="np",
+                       noise_scale=STAGE_2_DISTILLED_SIGMA_VALUES[0], output_type="pt",
                        **{**common, **dict(guidance_scale=1.0, stg_scale=0.0,
                                            modality_scale=1.0, audio_guidance_scale=1.0,
                                            audio_stg_scale=0.0, audio_modality_scale=1.0,
@@ -500,14 +678,14 @@ class LTX2Engine:
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
         first = dfr(width=w0, height=h0, reference_latents=ref, reference_downscale_factor=ds,
-                    sigmas=sigmas, output_type="latent" if len(sizes) == 2 else "np", **common)
+                    sigmas=sigmas, output_type="latent" if len(sizes) == 2 else "pt", **common)
         self.generations.append((n, w0, h0, type(dfr).__name__))
         if len(sizes) == 2:
             w, h = sizes[1]
             up = self._upsample(latents=first.frames, latents_normalized=False,
                                 output_type="latent").frames
             first = dfr(width=w, height=h, latents=up,
-                        sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="np", **common)
+                        sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="pt", **common)
             self.generations.append((n, w, h, type(dfr).__name__))
         frames = first.frames[0]
         return _to_uint8(frames), None, 0
@@ -588,7 +766,8 @@ class LTX2Engine:
                 def one(segment: int):
                     nonlocal need, note
                     need = min(shot.duration - produced + chained, segment)
-                    n = valid_frames(max(need, r + 1), r)
+                    # the film's bucket; shorter segments (out of memory) leave the buckets
+                    n = self._frames_for(need, segment >= self._max_segment())
                     reference = previz.take(start, n) if previz is not None else None
                     dialogue = None
                     if speech is not None:
@@ -629,7 +808,24 @@ class LTX2Engine:
         return r_
 
 
+#: what compiling buys and costs, from benchmarks/bench_ltx2_film.py on an H200 (the
+#: full-size 19B LTX-2 transformer, bf16, 768x512, the example film, distilled,
+#: 2026-11-30): the eager transformer's throughput by the arithmetic of
+#: LTX2Engine._transformer_seconds (~340 TFLOP/s: 27 PFLOP in stock's ~80 s), the
+#: compiled blocks' speed-up over it (~1.5), and the seconds to compile one shape of the
+#: block (one denoising step included): cold 37.9 s and warm 14.5 s for the film's 4
+#: shapes. So "auto" compiles a film like the example from a warm cache (83.5 s beside
+#: ~100 s eager) and not from a cold one (~107 s)
+_EAGER_TFLOPS = 340.0
+_COMPILED_SPEEDUP = 1.5
+_COMPILE_COLD_S = 9.5
+_COMPILE_WARM_S = 3.6
+
+
 def _to_uint8(frames) -> np.ndarray:
-    """Float frames in [0, 1] (F, H, W, 3) to 8 bits, rounded."""
-    x = np.asarray(frames, np.float32)
-    return (x * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    """Float frames in [0, 1] as the pipelines' tensor output (F, 3, H, W) to 8 bits
+    (F, H, W, 3), rounded, where the frames are: a quarter of the bytes cross to the host."""
+    import torch
+
+    x = frames.float().mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()

@@ -128,10 +128,39 @@ def test_bad_input_is_named(tmp_path, example_path):
 
 
 def test_a_gpu_engine_without_benchmark_figures_says_so(example_path):
-    r = CliRunner().invoke(main, ["estimate", str(example_path), "--engine", "ltx2", "--json"])
+    """ltx2 has H200 figures for its distilled preset only: dev is unknown."""
+    flags = ["--engine", "ltx2", "--preset", "dev"]
+    r = CliRunner().invoke(main, ["estimate", str(example_path), *flags, "--json"])
     assert r.exit_code == 0, r.output
     est = json.loads(r.output)
     assert est["stages"]["generation"] is None and est["complete"] is False
-    assert "no GPU benchmark figures for ltx2" in est["from"]["generation"]
-    r = CliRunner().invoke(main, ["estimate", str(example_path), "--engine", "ltx2"])
+    assert "no GPU benchmark figures for ltx2 (dev)" in est["from"]["generation"]
+    r = CliRunner().invoke(main, ["estimate", str(example_path), *flags])
     assert "? s" in r.output and "without the stages marked ?" in r.output
+
+
+def test_ltx2_estimates_from_its_film_benchmark_with_its_warm_up(example_path):
+    """ltx2 (distilled) from its whole-film H200 figures: seconds per generated frame at
+    the benchmark's size, plus the warm-up that compiles the film's shapes once."""
+    from aiprod_post.estimate import work_of
+    from aiprod_post.planner import plan_source
+
+    fig = GPU_FIGURES["ltx2"]
+    size = f"{fig['width']}x{fig['height']}"
+    r = CliRunner().invoke(main, ["estimate", str(example_path), "--engine", "ltx2", "--size",
+                                  size, "--price-per-gpu-hour", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    est = json.loads(r.output)
+    plan, _ = plan_source(example_path)
+    frames = sum(s.duration + 24 for _, s in plan.shots())
+    expected = fig["seconds_per_shot"]["distilled"] / fig["frames"] * frames \
+        + fig["warm_up_seconds"]["distilled"]
+    assert est["stages"]["generation"] == pytest.approx(expected, rel=0.01)
+    assert est["complete"] and "bench_ltx2_film.py on NVIDIA H200" in est["from"]["generation"]
+    assert est["gpu"]["gpu"] == "NVIDIA H200"
+    assert est["gpu"]["cost"] == pytest.approx(est["gpu"]["gpu_hours"] * 3, abs=0.01)
+    # half the pixels: half the per-frame time, the same warm-up
+    work = work_of(plan, ["web"], fig["width"] // 2, fig["height"])
+    half = estimate_work(work, "ltx2", history=[])["stages"]["generation"]
+    assert half - fig["warm_up_seconds"]["distilled"] == pytest.approx(
+        (expected - fig["warm_up_seconds"]["distilled"]) / 2, rel=0.01)

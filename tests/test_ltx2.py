@@ -545,3 +545,98 @@ def test_dialogue_shots_report_the_measured_lip_sync(model_dir, monkeypatch):
     assert len(list(r)) == N
     assert r.lip_sync.offset_frames == 3 and r.lip_sync.offset_ms == pytest.approx(125.0)
     assert r.notes[-1].startswith("lip-sync measured: mouth opening after speech by 125 ms")
+
+
+def test_a_film_runs_at_its_buckets_and_traces_each_once(model_dir, tmp_path, monkeypatch,
+                                                           example_path):
+    """The example's shots (handles included) are generated at no more than 4 frame
+    counts, each holding its segment; the warm-up traces each bucket once (dynamo's
+    counters, the eager backend: tracing without inductor) and shots of every bucket then
+    render their exact frames with no new graph; the compiled shapes are indexed in the
+    user's cache, so the next film's estimate counts them warm."""
+    from torch._dynamo.utils import counters
+
+    from aiprod_post.editing.timeline import handles_for
+    from aiprod_post.generation import ltx2
+    from aiprod_post.generation.ltx import generation_lengths
+    from aiprod_post.planner import plan_source
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    plan, _ = plan_source(example_path)
+    handles = handles_for(plan)
+    film = [s.duration + sum(handles[s.id]) for _, s in plan.shots()]
+    eng = engine_by_name("ltx2", model=str(model_dir), compile=True, compile_backend="eager",
+                         **SETTINGS)
+    buckets = eng.plan_film(film)
+    assert 1 < len(buckets) <= 4 and all((b - 1) % 4 == 0 for b in buckets)
+    for d in film:
+        needs = generation_lengths(d, 121)
+        made = eng.lengths_for(d)
+        assert len(made) == len(needs) and all(m >= n for m, n in zip(made, needs))
+        assert set(made) <= set(buckets)
+    # a short film of three lengths, one per bucket
+    lengths = [10, 30, 60]
+    counters.clear()
+    info = eng.warm_up(lengths, W, H)
+    assert info["compile"] and info["reason"] == "compile = true"
+    assert [s[:4] for s in info["shapes"]] == [[b, 32, 32, True] for b in (17, 33, 65)]
+    assert list(eng.buckets) == [17, 33, 65]
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == len(eng.buckets)  # one graph per shape, shared by every block
+    eng.generations.clear()
+    for n in lengths:
+        assert len(list(eng.render(shot(n), ctx()))) == n  # trimmed to the plan's frames
+    assert [g[0] for g in eng.generations] == [17, 33, 65]
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing traced again
+    # the next film (a new engine, same cache): every shape is warm in the estimate
+    again = engine_by_name("ltx2", model=str(model_dir), compile=True,
+                           compile_backend="eager", **SETTINGS)
+    again.plan_film(lengths)
+    _, _, cost = again._compile_decision(lengths, W, H)
+    assert cost == pytest.approx(3 * ltx2._COMPILE_WARM_S)
+    # "auto" on the CPU: no compile, and the report says why
+    auto = engine_by_name("ltx2", model=str(model_dir), **SETTINGS)
+    info = auto.warm_up(lengths, W, H)
+    assert not info["compile"] and "CUDA only" in info["reason"] and not auto.compiled
+
+
+def test_fp8_linear_layers_against_their_quantised_product():
+    """Float8Linear is the product of the e4m3 input and weight with their row scales (a
+    float64 reference from the quantised values), and within e4m3's error of the layer
+    it replaces; to_float8 replaces the layers whose sizes FP8 products take."""
+    from aiprod_post.generation.fp8 import E4M3_MAX, Float8Linear, to_float8
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48)
+    x = torch.randn(2, 7, 64) * torch.linspace(0.1, 10, 64)  # rows of different ranges
+    f8 = Float8Linear(layer)
+    y = f8(x)
+    assert y.shape == (2, 7, 48) and y.dtype == x.dtype
+    assert f8.weight.dtype == torch.float8_e4m3fn
+    # the reference: quantise as the layer says, multiply in float64
+    xs = x.reshape(-1, 64).double()
+    sx = xs.abs().amax(1, keepdim=True) / E4M3_MAX
+    qx = (xs / sx).float().to(torch.float8_e4m3fn).double() * sx
+    w = layer.weight.double()
+    sw = w.abs().amax(1, keepdim=True) / E4M3_MAX
+    qw = (w / sw).float().to(torch.float8_e4m3fn).double() * sw
+    ref = (qx @ qw.T + layer.bias.double()).reshape(2, 7, 48)
+    assert torch.allclose(y.double(), ref, rtol=1e-4, atol=1e-4)
+    exact = layer(x).double()
+    assert 0 < (y.double() - exact).norm() / exact.norm() < 0.08
+    net = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.GELU(), torch.nn.Linear(48, 10))
+    assert to_float8(net) == 1 and isinstance(net[0], Float8Linear)
+    assert isinstance(net[2], torch.nn.Linear)  # 10 outputs: not a multiple of 16
+
+
+def test_fp8_engine_renders_and_refuses_loras(model_dir, loras):
+    from aiprod_post.generation.fp8 import Float8Linear
+
+    eng = engine_by_name("ltx2", model=str(model_dir), fp8=True, **SETTINGS)
+    frames = list(eng.render(shot(10), ctx()))
+    assert len(frames) == 10 and eng.identity["fp8_linears"] > 0
+    blocks = eng.pipeline().transformer.transformer_blocks
+    assert any(isinstance(m, Float8Linear) for m in blocks.modules())
+    with pytest.raises(AiprodError, match="fp8"):
+        engine_by_name("ltx2", model=str(model_dir), fp8=True, control_lora=str(loras["canny"]),
+                       **SETTINGS).check()
