@@ -612,10 +612,12 @@ class LTXEngine:
             backend=self.s.compile_backend, dynamic=False, fullgraph=True)
         self.compiled = True
 
-    def warm_up(self, durations: Sequence[int], width: int, height: int) -> dict:
+    def warm_up(self, durations: Sequence[int], width: int, height: int,
+                fps: float | None = None) -> dict:
         """Choose the film's buckets and, where compiling pays, compile every shape the
         film needs now, before the first shot (one denoising step per shape, no decode).
-        Returns what was done, for the report."""
+        Returns what was done, for the report. (``fps``: the film's frame rate, which
+        LTX-Video's shapes do not depend on; ltx2's sound does.)"""
         t0 = time.perf_counter()
         self.pipeline()
         self.plan_film(durations)

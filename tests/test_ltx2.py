@@ -577,7 +577,7 @@ def test_a_film_runs_at_its_buckets_and_traces_each_once(model_dir, tmp_path, mo
     # a short film of three lengths, one per bucket
     lengths = [10, 30, 60]
     counters.clear()
-    info = eng.warm_up(lengths, W, H)
+    info = eng.warm_up(lengths, W, H, fps=24)  # the film's rate: the sound's length
     assert info["compile"] and info["reason"] == "compile = true"
     assert [s[:4] for s in info["shapes"]] == [[b, 32, 32, True] for b in (17, 33, 65)]
     assert list(eng.buckets) == [17, 33, 65]
