@@ -132,6 +132,18 @@ class LTX2Settings(_Strict):
     upsampler: str | None = None
     vae_tiling: bool = False
     cpu_offload: bool = False
+    #: as ``[engine.ltx]``'s: compile the transformer's repeated block (true, false, or
+    #: "auto": where the film's estimated GPU time repays it), and the most frame counts
+    #: a film is generated at (each a compiled shape)
+    compile: bool | Literal["auto"] = "auto"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"
+    compile_backend: Literal["inductor", "eager"] = "inductor"  # eager: traces only
+    max_buckets: int = Field(4, ge=1, le=16)
+    #: the transformer blocks' linear layers in FP8 (e4m3 weights and row-scaled inputs
+    #: on the FP8 tensor cores, :mod:`.fp8`): half their memory, faster products, not
+    #: bit-identical to bf16; not with LoRAs
+    fp8: bool = False
 
 
 # ---------------------------------------------------------------- the registry

@@ -35,6 +35,8 @@ from .errors import PlanError
 from .files import write_atomic
 
 __all__ = [
+    "AUDIO_RATE",
+    "frames_to_samples",
     "is_plan_file",
     "ID_PATTERN",
     "SafeId",
@@ -134,6 +136,24 @@ def id_problem(value: str, max_len: int = ID_MAX) -> str | None:
         return None
     return (f"{value[:80]!r} is not a safe id: expected 1-{max_len} letters, digits, '.', '_' "
             "or '-', starting and ending with a letter or digit")
+
+
+#: the one sample rate of the film's sound: speech, stems, mixes and masters
+AUDIO_RATE = 48000
+
+
+def frames_to_samples(frames: int, rate: Fraction, plus_seconds: float = 0.0,
+                      audio_rate: int = AUDIO_RATE) -> int:
+    """The audio sample at a frame of the film (and ``plus_seconds`` after it), exact in
+    fractions, rounded once: the mix, the timeline and the masters agree on every cut.
+
+    >>> frames_to_samples(24000, Fraction(24000, 1001))
+    48048000
+    >>> frames_to_samples(24, Fraction(24), 0.25)
+    60000
+    """
+    at = Fraction(frames) / rate + Fraction(plus_seconds).limit_denominator(audio_rate)
+    return int(round(at * audio_rate))
 
 
 def frames_to_timecode(frames: int, rate: Fraction) -> str:
@@ -287,6 +307,24 @@ class ShotPlan(_Model):
     def duration(self) -> int:
         """Film length in frames (cuts; transitions overlap nothing yet)."""
         return sum(shot.duration for _, shot in self.shots())
+
+    def shot_spans(self) -> list[tuple[Scene, Shot, int, int]]:
+        """Every shot in film order with its scene and its first and end frame on the
+        film (end exclusive)."""
+        out, start = [], 0
+        for scene, shot in self.shots():
+            out.append((scene, shot, start, start + shot.duration))
+            start += shot.duration
+        return out
+
+    def scene_spans(self) -> list[tuple[Scene, int, int]]:
+        """Every scene with its first and end frame on the film (end exclusive)."""
+        out, start = [], 0
+        for scene in self.scenes:
+            end = start + sum(s.duration for s in scene.shots)
+            out.append((scene, start, end))
+            start = end
+        return out
 
 
 # --------------------------------------------------------------- versions

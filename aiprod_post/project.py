@@ -92,6 +92,9 @@ class OutputSettings(_Strict):
     fps: FrameRate | None = None
     profiles: list[str] | None = None
     burn_in_subtitles: bool = False
+    #: long-GOP masters (H.264, HEVC) encoded as closed-GOP segments by this many processes
+    #: and joined without re-encoding; picture QA is then measured on the decoded master
+    workers: int = Field(1, ge=1, le=64)
 
 
 class EngineSettings(_Strict):

@@ -10,6 +10,7 @@ exactly; loudness normalisation happens after, on the mix.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,6 +23,7 @@ from aiprod_post.errors import MediaError
 from .io import MIX_RATE
 
 __all__ = ["DialogueClip", "Bed", "MixSettings", "Stems", "place_dialogue", "loop_to_length",
+           "scene_beds",
            "procedural_bed", "duck_gain", "mix_stems", "render_stems"]
 
 _CENTRE = 1 / math.sqrt(2)  # equal-power pan law at the centre
@@ -344,3 +346,33 @@ def mix_stems(dialogue: list[DialogueClip], music: list[Bed], ambience: list[Bed
     render_stems(dialogue, music, ambience, length, {s: ArraySink(a) for s, a in out.items()},
                  settings)
     return Stems(out["DX"], out["MX"], out["FX"])
+
+
+def _seed_of(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:3], "big")
+
+
+def scene_beds(scenes: list[dict], seed: int, music: np.ndarray | None = None,
+               user_bed: Callable[[str], np.ndarray] | None = None
+               ) -> tuple[list[Bed], list[Bed]]:
+    """A music bed and an ambience bed for each scene (``scene``, ``start``, ``end`` in
+    samples, ``light``, ``exterior``, ``ambience``: a file of the user's or None): the
+    user's music looped under every scene where given, else a procedural cue per scene
+    (seeded by the film's seed and the scene, at most 32 s, looped); the scene's ambience
+    file, else procedural ambience by light and exterior (at most 20 s, looped). Each bed
+    is made when mixed, so memory stays flat with the film."""
+    music_beds, ambience = [], []
+    for b in scenes:
+        seconds = (b["end"] - b["start"]) / MIX_RATE
+        m = music if music is not None else (
+            lambda b=b, seconds=seconds: procedural_bed(
+                "music", min(seconds, 32.0) + 1, seed + _seed_of(b["scene"]), b["light"]))
+        music_beds.append(Bed(b["start"], b["end"], m, name=f"music {b['scene']}"))
+        if b["ambience"] and user_bed is None:
+            raise MediaError(f"scene {b['scene']}: an ambience file needs a reader")
+        amb = (lambda b=b: user_bed(b["ambience"])) if b["ambience"] else (
+            lambda b=b, seconds=seconds: procedural_bed(
+                "ambience", min(seconds, 20.0) + 1, seed + 7 + _seed_of(b["scene"]),
+                b["light"], exterior=b["exterior"]))
+        ambience.append(Bed(b["start"], b["end"], amb, name=f"ambience {b['scene']}"))
+    return music_beds, ambience

@@ -48,10 +48,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import time
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -66,11 +64,9 @@ from .ltx import (
     NEGATIVE_PROMPT,
     CastLoras,
     LTXEngine,
-    _compiled_index,
     _crop,
     _fit,
     _lora_identity,
-    _save_compiled_index,
     _weights_identity,
     bucket_for,
     checked_settings,
@@ -116,18 +112,6 @@ class LTX2Settings(engines.LTX2Settings):
 
     max_sequence_length: int = 1024
     extra: dict = Field(default_factory=dict)
-    #: as ``[engine.ltx]``'s: compile the transformer's repeated block (true, false, or
-    #: "auto": where the film's estimated GPU time repays it), and the most frame counts
-    #: a film is generated at (each a compiled shape)
-    compile: bool | Literal["auto"] = "auto"
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
-                          "max-autotune-no-cudagraphs"] = "default"
-    compile_backend: Literal["inductor", "eager"] = "inductor"  # eager: traces only
-    max_buckets: int = Field(4, ge=1, le=16)
-    #: the transformer blocks' linear layers in FP8 (e4m3 weights and row-scaled inputs
-    #: on the FP8 tensor cores, :mod:`.fp8`): half their memory, faster products, not
-    #: bit-identical to bf16; not with LoRAs
-    fp8: bool = False
 
 
 def valid_frames(n: int, ratio: int = 8) -> int:

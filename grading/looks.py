@@ -15,7 +15,7 @@ from aiprod_post.errors import MediaError
 from .lut import LUT, read_lut
 
 __all__ = ["LOOKS_DIR", "LOOK_NAMES", "DEFAULT_LOOK_BY_LIGHT", "look_path", "load_look",
-           "default_look"]
+           "default_look", "look_for"]
 
 # package data of aiprod_post.luts (the repository's luts/ folder), so a wheel finds them too
 LOOKS_DIR = Path(str(resources.files("aiprod_post.luts")))
@@ -57,3 +57,21 @@ def load_look(look: str, root: Path | None = None) -> LUT:
 
 def default_look(light: str) -> str:
     return DEFAULT_LOOK_BY_LIGHT.get(light, "neutral_rec709")
+
+
+def look_for(shot, scene, shot_looks: dict[str, str] | None = None,
+             scene_looks: dict[str, str] | None = None) -> str:
+    """The look a shot is graded with, first found: the project's ``[looks] shot`` entry,
+    the plan's shot look, neutral for a title card (graphics on black: the scene's grade is
+    not for it), the project's ``[looks] scene`` entry, the plan's scene look, the default
+    for the scene's light.
+
+    >>> from aiprod_post.plan import Scene, Shot
+    >>> scene = Scene(id="1", heading="EXT. PIER - NIGHT", light="night", shots=[])
+    >>> shot = Shot(id="1A", framing="wide", duration=24, seed=1)
+    >>> look_for(shot, scene), look_for(shot, scene, {"1A": "warm_film"})
+    ('day_for_night', 'warm_film')
+    """
+    return ((shot_looks or {}).get(shot.id) or shot.look
+            or ("neutral_rec709" if shot.framing.value == "title" else None)
+            or (scene_looks or {}).get(scene.id) or scene.look or default_look(scene.light))

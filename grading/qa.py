@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -92,6 +92,8 @@ class QAMeter:
         self._last_sign = self._last_red_sign = 0
         self._black_start: int | None = None
         self._frozen_start: int | None = None
+        self._last_av: Any = None  # the PyAV frame add_av saw last, and it at 256×144
+        self._last_small: np.ndarray | None = None
 
     def add(self, frame: np.ndarray, codes: np.ndarray | None = None) -> None:
         """One RGB frame (any size; 256×144 is plenty) and, for levels, R'G'B' codes."""
@@ -139,9 +141,17 @@ class QAMeter:
 
     def add_av(self, frame, *, step: int = 1, levels: bool = True) -> None:
         """A decoded (or about to be encoded) PyAV frame in Y'CbCr: flashes, black and
-        frozen frames at 256×144 scaled by swscale; levels from its own code values."""
+        frozen frames at 256×144 scaled by swscale; levels from its own code values.
+
+        The same frame object again (a held frame, which an encoder on another thread
+        may be reading right now) is not scaled again: PyAV's reformat rewrites the source
+        frame's colour tags while it scales, which another thread must not see."""
         codes = _rgb_codes(frame, self.qa.bits, step) if levels else None
-        self.add(frame.reformat(width=256, height=144, format="rgb24").to_ndarray(), codes)
+        if frame is not self._last_av:
+            self._last_av = frame
+            self._last_small = frame.reformat(width=256, height=144,
+                                              format="rgb24").to_ndarray()
+        self.add(self._last_small, codes)
 
     def result(self) -> PictureQA:
         qa = self.qa

@@ -461,7 +461,9 @@ def test_series_cast_keeps_everyone_and_adds_new_characters(tmp_path):
 
 
 def test_project_voice_wins_and_no_one_else_is_left_with_it(tmp_path):
-    from aiprod_post.pipeline import RenderOptions, _Render
+    from aiprod_post.pipeline import RenderOptions
+    from aiprod_post.stages.context import new_context
+    from aiprod_post.stages.plan import cast_for
     from aiprod_post.planner import PlannerSettings, plan_source
     from aiprod_post.project import load_project
 
@@ -471,10 +473,10 @@ def test_project_voice_wins_and_no_one_else_is_left_with_it(tmp_path):
     ivo_voice = plain.characters["IVO"].voice
     project = tmp_path / "p.toml"
     project.write_text(f'[characters.NELL]\nvoice = "{ivo_voice}"\npitch = 70\n')
-    run = _Render(script, tmp_path / "out", RenderOptions(project=load_project(project),
-                                                          quiet=True))
+    run = new_context(script, tmp_path / "out", RenderOptions(project=load_project(project),
+                                                              quiet=True))
     plan, _ = plan_source(script, PlannerSettings())
-    cast = run.cast_for(plan)
+    cast = cast_for(run, plan)
     assert (cast.characters["NELL"].voice, cast.characters["NELL"].pitch) == (ivo_voice, 70)
     assert cast.characters["IVO"].voice != ivo_voice
 
@@ -539,7 +541,9 @@ def test_reading_accuracy_on_the_held_out_scripts_stays_where_it_was_measured():
 
 
 def test_a_plan_reads_its_cast_from_the_script_it_names(tmp_path):
-    from aiprod_post.pipeline import RenderOptions, _Render
+    from aiprod_post.pipeline import RenderOptions
+    from aiprod_post.stages.context import new_context
+    from aiprod_post.stages.plan import cast_for
     from aiprod_post.plan import save_plan
     from aiprod_post.planner import PlannerSettings, plan_source
 
@@ -547,12 +551,12 @@ def test_a_plan_reads_its_cast_from_the_script_it_names(tmp_path):
     script.write_text(EPISODE_1)
     plan, _ = plan_source(script, PlannerSettings())
     save_plan(plan, tmp_path / "plan.json")
-    cast = _Render(tmp_path / "plan.json", tmp_path / "out",
-                   RenderOptions(quiet=True)).cast_for(plan)
+    cast = cast_for(new_context(tmp_path / "plan.json", tmp_path / "out",
+                                RenderOptions(quiet=True)), plan)
     assert cast.characters["NELL"].description == "an older woman in a yellow oilskin"
     script.write_text(EPISODE_1.replace("sixties", "forties"))  # the script changed since
-    cast = _Render(tmp_path / "plan.json", tmp_path / "out2",
-                   RenderOptions(quiet=True)).cast_for(plan)
+    cast = cast_for(new_context(tmp_path / "plan.json", tmp_path / "out2",
+                                RenderOptions(quiet=True)), plan)
     assert cast.characters["NELL"].gender == "unknown"  # facts of another script: none
 
 
@@ -573,7 +577,9 @@ Shoo, I said.
 
 
 def test_project_names_the_cast_file_relative_to_itself(tmp_path):
-    from aiprod_post.pipeline import RenderOptions, _Render
+    from aiprod_post.pipeline import RenderOptions
+    from aiprod_post.stages.context import new_context
+    from aiprod_post.stages.plan import cast_for
     from aiprod_post.planner import PlannerSettings, plan_source
     from aiprod_post.project import load_project
 
@@ -585,11 +591,51 @@ def test_project_names_the_cast_file_relative_to_itself(tmp_path):
     (tmp_path / "proj" / "cast.toml").write_text(
         text.replace('description = "a young man"', 'description = "a courier on a bike"'))
     (tmp_path / "proj" / "p.toml").write_text('[project]\ncast = "cast.toml"\n')
-    run = _Render(script, tmp_path / "out",
-                  RenderOptions(project=load_project(tmp_path / "proj" / "p.toml"), quiet=True))
-    cast = run.cast_for(plan_source(script, PlannerSettings())[0])
+    run = new_context(script, tmp_path / "out",
+                      RenderOptions(project=load_project(tmp_path / "proj" / "p.toml"),
+                                    quiet=True))
+    cast = cast_for(run, plan_source(script, PlannerSettings())[0])
     assert cast.characters["IVO"].description == "a courier on a bike"
     assert run.report["cast"]["file"].endswith("proj/cast.toml")
     (tmp_path / "proj" / "p.toml").write_text('[project]\ncats = "cast.toml"\n')
     with pytest.raises(AiprodError, match="project.cats|cats: unknown key"):
         load_project(tmp_path / "proj" / "p.toml")
+
+
+def test_a_characters_lora_from_the_cast_file_reaches_the_ltx_engine(tmp_path):
+    """The cast file's ``lora`` (relative to the file) and ``lora_weight`` are handed to the
+    ltx engine as cast_loras for that character only (the engine switches it on for the
+    shots they are in: tests/test_ltx.py)."""
+    from aiprod_post.generation.animatic import AnimaticEngine
+    from aiprod_post.generation.engine import ENGINES, engine_by_name
+    from aiprod_post.pipeline import RenderOptions, render
+
+    engine_by_name("animatic")
+    given: list[dict] = []
+
+    class Recording(AnimaticEngine):
+        name = "ltx"
+
+        def __init__(self, **settings) -> None:
+            given.append(settings)
+            super().__init__()
+
+    cast = read_cast(parse(EPISODE_1), voices=cast_voices)
+    nell = cast.characters["NELL"].model_copy(update={"lora": "loras/nell.safetensors",
+                                                       "lora_weight": 0.8})
+    save_cast(cast.model_copy(update={"characters": {**cast.characters, "NELL": nell}}),
+              tmp_path / "cast.toml")
+    (tmp_path / "loras").mkdir()
+    (tmp_path / "loras" / "nell.safetensors").write_bytes(b"stand-in")
+    script = tmp_path / "ep1.fountain"
+    script.write_text(EPISODE_1)
+    real = ENGINES["ltx"]
+    ENGINES["ltx"] = Recording
+    try:
+        render(script, tmp_path / "out", RenderOptions(engine="ltx", profiles=["web"], width=96,
+                                                       height=64, quiet=True,
+                                                       cast=tmp_path / "cast.toml"))
+    finally:
+        ENGINES["ltx"] = real
+    assert given and all(s["cast_loras"] == {"NELL": {
+        "path": str(tmp_path / "loras" / "nell.safetensors"), "weight": 0.8}} for s in given)

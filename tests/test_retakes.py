@@ -216,7 +216,8 @@ def test_the_render_record_gives_back_every_option(tmp_path):
     import dataclasses
     from fractions import Fraction
 
-    from aiprod_post.pipeline import _Render
+    from aiprod_post.stages.context import new_context
+    from aiprod_post.stages.report import record
     from aiprod_post.project import load_project
     from aiprod_post.retakes import options_of
 
@@ -229,7 +230,7 @@ def test_the_render_record_gives_back_every_option(tmp_path):
                           fps=Fraction(24000, 1001), width=320, height=180, seed=3,
                           burn_in=True, cast=cast, executor="local", address="auto",
                           cache=str(tmp_path / "shared cache"))
-    takes_module.save_render_record(tmp_path, _Render(plan, tmp_path, given).record())
+    takes_module.save_render_record(tmp_path, record(new_context(plan, tmp_path, given)))
     (tmp_path / "timeline").mkdir()
     (tmp_path / "timeline" / "plan.json").write_text(plan.read_text())
     back = options_of(takes_module.load_render_record(tmp_path), quiet=True)

@@ -1,0 +1,109 @@
+"""The masters stage: each delivery's master conformed from the timeline with its mix (web
+H.264 with burnt-in subtitles where the project asks, ProRes, broadcast), held to its profile
+by probe, with picture QA measured on the frames sent to the first master encoded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..cache import file_digest, key_of, place
+from ..files import inside, write_atomic
+from ..project import DELIVERY_PROFILES
+from .context import Context, Delivered, Edited, Mixed, Pictures, Spoken, slug
+
+__all__ = ["run"]
+
+
+def run(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edited: Edited
+        ) -> Delivered:
+    masters = encode(ctx, spoken, pictures, mixed, edited)
+    qa(ctx, spoken, masters)
+    return Delivered(masters)
+
+
+def encode(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edited: Edited
+           ) -> dict[str, Path]:
+    import opentimelineio as otio
+
+    from aiprod_post.editing.conform import PROFILES, conform, verify_master
+    from aiprod_post.grading.qa import QAMeter
+
+    plan, r, profiles, tl = spoken.plan, ctx.reporter, ctx.profiles, edited.timeline
+    r.stage("masters", len(profiles))
+    out: dict[str, Path] = {}
+    picture = key_of("picture", otio.adapters.write_to_string(tl, "otio_json"))
+    watched = False  # picture QA rides along the first master encoded frame by frame
+    step = _qa_step(plan.width)
+    for i, name in enumerate(profiles, 1):
+        prof = DELIVERY_PROFILES[name]
+        codec = PROFILES[prof.video]
+        audio = mixed.mixes[name]
+        burn = ctx.project.output.burn_in_subtitles and prof.video == "h264"
+        cues = list(edited.cues) if burn else None
+        # the shots' pictures by their cache names: a shot made again under the same
+        # timeline (another look file's contents, the cast, burn-in) is a new master
+        key = key_of("master", picture, sorted(pictures.files.items()),
+                     file_digest(audio), prof.video,
+                     [c.__dict__ for c in cues] if cues else None)
+        cached = ctx.cache.path("masters", key, codec.suffix)
+        qa_file = ctx.cache.path("qa", key_of("qa-encoded", key), ".json")
+        hit = cached.exists()
+        encodes_all = prof.video != "prores" or bool(cues)
+        # encoded in segments by several processes: no frame passes here to be watched
+        workers = ctx.project.output.workers if codec.gop_seconds is not None else 1
+        if workers > 1:
+            encodes_all = False
+        meter = None
+        if encodes_all and not watched and not (hit and qa_file.exists()):
+            meter = QAMeter(plan.fps, 10 if "10" in codec.pix_fmt else 8)
+            counter = iter(range(1 << 62))
+
+            def watch(frame, meter=meter, counter=counter):
+                meter.add_av(frame, step=step, levels=next(counter) % 6 == 0)
+            hit = False  # the picture QA needs the frames: encode again
+        if not hit:
+            conform(tl, cached, prof.video, audio=audio, base=edited.otio_path.parent,
+                    subtitles=cues, watch=watch if meter else None, workers=workers,
+                    progress=lambda done, total, name=name: r.progress(name, done, total))
+        if meter is not None:
+            result = dict(meter.result().as_dict(),
+                          measured_on=f"{name} master, every frame as sent to its encoder")
+            write_atomic(qa_file, json.dumps(result).encode())
+        if encodes_all and not watched:
+            ctx.report.setdefault("qa", {})[name] = json.loads(qa_file.read_text())
+            watched = True
+        dst = inside(ctx.outdir, "masters", f"{slug(plan.title)}_{name}{codec.suffix}")
+        place(cached, dst)
+        # held to its profile by probe: frames, GOP and keyframes, level, tags, VBV
+        ctx.report.setdefault("master_checks", {})[name] = verify_master(dst, tl, prof.video)
+        out[name] = dst
+        r.item(name, i, len(profiles), cached=hit)
+    return out
+
+
+def _qa_step(width: int) -> int:
+    """Levels on a pixel sample (every 2nd to 4th pixel each way) keep QA quick."""
+    return max(2, min(4, width // 480))
+
+
+def qa(ctx: Context, spoken: Spoken, masters: dict[str, Path]) -> None:
+    """Picture QA. The masters are measured on the frames sent to the first master
+    encoded frame by frame (no second decode); only where every master copied frames (a
+    ProRes-only run) is a master decoded here for it."""
+    from aiprod_post.grading.qa import qa_video
+
+    ctx.reporter.stage("qa", 1)
+    results = ctx.report.setdefault("qa", {})
+    hit = bool(results)
+    if not results and masters:
+        name, path = next(iter(masters.items()))
+        cached = ctx.cache.path("qa", key_of("qa", file_digest(path)), ".json")
+        hit = cached.exists()
+        if not hit:
+            found = dict(qa_video(path, step=_qa_step(spoken.plan.width),
+                                  levels_every=6).as_dict(),
+                         measured_on=f"{path.name}, decoded")
+            write_atomic(cached, json.dumps(found).encode())
+        results[name] = json.loads(cached.read_text())
+    ctx.reporter.item("qa", 1, 1, cached=hit)
