@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import engines
+
 __all__ = ["Work", "work_of", "estimate_work", "rates_of", "record_render", "history_path",
            "STAGES",
            "GPU_FIGURES", "REFERENCE"]
@@ -66,8 +68,12 @@ GPU_FIGURES = {
              "seconds_per_film_second": {"distilled": 0.99}},
 }
 
-#: Engines that generate on a GPU: their time comes from GPU_FIGURES, never the animatic's.
-DIFFUSION_ENGINES = ("ltx", "ltx2")
+
+def _gpu_engine(name: str) -> bool:
+    """An engine that generates on a GPU (as the registry says): its time comes from
+    GPU_FIGURES, never the animatic's."""
+    spec = engines.find(name)
+    return bool(spec and spec.gpu)
 
 #: Masters' relative cost per frame by codec (H.264 long-GOP encodes; ProRes of plain cuts
 #: is mostly copied).
@@ -200,7 +206,7 @@ def estimate_work(work: Work, engine: str, *, history: list[dict] | None = None,
         gpu = {"gpu": fig["gpu"], "gpu_hours": round(seconds / 3600, 4),
                "cost": round(seconds / 3600 * price_per_gpu_hour, 2),
                "price_per_gpu_hour": price_per_gpu_hour}
-    elif engine in DIFFUSION_ENGINES:
+    elif _gpu_engine(engine):
         # a GPU engine with no benchmark figures yet: say so, rather than the animatic's time
         learned = any("generation" in h.get("rates", {}) for h in history[-5:])
         if not learned:
