@@ -305,3 +305,35 @@ def test_the_conform_applies_a_colourists_changed_cdl_to_that_shot_only(graded, 
     r, refused = conform(tmp_path / "warm.edl", "refused.mov")
     assert r.exit_code == 2 and f"clip {shots[0]}" in r.output and "[looks] cdl" in r.output
     assert not refused.exists()
+
+
+def test_a_10bit_clip_keeps_more_than_256_levels_in_its_shots_prores(tmp_path):
+    """The clips engine's 16-bit path through a render: a 10-bit ProRes clip of a fine grey
+    ramp for every shot, matched and graded in float, comes out in the shot's 10-bit ProRes
+    with more than 256 luma levels (an 8-bit step anywhere leaves at most 256)."""
+    from test_grading_deep import write_prores
+
+    (tmp_path / "grade.fountain").write_text(SCRIPT)
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    w, h = 1024, 16
+    ramp = np.round(np.linspace(0.05, 0.95, w) * 65535).astype(np.uint16)
+    rgb = np.ascontiguousarray(np.broadcast_to(ramp[None, :, None], (h, w, 3)))
+    plan_shots = ["1", "1A"]
+    for sid in plan_shots:
+        write_prores(footage / f"{sid}.mov", [rgb] * 4, "prores_ks")
+    (tmp_path / "project.toml").write_text(
+        f'[engine]\nname = "clips"\n[engine.clips]\nfolder = "{footage}"\n')
+    result = render(tmp_path / "grade.fountain", tmp_path / "out",
+                    RenderOptions(project=load_project(tmp_path / "project.toml"),
+                                  **{**SMALL, "width": w, "height": h}))
+    assert result.exit_code == 0, result.failed_shots
+    shots = sorted((tmp_path / "out" / "shots").glob("*.mov"))
+    assert [p.stem for p in shots] == plan_shots
+    for mov in shots:
+        with av.open(str(mov)) as c:
+            f = next(c.decode(video=0))
+            assert f.format.name == "yuv422p10le"
+            p = f.planes[0]
+            row = np.frombuffer(p, np.uint16).reshape(f.height, p.line_size // 2)[h // 2, :w]
+        assert len(np.unique(row)) > 256, (mov.name, len(np.unique(row)))

@@ -149,8 +149,8 @@ _GRADERS: dict[tuple, Any] = {}
 
 
 def _grader(look_file: Path, cdl=None):
-    from aiprod_post.grading.apply import FrameGrader
     from aiprod_post.grading.lut import read_lut
+    from aiprod_post.grading.shot import ShotGrader
 
     if (look_file, cdl) not in _GRADERS:
         if cdl is not None:
@@ -160,7 +160,8 @@ def _grader(look_file: Path, cdl=None):
                 del _GRADERS[key]
         if len(_GRADERS) >= 16:  # a long-lived worker sees many films' looks
             _GRADERS.clear()
-        _GRADERS[look_file, cdl] = FrameGrader(read_lut(look_file), cdl=cdl)
+        # 8-bit frames through its table, deeper ones (10-bit clips) in float32
+        _GRADERS[look_file, cdl] = ShotGrader(read_lut(look_file), cdl=cdl)
     return _GRADERS[look_file, cdl]
 
 
@@ -168,13 +169,13 @@ _CONVERTERS: dict[str | None, Any] = {}
 
 
 def _footage_converter(space: str | None):
-    """The clips' footage to the working space (8-bit frames), before matching and the
-    look; None for Rec.709 footage and the generating engines."""
-    from aiprod_post.grading.colour import uint8_converter
+    """The clips' footage to the working space (frames in their own depth), before
+    matching and the look; None for Rec.709 footage and the generating engines."""
+    from aiprod_post.grading.colour import footage_converter
 
     if space not in _CONVERTERS:
         try:
-            _CONVERTERS[space] = uint8_converter(space)
+            _CONVERTERS[space] = footage_converter(space)
         except AiprodError as exc:
             raise AiprodError(exc.message, where="[engine.clips] colourspace") from None
     return _CONVERTERS[space]
@@ -317,22 +318,11 @@ def _slate(cache: Path, shot_id: str, n: int, W: int, H: int, fps: Fraction, err
 
 
 def _graded(frames, grader, reference: np.ndarray | None):
-    """Frames matched to the scene's reference keyframe (when given), then graded, in one
-    pass per frame. A frame equal to the one before (a held shot, a mouth that keeps its
-    shape) is not graded again: the same graded array is yielded, which the encoder's
-    conversion also recognises."""
-    from aiprod_post.grading.match import match_curves
+    """Frames matched to the scene's reference keyframe (when given), then graded, each
+    in its own depth (a 10-bit clip's uint16 frames in float, no 8-bit step)."""
+    from aiprod_post.grading.shot import graded_frames
 
-    curves = None
-    prev_in = prev_out = None
-    for frame in frames:
-        if prev_in is not None and np.array_equal(frame, prev_in):
-            yield prev_out
-            continue
-        if reference is not None and curves is None:
-            curves = match_curves(frame, reference)
-        prev_in, prev_out = frame, grader(frame, curves)
-        yield prev_out
+    return graded_frames(frames, grader, reference)
 
 
 def _read_image(path: Path, field: str) -> np.ndarray:
@@ -394,6 +384,8 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     # the engine's settings from the project (paths resolved against its folder), as the
     # engine registry says; --burn-in over the project's
     settings = engines.settings_for(project, name, {"burn_in": ctx.options.burn_in})
+    if name == "clips":  # footage above 8 bits stays 16-bit to the shot's 10-bit ProRes
+        settings["deep"] = True
     people = {c.name: planned.character(c.name) for c in plan.cast}
     # the cast's figures are per-shot inputs (in each shot's key), not engine settings
     extra: dict[str, Any] = {"figures": {n: ch.figure.model_dump()
