@@ -1,6 +1,7 @@
 """The per-shot ASC CDL of a project file through a render: applied before the look,
-carried in each clip's OTIO metadata and in a .ccc of every shot beside the exports;
-clips footage in a camera colour space converted before the look."""
+carried in each clip's OTIO metadata and in a .ccc of every shot beside the exports, and a
+colourist's change to it applied by the conform; clips footage in a camera colour space
+converted before the look, and 10-bit clips kept above 8 bits into their shots."""
 
 from __future__ import annotations
 
