@@ -231,7 +231,7 @@ class _Reader:
         for fr in self.container.decode(self.stream):
             idx = int(round(Fraction(fr.pts) * tb * self.media_rate)) if fr.pts is not None else 0
             if (fr.width, fr.height) != (w, h):
-                fr = self._scaler.reformat(fr, width=w, height=h, threads=1)
+                fr = self._scaler.reformat(fr, width=w, height=h)
             yield idx, fr
 
     def close(self) -> None:
@@ -588,9 +588,9 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     cc.open(strict=False)
                 matrix = Colorspace.BT2020 if profile.matrix == 9 else Colorspace.ITU709
                 # One scaler for the decoded frames and one for RGB pictures, each made
-                # once: a frame's own ``reformat`` builds a scaler (and its threads) for
-                # every frame. One thread each: the conversion runs on the prefetch thread
-                # beside the encoder's threads, as the ffmpeg command's filter thread does.
+                # once with its slice threads: a frame's own ``reformat`` builds a scaler
+                # and a pool of threads for every frame. The conversion runs on the prefetch
+                # thread, beside the encoder's threads, as the ffmpeg command's filter does.
                 from_decoded, from_rgb = VideoReformatter(), VideoReformatter()
                 count = 0
                 apts = 0
@@ -610,7 +610,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     if isinstance(item, av.VideoFrame) and not profile.hdr:
                         # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
                         return item if item.format.name == profile.pix_fmt else \
-                            from_decoded.reformat(item, format=profile.pix_fmt, threads=1)
+                            from_decoded.reformat(item, format=profile.pix_fmt)
                     rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
                     if profile.hdr:
                         vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
@@ -619,7 +619,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                         vf = av.VideoFrame.from_ndarray(
                             rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
                     return from_rgb.reformat(vf, format=profile.pix_fmt, dst_colorspace=matrix,
-                                             dst_color_range=ColorRange.MPEG, threads=1)
+                                             dst_color_range=ColorRange.MPEG)
 
                 def prepare_and_watch(item):
                     out_frame = prepare(item)
