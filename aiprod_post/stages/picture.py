@@ -383,7 +383,10 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     name = ctx.options.engine or project.engine.name
     # the engine's settings from the project (paths resolved against its folder), as the
     # engine registry says; --burn-in over the project's
-    settings = engines.settings_for(project, name, {"burn_in": ctx.options.burn_in})
+    # (an engine only generation's own table knows, a test's stand-in, has no settings)
+    spec = engines.find(name)
+    settings = engines.settings_for(project, name, {"burn_in": ctx.options.burn_in}) \
+        if spec else {}
     if name == "clips":  # footage above 8 bits stays 16-bit to the shot's 10-bit ProRes
         settings["deep"] = True
     people = {c.name: planned.character(c.name) for c in plan.cast}
@@ -432,7 +435,7 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     scene_of = {shot.id: scene for scene, shot in shots}
     held = _held_shots()
     # a GPU engine's shot takes a GPU of the cluster; the others a CPU
-    gpus = 1.0 if engines.uses_gpu(name, settings) else 0.0
+    gpus = 1.0 if spec and engines.uses_gpu(name, settings) else 0.0
     # and runs in a long-lived process (a Ray actor) that keeps its model loaded between
     # shots, films and renders, one per engine and settings
     actor = f"engine-{name}-{key_of('engine', name, settings)}" if gpus else None
@@ -533,8 +536,8 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
         from aiprod_post.generation.coherence import identity_scores
 
         ctx.report["identity"] = identity_scores(figure_samples)
-    ctx.report["engine"] = {"name": name, "description": engines.get(name).description,
-                            "gpu": engines.uses_gpu(name, settings), "settings": settings,
+    ctx.report["engine"] = {"name": name, "description": spec.description if spec else "",
+                            "gpu": bool(gpus), "settings": settings,
                             "identity": getattr(engine, "identity", None)}
     return Pictures(media, files, cached, sound)
 
