@@ -179,7 +179,7 @@ def _gradient(h: int, w: int, top, bottom) -> np.ndarray:
     return np.repeat(col[:, None, :], w, axis=1)
 
 
-def _paint_exterior(img: np.ndarray, scene: Scene, r: np.random.Generator, light: str) -> None:
+def _paint_exterior(img: np.ndarray, scene: Scene, r: np.random.Generator, light: str) -> int:
     h, w = img.shape[:2]
     # `r` lays out the set and is drawn from in the same order whatever the light, so a
     # location looks the same by day and by night; `sky` places what the light adds.
@@ -255,9 +255,11 @@ def _paint_exterior(img: np.ndarray, scene: Scene, r: np.random.Generator, light
                               (50, 50, 55), -1)
                 glow = (255, 225, 150) if light in ("night", "dusk") else (200, 200, 190)
                 cv2.circle(img, (cx, horizon - h // 5), h // 70, glow, -1, cv2.LINE_AA)
+    return horizon  # where the ground meets the sky
 
 
-def _paint_interior(img: np.ndarray, scene: Scene, r: np.random.Generator, light: str) -> None:
+
+def _paint_interior(img: np.ndarray, scene: Scene, r: np.random.Generator, light: str) -> int:
     h, w = img.shape[:2]
     wall = _c(r.uniform(110, 200, 3))
     floor_y = int(h * r.uniform(0.66, 0.74))
@@ -309,6 +311,8 @@ def _paint_interior(img: np.ndarray, scene: Scene, r: np.random.Generator, light
         cv2.circle(glow, (tx, ty - h // 12), int(h * 0.35), 1.0, -1)
         glow = cv2.GaussianBlur(glow, (0, 0), h * 0.12)
         img += glow[:, :, None] * np.array([70, 50, 15], np.float32)
+    return floor_y  # where the floor meets the back wall
+
 
 
 def _paint_figure(img: np.ndarray, f: _Figure, draw_face: bool, turn: float = 0.0) -> None:
@@ -620,6 +624,40 @@ def _paint_stage(scene: Scene, shot: Shot, W: int, H: int, figures: list[_Figure
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _depth_stage(scene: Scene, shot: Shot, W: int, H: int, figures: list[_Figure]
+                 ) -> np.ndarray:
+    """The stage's nearness, 0 (the sky, infinitely far) to 1 (the nearest thing): the
+    disparity-like map a depth IC-LoRA follows, from the animatic's own geometry rather
+    than a model's guess. The ground is a plane seen from eye level (nearness grows
+    linearly below the horizon, as inverse depth does on a plane); an interior's back wall
+    stands where the floor meets it; each figure stands where its feet touch the ground (a
+    figure nearer than everything behind it), the over-the-shoulder foreground nearest of
+    all. An insert is its set (the object on it is not modelled); a title card is black."""
+    sw, sh = int(W * (1 + _MARGIN_X)), int(H * (1 + _MARGIN_Y))
+    if shot.framing == Framing.TITLE:
+        return np.zeros((sh, sw), np.float32)
+    exterior = scene.int_ext in ("EXT", "EST")
+    # the set's ground line, laid out as the picture's (the layout ignores the light)
+    ground = (_paint_exterior if exterior else _paint_interior)(
+        np.zeros((sh, sw, 3), np.float32), scene, _rng("set", set_key(scene)), "day")
+    eye = ground if exterior else int(sh * 0.45)  # the horizon: eye level
+    rows = np.arange(sh, dtype=np.float32) - eye
+    standing = [f for f in figures if f.facing > 0]
+    k = 1.0 / max(1.0, sh - eye, *(f.feet - eye for f in standing))
+    near = np.clip(rows * k, 0.0, 1.0)
+    if not exterior:
+        near[:ground] = near[ground]  # the back wall
+    depth = np.repeat(near[:, None], sw, axis=1)
+    for f in sorted(standing, key=lambda f: f.feet) + [f for f in figures if f.facing < 0]:
+        mask = np.zeros((sh, sw), np.float32)
+        _paint_figure_mask(mask, f)
+        hx, hy, hr = f.head
+        cv2.ellipse(mask, (int(hx), int(hy)), (int(hr), int(hr)), 0, 0, 360, 1.0, -1)
+        value = 1.0 if f.facing < 0 else float(np.clip((f.feet - eye) * k, 0.0, 1.0))
+        depth[mask > 0.5] = value
+    return depth
+
+
 def _paint_figure_mask(mask: np.ndarray, f: _Figure) -> None:
     fake = np.zeros(mask.shape + (3,), np.float32)
     white = dataclasses.replace(f.sheet, skin=(255,) * 3, hair=(255,) * 3, coat=(255,) * 3,
@@ -704,6 +742,25 @@ class AnimaticEngine:
                 out[f.sheet.name] = mask & ~taken
             taken |= mask
         return out
+
+    def depth(self, shot: Shot, context: RenderContext) -> Iterator[np.ndarray]:
+        """The shot's depth pass, frame for frame with :meth:`render` (the same camera):
+        grey RGB frames, nearness 0 (far, black) to 255 (near, white), as the depth
+        IC-LoRA's control video."""
+        W, H = context.width, context.height
+        figures, _ = _compose(context.scene, shot, W, H,
+                              {name: self.sheet(name) for name in shot.characters})
+        stage = (_depth_stage(context.scene, shot, W, H, figures) * 255 + 0.5).astype(np.uint8)
+        n = shot.duration
+        shake = _smooth_noise(_rng("shake", shot.seed), n)
+        ox, oy = int(W * _MARGIN_X / 2), int(H * _MARGIN_Y / 2)
+        for i in range(n):
+            if shot.camera_move == CameraMove.STATIC or shot.framing == Framing.TITLE:
+                frame = stage[oy:oy + H, ox:ox + W]
+            else:
+                frame = cv2.warpAffine(stage, _camera(shot, i, n, W, H, shake), (W, H),
+                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            yield np.repeat(frame[:, :, None], 3, axis=2)
 
     def render(self, shot: Shot, context: RenderContext) -> ShotRender:
         scene = context.scene

@@ -3,8 +3,10 @@
 The animatic renders every shot's blocking, framing and camera move in seconds; an LTX-2
 IC-LoRA (canny, depth or pose) takes a control video of the same shot as an in-context
 reference, so the generated shot keeps the previz's composition. Here the control signal is
-computed from the animatic's frames in code: edges by OpenCV's Canny detector (the signal the
-canny IC-LoRA was trained on). Frames stream in and out; a shot is never held whole.
+computed from the animatic in code: edges of its frames by OpenCV's Canny detector (the signal
+the canny IC-LoRA was trained on), or its depth pass, drawn from the animatic's own geometry
+(ground plane, back wall, figures where they stand) with the same camera. Frames stream in
+and out; a shot is never held whole.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from .ltx import _fit as fit_frame
 
 __all__ = ["CONTROL_KINDS", "canny_frame", "ControlStream"]
 
-#: control signals computed from the animatic (depth and pose need a model or the animatic's
-#: scene graph: not yet)
-CONTROL_KINDS = ("canny", "none")
+#: control signals computed from the animatic: Canny edges of its frames, or its own depth
+#: pass (the animatic's geometry, :meth:`~.animatic.AnimaticEngine.depth`); pose: not yet
+CONTROL_KINDS = ("canny", "depth", "none")
 
 
 def canny_frame(img: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:

@@ -684,7 +684,9 @@ class LTX2Engine:
         ctx = RenderContext(context.scene, context.width, context.height, context.fps,
                             visemes=context.visemes, label=context.label, look=context.look,
                             cast=context.cast)
-        return ControlStream(iter(animatic.render(shot, ctx)), self.s.control, size, canvas,
+        frames = animatic.depth(shot, ctx) if self.s.control == "depth" \
+            else iter(animatic.render(shot, ctx))
+        return ControlStream(frames, self.s.control, size, canvas,
                              (context.width, context.height))
 
     def render(self, shot: Shot, context: RenderContext) -> ShotRender:

@@ -257,3 +257,45 @@ def test_footage_without_a_face_is_left_alone_and_reported(tmp_path):
     talked = list(r)
     assert all(np.array_equal(a, b) for a, b in zip(plain, talked))
     assert r.notes and "no face found" in r.notes[0]
+
+
+@pytest.mark.parametrize("int_ext", ["EXT", "INT"])
+def test_the_depth_pass_is_the_animatics_geometry_frame_for_frame(int_ext):
+    """The animatic's depth pass (the depth IC-LoRA's control video): one grey frame per
+    picture frame; far above the ground line (the sky, or an interior's back wall), nearer
+    row by row down the ground; each figure nearer than the ground seen behind it, and
+    where the picture has it (the same camera, a pan moving both alike)."""
+    eng = engine_by_name("animatic")
+    sc = scene(int_ext=int_ext)
+    s = shot(framing=Framing.WIDE, characters=["NELL"], camera_move=CameraMove.PAN,
+             duration=12)
+    ctx = RenderContext(sc, 192, 108, Fraction(24))
+    depth = list(eng.depth(s, ctx))
+    assert len(depth) == 12 and depth[0].shape == (108, 192, 3)
+    assert all(np.array_equal(d[..., 0], d[..., 2]) for d in depth)  # grey
+    d0 = depth[0][..., 0].astype(int)
+    mask = eng.figure_masks(s, ctx)["NELL"]
+    assert mask.sum() > 200
+    cols = ~mask.any(axis=0)  # columns the figure does not cross
+    ground = d0[:, cols].mean(axis=1)
+    assert np.all(np.diff(ground[int(108 * 0.75):]) >= 0)  # nearer down the ground
+    assert ground[-1] > ground[int(108 * 0.3)] + 40
+    if int_ext == "EXT":
+        assert ground[:int(108 * 0.3)].max() == 0  # the sky
+    rows = np.nonzero(mask.any(axis=1))[0]
+    body = rows[rows < rows.max() - 5]  # above the feet
+    behind = np.array([d0[r, cols].mean() for r in body])
+    figure = np.array([d0[r, mask[r]].mean() for r in body])
+    assert np.all(figure > behind + 10)
+    # the pan moves the depth as the camera moves the picture: the last frame is the first
+    # shifted by the camera's own translation (to the pixel)
+    from aiprod_post.generation.animatic import _camera, _rng, _smooth_noise
+
+    shake = _smooth_noise(_rng("shake", s.seed), 12)
+    moved = _camera(s, 11, 12, 192, 108, shake)[0, 2] - _camera(s, 0, 12, 192, 108, shake)[0, 2]
+    last = depth[-1][..., 0].astype(int)
+    band = slice(75, 117)
+    errors = {k: np.abs(np.roll(d0, k, axis=1)[:, band] - last[:, band]).mean()
+              for k in range(-70, 71)}
+    best = min(errors, key=errors.get)
+    assert abs(moved) > 3 and abs(best - moved) <= 1.0

@@ -294,6 +294,28 @@ def test_the_previz_is_the_ic_lora_reference_frame_for_frame(model_dir, loras, m
     assert pipe.get_active_adapters() == ["control"]
 
 
+
+def test_with_a_depth_ic_lora_the_reference_is_the_animatics_depth_pass(model_dir, loras,
+                                                                         monkeypatch):
+    """``control = "depth"``: the reference video is the animatic's depth pass of the same
+    shot (its geometry, the same camera), placed on the generation canvas, frame for
+    frame; not edges."""
+    from diffusers import LTX2InContextPipeline
+
+    from aiprod_post.generation.animatic import AnimaticEngine
+    from aiprod_post.generation.ltx import _fit
+
+    calls = capture_calls(monkeypatch, LTX2InContextPipeline)
+    eng = engine_by_name("ltx2", model=str(model_dir), control="depth",
+                         control_lora=str(loras["canny"]), **SETTINGS)
+    s = shot(12, move=CameraMove.PAN)
+    list(eng.render(s, ctx()))
+    ref = calls[0]["reference_conditions"][0].frames
+    depth = list(AnimaticEngine().depth(s, ctx()))
+    expected = np.stack([_fit(f, 32, 32, W, H) for f in depth])
+    np.testing.assert_array_equal(ref[:12], expected)
+    assert len(np.unique(ref[:12])) > 8  # a depth ramp, not a two-level edge map
+
 def test_a_characters_lora_is_on_for_the_shots_they_are_in(model_dir, tmp_path):
     """The cast file's LoRA of a character: on (beside the camera LoRA) for the shots with
     that character, changing the picture; off for the others; its hash in the engine's
