@@ -117,8 +117,9 @@ class LTX2Settings(_Strict):
     #: H.264 CRF that image keyframes are re-compressed at before encoding (what LTX-2 was
     #: trained on); None: the model's default, 0: none
     image_crf: int | None = Field(None, ge=0, le=51)
-    #: the control signal computed from the animatic: edges of its frames, or its depth pass
-    control: Literal["canny", "depth", "none"] = "canny"
+    #: the control signal computed from the animatic: edges of its frames, its depth pass or
+    #: its pose pass
+    control: Literal["canny", "depth", "pose", "none"] = "canny"
     control_lora: str | None = None  # a local IC-LoRA .safetensors for that control
     control_lora_scale: float = Field(1.0, ge=0.0)
     control_strength: float = Field(1.0, ge=0.0, le=1.0)  # how clean the reference looks

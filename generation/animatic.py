@@ -658,6 +658,59 @@ def _depth_stage(scene: Scene, shot: Shot, W: int, H: int, figures: list[_Figure
     return depth
 
 
+#: OpenPose's body: 18 COCO keypoints (nose, neck, right shoulder, elbow, wrist, left
+#: shoulder, elbow, wrist, right hip, knee, ankle, left hip, knee, ankle, right eye, left eye,
+#: right ear, left ear), the limbs between them and the colours OpenPose draws them in: what
+#: a pose IC-LoRA was trained on
+POSE_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
+              (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
+POSE_COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0),
+                (85, 255, 0), (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255),
+                (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255), (170, 0, 255),
+                (255, 0, 255), (255, 0, 170), (255, 0, 85))
+
+
+def _keypoints(f: _Figure) -> dict[int, tuple[float, float]]:
+    """A figure's OpenPose keypoints on the stage, from the proportions it is painted with
+    (arms hanging, legs straight). The figure's right is the picture's left when it faces
+    the camera; with its back to the camera the sides swap and the face is not seen."""
+    size = f.size * f.sheet.height
+    x, feet = f.x, f.feet
+    shoulder, hip = feet - 0.78 * size, feet - 0.45 * size
+    half = 0.14 * size * f.sheet.build
+    hx, hy, hr = f.head
+    side = -1.0 if f.facing > 0 else 1.0  # where the figure's right side is, in x
+    points = {1: (x, shoulder),
+              2: (x + side * half, shoulder), 5: (x - side * half, shoulder),
+              3: (x + side * half * 1.08, (shoulder + hip) / 2),
+              6: (x - side * half * 1.08, (shoulder + hip) / 2),
+              4: (x + side * half * 1.15, hip + 0.02 * size),
+              7: (x - side * half * 1.15, hip + 0.02 * size),
+              8: (x + side * half * 0.6, hip), 11: (x - side * half * 0.6, hip),
+              9: (x + side * half * 0.7, (hip + feet) / 2),
+              12: (x - side * half * 0.7, (hip + feet) / 2),
+              10: (x + side * half * 0.6, feet), 13: (x - side * half * 0.6, feet),
+              16: (x + side * hr * 0.95, hy), 17: (x - side * hr * 0.95, hy)}
+    if f.facing > 0:
+        points.update({0: (x, hy + 0.15 * hr), 14: (x + side * hr * 0.35, hy - 0.1 * hr),
+                       15: (x - side * hr * 0.35, hy - 0.1 * hr)})
+    return points
+
+
+def _draw_pose(frame: np.ndarray, points: dict[int, tuple[float, float]], m: np.ndarray,
+               width: int) -> None:
+    """A skeleton as OpenPose draws it (coloured limbs, then joints) through the camera."""
+    at = {k: (m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2])
+          for k, (x, y) in points.items()}
+    for (a, b), colour in zip(POSE_LIMBS, POSE_COLOURS):
+        if a in at and b in at:
+            cv2.line(frame, (int(round(at[a][0])), int(round(at[a][1]))),
+                     (int(round(at[b][0])), int(round(at[b][1]))), colour, width, cv2.LINE_AA)
+    for k, (x, y) in at.items():
+        cv2.circle(frame, (int(round(x)), int(round(y))), width, POSE_COLOURS[k], -1,
+                   cv2.LINE_AA)
+
+
 def _paint_figure_mask(mask: np.ndarray, f: _Figure) -> None:
     fake = np.zeros(mask.shape + (3,), np.float32)
     white = dataclasses.replace(f.sheet, skin=(255,) * 3, hair=(255,) * 3, coat=(255,) * 3,
@@ -761,6 +814,26 @@ class AnimaticEngine:
                 frame = cv2.warpAffine(stage, _camera(shot, i, n, W, H, shake), (W, H),
                                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             yield np.repeat(frame[:, :, None], 3, axis=2)
+
+    def pose(self, shot: Shot, context: RenderContext) -> Iterator[np.ndarray]:
+        """The shot's pose pass, frame for frame with :meth:`render` (the same camera): each
+        figure's OpenPose skeleton (18 keypoints, OpenPose's colours) on black, as the pose
+        IC-LoRA's control video. Title cards and inserts have no one in them: black."""
+        W, H = context.width, context.height
+        figures, _ = _compose(context.scene, shot, W, H,
+                              {name: self.sheet(name) for name in shot.characters})
+        points = [_keypoints(f) for f in figures]
+        n = shot.duration
+        shake = _smooth_noise(_rng("shake", shot.seed), n)
+        width = max(1, round(H / 128))
+        ox, oy = int(W * _MARGIN_X / 2), int(H * _MARGIN_Y / 2)
+        crop = np.array([[1.0, 0.0, -ox], [0.0, 1.0, -oy]])  # a static shot's window
+        for i in range(n):
+            m = crop if shot.camera_move == CameraMove.STATIC else _camera(shot, i, n, W, H, shake)
+            frame = np.zeros((H, W, 3), np.uint8)
+            for p in points:
+                _draw_pose(frame, p, m, width)
+            yield frame
 
     def render(self, shot: Shot, context: RenderContext) -> ShotRender:
         scene = context.scene

@@ -5,7 +5,8 @@ IC-LoRA (canny, depth or pose) takes a control video of the same shot as an in-c
 reference, so the generated shot keeps the previz's composition. Here the control signal is
 computed from the animatic in code: edges of its frames by OpenCV's Canny detector (the signal
 the canny IC-LoRA was trained on), or its depth pass, drawn from the animatic's own geometry
-(ground plane, back wall, figures where they stand) with the same camera. Frames stream in
+(ground plane, back wall, figures where they stand), or its pose pass (each figure's
+OpenPose skeleton), with the same camera. Frames stream in
 and out; a shot is never held whole.
 """
 
@@ -22,8 +23,8 @@ from .ltx import _fit as fit_frame
 __all__ = ["CONTROL_KINDS", "canny_frame", "ControlStream"]
 
 #: control signals computed from the animatic: Canny edges of its frames, or its own depth
-#: pass (the animatic's geometry, :meth:`~.animatic.AnimaticEngine.depth`); pose: not yet
-CONTROL_KINDS = ("canny", "depth", "none")
+#: or pose pass (from its geometry: :meth:`~.animatic.AnimaticEngine.depth`, ``.pose``)
+CONTROL_KINDS = ("canny", "depth", "pose", "none")
 
 
 def canny_frame(img: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:

@@ -684,7 +684,8 @@ class LTX2Engine:
         ctx = RenderContext(context.scene, context.width, context.height, context.fps,
                             visemes=context.visemes, label=context.label, look=context.look,
                             cast=context.cast)
-        frames = animatic.depth(shot, ctx) if self.s.control == "depth" \
+        passes = {"depth": animatic.depth, "pose": animatic.pose}
+        frames = passes[self.s.control](shot, ctx) if self.s.control in passes \
             else iter(animatic.render(shot, ctx))
         return ControlStream(frames, self.s.control, size, canvas,
                              (context.width, context.height))

@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -299,3 +300,40 @@ def test_the_depth_pass_is_the_animatics_geometry_frame_for_frame(int_ext):
               for k in range(-70, 71)}
     best = min(errors, key=errors.get)
     assert abs(moved) > 3 and abs(best - moved) <= 1.0
+
+
+def test_the_pose_pass_puts_openpose_skeletons_on_the_figures():
+    """The animatic's pose pass (the pose IC-LoRA's control video): OpenPose's 18-keypoint
+    skeleton in OpenPose's colours on black, on each figure of the picture (the joints
+    inside the figure's mask, the neck between the shoulders above the hips), moving with a
+    pan as the camera does; nothing on a title card."""
+    from aiprod_post.generation.animatic import POSE_COLOURS
+
+    eng = engine_by_name("animatic")
+    sc = scene()
+    s = shot(framing=Framing.WIDE, characters=["NELL", "IVO"], duration=6)
+    ctx = RenderContext(sc, 256, 144, Fraction(24))
+    pose = list(eng.pose(s, ctx))
+    assert len(pose) == 6 and pose[0].shape == (144, 256, 3) and pose[0].dtype == np.uint8
+    masks = eng.figure_masks(s, ctx)
+    body = masks["NELL"] | masks["IVO"]
+    drawn = pose[0].any(axis=2)
+    assert drawn.sum() > 100
+    grown = cv2.dilate(body.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert (drawn & ~grown).sum() / drawn.sum() < 0.02  # on the figures, not beside them
+    for name, mask in masks.items():
+        xs = np.nonzero(mask.any(axis=0))[0]
+        part = pose[0][:, xs.min():xs.max() + 1]
+        colours = {tuple(c) for c in part.reshape(-1, 3)}
+        # every one of OpenPose's limb colours is on each figure facing the camera
+        assert sum(c in colours for c in POSE_COLOURS[:17]) >= 15, name
+    pan = s.model_copy(update={"camera_move": CameraMove.PAN})
+    panned = list(eng.pose(pan, ctx))
+    from aiprod_post.generation.animatic import _camera, _rng, _smooth_noise
+
+    shake = _smooth_noise(_rng("shake", s.seed), 6)
+    moved = _camera(pan, 5, 6, 256, 144, shake)[0, 2] - _camera(pan, 0, 6, 256, 144, shake)[0, 2]
+    cx = [np.nonzero(p.any(axis=2))[1].mean() for p in (panned[0], panned[-1])]
+    assert abs(moved) > 3 and abs((cx[1] - cx[0]) - moved) < 1.5
+    title = list(eng.pose(shot(framing=Framing.TITLE, title="THE END", characters=[]), ctx))
+    assert all(not f.any() for f in title)

@@ -295,26 +295,27 @@ def test_the_previz_is_the_ic_lora_reference_frame_for_frame(model_dir, loras, m
 
 
 
-def test_with_a_depth_ic_lora_the_reference_is_the_animatics_depth_pass(model_dir, loras,
-                                                                         monkeypatch):
-    """``control = "depth"``: the reference video is the animatic's depth pass of the same
-    shot (its geometry, the same camera), placed on the generation canvas, frame for
-    frame; not edges."""
+@pytest.mark.parametrize("kind", ["depth", "pose"])
+def test_with_a_depth_or_pose_ic_lora_the_reference_is_the_animatics_pass(model_dir, loras,
+                                                                          monkeypatch, kind):
+    """``control = "depth"`` / ``"pose"``: the reference video is the animatic's depth or
+    pose pass of the same shot (its geometry, the same camera), placed on the generation
+    canvas, frame for frame; not edges."""
     from diffusers import LTX2InContextPipeline
 
     from aiprod_post.generation.animatic import AnimaticEngine
     from aiprod_post.generation.ltx import _fit
 
     calls = capture_calls(monkeypatch, LTX2InContextPipeline)
-    eng = engine_by_name("ltx2", model=str(model_dir), control="depth",
+    eng = engine_by_name("ltx2", model=str(model_dir), control=kind,
                          control_lora=str(loras["canny"]), **SETTINGS)
     s = shot(12, move=CameraMove.PAN)
     list(eng.render(s, ctx()))
     ref = calls[0]["reference_conditions"][0].frames
-    depth = list(AnimaticEngine().depth(s, ctx()))
-    expected = np.stack([_fit(f, 32, 32, W, H) for f in depth])
+    made = list(getattr(AnimaticEngine(), kind)(s, ctx()))
+    expected = np.stack([_fit(f, 32, 32, W, H) for f in made])
     np.testing.assert_array_equal(ref[:12], expected)
-    assert len(np.unique(ref[:12])) > 8  # a depth ramp, not a two-level edge map
+    assert len(np.unique(ref[:12])) > 8  # a depth ramp or coloured limbs, not edges
 
 def test_a_characters_lora_is_on_for_the_shots_they_are_in(model_dir, tmp_path):
     """The cast file's LoRA of a character: on (beside the camera LoRA) for the shots with
