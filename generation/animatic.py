@@ -643,7 +643,9 @@ def _depth_stage(scene: Scene, shot: Shot, W: int, H: int, figures: list[_Figure
     eye = ground if exterior else int(sh * 0.45)  # the horizon: eye level
     rows = np.arange(sh, dtype=np.float32) - eye
     standing = [f for f in figures if f.facing > 0]
-    k = 1.0 / max(1.0, sh - eye, *(f.feet - eye for f in standing))
+    # the nearest of the ground and the standing figures at 0.85: the over-the-shoulder
+    # foreground, nearer than all, at 1
+    k = 0.85 / max(1.0, sh - eye, *(f.feet - eye for f in standing))
     near = np.clip(rows * k, 0.0, 1.0)
     if not exterior:
         near[:ground] = near[ground]  # the back wall
@@ -653,7 +655,7 @@ def _depth_stage(scene: Scene, shot: Shot, W: int, H: int, figures: list[_Figure
         _paint_figure_mask(mask, f)
         hx, hy, hr = f.head
         cv2.ellipse(mask, (int(hx), int(hy)), (int(hr), int(hr)), 0, 0, 360, 1.0, -1)
-        value = 1.0 if f.facing < 0 else float(np.clip((f.feet - eye) * k, 0.0, 1.0))
+        value = 1.0 if f.facing < 0 else float(np.clip((f.feet - eye) * k, 0.0, 0.85))
         depth[mask > 0.5] = value
     return depth
 

@@ -337,3 +337,12 @@ def test_the_pose_pass_puts_openpose_skeletons_on_the_figures():
     assert abs(moved) > 3 and abs((cx[1] - cx[0]) - moved) < 1.5
     title = list(eng.pose(shot(framing=Framing.TITLE, title="THE END", characters=[]), ctx))
     assert all(not f.any() for f in title)
+
+
+def test_the_over_the_shoulder_foreground_is_nearest_in_the_depth_pass():
+    eng = engine_by_name("animatic")
+    s = shot(framing=Framing.OVER_THE_SHOULDER, characters=["NELL", "IVO"], duration=2)
+    ctx = RenderContext(scene(int_ext="INT"), 192, 108, Fraction(24))
+    d = next(eng.depth(s, ctx))[..., 0].astype(int)
+    facing = eng.figure_masks(s, ctx)["NELL"]
+    assert d[facing].mean() < d.max() - 20 and d.max() == 255  # the foreground at 255
