@@ -21,10 +21,12 @@ test:
 	$(BIN)/python -m pytest -q
 
 bench:
-	$(PYTHON) scripts/bootstrap.py --venv $(VENV) --extras test
+	$(PYTHON) scripts/bootstrap.py --venv $(VENV) --extras test,bench
 	$(BIN)/python benchmarks/bench_planner.py
 	taskset -c 0 $(BIN)/python benchmarks/bench_loudness.py
 	taskset -c 0 $(BIN)/python benchmarks/bench_animatic.py
+	taskset -c 0 $(BIN)/python benchmarks/bench_lut.py
+	$(BIN)/python benchmarks/bench_conform.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
