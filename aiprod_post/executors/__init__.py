@@ -9,9 +9,9 @@ with where and when it ran:
 - ``ray``: as tasks on a Ray cluster (``aiprod_post.executors.ray``), every unit whose
   units are done at once, as far as the cluster's CPUs and GPUs allow; a worker or node
   that dies mid-unit has its unit run again elsewhere (bounded retries). Units with an
-  ``actor`` key run in a long-lived actor of that name instead (a GPU engine's model
-  stays loaded between shots and renders). Leaving a run early (an error, Ctrl-C)
-  cancels its units still queued or running on the cluster.
+  ``actor`` key run in long-lived actors of that key instead (one per GPU at most; a GPU
+  engine's model stays loaded between shots and renders). Leaving a run early (an error,
+  Ctrl-C) cancels its units still queued or running on the cluster.
 
 Work functions write their files into the render's content-addressed cache, which every
 worker reaches (a shared folder), and return small values (paths, digests): results do
@@ -48,8 +48,8 @@ class Unit:
     after: tuple[str, ...] = ()
     cpus: float = 1.0
     gpus: float = 0.0
-    #: units with the same key run in one long-lived process that outlives the render
-    #: (on Ray: a named actor, found again by later renders on the cluster), so what the
+    #: units with the same key run in long-lived processes that outlive the render (on
+    #: Ray: named actors, found again by later renders on the cluster), so what the
     #: work function keeps in its process (an engine's loaded model) is kept between
     #: units, films and renders; None: any worker. Callers key it by what that process
     #: holds (an engine's name and settings).

@@ -10,16 +10,18 @@ Leaving the run early (an error, Ctrl-C, the service's DELETE) cancels its tasks
 queued or running, and waits (a few seconds at most) until Ray has ended them, so a
 cancelled render leaves nothing of its own running on the cluster.
 
-Units with an ``actor`` key run in a long-lived actor of that name instead of a task: a
-named, detached actor in the ``aiprod-post`` namespace, made by the first render that
-needs it with the unit's CPUs and GPUs, and found by name by every later render on the
-cluster. What the work function keeps in its process (a GPU engine's loaded model) stays
-there between shots, films and renders. Its units run one at a time, in the order
-submitted. An actor that dies (its process or node) is made again for the units it was
-running, at most ``retries`` more times per unit; an actor no render has used for
-``AIPROD_ACTOR_IDLE_S`` seconds (900) ends itself, giving its GPU back. Cancelling a unit
-an actor is running ends that actor (an actor's running method cannot be interrupted):
-the next render makes it again.
+Units with an ``actor`` key run in long-lived actors of that key instead of tasks: named,
+detached actors in the ``aiprod-post`` namespace (``KEY #N``), as many as the cluster's
+GPUs (CPUs, for units without a GPU) can run such units at once, each made with the
+unit's CPUs and GPUs by the first render that needs it and found by name by every later
+render on the cluster. What the work function keeps in its process (a GPU engine's
+loaded model) stays there between shots, films and renders. An actor runs its units one
+at a time; a unit goes to an actor with nothing of its render's to do, else to a new one
+while there is room, else to the least busy. An actor that dies (its process or node) is
+made again for the units it was running, at most ``retries`` more times per unit; an
+actor no render has used for ``AIPROD_ACTOR_IDLE_S`` seconds (900) ends itself, giving
+its GPU back. Cancelling a unit an actor is running ends that actor (an actor's running
+method cannot be interrupted): the next render makes it again.
 
 Every node must have aiprod-post installed (``pip install 'aiprod-post[ray]'``), and
 reach the render's cache, output and project folders at the same paths (a shared folder).
@@ -173,30 +175,6 @@ class RayExecutor:
                 "cpus": ray.cluster_resources().get("CPU", 0),
                 "gpus": ray.cluster_resources().get("GPU", 0), "retries": self.retries}
 
-    def _actor(self, unit: Unit, made: dict[str, Any], dead: Any = None) -> Any:
-        """The actor for ``unit``'s key: this run's handle, else the cluster's actor of
-        that name, else a new one. ``dead``: a handle found dead, not to be given again."""
-        import ray
-
-        key = unit.actor
-        assert key is not None
-        if key in made and made[key] is not dead:
-            return made[key]
-        cls = ray.remote(_UnitActor)
-        idle = float(os.environ.get("AIPROD_ACTOR_IDLE_S", "900"))
-        deadline = time.monotonic() + 30
-        while True:
-            handle = cls.options(
-                name=actor_name(key), namespace=NAMESPACE, lifetime="detached",
-                get_if_exists=True, max_restarts=0, max_concurrency=1,
-                num_cpus=unit.cpus, num_gpus=unit.gpus).remote(idle)
-            # the name of an actor that has just died is free once Ray has seen it die
-            if dead is None or handle._actor_id != dead._actor_id \
-                    or time.monotonic() > deadline:
-                made[key] = handle
-                return handle
-            time.sleep(0.2)
-
     def run(self, work: Work, units: Sequence[Unit], shared: Any = None
             ) -> Iterator[tuple[Unit, Any, Placement]]:
         import ray
@@ -210,7 +188,7 @@ class RayExecutor:
         results: dict[str, Any] = {}
         running: dict[Any, Unit] = {}
         on_actor: dict[Any, Any] = {}  # a unit's ref -> the actor running it
-        actors: dict[str, Any] = {}  # this run's actors by key
+        actors = _Actors()
         tries: dict[str, int] = {}
 
         def submit(unit: Unit, dead: Any = None) -> None:
@@ -221,7 +199,7 @@ class RayExecutor:
                                    name=f"unit {unit.id}").remote(
                     work_ref, unit.payload, deps, shared_ref, time.time())
             else:
-                actor = self._actor(unit, actors, dead)
+                actor = actors.pick(unit, dead)
                 ref = actor.run.options(name=f"unit {unit.id}").remote(
                     work_ref, unit.payload, deps, shared_ref, time.time())
                 on_actor[ref] = actor
@@ -240,6 +218,8 @@ class RayExecutor:
                 for ref in done:
                     unit = running.pop(ref)
                     actor = on_actor.pop(ref, None)
+                    if actor is not None:
+                        actors.done(actor)
                     try:
                         result, placement = ray.get(ref)
                     except RayTaskError as exc:
@@ -262,6 +242,63 @@ class RayExecutor:
         finally:
             if running:
                 _cancel(running, on_actor)
+
+
+class _Actors:
+    """A run's actors, by key: as many per key as the cluster's GPUs (CPUs, for units
+    without a GPU) run such units at once, each named ``KEY #N`` and found by that name
+    on the cluster, else made. A unit goes to one with none of the run's units to do,
+    else to a new one while there is room, else to the least busy."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, dict[int, Any]] = {}
+        self.room: dict[str, int] = {}
+        self.load: dict[Any, int] = {}  # actor id -> the run's units it has to do
+        self.idle = float(os.environ.get("AIPROD_ACTOR_IDLE_S", "900"))
+
+    def pick(self, unit: Unit, dead: Any = None) -> Any:
+        import ray
+
+        key = unit.actor
+        assert key is not None
+        pool = self.pools.setdefault(key, {})
+        if dead is not None:  # made again under its name
+            for n in [n for n, a in pool.items() if a._actor_id == dead._actor_id]:
+                del pool[n]
+        if key not in self.room:
+            have = ray.cluster_resources()
+            self.room[key] = max(1, int(have.get("GPU", 0) // unit.gpus) if unit.gpus
+                                 else int(have.get("CPU", 0) // unit.cpus) if unit.cpus
+                                 else 1)
+        free = [a for a in pool.values() if not self.load.get(a._actor_id)]
+        if free:
+            actor = free[0]
+        elif len(pool) < self.room[key]:
+            n = min(set(range(len(pool) + 1)) - set(pool))
+            actor = pool[n] = self._find_or_make(unit, f"{key} #{n}", dead)
+        else:
+            actor = min(pool.values(), key=lambda a: self.load.get(a._actor_id, 0))
+        self.load[actor._actor_id] = self.load.get(actor._actor_id, 0) + 1
+        return actor
+
+    def done(self, actor: Any) -> None:
+        self.load[actor._actor_id] -= 1
+
+    def _find_or_make(self, unit: Unit, key: str, dead: Any) -> Any:
+        import ray
+
+        cls = ray.remote(_UnitActor)
+        deadline = time.monotonic() + 30
+        while True:
+            actor = cls.options(
+                name=actor_name(key), namespace=NAMESPACE, lifetime="detached",
+                get_if_exists=True, max_restarts=0, max_concurrency=1,
+                num_cpus=unit.cpus, num_gpus=unit.gpus).remote(self.idle)
+            # the name of an actor that has just died is free once Ray has seen it die
+            if dead is None or actor._actor_id != dead._actor_id \
+                    or time.monotonic() > deadline:
+                return actor
+            time.sleep(0.2)
 
 
 def _lost(exc: BaseException) -> tuple[Lost, Placement]:
