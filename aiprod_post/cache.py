@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -22,7 +23,10 @@ from .errors import AiprodError
 from .files import place, sha256_file, write_atomic
 
 __all__ = ["CACHE_VERSION", "Cache", "array_digest", "cache_folder", "file_digest", "key_of",
-           "place", "write_if_changed"]
+           "place", "store_url", "write_if_changed"]
+
+#: object stores the cache can live on (through fsspec; :mod:`aiprod_post.store`)
+OBJECT_STORES = ("s3", "gs", "gcs")
 
 CACHE_VERSION = "1"
 
@@ -77,6 +81,9 @@ def cache_folder(location: str | None, root: Path, outdir: Path, where: str = "[
     PosixPath('/srv/cache')
     >>> cache_folder(None, Path("."), Path("out"))
     PosixPath('out/.cache')
+
+    On an object store (``s3://BUCKET/PREFIX``, ``gs://…``) the folder is this machine's
+    copy of it, under the user's cache (``AIPROD_CACHE``): the same on every node.
     """
     if not location:
         return outdir / ".cache"
@@ -84,9 +91,13 @@ def cache_folder(location: str | None, root: Path, outdir: Path, where: str = "[
     if not sep:
         path = Path(location)
         return path if path.is_absolute() else root / path
+    if scheme in OBJECT_STORES:
+        mine = Path(os.environ.get("AIPROD_CACHE") or Path.home() / ".cache" / "aiprod-post")
+        return mine / "stores" / hashlib.sha256(location.encode()).hexdigest()[:16]
     if scheme != "file":
-        raise AiprodError(f"{scheme}:// is not a store the cache can use yet: give a folder "
-                          "(a shared mount) or a file:// URL", where=where)
+        raise AiprodError(f"{scheme}:// is not a store the cache can use: give a folder (a "
+                          "shared mount), a file:// URL, s3://BUCKET/PREFIX or "
+                          "gs://BUCKET/PREFIX", where=where)
     parts = urlsplit(location)
     if parts.netloc not in ("", "localhost"):
         raise AiprodError(f"{location}: a file:// URL names a path on this machine "
@@ -94,12 +105,26 @@ def cache_folder(location: str | None, root: Path, outdir: Path, where: str = "[
     return Path(unquote(parts.path))
 
 
+def store_url(location: str | None) -> str | None:
+    """The object store URL of a cache location (None for a folder or file:// URL).
+
+    >>> store_url("s3://films/cache"), store_url("/srv/cache")
+    ('s3://films/cache', None)
+    """
+    if location and location.partition("://")[0] in OBJECT_STORES:
+        return location
+    return None
+
+
 class Cache:
     """One cache folder: ``path(stage, key, suffix)`` is where a stage's entry lives (its
     folder made)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: str | None = None) -> None:
         self.root = Path(root)
+        #: the object store the shots' entries are published to and fetched from (every
+        #: node's shots meet there), with ``root`` this machine's copy; None: a folder
+        self.store = store
 
     def __str__(self) -> str:
         return str(self.root)

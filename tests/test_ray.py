@@ -338,9 +338,10 @@ def test_two_output_folders_share_one_cache_through_a_file_url(cluster, local, t
 def test_a_cache_url_of_another_store_is_refused_naming_it(tmp_path):
     script = write_script(tmp_path)
     result = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),
-                                       "--size", "160x96", "--cache", "s3://bucket/cache"])
+                                       "--size", "160x96", "--cache", "ftp://host/cache"])
     assert result.exit_code == 2
-    assert "--cache: s3:// is not a store the cache can use yet" in result.output
+    assert "--cache: ftp:// is not a store the cache can use" in result.output
+    assert not (tmp_path / "out" / "masters").exists()
 
 
 def test_the_ltx_engine_on_the_cluster_makes_the_local_masters(cluster, tmp_path):

@@ -5,6 +5,7 @@ publishers and readers, an upload killed halfway."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -185,3 +186,44 @@ def test_store_errors_name_the_url(s3, tmp_path):
         with pytest.raises(AiprodError, match=r"gs:// needs the gcsfs package: pip install "
                                               r"'aiprod-post\[gcs\]'"):
             Store("gs://bucket/cache", tmp_path)
+
+
+def test_renders_on_two_machines_share_their_shots_through_an_s3_cache(s3, tmp_path,
+                                                                        monkeypatch):
+    """``--cache s3://BUCKET/PREFIX``: a render publishes every shot (picture, keyframes)
+    to the bucket; a render elsewhere (another output folder and another machine's local
+    copy: another AIPROD_CACHE) fetches them instead of making them, and its masters are
+    the first's."""
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    endpoint = s3["client_kwargs"]["endpoint_url"]
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                        ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    script = tmp_path / "s.fountain"
+    script.write_text("Title: Shared\n\nEXT. PIER - DAY\n\nGulls.\n\nNELL\nHello.\n\n"
+                      "IVO\nTonight?\n")
+    url = f"s3://{BUCKET}/{tmp_path.name}/cache"
+    reports = []
+    for machine in ("a", "b"):
+        monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / f"machine-{machine}"))
+        out = tmp_path / f"out-{machine}"
+        result = CliRunner().invoke(main, ["render", str(script), "-o", str(out), "--size",
+                                           "160x96", "--profile", "master", "--quiet",
+                                           "--cache", url])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads((out / "report.json").read_text()))
+        # this machine's copy of the cache is under its own AIPROD_CACHE
+        assert list((tmp_path / f"machine-{machine}" / "stores").glob("*/shots/*.mov"))
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **s3)
+    published = fs.ls(f"{BUCKET}/{tmp_path.name}/cache/shots")
+    shots = [s["id"] for s in reports[0]["shots"]]
+    assert len([p for p in published if p.endswith(".mov")]) == len(shots)
+    assert not any(s["cached"] for s in reports[0]["shots"])
+    assert all(s["cached"] for s in reports[1]["shots"])  # fetched, not made
+    a, b = (tmp_path / f"out-{m}" / "masters" / "Shared_master.mov" for m in "ab")
+    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()

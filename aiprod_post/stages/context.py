@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import __version__
-from ..cache import Cache, cache_folder
+from ..cache import Cache, cache_folder, store_url
 from ..executors import Executor
 from ..executors.local import LocalExecutor
 from ..plan import ShotPlan
@@ -67,7 +67,13 @@ def new_context(source: Path, outdir: Path, options: RenderOptions,
     project's beside the project."""
     cache = cache_folder(options.cache, Path("."), outdir, "--cache") if options.cache else \
         cache_folder(options.project.run.cache, Path(options.project.root), outdir)
-    return Context(Path(source), Path(outdir), options, options.project, Cache(cache),
+    store = store_url(options.cache or options.project.run.cache)
+    if store:
+        from ..store import Store
+
+        # a bad URL or a missing fsspec backend is bad input, before any work
+        Store(store, cache, where="--cache" if options.cache else "[run] cache")
+    return Context(Path(source), Path(outdir), options, options.project, Cache(cache, store),
                    Reporter(options.quiet, options.log_json), executor or LocalExecutor(),
                    tuple(profiles))
 

@@ -66,6 +66,8 @@ class ShotJob:
     #: (scene, shot id) of each shot it is conditioned on, in the plan's order
     conditioned_on: tuple[tuple[Scene, str], ...]
     cache: str
+    #: the object store the shot cache lives on (``cache`` is then this machine's copy)
+    store: str | None
     #: the folder the render started in: relative paths of the project resolve against it
     workdir: str
     #: seconds to stop halfway through the shot (a fault drill: AIPROD_HOLD_SHOT)
@@ -241,6 +243,14 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
         folder.mkdir(parents=True, exist_ok=True)
         mov, first, last, sound = (folder / f"{key}{s}" for s in
                                    (".mov", ".first.npy", ".last.npy", ".sound.wav"))
+        shared = None  # the object store of the shot cache
+        if job.store:
+            from aiprod_post.store import Store
+
+            shared = Store(job.store, job.cache)
+            if not (mov.exists() and first.exists() and last.exists()):
+                for part in (first, last, sound, mov):  # made by another node or render
+                    shared.get("shots", key, part.name[len(key):])
         if mov.exists() and first.exists() and last.exists():
             return ShotResult(shot.id, key, str(mov), str(first), str(last),
                               str(sound) if sound.exists() else None, n, cached=True)
@@ -295,6 +305,10 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
                 if isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS:
                     raise  # a full or read-only disk fails every shot: say so, once
                 error = f"{type(exc).__name__}: {exc}"
+        if error is None and shared is not None:
+            # the picture last: an entry with a picture has its keyframes
+            for part in (first, last, *([sound] if sound.exists() else []), mov):
+                shared.put("shots", key, part.name[len(key):])
         if error is None:
             return ShotResult(shot.id, key, str(mov), str(first), str(last),
                               str(sound) if sound.exists() else None, n, notes=tuple(notes))
@@ -480,7 +494,8 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
             cast={c: people[c].description for c in shot.characters if c in people},
             lines=tuple(lines[shot.id]) if speaks else (),
             conditioned_on=tuple((scene_of[s], s) for s in needs[shot.id]),
-            cache=str(ctx.cache), workdir=os.getcwd(), hold=held.get(shot.id, 0.0),
+            cache=str(ctx.cache), store=ctx.cache.store, workdir=os.getcwd(),
+            hold=held.get(shot.id, 0.0),
             film=_SHAPED.get(id(engine)))
         units.append(Unit(shot.id, job, after=tuple(needs[shot.id]), gpus=gpus, actor=actor))
     executor = ctx.executor
