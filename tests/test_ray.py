@@ -77,6 +77,9 @@ def test_the_cluster_makes_the_local_executors_masters(cluster, local, tmp_path)
     assert {name: decoded_digest(path) for name, path in result.masters.items()} == reference
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["executor"]["name"] == "ray" and report["executor"]["nodes"] == 2
+    # the lines were voiced as tasks too, in the cluster's worker processes
+    lines = report["speech_placement"]
+    assert len(lines) == 3 and all(p["worker"] != os.getpid() for p in lines.values())
     placement = report["placement"]
     assert sorted(placement) == ["1", "1A", "1B", "2", "2A"]
     # scenes 1 and 2 open at once on one CPU per node: the work spreads over both nodes
