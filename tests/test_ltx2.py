@@ -448,8 +448,8 @@ def test_missing_parts_and_bad_settings_are_named(tmp_path, model_dir):
                        **SETTINGS).check()
     with pytest.raises(AiprodError, match="unknown camera move"):
         engine_by_name("ltx2", model="x", camera_loras={"barrel-roll": "x"})
-    with pytest.raises(AiprodError, match="unknown control 'pose'"):
-        engine_by_name("ltx2", model="x", control="pose")
+    with pytest.raises(AiprodError, match="unknown control 'normals'"):
+        engine_by_name("ltx2", model="x", control="normals")
     with pytest.raises(AiprodError, match="unknown ltx2 setting"):
         engine_by_name("ltx2", model="x", lora="y")
 

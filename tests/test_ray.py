@@ -77,9 +77,6 @@ def test_the_cluster_makes_the_local_executors_masters(cluster, local, tmp_path)
     assert {name: decoded_digest(path) for name, path in result.masters.items()} == reference
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["executor"]["name"] == "ray" and report["executor"]["nodes"] == 2
-    # the lines were voiced as tasks too, in the cluster's worker processes
-    lines = report["speech_placement"]
-    assert len(lines) == 3 and all(p["worker"] != os.getpid() for p in lines.values())
     placement = report["placement"]
     assert sorted(placement) == ["1", "1A", "1B", "2", "2A"]
     # scenes 1 and 2 open at once on one CPU per node: the work spreads over both nodes
@@ -408,6 +405,8 @@ def actor_routed(cluster, tmp_path, monkeypatch):
     key = f"test {{}} {tmp_path.name}"
 
     def routed(self, work, units, shared=None):
+        if not all(hasattr(u.payload, "engine") for u in units):  # the speech stage's lines
+            return run(self, work, units, shared)
         units = [dataclasses.replace(u, actor=key.format(u.payload.engine[0])) for u in units]
         return run(self, _counting_engines(work, str(log)), units, shared)
 
