@@ -468,7 +468,8 @@ def test_an_actor_killed_mid_shot_is_made_again_to_the_same_masters(cluster, loc
                                                                     actor_routed, monkeypatch):
     script, reference = local
     out = tmp_path / "out"
-    monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=6")
+    # long enough for the watcher to find it on a loaded machine (6 s was missed once in CI)
+    monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=30")
     killed: list[int] = []
 
     def kill_the_actor_holding_1a() -> None:
