@@ -77,6 +77,9 @@ def test_the_cluster_makes_the_local_executors_masters(cluster, local, tmp_path)
     assert {name: decoded_digest(path) for name, path in result.masters.items()} == reference
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["executor"]["name"] == "ray" and report["executor"]["nodes"] == 2
+    # the lines were voiced as tasks too, in the cluster's worker processes
+    lines = report["speech_placement"]
+    assert len(lines) == 3 and all(p["worker"] != os.getpid() for p in lines.values())
     placement = report["placement"]
     assert sorted(placement) == ["1", "1A", "1B", "2", "2A"]
     # scenes 1 and 2 open at once on one CPU per node: the work spreads over both nodes
@@ -395,7 +398,7 @@ def _counting_engines(work, log: str):
 def actor_routed(cluster, tmp_path, monkeypatch):
     """A test hook: the renders' shots (the animatic engine's) go to a long-lived actor as
     a GPU engine's do, keyed by the engine's name; each actor's engine constructions are
-    written to the file yielded. The actor is ended after the test: it holds a CPU."""
+    written to the file yielded. The actors are ended after the test (they would outlive it)."""
     import dataclasses
 
     from aiprod_post.executors import ray as ray_executor
@@ -417,7 +420,7 @@ def actor_routed(cluster, tmp_path, monkeypatch):
         for actor in _test_actors(tmp_path):
             ray.kill(actor)
         assert _until(lambda: ray.available_resources().get("CPU", 0)
-                      == ray.cluster_resources()["CPU"]), "an actor still holds a CPU"
+                      == ray.cluster_resources()["CPU"]), "a task or actor still holds a CPU"
     finally:
         ray.shutdown()
 
@@ -460,6 +463,8 @@ def test_actor_routed_shots_reuse_one_actor_and_engine_across_renders(cluster, l
         assert result.exit_code == 0, result.failed_shots
         assert decoded_digest(result.masters["master"]) == reference["master"]
         workers.append({p["worker"] for p in result.report["placement"].values()})
+        # the actors live on holding no CPU, so the next render's lines (tasks) run at once
+        assert _cluster_idle(cluster.address), "an idle actor holds a CPU"
     assert 1 <= len(workers[0]) <= 2 and workers[1] <= workers[0]  # the first's actors
     assert _built(actor_routed) == sorted(workers[0])  # each built its engine once
 
@@ -518,9 +523,9 @@ def test_an_interrupted_render_ends_the_actor_running_its_shot(cluster, local, t
         left = _test_actors(tmp_path)
         assert len(left) <= 1
         ray.get([a.__ray_ready__.remote() for a in left], timeout=10)
-        # no task holds a CPU: only the actors left
+        # no task holds a CPU, nor does an actor left (an actor holds no CPU)
         assert _until(lambda: ray.available_resources().get("CPU", 0)
-                      == ray.cluster_resources()["CPU"] - len(left))
+                      == ray.cluster_resources()["CPU"])
     finally:
         ray.shutdown()
     assert not _pids_writing(out / ".cache" / "shots")

@@ -12,9 +12,10 @@ cancelled render leaves nothing of its own running on the cluster.
 
 Units with an ``actor`` key run in long-lived actors of that key instead of tasks: named,
 detached actors in the ``aiprod-post`` namespace (``KEY #N``), as many as the cluster's
-GPUs (CPUs, for units without a GPU) can run such units at once, each made with the
-unit's CPUs and GPUs by the first render that needs it and found by name by every later
-render on the cluster. What the work function keeps in its process (a GPU engine's
+GPUs (CPUs, for units without a GPU) can run such units at once, each made by the first
+render that needs it and found by name by every later render on the cluster. An actor
+holds its GPUs but no CPU, even while it runs a unit: it would hold it idle too, and
+the render's own tasks (its lines to voice) would wait for it until the idle timeout. What the work function keeps in its process (a GPU engine's
 loaded model) stays there between shots, films and renders. An actor runs its units one
 at a time; a unit goes to an actor with nothing of its render's to do, else to a new one
 while there is room, else to the least busy. An actor that dies (its process or node) is
@@ -288,12 +289,16 @@ class _Actors:
         import ray
 
         cls = ray.remote(_UnitActor)
+        # an actor holds its GPUs, not a CPU: an idle one must not keep the cluster's
+        # tasks (the lines to voice, other renders' shots) waiting until its idle timeout.
+        # Without a GPU, Ray's default for actors: a CPU to be placed, none held.
+        holds = {"num_gpus": unit.gpus, "num_cpus": 0} if unit.gpus else {}
         deadline = time.monotonic() + 30
         while True:
             actor = cls.options(
                 name=actor_name(key), namespace=NAMESPACE, lifetime="detached",
                 get_if_exists=True, max_restarts=0, max_concurrency=1,
-                num_cpus=unit.cpus, num_gpus=unit.gpus).remote(self.idle)
+                **holds).remote(self.idle)
             # the name of an actor that has just died is free once Ray has seen it die
             if dead is None or actor._actor_id != dead._actor_id \
                     or time.monotonic() > deadline:

@@ -3,18 +3,22 @@ timings, then placed in its shot; a shot too short for its lines is lengthened."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..cache import file_digest, key_of
+from ..errors import AiprodError
+from ..executors import Lost, Unit
 from ..files import write_atomic
 from ..plan import ShotPlan, frames_to_samples
 from .context import Context, Line, Planned, Spoken
 
-__all__ = ["run", "LINE_LEAD", "LINE_GAP", "LINE_TAIL"]
+__all__ = ["run", "LineJob", "voice_line", "LINE_LEAD", "LINE_GAP", "LINE_TAIL"]
 
 LINE_LEAD = 0.25  # seconds of picture before the first line of a shot
 LINE_GAP = 0.25  # between lines in one shot
@@ -26,8 +30,7 @@ def run(ctx: Context, planned: Planned) -> Spoken:
 
 
 def voice_lines(ctx: Context, planned: Planned) -> dict[str, list[Line]]:
-    from aiprod_post.audio.io import write_wav
-    from aiprod_post.audio.tts import Voice, delivery_for, engine_by_name
+    from aiprod_post.audio.tts import Voice, engine_by_name
 
     plan, r = planned.plan, ctx.reporter
     voices = {}
@@ -56,24 +59,75 @@ def voice_lines(ctx: Context, planned: Planned) -> dict[str, list[Line]]:
                          if a.tts_engine == "coqui" else None}
     lines = [(shot, ln) for _, shot in plan.shots() for ln in shot.dialogue]
     r.stage("speech", len(lines))
-    out: dict[str, list[Line]] = {}
-    for i, (shot, ln) in enumerate(lines, 1):
+    # each line is a unit of work for the executor (here, or a task on a cluster)
+    tts = ("coqui", str(ctx.project.path(a.tts_model)) if a.tts_model else None,
+           a.tts_device) if a.tts_engine == "coqui" else ("espeak", None, None)
+    _TTS.clear()
+    _TTS[tts] = engine  # a line voiced in this process uses the engine loaded here
+    units, placed = [], {}
+    for shot, ln in lines:
         voice = voices.get(ln.speaker) or Voice()
         # a voice without a speaker keys as it did before voices had speakers
         said = {k: v for k, v in voice.__dict__.items() if k != "speaker" or v is not None}
         key = key_of("speech", tts_id, ln.text, ln.parenthetical, said,
                      file_digest(Path(voice.reference)) if voice.reference else None)
         wav, meta = ctx.cache.path("speech", key, ".wav"), ctx.cache.path("speech", key, ".json")
-        hit = wav.exists() and meta.exists()
-        if not hit:
-            s = engine.synthesize(ln.text, voice, delivery_for(ln.parenthetical))
-            write_atomic(meta, json.dumps(s.timings()).encode())
-            write_wav(wav, s.samples, s.sample_rate)
+        placed[ln.id] = (shot, ln, key, wav, meta)
+        units.append(Unit(ln.id, LineJob(tts, ln.text, ln.parenthetical, voice,
+                                         str(wav.resolve()), str(meta.resolve()))))
+    where_made = ctx.report.setdefault("speech_placement", {})
+    with contextlib.closing(ctx.executor.run(voice_line, units)) as running:
+        for i, (unit, result, where) in enumerate(running, 1):
+            if isinstance(result, Lost):
+                raise AiprodError(f"line {unit.id}: the worker voicing it died on every try "
+                                  f"({result.reason})")
+            where_made[unit.id] = {"node": where.node, "host": where.host,
+                                   "worker": where.worker, "seconds": where.seconds}
+            r.item(unit.id, i, len(units), cached=not result)
+    out: dict[str, list[Line]] = {}
+    for shot, ln, key, wav, meta in placed.values():  # in the plan's order
         timings = json.loads(meta.read_text())
         out.setdefault(shot.id, []).append(Line(shot.id, ln.id, ln.speaker, ln.text,
                                                 ln.parenthetical, key, wav, timings))
-        r.item(ln.id, i, len(lines), cached=hit)
     return out
+
+
+@dataclass(frozen=True)
+class LineJob:
+    """One line to voice into the speech cache: the TTS engine (name, model folder,
+    device), the words, the delivery, the voice, and the cache entry's two files."""
+
+    tts: tuple[str, str | None, str | None]
+    text: str
+    parenthetical: str | None
+    voice: Any  # aiprod_post.audio.tts.Voice
+    wav: str
+    meta: str
+
+
+#: this process's TTS engine (the latest asked for): a worker voicing many lines loads a
+#: coqui model once
+_TTS: dict[tuple, Any] = {}
+
+
+def voice_line(job: LineJob, _needs: Any = None, _shared: Any = None) -> bool:
+    """Voice one line into the cache (word and phoneme timings beside it), or find it
+    there; True when it was made."""
+    from aiprod_post.audio.io import write_wav
+    from aiprod_post.audio.tts import delivery_for, engine_by_name
+
+    wav, meta = Path(job.wav), Path(job.meta)
+    if wav.exists() and meta.exists():
+        return False
+    if job.tts not in _TTS:
+        _TTS.clear()
+        name, model, device = job.tts
+        _TTS[job.tts] = engine_by_name(name, model=model, device=device) \
+            if name == "coqui" else engine_by_name(name)
+    s = _TTS[job.tts].synthesize(job.text, job.voice, delivery_for(job.parenthetical))
+    write_atomic(meta, json.dumps(s.timings()).encode())
+    write_wav(wav, s.samples, s.sample_rate)
+    return True
 
 
 def line_offsets(durations: list[float], dual: list[bool]) -> tuple[list[float], float]:
