@@ -185,6 +185,9 @@ def main() -> None:
                          "long (the shots repeated) at --segments-size")
     ap.add_argument("--segments-size", default="960x540")
     ap.add_argument("--only-segments", action="store_true")
+    ap.add_argument("--ray", action="store_true",
+                    help="with --segments: also the segments as Ray tasks on a local cluster "
+                         "of 1 and of 2 nodes of one CPU each (needs aiprod-post[ray])")
     args = ap.parse_args()
     if not ffmpeg():
         print(json.dumps({"benchmark": "conform", "error": "ffmpeg command not found"}))
@@ -194,7 +197,8 @@ def main() -> None:
         folder = Path(tmp)
         if args.only_segments:
             print(json.dumps({"benchmark": "conform", "segments": segments(
-                folder, args.shots, args.segments_size, args.segments or 90, args.rounds)}))
+                folder, args.shots, args.segments_size, args.segments or 90, args.rounds,
+                args.ray)}))
             return
         plan, media, mix = make_media(folder, w, h, args.shots)
         tl = build_timeline(plan, TimelineMedia(media, mix=mix))
@@ -274,7 +278,7 @@ def main() -> None:
             result.update(memory(folder, args.shots))
         if args.segments:
             result["segments"] = segments(folder, args.shots, args.segments_size, args.segments,
-                                          args.rounds)
+                                          args.rounds, args.ray)
     print(json.dumps(result))
 
 
@@ -290,12 +294,15 @@ def _timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def segments(folder: Path, shots: int, size: str, seconds: float, rounds: int) -> dict:
+def segments(folder: Path, shots: int, size: str, seconds: float, rounds: int,
+             on_ray: bool = False) -> dict:
     """The segment encoder's efficiency: the same long film by conform in one process and
     by the segment encoder with 1 worker process and with 2, interleaved; the outputs
     checked for equal work and decoded by the ffmpeg command. Then its parts, for the
     projection to more cores: each segment encoded alone with one encoder thread (the
-    work a core does), the join alone (serial), a worker interpreter's start."""
+    work a core does), the join alone (serial), a worker interpreter's start. ``on_ray``:
+    also as Ray tasks (the render's masters stage on a cluster) on a local cluster of one
+    node and of two, one CPU each."""
     import aiprod_post.editing.conform as conform_module
 
     w, h = (int(v) for v in size.split("x"))
@@ -314,8 +321,8 @@ def segments(folder: Path, shots: int, size: str, seconds: float, rounds: int) -
     runs = {
         "one_process": lambda out: conform(tl, out, "h264", audio=long_mix),
         # the segment encoder itself with one worker process: what 2 workers are measured on
-        "segments_1_worker": lambda out: conform_module._conform_in_segments(
-            tl, None, out, prof, long_mix, 1, None, None),
+        "segments_1_worker": lambda out: conform(
+            tl, out, "h264", audio=long_mix, segments=conform_module.segments_in_processes(1)),
         "segments_2_workers": lambda out: conform(tl, out, "h264", audio=long_mix, workers=2),
     }
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -357,7 +364,7 @@ def segments(folder: Path, shots: int, size: str, seconds: float, rounds: int) -
         # the join overlapping them, one interpreter start
         return round(start + max(work / min(cores, gops), join), 1)
 
-    return {"size": size, "frames": n, "seconds_of_film": round(float(n / rate), 1),
+    result = {"size": size, "frames": n, "seconds_of_film": round(float(n / rate), 1),
             "seconds": {k: round(v, 2) for k, v in best.items()},
             # the segment workers' processor seconds too: what splitting the film costs
             "cpu_seconds": {k: round(min(v), 2) for k, v in cpu.items()},
@@ -370,6 +377,54 @@ def segments(folder: Path, shots: int, size: str, seconds: float, rounds: int) -
             "projected_seconds": {f"{c}_cores": projected(c) for c in (2, 8, 32)},
             "files": {k: summary(f) for k, f in files.items()},
             "comparable": same, "not_comparable_because": why, "ffmpeg_decode": decodes}
+    if on_ray:
+        result["ray"] = ray_segments(tl, long_mix, seg, rounds, files["one_process"])
+    return result
+
+
+def ray_segments(tl, mix: Path, folder: Path, rounds: int, reference: dict) -> dict:
+    """The same film's segments as Ray tasks of one CPU (one encoder thread) each, as a
+    render with ``--executor ray`` and ``[output] workers = 2`` encodes them, on a local
+    cluster of one node of one CPU and then of two: wall time (the tasks' processor time
+    is spent in the cluster's workers, not counted here), where they ran, the file held
+    to the one-process encode's. The first run on each cluster is a warm-up (Ray starts
+    its worker processes)."""
+    from ray.cluster_utils import Cluster
+
+    from aiprod_post.executors.ray import RayExecutor
+    from aiprod_post.stages.masters import segments_on
+
+    node = {"num_cpus": 1, "object_store_memory": 100 * 1024 ** 2}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    out: dict = {"seconds": {}, "nodes_used": {}}
+    try:
+        for nodes in (1, 2):
+            if nodes == 2:
+                cluster.add_node(**node)
+            cluster.wait_for_nodes()
+            name = f"ray_{nodes}_node{'s' if nodes > 1 else ''}"
+            path = folder / f"{name}.mp4"
+            times, used = [], set()
+            with RayExecutor(cluster.address) as executor:
+                for _ in range(rounds + 1):
+                    placed: dict = {}
+                    times.append(_timed(lambda: conform(
+                        tl, path, "h264", audio=mix, workers=2,
+                        segments=segments_on(executor, placed))))
+                    used |= {p["node"] for p in placed.values()}
+            out["seconds"][name] = round(min(times[1:]), 2)
+            out["nodes_used"][name] = len(used)
+            made = encoded(path)
+            out.setdefault("files", {})[name] = summary(made)
+            same, why = equal_work({"one_process": reference, name: made}, "one_process")
+            out.setdefault("comparable", {})[name] = same
+            out.setdefault("not_comparable_because", []).extend(why)
+    finally:
+        cluster.shutdown()
+    t1, t2 = out["seconds"]["ray_1_node"], out["seconds"]["ray_2_nodes"]
+    out["speedup_2_nodes"] = round(t1 / t2, 3)
+    out["efficiency_2_nodes"] = round(t1 / (2 * t2), 3)
+    return out
 
 
 def memory(folder: Path, shots: int) -> dict:

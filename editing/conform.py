@@ -13,6 +13,7 @@ does not grow with the length of the film.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import dataclasses
 import itertools
@@ -37,7 +38,8 @@ from .timeline import NAMESPACE, timeline_rate, url_to_path
 __all__ = ["Profile", "PROFILES", "conform", "timeline_frames", "encode_master", "read_ahead", "probe",
            "burn_in", "bitrate_cap", "h264_level", "encoder_options", "gop_frames", "keyframe_plan",
            "cut_frames", "master_keyframes", "verify_master", "segment_ranges",
-           "encode_segment", "join_segments", "ClipTransform"]
+           "encode_segment", "join_segments", "Segment", "SegmentRunner",
+           "segments_in_processes", "ClipTransform"]
 
 
 # Bitrate caps for streaming by picture height, kbit/s at standard (up to 30 fps) and high
@@ -828,7 +830,8 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
             progress: Callable[[int, int], None] | None = None,
             subtitles: list | None = None, watch: Callable[[Any], None] | None = None,
             workers: int = 1, media: Iterable[Path] = (),
-            transform: ClipTransform | None = None) -> Path:
+            transform: ClipTransform | None = None,
+            segments: SegmentRunner | None = None) -> Path:
     """Render a master from ``timeline`` (an OTIO object, or a timeline file of any format
     :mod:`editing.readers` reads; ``media``: folders to look for its media in).
 
@@ -837,7 +840,9 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
     burn-in copies the compressed frames of plain cuts, which ``watch`` does not see.
     With ``workers`` above 1, a long-GOP master is encoded as closed-GOP segments by that
     many processes and joined without re-encoding (:func:`join_segments`); not while
-    ``watch`` needs every frame in this process, nor with a ``transform``.
+    ``watch`` needs every frame in this process, nor with a ``transform``. ``segments``
+    encodes the segments (at least ``workers`` of them) instead of local processes, such
+    as an executor's units (see :data:`SegmentRunner`); they are joined here the same way.
     ``transform`` changes the pictures of the clips it gives a function for (see
     :func:`timeline_frames`): the caller decides what, this module only applies it.
     """
@@ -860,10 +865,11 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
-    if workers > 1 and prof.gop_seconds is not None and watch is None and transform is None:
+    if (workers > 1 or segments is not None) and prof.gop_seconds is not None \
+            and watch is None and transform is None:
         return _conform_in_segments(timeline, base, Path(output), prof,
                                     Path(audio) if audio else None, workers, subtitles,
-                                    progress)
+                                    progress, segments)
     copy = prof.codec == "prores" and not subtitles
     frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy, transform=transform)
     if subtitles:
@@ -1139,55 +1145,66 @@ def join_segments(parts: Iterable[tuple[Path, int]], output: Path, profile: Prof
     return output
 
 
-_SEGMENT_WORKER = ("import pickle, sys; from aiprod_post.editing.conform import encode_segment\n"
-                   "for k, args, kwargs in pickle.loads(open(sys.argv[1], 'rb').read()):\n"
-                   "    encode_segment(*args, **kwargs)\n"
-                   "    print(k, flush=True)")
+@dataclass(frozen=True)
+class Segment:
+    """One closed-GOP segment of a master to encode: timeline frames ``[first, stop)``
+    written to ``output`` (a path every process that may encode it reaches), the
+    ``index``-th of the master's segments. Picklable: it travels to a worker process or
+    a task on another node."""
+
+    index: int
+    base: str | None
+    profile: Profile
+    first: int
+    stop: int
+    output: str
+    subtitles: list | None = None
+
+    def encode(self, timeline_json: str, threads: int = 0) -> str:
+        """Encode it (:func:`encode_segment`) from the timeline as OTIO JSON."""
+        return encode_segment(timeline_json, self.base, self.profile, self.first, self.stop,
+                              self.output, threads=threads, subtitles=self.subtitles)
 
 
-def _conform_in_segments(timeline: otio.schema.Timeline, base: Path | None, output: Path,
-                         profile: Profile, audio: Path | None, workers: int,
-                         subtitles: list | None,
-                         progress: Callable[[int, int], None] | None) -> Path:
-    """Closed-GOP segments encoded by ``workers`` processes, each decoding its own stretch
-    of the timeline, and joined in this one as they come in order (the join overlaps the
-    encoding; each segment file is removed once copied). Segments of about 8 GOPs (at
-    least one per worker) keep the workers evenly loaded; each encoder gets its share of
-    the cores."""
-    import pickle
-    import queue
-    import subprocess
-    import sys
-    import tempfile
-    import threading
+#: ``run(timeline_json, segments)`` encodes every segment (:meth:`Segment.encode`) and
+#: yields each one's index as soon as its file is written, in any order; it raises if a
+#: segment cannot be encoded, and closing it early stops what it still runs. conform's
+#: default runs them in local worker processes (:func:`segments_in_processes`); a render
+#: on a cluster passes one that runs them as its executor's units.
+SegmentRunner = Callable[[str, list[Segment]], Iterator[int]]
 
-    rate = timeline_rate(timeline)
-    n = _timeline_length(timeline)
-    keys = master_keyframes(timeline, profile)
-    count = max(workers, round(n / (8 * gop_frames(profile, rate))))
-    ranges = segment_ranges(keys, n, count)
-    workers = min(workers, len(ranges))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    text = otio.adapters.write_to_string(timeline, "otio_json")
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".segments-") as tmp:
-        folder = Path(tmp)
 
-        def part(k: int) -> Path:
-            return folder / f"{k:05d}{profile.suffix}"
+_SEGMENT_WORKER = ("import pickle, sys\n"
+                   "text, threads, segments = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+                   "for segment in segments:\n"
+                   "    segment.encode(text, threads)\n"
+                   "    print(segment.index, flush=True)")
 
-        def in_order() -> Iterator[tuple[Path, int]]:
-            # One fresh interpreter per worker, taking every ``workers``-th segment and
-            # saying each one's number when it is written: not a fork (this process may
-            # hold encoder and prefetch threads) nor multiprocessing's spawn (it re-runs
-            # the caller's main module, which a library cannot ask of its callers).
-            said: queue.Queue = queue.Queue()
-            procs = []
-            for w in range(workers):
+
+def segments_in_processes(workers: int) -> SegmentRunner:
+    """Segments encoded by ``workers`` local processes, each taking every ``workers``-th
+    segment, with an encoder given its share of the cores."""
+
+    def run(timeline_json: str, segments: list[Segment]) -> Iterator[int]:
+        # One fresh interpreter per worker, saying each segment's number when it is
+        # written: not a fork (this process may hold encoder and prefetch threads) nor
+        # multiprocessing's spawn (it re-runs the caller's main module, which a library
+        # cannot ask of its callers).
+        import pickle
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        count = min(workers, len(segments))
+        threads = max(1, (os.cpu_count() or 1) // count)
+        folder = Path(segments[0].output).parent
+        said: queue.Queue = queue.Queue()
+        procs = []
+        try:
+            for w in range(count):
                 job = folder / f"worker{w}.job"
-                job.write_bytes(pickle.dumps([
-                    (k, (text, str(base) if base else None, profile, *ranges[k], str(part(k))),
-                     {"threads": threads, "subtitles": subtitles})
-                    for k in range(w, len(ranges), workers)]))
+                job.write_bytes(pickle.dumps((timeline_json, threads, segments[w::count])))
                 with open(folder / f"worker{w}.log", "w") as log:
                     proc = subprocess.Popen([sys.executable, "-c", _SEGMENT_WORKER, str(job)],
                                             stdout=subprocess.PIPE, stderr=log, text=True)
@@ -1199,30 +1216,70 @@ def _conform_in_segments(timeline: otio.schema.Timeline, base: Path | None, outp
                     said.put((w, proc.wait()))
 
                 threading.Thread(target=listen, daemon=True).start()
-            try:
-                written: set[int] = set()
-                nxt = 0
-                while nxt < len(ranges):
-                    item = said.get()
-                    if isinstance(item, tuple):
-                        w, code = item
-                        if code:
-                            lines = (folder / f"worker{w}.log").read_text().strip().splitlines()
-                            raise MediaError("a segment encoder failed: "
-                                             f"{(lines or ['no message'])[-1]}", source=output)
-                        continue
-                    written.add(item)
+            ended = 0
+            while ended < count:
+                item = said.get()
+                if isinstance(item, tuple):
+                    w, code = item
+                    if code:
+                        lines = (folder / f"worker{w}.log").read_text().strip().splitlines()
+                        raise MediaError("a segment encoder failed: "
+                                         f"{(lines or ['no message'])[-1]}",
+                                         source=segments[w].output)
+                    ended += 1
+                    continue
+                yield item
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+
+    return run
+
+
+def _conform_in_segments(timeline: otio.schema.Timeline, base: Path | None, output: Path,
+                         profile: Profile, audio: Path | None, workers: int,
+                         subtitles: list | None,
+                         progress: Callable[[int, int], None] | None,
+                         runner: SegmentRunner | None = None) -> Path:
+    """Closed-GOP segments encoded by ``runner`` (else ``workers`` local processes), each
+    decoding its own stretch of the timeline, and joined in this process as they come in
+    order (the join overlaps the encoding; each segment file is removed once copied).
+    Segments of about 8 GOPs (at least ``workers``) keep the workers evenly loaded. The
+    segments are written beside ``output``, so wherever it is a shared folder, so are they."""
+    import tempfile
+
+    rate = timeline_rate(timeline)
+    n = _timeline_length(timeline)
+    keys = master_keyframes(timeline, profile)
+    count = max(workers, round(n / (8 * gop_frames(profile, rate))))
+    ranges = segment_ranges(keys, n, count)
+    text = otio.adapters.write_to_string(timeline, "otio_json")
+    run = runner or segments_in_processes(workers)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".segments-") as tmp:
+        # absolute: a worker elsewhere has its own working folder
+        folder = Path(tmp).resolve()
+        segments = [Segment(k, str(Path(base).resolve()) if base else None, profile, first,
+                            stop, str(folder / f"{k:05d}{profile.suffix}"), subtitles)
+                    for k, (first, stop) in enumerate(ranges)]
+
+        def in_order() -> Iterator[tuple[Path, int]]:
+            written: set[int] = set()
+            nxt = 0
+            with contextlib.closing(run(text, segments)) as said:
+                for k in said:
+                    written.add(k)
                     while nxt in written:
-                        yield part(nxt), ranges[nxt][0]
-                        part(nxt).unlink()  # copied into the master: free the disk
+                        part = Path(segments[nxt].output)
+                        yield part, ranges[nxt][0]
+                        part.unlink()  # copied into the master: free the disk
                         if progress:
                             progress(ranges[nxt][1], n)
                         nxt += 1
-            finally:
-                for proc in procs:
-                    if proc.poll() is None:
-                        proc.kill()
-                    proc.wait()
+            if nxt < len(ranges):
+                raise MediaError(f"segments {nxt} to {len(ranges) - 1} were not encoded",
+                                 source=output)
 
         ready = in_order()
         try:

@@ -4,15 +4,19 @@ by probe, with picture QA measured on the frames sent to the first master encode
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Any, Iterator
 
 from ..cache import file_digest, key_of, place
+from ..errors import MediaError
+from ..executors import Executor, Lost, Unit
 from ..files import inside, write_atomic
 from ..project import DELIVERY_PROFILES
 from .context import Context, Delivered, Edited, Mixed, Pictures, Spoken, slug
 
-__all__ = ["run"]
+__all__ = ["run", "segments_on"]
 
 
 def run(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edited: Edited
@@ -63,8 +67,13 @@ def encode(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edite
                 meter.add_av(frame, step=step, levels=next(counter) % 6 == 0)
             hit = False  # the picture QA needs the frames: encode again
         if not hit:
+            # on a cluster, the segments are the executor's units (a task each, any node)
+            segments = segments_on(ctx.executor, ctx.report.setdefault(
+                "segment_placement", {}).setdefault(name, {})) \
+                if workers > 1 and not ctx.executor.in_process else None
             conform(tl, cached, prof.video, audio=audio, base=edited.otio_path.parent,
                     subtitles=cues, watch=watch if meter else None, workers=workers,
+                    segments=segments,
                     progress=lambda done, total, name=name: r.progress(name, done, total))
         if meter is not None:
             result = dict(meter.result().as_dict(),
@@ -80,6 +89,34 @@ def encode(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edite
         out[name] = dst
         r.item(name, i, len(profiles), cached=hit)
     return out
+
+
+def segments_on(executor: Executor, placed: dict[str, Any]):
+    """A master's segments encoded as ``executor``'s units (on Ray: tasks of one CPU, on
+    any node, each writing its segment file into the cache folder every node reaches), for
+    :func:`~aiprod_post.editing.conform.conform` to join as it joins its own processes'.
+    Where each ran goes into ``placed``, by its frames (``FIRST-STOP``)."""
+    from aiprod_post.editing.conform import Segment
+
+    def run(timeline_json: str, segments: list[Segment]) -> Iterator[int]:
+        units = [Unit(f"segment {s.first}-{s.stop}", s) for s in segments]
+        with contextlib.closing(executor.run(_encode_segment, units, timeline_json)) as done:
+            for unit, result, where in done:
+                if isinstance(result, Lost):
+                    raise MediaError(f"frames {unit.payload.first}-{unit.payload.stop}: the "
+                                     f"worker encoding them died on every try ({result.reason})",
+                                     source=unit.payload.output)
+                placed[f"{unit.payload.first}-{unit.payload.stop}"] = {
+                    "node": where.node, "host": where.host, "worker": where.worker,
+                    "waited_s": where.waited, "seconds": where.seconds}
+                yield unit.payload.index
+
+    return run
+
+
+def _encode_segment(segment: Any, needs: dict[str, Any], timeline_json: str) -> str:
+    """A segment unit's work: one single-threaded encoder on the unit's one CPU."""
+    return segment.encode(timeline_json, threads=1)
 
 
 def _qa_step(width: int) -> int:
