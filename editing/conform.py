@@ -1272,6 +1272,9 @@ def _conform_in_segments(timeline: otio.schema.Timeline, base: Path | None, outp
                     written.add(k)
                     while nxt in written:
                         part = Path(segments[nxt].output)
+                        if not part.is_file():  # said written, by a worker that sees another disk
+                            raise MediaError("a segment said to be written is not here: the "
+                                             "folder must be one every worker shares", source=part)
                         yield part, ranges[nxt][0]
                         part.unlink()  # copied into the master: free the disk
                         if progress:

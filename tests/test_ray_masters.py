@@ -128,3 +128,22 @@ def test_a_segment_task_that_fails_fails_the_master_cleanly(cluster, film, tmp_p
         conform(broken, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav", workers=2,
                 segments=segments_on(executor, placed))
     assert list(tmp_path.iterdir()) == []  # no master, no part file, no segments
+
+
+def test_a_segment_written_where_the_driver_cannot_see_it_is_named(film, tmp_path):
+    """A worker that writes its segments on a disk of its own (the folder not shared):
+    the runner says they are written, the driver finds nothing and says so."""
+    folder, tl = film
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def on_another_disk(text, segments):
+        for s in segments:
+            s.encode(text, threads=1)
+            os.replace(s.output, elsewhere / os.path.basename(s.output))
+            yield s.index
+
+    with pytest.raises(MediaError, match="every worker shares"):
+        conform(tl, tmp_path / "x.mp4", "h264", audio=folder / "mix.wav",
+                segments=on_another_disk)
+    assert [p.name for p in tmp_path.iterdir()] == ["elsewhere"]  # no master, no segments
