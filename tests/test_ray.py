@@ -213,6 +213,21 @@ def test_ctrl_c_cancels_the_renders_tasks_on_the_cluster(cluster, local, tmp_pat
     assert _no_masters(out)
 
 
+def _interrupt_once_1a_is_held(out: Path) -> list[int]:
+    """Ctrl-C this process once a process holds shot 1A of the render into ``out``; the
+    list returned gets that process's id."""
+    import threading
+
+    held: list[int] = []
+
+    def interrupt() -> None:
+        held.extend(_held_writer(out / ".cache" / "shots"))
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    return held
+
+
 def test_an_interrupted_render_cancels_its_tasks_while_its_process_lives_on(
         cluster, local, tmp_path, monkeypatch):
     """A render interrupted in a process that stays connected to the cluster (a batch, a
@@ -220,17 +235,9 @@ def test_an_interrupted_render_cancels_its_tasks_while_its_process_lives_on(
     script, _ = local
     out = tmp_path / "out"
     monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=120")
-    held: list[int] = []
-
-    def interrupt_once_1a_is_held() -> None:
-        held.extend(_held_writer(out / ".cache" / "shots"))
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
-
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        import threading
-
-        threading.Thread(target=interrupt_once_1a_is_held, daemon=True).start()
+        held = _interrupt_once_1a_is_held(out)
         with pytest.raises(KeyboardInterrupt):
             render(script, out, RenderOptions(**SMALL, executor="ray", address=cluster.address))
         assert held, "no worker was holding shot 1A"
@@ -504,15 +511,7 @@ def test_an_interrupted_render_ends_the_actor_running_its_shot(cluster, local, t
     script, _ = local
     out = tmp_path / "out"
     monkeypatch.setenv("AIPROD_HOLD_SHOT", "1A=120")
-    held: list[int] = []
-
-    def interrupt_once_1a_is_held() -> None:
-        held.extend(_held_writer(out / ".cache" / "shots"))
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
-
-    import threading
-
-    threading.Thread(target=interrupt_once_1a_is_held, daemon=True).start()
+    held = _interrupt_once_1a_is_held(out)
     with pytest.raises(KeyboardInterrupt):
         render(script, out, RenderOptions(**SMALL, executor="ray", address=cluster.address))
     assert held, "no actor was holding shot 1A"
