@@ -130,6 +130,11 @@ class LTX2Settings(_Strict):
     camera_lora_scale: float = Field(1.0, ge=0.0)
     audio: bool = True  # the sound made with shots without dialogue goes to the FX stem
     lip_sync: bool = True  # dialogue shots are generated on our TTS lines, held fixed
+    #: a local HDR IC-LoRA .safetensors: each shot's SDR generation is the reference of an
+    #: HDR pass (LTX2HDRPipeline) whose scene-linear frames go to the hdr-pq / hdr-hlg
+    #: masters with no 8-bit step (the SDR picture: those frames clipped at diffuse white)
+    hdr_lora: str | None = None
+    hdr_lora_scale: float = Field(1.0, ge=0.0)
     #: a local LTX2LatentUpsamplerModel (or a folder with latent_upsampler/): two stages
     upsampler: str | None = None
     vae_tiling: bool = False
@@ -273,5 +278,6 @@ register(EngineSpec("ltx", LTXSettings, "aiprod_post.generation.ltx:LTXEngine",
                     paths=("model", "config", "text_encoder", "tokenizer", "upsampler"),
                     gpu=True, description="LTX-Video through diffusers"))
 register(EngineSpec("ltx2", LTX2Settings, "aiprod_post.generation.ltx2:LTX2Engine",
-                    paths=("model", "control_lora", "upsampler", "camera_loras"), gpu=True,
+                    paths=("model", "control_lora", "hdr_lora", "upsampler", "camera_loras"),
+                    gpu=True,
                     description="LTX-2 (picture and sound) through diffusers"))

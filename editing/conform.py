@@ -31,6 +31,9 @@ import opentimelineio as otio
 from aiprod_post.codecs import PROFILES, Profile  # the delivery codec table
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.files import atomic_path
+from aiprod_post.hdr import (HLG_WHITE, REFERENCE_WHITE, hlg_oetf, intermediate_for,
+                              linear_to_hlg, linear_to_pq16, pq16_to_linear, pq_inverse_eotf,
+                              to_bt2020)
 
 from .interchange import conformable
 from .timeline import NAMESPACE, timeline_rate, url_to_path
@@ -351,7 +354,7 @@ ClipTransform = Callable[[otio.schema.Clip], "Callable[[np.ndarray], np.ndarray]
 
 def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                     rgb: bool = True, copy_prores: bool = False, first: int = 0,
-                    transform: ClipTransform | None = None) -> Iterator:
+                    transform: ClipTransform | None = None, hdr: bool = False) -> Iterator:
     """The edited picture, frame by frame, transitions rendered, from timeline frame
     ``first`` on (a segment encoder's start: the clips before it are not opened).
 
@@ -365,6 +368,12 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
     changed CDL, say): such a clip's plain-cut frames are decoded to 16-bit RGB, go
     through it and come as uint16 RGB arrays (no 8-bit step into a 10-bit master); they
     are never copied as packets; in a transition they are blended at 8 bits as the rest.
+
+    With ``hdr`` (an HDR master), plain-cut frames of a clip whose media has an HDR
+    intermediate beside it (:func:`aiprod_post.hdr.intermediate_for`: a shot the ``ltx2``
+    engine made with its HDR LoRA) come from that file as :class:`HDRPicture` (16-bit PQ),
+    not from the SDR media; such a clip without a ``transform`` only: a colourist's change,
+    made for the SDR picture, and transitions use the SDR media as before.
     """
     if rgb:
         for frame in timeline_frames(timeline, base, rgb=False, first=first,
@@ -390,6 +399,7 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             width, height = c.streams.video[0].width, c.streams.video[0].height
     readers: dict[int, _Reader] = {}
     packet_readers: dict[int, _PacketReader] = {}
+    hdr_readers: dict[int, _Reader | None] = {}
     changes: dict[int, Callable[[np.ndarray], np.ndarray] | None] = {}
 
     def change(i: int) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -419,6 +429,16 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             packet_readers[i] = _PacketReader(spans[i].path, rate, width, height)
         return packet_readers[i] if packet_readers[i].ok else None
 
+    def hdr_reader(i: int) -> _Reader | None:
+        """The clip's HDR intermediate, where the master is HDR and it has one."""
+        if not hdr or change(i) is not None:
+            return None
+        if i not in hdr_readers:
+            found = intermediate_for(spans[i].path)
+            hdr_readers[i] = _Reader(found, spans[i].clip.name, rate, width, height) \
+                if found.is_file() else None
+        return hdr_readers[i]
+
     for i, sp in enumerate(spans):  # every clip's change now: a refused one stops at once
         if sp.path is not None and sp.start + sp.length > first:
             change(i)
@@ -429,9 +449,11 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             # one still reads its tail: close them, after gaps too, or each one's decoder,
             # threads and frame pool stay open and memory grows with the film
             keep = i - 1 if sp.path is not None and sp.dissolve_in[1] else i
-            for opened in (readers, packet_readers):
+            for opened in (readers, packet_readers, hdr_readers):
                 for done in [k for k in opened if k < keep]:
-                    opened.pop(done).close()
+                    r = opened.pop(done)
+                    if r is not None:
+                        r.close()
             skip = max(0, first - sp.start)  # frames of this span before ``first``
             if skip >= sp.length:
                 continue
@@ -452,7 +474,10 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                 if not blends:
                     pr = packets(i)
                     fn = change(i)
-                    if pr is not None:  # a plain cut into ProRes: the compressed frame itself
+                    deep = hdr_reader(i)
+                    if deep is not None:  # the shot's HDR picture, 16-bit PQ as it is
+                        yield HDRPicture(deep.frame(sp.source_start + k, deep=True))
+                    elif pr is not None:  # a plain cut into ProRes: the compressed frame itself
                         yield pr.packet(sp.source_start + k)
                     elif fn is not None:  # a changed clip: 16-bit RGB through its change
                         yield fn(reader(i).frame(sp.source_start + k, deep=True))
@@ -489,6 +514,9 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             r.close()
         for r in packet_readers.values():
             r.close()
+        for r in hdr_readers.values():
+            if r is not None:
+                r.close()
 
 
 # ------------------------------------------------------------------ colour for HDR
@@ -501,20 +529,71 @@ def _hdr_convert(rgb: np.ndarray, kind: str) -> np.ndarray:
     Returns RGB as uint16 (0..65535) for a 48-bit frame.
     """
     v = rgb.astype(np.float32) / np.float32(65535 if rgb.dtype == np.uint16 else 255)
-    lin = np.power(v, 2.4)  # BT.1886 display light, relative
-    m = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]],
-                 np.float32)  # BT.2087 709 → 2020 primaries
-    lin2020 = np.clip(lin @ m.T, 0.0, None)
+    lin2020 = to_bt2020(np.power(v, 2.4))  # BT.1886 display light, relative
     if kind == "pq":
-        y = lin2020 * (203.0 / 10000.0)
-        m1, m2, c1, c2, c3 = 0.1593017578125, 78.84375, 0.8359375, 18.8515625, 18.6875
-        yp = np.power(y, m1)
-        out = np.power((c1 + c2 * yp) / (1 + c3 * yp), m2)
+        out = pq_inverse_eotf(lin2020 * (REFERENCE_WHITE / 10000.0))
     else:  # HLG OETF on scene light, 203 cd/m² graphics white at 75 % signal
-        e = lin2020 * 0.2646  # inverse OOTF approximation: maps SDR white to HLG 75 %
-        a, b, c = 0.17883277, 0.28466892, 0.55991073
-        out = np.where(e <= 1 / 12, np.sqrt(3 * e), a * np.log(np.maximum(12 * e - b, 1e-6)) + c)
+        out = hlg_oetf(lin2020 * HLG_WHITE)  # inverse OOTF approximation: SDR white to 75 %
     return (np.clip(out, 0, 1) * 65535 + 0.5).astype(np.uint16)
+
+
+def _full_scale(rgb48: np.ndarray) -> np.ndarray:
+    """16-bit RGB as swscale's RGB → Y'CbCr conversion reads it: it takes 65280 (255·256)
+    for full scale, not 65535 (measured: 65535 gave 10-bit Y' 943, not 940, and every
+    level 0.34 % too high), so the signal is scaled to that first."""
+    return ((rgb48.astype(np.uint32) * 65280 + 32767) // 65535).astype(np.uint16)
+
+
+class HDRPicture:
+    """A frame of a shot's HDR intermediate on its way to an HDR master: PQ code values on
+    BT.2020, full-range 16-bit RGB (:mod:`aiprod_post.hdr`)."""
+
+    __slots__ = ("pq16",)
+
+    def __init__(self, pq16: np.ndarray) -> None:
+        self.pq16 = pq16
+
+    def for_master(self, kind: str) -> np.ndarray:
+        """As the ``pq`` or ``hlg`` master's RGB (uint16, full range): PQ as it is; HLG
+        by the BT.2100 OETF on the scene light PQ carried (diffuse white at 75 %)."""
+        if kind == "pq":
+            return self.pq16
+        return (linear_to_hlg(pq16_to_linear(self.pq16)) * 65535 + 0.5).astype(np.uint16)
+
+
+@contextlib.contextmanager
+def hdr_intermediate(output: Path, rate: Fraction, width: int, height: int
+                     ) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a shot's HDR intermediate at ``output`` (atomically: nothing there unless the
+    block ends normally): the block gets a function to call with each scene-linear BT.709
+    frame (H×W×3 float, 1.0 = diffuse white). FFV1 (lossless) 16-bit RGB of PQ code values
+    on BT.2020 (:func:`aiprod_post.hdr.linear_to_pq16`), tagged BT.2020 / SMPTE ST 2084 /
+    RGB, full range: no 8-bit (nor any lossy) step between the engine and the master."""
+    import av
+
+    with atomic_path(Path(output), ".part.mkv") as tmp, \
+            av.open(str(tmp), "w", format="matroska") as out:
+        s = out.add_stream("ffv1", rate=rate)
+        s.width, s.height, s.pix_fmt = width, height, "gbrp16le"
+        s.options = {"level": "3", "slicecrc": "1"}
+        cc = s.codec_context
+        cc.color_primaries, cc.color_trc = 9, 16  # BT.2020, SMPTE ST 2084
+        cc.colorspace, cc.color_range = 0, 2  # RGB, full range
+        cc.time_base = Fraction(1) / rate
+        count = 0
+
+        def write(linear: np.ndarray) -> None:
+            nonlocal count
+            vf = av.VideoFrame.from_ndarray(linear_to_pq16(linear), format="rgb48le")
+            vf = vf.reformat(format="gbrp16le")
+            vf.pts, vf.time_base = count, cc.time_base
+            for p in s.encode(vf):
+                out.mux(p)
+            count += 1
+
+        yield write
+        for p in s.encode():
+            out.mux(p)
 
 
 # ------------------------------------------------------------------ encoding
@@ -609,14 +688,20 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 def convert(item):
                     if isinstance(item, av.Packet):
                         return item
+                    if isinstance(item, HDRPicture):  # a shot's HDR picture: no SDR step
+                        vf = av.VideoFrame.from_ndarray(
+                            _full_scale(item.for_master(profile.hdr or "pq")), format="rgb48le")
+                        return from_rgb.reformat(vf, format=profile.pix_fmt,
+                                                 dst_colorspace=matrix,
+                                                 dst_color_range=ColorRange.MPEG)
                     if isinstance(item, av.VideoFrame) and not profile.hdr:
                         # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
                         return item if item.format.name == profile.pix_fmt else \
                             from_decoded.reformat(item, format=profile.pix_fmt)
                     rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
                     if profile.hdr:
-                        vf = av.VideoFrame.from_ndarray(_hdr_convert(rgb, profile.hdr),
-                                                        format="rgb48le")
+                        vf = av.VideoFrame.from_ndarray(
+                            _full_scale(_hdr_convert(rgb, profile.hdr)), format="rgb48le")
                     else:
                         vf = av.VideoFrame.from_ndarray(
                             rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
@@ -871,7 +956,8 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
                                     Path(audio) if audio else None, workers, subtitles,
                                     progress, segments)
     copy = prof.codec == "prores" and not subtitles
-    frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy, transform=transform)
+    frames = timeline_frames(timeline, base, rgb=False, copy_prores=copy, transform=transform,
+                             hdr=prof.hdr is not None)
     if subtitles:
         frames = burn_in(frames, subtitles, rate, width, height)
     return encode_master(frames, n, rate, width, height, Path(output),
@@ -1067,7 +1153,8 @@ def encode_segment(timeline_json: str, base: str | None, profile: Profile, first
     keys = [k - first for k in master_keyframes(timeline, profile) if first <= k < stop]
     if keys[:1] != [0]:
         raise AiprodError(f"segment {first}-{stop} does not start at a GOP start")
-    frames = timeline_frames(timeline, Path(base) if base else None, rgb=False, first=first)
+    frames = timeline_frames(timeline, Path(base) if base else None, rgb=False, first=first,
+                             hdr=profile.hdr is not None)
     if subtitles:
         frames = burn_in(frames, subtitles, rate, width, height, first=first)
     part = dataclasses.replace(profile, container_options=None)  # no faststart pass

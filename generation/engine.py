@@ -132,6 +132,13 @@ class ShotRender:
         #: when the engine makes none. The pipeline puts it on the FX stem.
         self.audio: np.ndarray | None = None
         self.audio_rate: int = 48000
+        #: whether the engine makes an HDR picture besides the SDR frames (ltx2 with its
+        #: HDR LoRA); where it does and ``linear`` is set (by the consumer, before
+        #: iterating), each frame's scene-linear light (H×W×3 float32, BT.709 primaries,
+        #: 1.0 = diffuse white, unbounded) is given to ``linear`` as its SDR frame is
+        #: yielded (:mod:`aiprod_post.hdr` says how both are carried)
+        self.hdr = False
+        self.linear: Callable[[np.ndarray], None] | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         last = None

@@ -21,6 +21,18 @@ for ``ltx``) and from what the pipeline already made for it:
 - **Sound**: for shots without dialogue, the audio the model generates with the picture
   is returned on the render (``ShotRender.audio``) and the pipeline lays it on the FX stem
   (``audio = false`` turns it off).
+- **HDR** (``hdr_lora``, kind ``hdr``): each generation's SDR picture (the decoded
+  frames, as floats) is the reference video of an HDR pass through ``LTX2HDRPipeline``
+  with the HDR IC-LoRA (on the same modules), which gives the same picture as scene-linear
+  light in [0, inf) (LogC3 decoded; BT.709 primaries, 1.0 = SDR white). Those frames go,
+  as floats, to ``ShotRender.linear`` (the picture stage writes them to the shot's HDR
+  intermediate, 16-bit PQ, which the hdr-pq / hdr-hlg masters read: no 8-bit step); the
+  shot's SDR frames are the same light clipped at diffuse white (:mod:`aiprod_post.hdr`).
+  The reference is the SDR generation, not the previz: the HDR IC-LoRA re-renders the
+  video it is given in HDR, content for content, so given the animatic it would make an
+  HDR animatic; the previz has already steered the SDR generation through the control
+  LoRA. The HDR pass runs at the full generation size in one stage, without keyframes
+  (``LTX2HDRPipeline`` takes none: its reference fixes every frame).
 - **Two stages** (``upsampler`` set): half size, the LTX-2 latent upsampler ×2, then a short
   refining pass at full size on LTX-2's stage-2 distilled sigmas.
 - **Shapes and compiling**, as the ``ltx`` engine: a film is generated at a few frame counts
@@ -56,6 +68,7 @@ from pydantic import Field
 
 from aiprod_post import engines
 from aiprod_post.errors import AiprodError
+from aiprod_post.hdr import sdr_from_linear
 from aiprod_post.plan import CameraMove, Shot
 
 from .control import CONTROL_KINDS, ControlStream
@@ -223,6 +236,8 @@ class LTX2Engine:
         self.figures = figures or {}
         self._pipe = None
         self._dfr = None
+        self._hdr = None  # the HDR pipeline (hdr_lora), on the same modules
+        self._active: tuple[list[str], list[float]] = ([], [])  # the shot's adapters
         self._upsample = None
         self._embeddings: dict = {}
         self._adapters: dict[str, str] = {}  # adapter name → kind
@@ -260,11 +275,12 @@ class LTX2Engine:
             raise AiprodError("not a diffusers LTX-2 folder: missing " + ", ".join(
                 f"{n} ({FOLDER_PARTS[n]})" for n in missing), source=path)
         loras = ([("control_lora", self.s.control_lora)] if self.s.control_lora else []) + \
+            ([("hdr_lora", self.s.hdr_lora)] if self.s.hdr_lora else []) + \
             [(f"camera_loras.{k}", v) for k, v in self.s.camera_loras.items()]
         for key, value in loras:
             if not Path(value).is_file():
                 raise AiprodError(f"no such LoRA file ({key}): expected a local .safetensors",
-                                  source=value)
+                                  source=value, where=f"[engine.ltx2] {key}")
         if self.s.upsampler and not (self._upsampler_dir() / "config.json").is_file():
             raise AiprodError("not an LTX-2 latent upsampler folder: expected config.json "
                               "(an LTX2LatentUpsamplerModel) or latent_upsampler/config.json",
@@ -343,6 +359,13 @@ class LTX2Engine:
             "scheduler", "vae", "audio_vae", "text_encoder", "tokenizer", "connectors",
             "transformer", "vocoder")})
         self._dfr.set_progress_bar_config(disable=True)
+        if "hdr" in self._adapters:
+            from diffusers import LTX2HDRPipeline
+
+            self._hdr = LTX2HDRPipeline(**{k: pipe.components[k] for k in (
+                "scheduler", "vae", "audio_vae", "text_encoder", "tokenizer", "connectors",
+                "transformer", "vocoder")})
+            self._hdr.set_progress_bar_config(disable=True)
         if self._upsampler_model is not None:
             from diffusers import LTX2LatentUpsamplePipeline
 
@@ -363,8 +386,9 @@ class LTX2Engine:
         """The control IC-LoRA, the camera LoRAs and the characters' LoRAs, each an adapter
         switched per shot."""
         wanted = ([("control", self.s.control_lora, "control")] if self.s.control_lora
-                  else []) + [(f"camera_{k.replace('-', '_')}", v, f"camera:{k}")
-                              for k, v in sorted(self.s.camera_loras.items())]
+                  else []) + ([("hdr", self.s.hdr_lora, "hdr")] if self.s.hdr_lora else []) + \
+            [(f"camera_{k.replace('-', '_')}", v, f"camera:{k}")
+             for k, v in sorted(self.s.camera_loras.items())]
         for adapter, value, kind in wanted:
             try:
                 pipe.load_lora_weights(str(value), adapter_name=adapter)
@@ -399,6 +423,7 @@ class LTX2Engine:
             weights.append(self.s.camera_lora_scale)
         cast, cast_weights, _ = self.cast.for_shot(shot)
         names, weights = names + cast, weights + cast_weights
+        self._active = (names, weights)
         if names:
             pipe.enable_lora()
             pipe.set_adapters(names, weights)
@@ -629,7 +654,8 @@ class LTX2Engine:
         else:
             out = first
         audio = out.audio[0].float().cpu().numpy().T  # (samples, channels)
-        return _to_uint8(out.frames[0]), audio, int(pipe.vocoder.config.output_sampling_rate)
+        return self._picture(out.frames[0], pe, pm, fps, seed), audio, \
+            int(pipe.vocoder.config.output_sampling_rate)
 
     def _generate_a2v(self, prompt, n, sizes, fps, generator, conds, reference, ds, dialogue):
         """Audio to video: the dialogue's latents held at sigma 0 while the picture denoises
@@ -671,8 +697,41 @@ class LTX2Engine:
             first = dfr(width=w, height=h, latents=up,
                         sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="pt", **common)
             self.generations.append((n, w, h, type(dfr).__name__))
-        frames = first.frames[0]
-        return _to_uint8(frames), None, 0
+        return self._picture(first.frames[0], pe, pm, fps, generator.initial_seed()), None, 0
+
+    def _picture(self, frames, pe, pm, fps: float, seed: int) -> np.ndarray:
+        """A generation's picture, (F, 3, H, W) floats in [0, 1] as the pipelines give it:
+        8-bit SDR (F, H, W, 3) uint8; with the HDR LoRA, the HDR pass's scene-linear light
+        (F, H, W, 3) float32, the SDR picture its reference (as floats: no 8-bit step),
+        the shot's prompt, the HDR adapter alone on."""
+        if self._hdr is None:
+            return _to_uint8(frames)
+        import torch
+        from diffusers.pipelines.ltx2.pipeline_ltx2_hdr_lora import LTX2HDRReferenceCondition
+
+        pipe = self.pipeline()
+        n, _, h, w = frames.shape
+        names, weights = self._active
+        pipe.enable_lora()
+        pipe.set_adapters(["hdr"], [self.s.hdr_lora_scale])
+        try:
+            gen = torch.Generator(device="cpu" if self.s.cpu_offload else self.s.device)
+            out = self._hdr(
+                prompt_embeds=pe, prompt_attention_mask=pm, reference_conditions=[
+                    LTX2HDRReferenceCondition(frames=frames.float(), strength=1.0)],
+                reference_downscale_factor=self.identity["loras"]["hdr"].get(
+                    "reference_downscale_factor") or 1,
+                width=w, height=h, num_frames=n, frame_rate=fps,
+                num_inference_steps=self._guidance()["num_inference_steps"],
+                sigmas=self._sigmas(), guidance_scale=1.0, generator=gen.manual_seed(seed),
+                max_sequence_length=self.s.max_sequence_length, output_type="pt")
+        finally:  # the shot's own adapters again, for its next generation
+            if names:
+                pipe.set_adapters(names, weights)
+            else:
+                pipe.disable_lora()
+        self.generations.append((n, w, h, type(self._hdr).__name__))
+        return out.frames[0].float().cpu().numpy()
 
     def _previz(self, shot: Shot, context: RenderContext, size: tuple[int, int],
                 canvas: tuple[int, int]) -> ControlStream:
@@ -706,6 +765,10 @@ class LTX2Engine:
         refs = sorted(k for k in context.keyframes if k.startswith("character:"))
         references = [_fit(context.keyframes[k].image, gw, gh, W, H) for k in refs]
         notes: list[str] = []
+        hdr = self._hdr is not None
+        if hdr:
+            notes.append("HDR: the SDR generation re-rendered by the HDR IC-LoRA, scene-linear "
+                         "to the HDR masters; the SDR picture clipped at diffuse white")
         control = self.s.control != "none" and "control" in self._adapters
         if self.s.control_lora is None and self.s.control != "none":
             notes.append("no control LoRA ([engine.ltx2] control_lora): previz not followed")
@@ -773,13 +836,18 @@ class LTX2Engine:
                 for f in clip[chained:need]:
                     produced += 1
                     out = _crop(f, W, H)
+                    if hdr:  # scene-linear: to the HDR intermediate; SDR: clipped
+                        if r_.linear is not None:
+                            r_.linear(out)
+                        out = sdr_from_linear(out)
                     if meter is not None:
                         meter.add(out)
                     yield out
                 if audio is not None:
                     a, b = round(chained / fps * rate), round(need / fps * rate)
                     sound.append(audio[a:b])
-                conditions = [(clip[need - 1], 1.0, 0)]
+                conditions = [(sdr_from_linear(clip[need - 1]) if hdr else clip[need - 1],
+                               1.0, 0)]
                 segment_index += 1
             if sound and self.s.audio and speech is None:
                 r_.audio, r_.audio_rate = np.concatenate(sound).astype(np.float32), rate
@@ -789,6 +857,7 @@ class LTX2Engine:
                                 "lip-sync not measured: no face found, or no mouth movement")
 
         r_ = ShotRender(shot, frames, f"ltx2:{context.scene.location}", context.scene.light)
+        r_.hdr = hdr
         r_.notes.extend(notes)
         #: dialogue shots: the measured offset of mouth opening after speech (None: not found)
         r_.lip_sync: SyncResult | None = None

@@ -27,6 +27,7 @@ from ..cache import array_digest, file_digest, key_of, place
 from ..errors import AiprodError, MediaError
 from ..executors import Lost, Unit
 from ..files import atomic_path, inside
+from ..hdr import intermediate_for
 from ..plan import AUDIO_RATE, Scene, Shot, ShotPlan, frames_to_samples
 from ..takes import take_file, takes_report
 from .context import Context, Line, Pictures, Planned, Spoken, shot_cdl
@@ -219,7 +220,8 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
     A shot that fails twice is replaced by a slate, outside the shot cache (a rerun tries
     it again); bad media and a full or read-only disk are raised.
     """
-    from aiprod_post.editing.conform import PROFILES, encode_master, read_ahead
+    from aiprod_post.editing.conform import PROFILES, encode_master, hdr_intermediate, \
+        read_ahead
     from aiprod_post.generation.engine import Keyframe, KeyframeStore, RenderContext
 
     scene, shot, n, W, H, fps = job.scene, job.shot, job.shot.duration, job.width, \
@@ -243,15 +245,19 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
         folder.mkdir(parents=True, exist_ok=True)
         mov, first, last, sound = (folder / f"{key}{s}" for s in
                                    (".mov", ".first.npy", ".last.npy", ".sound.wav"))
+        # the HDR picture beside it (ltx2 with its HDR LoRA): part of the entry
+        hdr = intermediate_for(mov)
+        needs = [mov, first, last] + ([hdr] if job.engine[0] == "ltx2" and
+                                      job.engine[1].get("hdr_lora") else [])
         shared = None  # the object store of the shot cache
         if job.store:
             from aiprod_post.store import Store
 
             shared = Store(job.store, job.cache)
-            if not (mov.exists() and first.exists() and last.exists()):
-                for part in (first, last, sound, mov):  # made by another node or render
+            if not all(p.exists() for p in needs):
+                for part in (first, last, sound, hdr, mov):  # made by another node or render
                     shared.get("shots", key, part.name[len(key):])
-        if mov.exists() and first.exists() and last.exists():
+        if all(p.exists() for p in needs):
             return ShotResult(shot.id, key, str(mov), str(first), str(last),
                               str(sound) if sound.exists() else None, n, cached=True)
         name, settings, extra = job.engine
@@ -278,9 +284,13 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
                 if job.hold:
                     frames = _held(frames, n // 2, job.hold)
                 graded = _graded(read_ahead(frames), grader, reference.image if match else None)
-                encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None,
-                              progress=(lambda done, total: progress(shot.id, done, total))
-                              if progress else None)
+                # the HDR picture as the engine makes it (not graded: the look is an SDR
+                # one), written frame by frame beside the SDR one, no 8-bit step
+                with hdr_intermediate(hdr, fps, W, H) if r.hdr else \
+                        contextlib.nullcontext() as r.linear:
+                    encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None,
+                                  progress=(lambda done, total: progress(shot.id, done, total))
+                                  if progress else None)
                 if r.audio is not None:  # sound made with the picture: FX
                     from aiprod_post.audio.io import resample, write_wav
 
@@ -307,7 +317,8 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
                 error = f"{type(exc).__name__}: {exc}"
         if error is None and shared is not None:
             # the picture last: an entry with a picture has its keyframes
-            for part in (first, last, *([sound] if sound.exists() else []), mov):
+            for part in (first, last, *([sound] if sound.exists() else []),
+                         *([hdr] if hdr.exists() else []), mov):
                 shared.put("shots", key, part.name[len(key):])
         if error is None:
             return ShotResult(shot.id, key, str(mov), str(first), str(last),
@@ -539,6 +550,11 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
             _sample_figures(engine, shot, scene, np.load(result.first), plan, figure_samples)
         dst = inside(ctx.outdir, "shots", f"{shot.id}.mov")
         place(mov, dst)
+        # its HDR picture beside it, where it has one (the HDR masters read it)
+        if intermediate_for(mov).exists():
+            place(intermediate_for(mov), intermediate_for(dst))
+        else:  # none left from an earlier render
+            intermediate_for(dst).unlink(missing_ok=True)
         chosen = takes[shot.id].chosen if shot.id in takes else 1
         if shot.id in takes:  # kept beside the other takes as shots/ID_tN.mov
             place(mov, take_file(ctx.outdir, shot.id, chosen))

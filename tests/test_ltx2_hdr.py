@@ -1,0 +1,229 @@
+"""The ltx2 engine's HDR pass on the CPU (the tiny random LTX-2 of test_ltx2 and a tiny
+HDR IC-LoRA): the SDR generation is the reference of LTX2HDRPipeline, whose scene-linear
+frames reach the shot's HDR intermediate and the hdr-pq / hdr-hlg masters with no 8-bit
+step, checked against colour-science's ST 2084 and BT.2100 HLG (an independent
+reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiprod_post.generation.ltx import drop_module_mocks
+
+torch = pytest.importorskip("torch", reason="the ltx extra (torch, diffusers) is not installed")
+drop_module_mocks()
+pytest.importorskip("diffusers.pipelines.ltx2.pipeline_ltx2_hdr_lora",
+                    reason="diffusers without LTX-2's HDR LoRA pipeline (0.42 or later)")
+pytest.importorskip("peft", reason="LoRAs need peft (the ltx extra)")
+colour = pytest.importorskip("colour")
+cm = colour.models
+
+import av  # noqa: E402
+import opentimelineio as otio  # noqa: E402
+from test_ltx2 import (FPS, SETTINGS, H, W, build_tiny_lora, build_tiny_ltx2,  # noqa: E402
+                       ctx, shot)
+
+from aiprod_post.editing.conform import (PROFILES, conform, encode_master,  # noqa: E402
+                                         hdr_intermediate, probe)
+from aiprod_post.editing.timeline import NAMESPACE, path_to_url  # noqa: E402
+from aiprod_post.errors import AiprodError  # noqa: E402
+from aiprod_post.generation.engine import engine_by_name  # noqa: E402
+from aiprod_post.hdr import intermediate_for  # noqa: E402
+
+N = 10  # frames of the shot: generated as 13 (the tiny VAE's ×4 in time), trimmed
+STEP_12 = 1 / 4095  # one 12-bit code value of a full-range signal
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return build_tiny_ltx2(tmp_path_factory.mktemp("tiny-ltx2-hdr"))
+
+
+@pytest.fixture(scope="module")
+def hdr_lora(tmp_path_factory) -> Path:
+    return build_tiny_lora(tmp_path_factory.mktemp("hdr-lora") / "hdr.safetensors", 11)
+
+
+def bt2020(lin709: np.ndarray) -> np.ndarray:
+    """colour-science's BT.709 → BT.2020 (linear light), negatives clipped."""
+    cs = colour.RGB_COLOURSPACES
+    return np.clip(colour.RGB_to_RGB(lin709.astype(np.float64), cs["ITU-R BT.709"],
+                                     cs["ITU-R BT.2020"]), 0.0, None)
+
+
+def luma_signal(f) -> np.ndarray:
+    """A 10-bit Y'CbCr frame's luma signal E'Y in [0, 1] (H, W), limited range (64-940):
+    read off its Y' plane, not through the conform's own scaler."""
+    y = np.frombuffer(f.planes[0], np.uint16).reshape(-1, f.planes[0].line_size // 2)
+    return (y[:f.height, :f.width].astype(np.float64) - 64) / 876
+
+
+def decode_luma(path: Path) -> np.ndarray:
+    """A master's luma signal (F, H, W), decoded."""
+    with av.open(str(path)) as c:
+        return np.stack([luma_signal(f) for f in c.decode(video=0)])
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.2020's non-constant-luminance E'Y of an R'G'B' signal (colour-science's weights)."""
+    k = colour.WEIGHTS_YCBCR["ITU-R BT.2020"]
+    return rgb @ np.array([k[0], 1 - k[0] - k[1], k[1]])
+
+
+def one_clip_timeline(media: Path, n: int) -> otio.schema.Timeline:
+    rt = lambda v: otio.opentime.RationalTime(v, int(FPS))  # noqa: E731
+    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    track.append(otio.schema.Clip(name="1A", media_reference=otio.schema.ExternalReference(
+        path_to_url(media)), source_range=otio.opentime.TimeRange(rt(0), rt(n))))
+    tl = otio.schema.Timeline(name="hdr", metadata={NAMESPACE: {
+        "width": W, "height": H, "rate": str(FPS)}})
+    tl.tracks.append(track)
+    return tl
+
+
+def test_hdr_pass_linear_frames_reach_pq_and_hlg_masters(model_dir, hdr_lora, tmp_path,
+                                                         monkeypatch):
+    from diffusers import LTX2HDRPipeline, LTX2InContextPipeline
+
+    made, hdr_calls = [], []
+    sdr_call, hdr_call = LTX2InContextPipeline.__call__, LTX2HDRPipeline.__call__
+
+    def spy_sdr(self, *a, **kw):
+        out = sdr_call(self, *a, **kw)
+        made.append(out.frames[0].clone())
+        return out
+
+    def spy_hdr(self, *a, **kw):
+        hdr_calls.append(kw)
+        return hdr_call(self, *a, **kw)
+
+    monkeypatch.setattr(LTX2InContextPipeline, "__call__", spy_sdr)
+    monkeypatch.setattr(LTX2HDRPipeline, "__call__", spy_hdr)
+    eng = engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora), **SETTINGS)
+    r = eng.render(shot(N), ctx())
+    assert r.hdr
+    linear, sdr = [], []
+    mov = tmp_path / "1A.mov"
+
+    def tap(frames):
+        for f in frames:
+            sdr.append(f)
+            yield f
+
+    with hdr_intermediate(intermediate_for(mov), FPS, W, H) as write:
+        r.linear = lambda f: (linear.append(f.copy()), write(f))
+        encode_master(tap(r), N, FPS, W, H, mov, PROFILES["prores"], None)
+    # the HDR pass's reference is the SDR generation itself, as floats (no 8-bit step)
+    assert eng.generations == [(13, 32, 32, "LTX2InContextPipeline"),
+                               (13, 32, 32, "LTX2HDRPipeline")]
+    ref = hdr_calls[0]["reference_conditions"][0]
+    assert ref.frames.dtype == torch.float32 and torch.equal(ref.frames, made[0].float())
+    assert eng.identity["loras"]["hdr"]["sha256"]  # the manifest names it by hash
+    lin = np.stack(linear)
+    assert lin.dtype == np.float32 and lin.shape == (N, H, W, 3)
+    assert (lin > 1.0).mean() > 0.05 and lin.max() > 4.0  # linear HDR: above SDR white
+    # the SDR frames: the same light clipped at diffuse white, BT.1886-encoded
+    want_sdr = cm.eotf_inverse_BT1886(np.clip(lin, 0, 1).astype(np.float64))
+    assert np.abs(np.stack(sdr) / 255.0 - want_sdr).max() <= 0.5 / 255 + 1e-6
+
+    # the HDR intermediate: tagged BT.2020 / PQ, and its code values, mapped back by the
+    # PQ EOTF, are the engine's light at 203 cd/m² diffuse white within 12-bit steps
+    info = probe(intermediate_for(mov))["video"]
+    assert (info["primaries"], info["transfer"], info["matrix"], info["range"]) == (9, 16, 0, 2)
+    with av.open(str(intermediate_for(mov))) as c:
+        pq = np.stack([f.to_ndarray(format="rgb48le") for f in c.decode(video=0)]) / 65535.0
+    nits = np.minimum(bt2020(lin) * 203.0, 10000.0)
+    assert np.abs(cm.eotf_ST2084(pq) - nits).max() < 0.05 * nits.max()
+    assert np.abs(pq - cm.eotf_inverse_ST2084(nits)).max() <= 0.5 * STEP_12
+    # (an 8-bit SDR step would have capped the light at white: 203 cd/m², PQ 0.58)
+    assert cm.eotf_ST2084(pq).max() > 4 * 203
+
+    # the masters from a timeline of the shot's SDR media: hdr-pq and hdr-hlg read the HDR
+    # intermediate beside it. What goes to the encoder (10-bit 4:2:0 Y'CbCr) is the
+    # engine's light within the master's own quantisation: luma (full resolution) within
+    # one 10-bit code; the encoded master (lossy HEVC, CRF 18) on each frame's mean
+    tl = one_clip_timeline(mov, N)
+    for profile, want in (("hdr-pq", cm.eotf_inverse_ST2084(nits)),
+                          ("hdr-hlg", cm.oetf_BT2100_HLG(np.clip(bt2020(lin) * 0.2646, 0, 1)))):
+        sent: list = []
+        master = conform(tl, tmp_path / f"{profile}.mov", profile,
+                         watch=lambda f: sent.append(luma_signal(f)))
+        tags = probe(master)["video"]
+        assert (tags["primaries"], tags["transfer"], tags["matrix"]) == \
+            (9, PROFILES[profile].transfer, 9)
+        assert np.abs(np.stack(sent) - luma(want)).max() <= 1 / 876, profile
+        got = decode_luma(master)
+        assert np.abs(got.mean(axis=(1, 2)) - luma(want).mean(axis=(1, 2))).max() < 3 / 1023
+        if profile == "hdr-pq":  # light above diffuse white reached the master
+            assert cm.eotf_ST2084(np.stack(sent)).max() > 4 * 203
+    # and the SDR master from the same shot: the SDR picture (clipped at white), on luma
+    # (BT.709, 8-bit limited range), each frame's mean
+    web = conform(tl, tmp_path / "web.mp4", "h264")
+    with av.open(str(web)) as c:
+        y = np.stack([np.frombuffer(f.planes[0], np.uint8).reshape(
+            -1, f.planes[0].line_size)[:H, :W] for f in c.decode(video=0)])
+    k = colour.WEIGHTS_YCBCR["ITU-R BT.709"]
+    want_y = (np.stack(sdr) / 255.0) @ np.array([k[0], 1 - k[0] - k[1], k[1]])
+    got_y = (y - 16.0) / 219
+    assert got_y.shape == (N, H, W)
+    assert np.abs(got_y.mean(axis=(1, 2)) - want_y.mean(axis=(1, 2))).max() < 3 / 219
+
+
+def test_without_the_intermediate_an_hdr_master_places_the_sdr_shot(model_dir, hdr_lora,
+                                                                    tmp_path):
+    """The HDR master's light comes from the intermediate: the same timeline with the
+    intermediate gone gives the SDR picture placed into PQ, capped near 203 cd/m²."""
+    eng = engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora), **SETTINGS)
+    r = eng.render(shot(N), ctx())
+    mov = tmp_path / "1A.mov"
+    encode_master(iter(r), N, FPS, W, H, mov, PROFILES["prores"], None)
+    assert not intermediate_for(mov).exists()  # nobody asked for the linear frames
+    got = decode_luma(conform(one_clip_timeline(mov, N), tmp_path / "pq.mov", "hdr-pq"))
+    assert cm.eotf_ST2084(got).max() < 2 * 203  # SDR white at 203 (HEVC overshoots a little)
+
+
+def test_a_missing_hdr_lora_is_named(model_dir, tmp_path):
+    with pytest.raises(AiprodError, match=r"no such LoRA file \(hdr_lora\)") as e:
+        engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(tmp_path / "nope.safetensors"),
+                       **SETTINGS).check()
+    assert e.value.where == "[engine.ltx2] hdr_lora"
+
+
+def test_render_and_conform_hdr_through_the_cli(model_dir, hdr_lora, tmp_path):
+    """The user's path: render with [engine.ltx2] hdr_lora (the SDR web master as ever,
+    each shot's HDR intermediate beside its picture, the LoRA's hash in the manifest),
+    then conform the timeline to hdr-pq: its light goes above SDR white."""
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+    from aiprod_post.files import sha256_file
+
+    script = tmp_path / "s.fountain"
+    script.write_text("EXT. PIER - DUSK\n\nGulls over the water.\n")
+    project = tmp_path / "p.toml"
+    project.write_text(
+        f'[engine]\nname = "ltx2"\n[engine.ltx2]\nmodel = "{model_dir}"\n'
+        f'device = "cpu"\ndtype = "float32"\nsteps = 2\nimage_crf = 0\naudio = false\n'
+        f'hdr_lora = "{hdr_lora}"\n')
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["render", str(script), "-o", str(out), "--project",
+                                  str(project), "--size", "32x32", "--fps", "12",
+                                  "--profile", "web", "--quiet"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine"]["identity"]["loras"]["hdr"]["sha256"] == sha256_file(hdr_lora)
+    shots = sorted((out / "shots").glob("*.mov"))
+    assert shots and all(intermediate_for(s).is_file() for s in shots)
+    assert list((out / "masters").glob("*_web.mp4"))  # the SDR master, as ever
+    timeline = next((out / "timeline").glob("*.otio"))
+    master = tmp_path / "pq.mov"
+    r = CliRunner().invoke(main, ["conform", str(timeline), "-o", str(master),
+                                  "--profile", "hdr-pq"])
+    assert r.exit_code == 0, r.output
+    tags = probe(master)["video"]
+    assert (tags["primaries"], tags["transfer"], tags["matrix"]) == (9, 16, 9)
+    assert cm.eotf_ST2084(decode_luma(master)).max() > 2 * 203
