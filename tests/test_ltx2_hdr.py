@@ -227,3 +227,24 @@ def test_render_and_conform_hdr_through_the_cli(model_dir, hdr_lora, tmp_path):
     tags = probe(master)["video"]
     assert (tags["primaries"], tags["transfer"], tags["matrix"]) == (9, 16, 9)
     assert cm.eotf_ST2084(decode_luma(master)).max() > 2 * 203
+
+
+def test_dialogue_and_long_shots_get_the_hdr_pass_too(model_dir, hdr_lora):
+    """A dialogue shot (audio to video, the DFR pipeline) and a shot longer than one
+    generation (the next segment conditioned on the last frame, as SDR) each get an HDR
+    pass per generation, and every frame of the shot its linear light."""
+    from test_ltx2 import speech
+
+    eng = engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora),
+                         **{**SETTINGS, "max_frames": 9})
+    r = eng.render(shot(13, dialogue=True), ctx(dialogue=speech(13 / 24 + 0.2)))
+    linear: list = []
+    r.linear = linear.append
+    frames = list(r)
+    assert [g[3] for g in eng.generations] == ["LTX2DFRPipeline", "LTX2HDRPipeline"] * 2
+    assert len(linear) == len(frames) == 13
+    lin = np.stack(linear)
+    assert lin.dtype == np.float32 and lin.max() > 1.0
+    # each SDR frame is its linear light clipped and encoded, the chained segment too
+    want = cm.eotf_inverse_BT1886(np.clip(lin, 0, 1).astype(np.float64))
+    assert np.abs(np.stack(frames) / 255.0 - want).max() <= 0.5 / 255 + 1e-6
