@@ -17,7 +17,8 @@ nothing the store has.
 
 Credentials and endpoints are fsspec's and the backends' own: for S3, the AWS variables
 (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL`` for an S3-compatible server such as MinIO,
-...) or ``FSSPEC_S3_*``; for GCS, Google's application default credentials. ``s3://``
+...) or ``FSSPEC_S3_*``; for GCS, Google's application default credentials, and
+``STORAGE_EMULATOR_HOST`` for an emulator (anonymous, through the JSON API). ``s3://``
 needs ``s3fs`` and ``gs://`` needs ``gcsfs`` (``pip install 'aiprod-post[s3]'``,
 ``[gcs]``).
 
@@ -88,6 +89,15 @@ class Store:
         except ImportError:
             raise AiprodError(f"{scheme}:// needs the {package} package: pip install "
                               f"'aiprod-post[{extra}]'", where=where) from None
+        if package == "gcsfs" and not getattr(self.fs, "on_google", True):
+            # a GCS emulator (STORAGE_EMULATOR_HOST, an endpoint_url): gcsfs's default
+            # filesystem asks Google's Storage Control API (gRPC) for each bucket's layout,
+            # which an emulator does not serve, and retries it for a minute per call; the
+            # JSON API's own filesystem is all a store uses
+            from gcsfs.core import GCSFileSystem
+
+            if type(self.fs) is not GCSFileSystem:
+                self.fs = GCSFileSystem(**(options or {}))
         self._checked = False
 
     def __repr__(self) -> str:
@@ -147,7 +157,11 @@ class Store:
             self.fs.makedirs(posixpath.dirname(part), exist_ok=True)
         try:
             self._call("upload", remote, self.fs.put_file, str(source), part)
-            self._call("publish", remote, self.fs.mv, part, remote)
+            # a rename on a folder; on a bucket a server-side copy, whose object appears
+            # whole (gcsfs's mv tries GCS's moveTo first, which emulators lack and gcsfs
+            # retries for half a minute; s3fs's mv is this copy)
+            publish = self.fs.mv if self.url.startswith("file:") else self.fs.copy
+            self._call("publish", remote, publish, part, remote)
         finally:
             try:
                 if self.fs.exists(part):
@@ -184,8 +198,13 @@ class Store:
             raise AiprodError(f"cannot {doing} {self._url_of(name)}: permission denied "
                               f"({exc})", where=self.where) from None
         except OSError as exc:
-            raise AiprodError(f"cannot {doing} {self._url_of(name)}: "
-                              f"{exc.strerror or exc}", where=self.where) from None
+            # a backend's own OSError (aiohttp's "Cannot connect to host HOST:PORT ...")
+            # says more than its strerror; Python's says it without "[Errno N]"
+            detail = str(exc)
+            if detail.startswith("[Errno") and exc.strerror:
+                detail = exc.strerror
+            raise AiprodError(f"cannot {doing} {self._url_of(name)}: {detail}",
+                              where=self.where) from None
         except Exception as exc:  # noqa: BLE001 - a backend's own (botocore, aiohttp)
             if isinstance(exc, AiprodError):
                 raise
