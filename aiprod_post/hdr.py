@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = ["REFERENCE_WHITE", "HLG_WHITE", "BT709_TO_BT2020", "INTERMEDIATE_SUFFIX",
            "pq_inverse_eotf", "pq_eotf", "hlg_oetf", "to_bt2020", "linear_to_pq16",
+           "bt2020_to_pq16",
            "pq16_to_linear", "linear_to_hlg", "sdr_from_linear", "intermediate_for"]
 
 #: BT.2408's HDR reference white (diffuse white, graphics white), cd/m²
@@ -74,8 +75,13 @@ def linear_to_pq16(lin709: np.ndarray) -> np.ndarray:
     """Scene-linear BT.709 (1.0 = diffuse white) → PQ on BT.2020 as full-range 16-bit RGB
     (the HDR intermediate's code values), diffuse white at 203 cd/m²."""
     # in float64: PQ is steep near black, where float32's rounding would show
-    y = np.clip(to_bt2020(np.asarray(lin709, np.float64)) * (REFERENCE_WHITE / 10000.0),
-                0.0, 1.0)
+    return bt2020_to_pq16(to_bt2020(np.asarray(lin709, np.float64)))
+
+
+def bt2020_to_pq16(lin2020: np.ndarray) -> np.ndarray:
+    """Linear BT.2020 light (1.0 = diffuse white) → full-range 16-bit PQ, white at
+    203 cd/m²."""
+    y = np.clip(np.asarray(lin2020, np.float64) * (REFERENCE_WHITE / 10000.0), 0.0, 1.0)
     return (pq_inverse_eotf(y) * 65535.0 + 0.5).astype(np.uint16)
 
 

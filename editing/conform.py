@@ -31,9 +31,9 @@ import opentimelineio as otio
 from aiprod_post.codecs import PROFILES, Profile  # the delivery codec table
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.files import atomic_path
-from aiprod_post.hdr import (HLG_WHITE, REFERENCE_WHITE, hlg_oetf, intermediate_for,
-                              linear_to_hlg, linear_to_pq16, pq16_to_linear, pq_inverse_eotf,
-                              to_bt2020)
+from aiprod_post.hdr import (HLG_WHITE, REFERENCE_WHITE, bt2020_to_pq16, hlg_oetf,
+                              intermediate_for, linear_to_hlg, linear_to_pq16, pq16_to_linear,
+                              pq_inverse_eotf, to_bt2020)
 
 from .interchange import conformable
 from .timeline import NAMESPACE, timeline_rate, url_to_path
@@ -369,11 +369,13 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
     through it and come as uint16 RGB arrays (no 8-bit step into a 10-bit master); they
     are never copied as packets; in a transition they are blended at 8 bits as the rest.
 
-    With ``hdr`` (an HDR master), plain-cut frames of a clip whose media has an HDR
-    intermediate beside it (:func:`aiprod_post.hdr.intermediate_for`: a shot the ``ltx2``
-    engine made with its HDR LoRA) come from that file as :class:`HDRPicture` (16-bit PQ),
-    not from the SDR media; such a clip without a ``transform`` only: a colourist's change,
-    made for the SDR picture, and transitions use the SDR media as before.
+    With ``hdr`` (an HDR master), frames of a clip whose media has an HDR intermediate
+    beside it (:func:`aiprod_post.hdr.intermediate_for`: a shot the ``ltx2`` engine made
+    with its HDR LoRA) come from that file as :class:`HDRPicture` (16-bit PQ), not from the
+    SDR media; fades and dissolves that involve such a clip are blended in linear light
+    (an SDR clip in them placed as :func:`_hdr_convert` places it). Not for a clip with a
+    ``transform``: a colourist's change is made for the SDR picture, so that clip's SDR
+    media is used.
     """
     if rgb:
         for frame in timeline_frames(timeline, base, rgb=False, first=first,
@@ -415,6 +417,15 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
         if fn is None:
             return reader(i).frame(index)
         return fn(reader(i).frame(index, deep=True)).astype(np.float32) / np.float32(257)
+
+    def light(i: int, index: int) -> np.ndarray:
+        """Linear BT.2020 light to blend into an HDR master (1.0 = diffuse white): from
+        the clip's HDR intermediate, else its SDR picture placed as :func:`_hdr_convert`
+        places it (BT.1886, white at 1.0)."""
+        deep = hdr_reader(i)
+        if deep is not None:
+            return pq16_to_linear(deep.frame(index, deep=True))
+        return to_bt2020(np.power(picture(i, index).astype(np.float32) / np.float32(255), 2.4))
 
     def reader(i: int) -> _Reader:
         if i not in readers:
@@ -468,8 +479,9 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
             _b, after_in = sp.dissolve_in
             for k in range(skip, sp.length):
                 t = sp.start + k
-                blends = ((nxt is not None and before and k >= sp.length - before)
-                          or (after_in and k < after_in) or (sp.fade_in and k < sp.fade_in)
+                incoming = nxt is not None and before and k >= sp.length - before
+                outgoing = not incoming and after_in and k < after_in
+                blends = (incoming or outgoing or (sp.fade_in and k < sp.fade_in)
                           or (sp.fade_out and k >= sp.length - sp.fade_out))
                 if not blends:
                     pr = packets(i)
@@ -484,19 +496,23 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                     else:  # hand the decoded frame on as it is (no RGB round trip)
                         yield reader(i).decoded(sp.source_start + k)
                     continue
-                here = picture(i, sp.source_start + k)
+                # into an HDR master with an HDR clip in the blend: blended in linear light
+                linear = hdr and any(hdr_reader(j) is not None for j in (
+                    i, *([i + 1] if incoming else []), *([i - 1] if outgoing else [])))
+                pic = light if linear else picture
+                here = pic(i, sp.source_start + k)
                 frame: np.ndarray | None = None  # float copy, only when something blends
-                if nxt is not None and before and k >= sp.length - before:
+                if incoming:
                     # incoming shot starts early, from its head handle
                     total = before + nxt.dissolve_in[1]
                     w = (t - (nxt.start - before) + 0.5) / total
-                    other = picture(i + 1, nxt.source_start - (nxt.start - t))
+                    other = pic(i + 1, nxt.source_start - (nxt.start - t))
                     frame = here * np.float32(1 - w) + other * np.float32(w)
-                elif after_in and k < after_in:
+                elif outgoing:
                     # outgoing shot continues into its tail handle
                     prev = spans[i - 1]
                     w = (k + sp.dissolve_in[0] + 0.5) / (sp.dissolve_in[0] + after_in)
-                    other = picture(i - 1, prev.source_start + prev.length + k)
+                    other = pic(i - 1, prev.source_start + prev.length + k)
                     frame = here * np.float32(w) + other * np.float32(1 - w)
                 if sp.fade_in and k < sp.fade_in:
                     frame = (here if frame is None else frame) * np.float32((k + 0.5)
@@ -504,7 +520,9 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
                 if sp.fade_out and k >= sp.length - sp.fade_out:
                     frame = (here if frame is None else frame) * np.float32(
                         (sp.length - k - 0.5) / sp.fade_out)
-                if frame is None and here.dtype == np.uint8:
+                if linear:
+                    yield HDRPicture(bt2020_to_pq16(here if frame is None else frame))
+                elif frame is None and here.dtype == np.uint8:
                     yield here
                 else:
                     frame = here if frame is None else frame

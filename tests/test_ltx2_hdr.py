@@ -74,17 +74,30 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([k[0], 1 - k[0] - k[1], k[1]])
 
 
-def one_clip_timeline(media: Path, n: int) -> otio.schema.Timeline:
+def edit(*items) -> otio.schema.Timeline:
+    """A one-track timeline at the test's size and rate: ``(media, first, frames)`` clips,
+    ``("fade-in", frames)`` and ``("dissolve", frames)`` (half each side) between them."""
     rt = lambda v: otio.opentime.RationalTime(v, int(FPS))  # noqa: E731
     track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
-    track.append(otio.schema.Clip(name="1A", media_reference=otio.schema.ExternalReference(
-        path_to_url(media)), source_range=otio.opentime.TimeRange(rt(0), rt(n))))
+    for item in items:
+        if isinstance(item[0], str):
+            kind, n = item
+            before = 0 if kind == "fade-in" else n // 2
+            track.append(otio.schema.Transition(in_offset=rt(before), out_offset=rt(n - before),
+                                                metadata={NAMESPACE: {"kind": kind}}))
+        else:
+            path, first, n = item
+            track.append(otio.schema.Clip(
+                name=path.stem, media_reference=otio.schema.ExternalReference(path_to_url(path)),
+                source_range=otio.opentime.TimeRange(rt(first), rt(n))))
     tl = otio.schema.Timeline(name="hdr", metadata={NAMESPACE: {
         "width": W, "height": H, "rate": str(FPS)}})
     tl.tracks.append(track)
     return tl
 
 
+# colour-science's HLG OETF takes the log of both branches of its np.where
+@pytest.mark.filterwarnings("ignore:invalid value encountered in log:RuntimeWarning")
 def test_hdr_pass_linear_frames_reach_pq_and_hlg_masters(model_dir, hdr_lora, tmp_path,
                                                          monkeypatch):
     from diffusers import LTX2HDRPipeline, LTX2InContextPipeline
@@ -146,7 +159,7 @@ def test_hdr_pass_linear_frames_reach_pq_and_hlg_masters(model_dir, hdr_lora, tm
     # intermediate beside it. What goes to the encoder (10-bit 4:2:0 Y'CbCr) is the
     # engine's light within the master's own quantisation: luma (full resolution) within
     # one 10-bit code; the encoded master (lossy HEVC, CRF 18) on each frame's mean
-    tl = one_clip_timeline(mov, N)
+    tl = edit((mov, 0, N))
     for profile, want in (("hdr-pq", cm.eotf_inverse_ST2084(nits)),
                           ("hdr-hlg", cm.oetf_BT2100_HLG(np.clip(bt2020(lin) * 0.2646, 0, 1)))):
         sent: list = []
@@ -182,7 +195,7 @@ def test_without_the_intermediate_an_hdr_master_places_the_sdr_shot(model_dir, h
     mov = tmp_path / "1A.mov"
     encode_master(iter(r), N, FPS, W, H, mov, PROFILES["prores"], None)
     assert not intermediate_for(mov).exists()  # nobody asked for the linear frames
-    got = decode_luma(conform(one_clip_timeline(mov, N), tmp_path / "pq.mov", "hdr-pq"))
+    got = decode_luma(conform(edit((mov, 0, N)), tmp_path / "pq.mov", "hdr-pq"))
     assert cm.eotf_ST2084(got).max() < 2 * 203  # SDR white at 203 (HEVC overshoots a little)
 
 
@@ -248,3 +261,58 @@ def test_dialogue_and_long_shots_get_the_hdr_pass_too(model_dir, hdr_lora):
     # each SDR frame is its linear light clipped and encoded, the chained segment too
     want = cm.eotf_inverse_BT1886(np.clip(lin, 0, 1).astype(np.float64))
     assert np.abs(np.stack(frames) / 255.0 - want).max() <= 0.5 / 255 + 1e-6
+
+
+def test_dissolves_and_fades_with_an_hdr_shot_blend_in_linear_light(tmp_path):
+    """An SDR shot fading in, dissolving into an HDR shot: into hdr-pq, every frame is the
+    light the edit asks for (the HDR shot's from its intermediate, the SDR shot's placed at
+    203 cd/m² white; the dissolve blended by the documented weights in linear light, the
+    SDR-only fade in the SDR signal as before), within one 10-bit code of luma as sent to
+    the encoder."""
+    from aiprod_post.hdr import sdr_from_linear
+
+    yy, xx = np.mgrid[0:H, 0:W] / np.array([H, W])[:, None, None]
+    sdr_a = [np.stack([xx * 255, yy * 200, np.full_like(xx, 40.0 + 5 * k)], -1)
+             .astype(np.uint8) for k in range(16)]
+    lin_b = [np.stack([xx * 6, yy * 2, np.full_like(xx, 0.3 + 0.1 * k)], -1)
+             .astype(np.float32) for k in range(20)]
+    a, b = tmp_path / "a.mov", tmp_path / "b.mov"
+    encode_master(iter(sdr_a), 16, FPS, W, H, a, PROFILES["prores"], None)
+    encode_master(iter([sdr_from_linear(f) for f in lin_b]), 20, FPS, W, H, b,
+                  PROFILES["prores"], None)
+    with hdr_intermediate(intermediate_for(b), FPS, W, H) as write:
+        for f in lin_b:
+            write(f)
+    with av.open(str(a)) as c:  # the SDR shot as the conform decodes it
+        dec_a = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+    # timeline 0-11 from a (the first 3 fading in), 12-23 from b (frame 4 on); 10-13 dissolve
+    tl = edit(("fade-in", 3), (a, 0, 12), ("dissolve", 4), (b, 4, 12))
+    sent: list = []
+    conform(tl, tmp_path / "pq.mov", "hdr-pq", watch=lambda f: sent.append(luma_signal(f)))
+
+    def light_a(i: int) -> np.ndarray:
+        return bt2020(cm.eotf_BT1886(dec_a[i] / 255.0))
+
+    def light_b(i: int) -> np.ndarray:
+        return bt2020(lin_b[i])
+
+    want = []
+    for t in range(24):
+        if t < 10:  # no HDR shot in it: the SDR fade as ever (in the 8-bit signal), placed
+            faded = np.clip(dec_a[t] * min(1.0, (t + 0.5) / 3) + 0.5, 0, 255).astype(np.uint8)
+            x = bt2020(cm.eotf_BT1886(faded / 255.0))
+        elif t < 12:  # B from its head handle, 2 frames early
+            w = (t - 10 + 0.5) / 4
+            x = light_a(t) * (1 - w) + light_b(4 - (12 - t)) * w
+        elif t < 14:  # A into its tail handle
+            w = (t - 12 + 2 + 0.5) / 4
+            x = light_b(4 + t - 12) * w + light_a(12 + t - 12) * (1 - w)
+        else:
+            x = light_b(4 + t - 12)
+        want.append(luma(cm.eotf_inverse_ST2084(np.minimum(x * 203.0, 10000.0))))
+    assert len(sent) == 24
+    for t in range(24):
+        assert np.abs(sent[t] - want[t]).max() <= 1 / 876, t
+    # the HDR shot's light is above white in the master (its red edge 6x white: luma 2.5x)
+    assert cm.eotf_ST2084(np.stack(sent[14:])).max() > 2 * 203
