@@ -316,3 +316,25 @@ def test_dissolves_and_fades_with_an_hdr_shot_blend_in_linear_light(tmp_path):
         assert np.abs(sent[t] - want[t]).max() <= 1 / 876, t
     # the HDR shot's light is above white in the master (its red edge 6x white: luma 2.5x)
     assert cm.eotf_ST2084(np.stack(sent[14:])).max() > 2 * 203
+
+
+def test_hdr_master_in_segments_reads_the_intermediate_too(tmp_path):
+    """A long-GOP HDR master encoded as segments by worker processes reads each shot's
+    HDR intermediate as the single encode does: the same light in every segment."""
+    from aiprod_post.hdr import sdr_from_linear
+
+    n = 100  # 2-s GOPs at 24 fps: three segments' worth
+    lin = [np.full((H, W, 3), 0.05 * (k % 50), np.float32) for k in range(n)]  # to 2.45x
+    mov = tmp_path / "1A.mov"
+    encode_master(iter([sdr_from_linear(f) for f in lin]), n, FPS, W, H, mov,
+                  PROFILES["prores"], None)
+    with hdr_intermediate(intermediate_for(mov), FPS, W, H) as write:
+        for f in lin:
+            write(f)
+    tl = edit((mov, 0, n))
+    one = decode_luma(conform(tl, tmp_path / "one.mov", "hdr-pq"))
+    parts = decode_luma(conform(tl, tmp_path / "parts.mov", "hdr-pq", workers=2))
+    want = luma(cm.eotf_inverse_ST2084(bt2020(np.stack(lin)) * 203.0))
+    for got in (one, parts):
+        assert np.abs(got.mean(axis=(1, 2)) - want.mean(axis=(1, 2))).max() < 3 / 876
+    assert cm.eotf_ST2084(parts[48:]).max() > 2 * 203  # above white after the first GOP
