@@ -1,8 +1,8 @@
 """Ray executor benchmark: the example film rendered by the local executor and on a local
 Ray cluster with 1 and 2 worker nodes (one CPU each; the head runs no work), in one run.
 
-For each: wall seconds of the whole render and of its generation stage (the shots, the
-part an executor spreads), from a cold stage cache. Each is rendered twice into fresh
+For each: wall seconds of the whole render and of its speech and generation stages (the
+lines and the shots, the parts an executor spreads), from a cold stage cache. Each is rendered twice into fresh
 folders: first in a new process (the local executor's: this one; the cluster's: new
 worker processes), which imports the package and compiles its kernels once, then again in
 the same, warm, as a service or a cluster that renders film after film runs. Scaling efficiency is the generation stage's speed-up from
@@ -41,6 +41,9 @@ def render_once(script: Path, out: Path, size: tuple[int, int], **executor) -> d
     placement = result.report.get("placement", {})
     return {"wall_s": round(wall, 2),
             "generation_s": result.report["stage_seconds"].get("generation"),
+            # the lines are units too: voiced as tasks on a cluster
+            "speech_s": result.report["stage_seconds"].get("speech"),
+            "lines": len(result.report.get("speech_placement", {})),
             "shots": len(placement),
             "shot_seconds_sum": round(sum(p["seconds"] for p in placement.values()), 2),
             "waited_s_mean": round(sum(p["waited_s"] for p in placement.values())
