@@ -93,7 +93,8 @@ class OutputSettings(_Strict):
     profiles: list[str] | None = None
     burn_in_subtitles: bool = False
     #: long-GOP masters (H.264, HEVC) encoded as closed-GOP segments by this many processes
-    #: and joined without re-encoding; picture QA is then measured on the decoded master
+    #: and joined without re-encoding; picture QA is then measured on the decoded master.
+    #: With the Ray executor: at least this many segments, each a task on the cluster
     workers: int = Field(1, ge=1, le=64)
 
 

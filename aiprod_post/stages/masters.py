@@ -67,10 +67,13 @@ def encode(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edite
                 meter.add_av(frame, step=step, levels=next(counter) % 6 == 0)
             hit = False  # the picture QA needs the frames: encode again
         if not hit:
-            # on a cluster, the segments are the executor's units (a task each, any node)
+            # on a cluster, the segments are the executor's units (a task each, any node),
+            # written into the cache folder they share; with an object store each node has
+            # a cache folder of its own, so they stay in this machine's processes
             segments = segments_on(ctx.executor, ctx.report.setdefault(
                 "segment_placement", {}).setdefault(name, {})) \
-                if workers > 1 and not ctx.executor.in_process else None
+                if workers > 1 and not ctx.executor.in_process and not ctx.cache.store \
+                else None
             conform(tl, cached, prof.video, audio=audio, base=edited.otio_path.parent,
                     subtitles=cues, watch=watch if meter else None, workers=workers,
                     segments=segments,
