@@ -4,8 +4,12 @@ single-process encode of the same timeline, its segments encoded in the cluster'
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import signal
+import threading
+import time
 
 import av
 import opentimelineio as otio
@@ -85,6 +89,51 @@ def test_segments_as_tasks_on_the_cluster_join_into_the_single_encode(cluster, f
     assert all(p["worker"] != os.getpid() and p["seconds"] > 0 and p["waited_s"] >= 0
                for p in placed.values())
     assert {p["node"] for p in placed.values()} == _node_ids(cluster.address)
+
+
+def _segment_writers(folder) -> set[int]:
+    """Processes with a half-written segment (an encoder's .part file) open under ``folder``."""
+    pids = set()
+    for fd in glob.glob("/proc/[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder)) and "/.segments-" in target and ".part." in target:
+            pids.add(int(fd.split("/")[2]))
+    return pids
+
+
+def test_a_worker_killed_mid_segment_is_retried_to_the_same_master(cluster, film, tmp_path):
+    folder, tl = film
+    one = conform(tl, tmp_path / "one.mp4", "h264", audio=folder / "mix.wav")
+    killed: list[int] = []
+
+    def kill_a_segment_encoder() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for pid in _segment_writers(tmp_path) - {os.getpid()}:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    placed: dict = {}
+    with RayExecutor(cluster.address) as executor:
+        killer = threading.Thread(target=kill_a_segment_encoder)
+        killer.start()
+        try:
+            two = conform(tl, tmp_path / "two.mp4", "h264", audio=folder / "mix.wav",
+                          workers=2, segments=segments_on(executor, placed))
+        finally:
+            killer.join()
+    assert len(killed) == 1, "no segment encoder was caught mid-segment"
+    # its segment was encoded again by another process, and the master is whole
+    assert sorted(placed) == ["0-96", "96-180"]
+    assert killed[0] not in {p["worker"] for p in placed.values()}
+    assert _packets(two) == _packets(one)
+    assert len(strict_decode(two)) == 180 and verify_master(two, tl, "h264")["ok"]
+    assert not list(tmp_path.glob(".segments-*"))
 
 
 def test_a_render_on_the_cluster_encodes_its_web_master_in_segment_tasks(cluster, tmp_path):
