@@ -13,6 +13,9 @@ in [0, inf), BT.709 primaries, 1.0 = the SDR picture's white) is carried as foll
 - **SDR** from the same light: clipped at diffuse white (no tone curve), BT.709 /
   BT.1886 encoded (γ 2.4), 8 bits, as every engine's SDR frames: an SDR shot placed into
   PQ or HLG by the conform and an HDR shot agree on diffuse white.
+- **Grade**: the shot's grade is made for the SDR picture; the HDR picture takes it by
+  :func:`graded_light` (the same light as the graded SDR picture up to white, highlights
+  in proportion above it).
 
 Primaries BT.709 → BT.2020 by BT.2087's matrix. A shot's HDR picture between the picture
 stage and the conform (its *HDR intermediate*) is PQ code values on BT.2020 in 16-bit
@@ -28,7 +31,8 @@ import numpy as np
 __all__ = ["REFERENCE_WHITE", "HLG_WHITE", "BT709_TO_BT2020", "INTERMEDIATE_SUFFIX",
            "pq_inverse_eotf", "pq_eotf", "hlg_oetf", "to_bt2020", "linear_to_pq16",
            "bt2020_to_pq16",
-           "pq16_to_linear", "linear_to_hlg", "sdr_from_linear", "intermediate_for"]
+           "pq16_to_linear", "linear_to_hlg", "sdr_signal", "sdr_from_linear", "graded_light",
+           "intermediate_for"]
 
 #: BT.2408's HDR reference white (diffuse white, graphics white), cd/m²
 REFERENCE_WHITE = 203.0
@@ -98,11 +102,25 @@ def linear_to_hlg(lin2020: np.ndarray) -> np.ndarray:
     return np.clip(hlg_oetf(np.clip(lin2020 * HLG_WHITE, 0.0, 1.0)), 0.0, 1.0)
 
 
-def sdr_from_linear(lin709: np.ndarray) -> np.ndarray:
-    """Scene-linear BT.709 → the SDR picture (H×W×3 uint8, BT.1886 γ 2.4): clipped at
+def sdr_signal(lin709: np.ndarray) -> np.ndarray:
+    """Scene-linear BT.709 → the SDR signal (float32 in [0, 1], BT.1886 γ 2.4): clipped at
     diffuse white, no tone curve."""
-    v = np.power(np.clip(np.asarray(lin709, np.float32), 0.0, 1.0), np.float32(1 / 2.4))
-    return (v * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+    return np.power(np.clip(np.asarray(lin709, np.float32), 0.0, 1.0), np.float32(1 / 2.4))
+
+
+def sdr_from_linear(lin709: np.ndarray) -> np.ndarray:
+    """Scene-linear BT.709 → the SDR picture (H×W×3 uint8): :func:`sdr_signal` in 8 bits."""
+    return (sdr_signal(lin709) * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+
+
+def graded_light(lin709: np.ndarray, graded: np.ndarray) -> np.ndarray:
+    """The HDR picture under the SDR picture's grade: ``graded`` is the grade (scene match,
+    CDL, look) of :func:`sdr_signal` of ``lin709``, in float (no 8-bit step). Up to
+    diffuse white the light is that graded signal's (BT.1886), as on the SDR master; a
+    channel above white keeps its ratio to white, at the graded white's level and tint:
+    ``graded_light = graded^2.4 × max(light, 1)`` (continuous at white)."""
+    g = np.power(np.clip(np.asarray(graded, np.float32), 0.0, None), np.float32(2.4))
+    return g * np.maximum(np.asarray(lin709, np.float32), np.float32(1))
 
 
 def intermediate_for(picture: str | Path) -> Path:

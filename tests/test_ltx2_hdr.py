@@ -232,6 +232,27 @@ def test_render_and_conform_hdr_through_the_cli(model_dir, hdr_lora, tmp_path):
     shots = sorted((out / "shots").glob("*.mov"))
     assert shots and all(intermediate_for(s).is_file() for s in shots)
     assert list((out / "masters").glob("*_web.mp4"))  # the SDR master, as ever
+    # the HDR picture is graded as the SDR one (the scene's dusk look): below white, its
+    # light is the graded SDR shot's (ProRes, 10-bit luma) within a few codes (median)
+    from aiprod_post.grading.looks import default_look
+
+    assert default_look("dusk") != "neutral_rec709"
+    with av.open(str(shots[0])) as c:
+        sdr_y = np.stack([(np.frombuffer(f.planes[0], np.uint16).reshape(
+            -1, f.planes[0].line_size // 2)[:32, :32] - 64.0) / 876 for f in c.decode(video=0)])
+    with av.open(str(intermediate_for(shots[0]))) as c:
+        pq = np.stack([f.to_ndarray(format="rgb48le") for f in c.decode(video=0)]) / 65535.0
+    cs = colour.RGB_COLOURSPACES
+    lin709 = colour.RGB_to_RGB(cm.eotf_ST2084(pq) / 203.0, cs["ITU-R BT.2020"],
+                               cs["ITU-R BT.709"])
+    k = colour.WEIGHTS_YCBCR["ITU-R BT.709"]
+    hdr_y = cm.eotf_inverse_BT1886(np.clip(lin709, 0, 1)) @ np.array(
+        [k[0], 1 - k[0] - k[1], k[1]])
+    below = (lin709 < 0.95).all(axis=-1)
+    assert below.mean() > 0.3
+    # (the SDR shot's graded frames are 8-bit: a step is 3.4 10-bit codes; measured 2.7
+    # codes median, and 12 with the HDR picture left ungraded)
+    assert np.median(np.abs(sdr_y - hdr_y)[below]) < 5 / 876
     timeline = next((out / "timeline").glob("*.otio"))
     master = tmp_path / "pq.mov"
     r = CliRunner().invoke(main, ["conform", str(timeline), "-o", str(master),
@@ -338,3 +359,16 @@ def test_hdr_master_in_segments_reads_the_intermediate_too(tmp_path):
     for got in (one, parts):
         assert np.abs(got.mean(axis=(1, 2)) - want.mean(axis=(1, 2))).max() < 3 / 876
     assert cm.eotf_ST2084(parts[48:]).max() > 2 * 203  # above white after the first GOP
+
+
+def test_graded_light_is_the_graded_sdr_below_white_and_in_proportion_above():
+    from aiprod_post.hdr import graded_light, sdr_signal
+
+    lin = np.array([[[0.0, 0.18, 0.9], [1.0, 1.0, 1.0], [4.0, 0.5, 2.0]]], np.float32)
+    graded = sdr_signal(lin) * np.float32(0.9)  # a grade that darkens by 0.9 in signal
+    out = graded_light(lin, graded)
+    want_below = cm.eotf_BT1886(0.9 * cm.eotf_inverse_BT1886(np.clip(lin, 0, 1)))
+    np.testing.assert_allclose(out[0, :2], want_below[0, :2], rtol=1e-5, atol=1e-7)
+    white = 0.9 ** 2.4
+    np.testing.assert_allclose(out[0, 2], [4 * white, want_below[0, 2, 1], 2 * white],
+                               rtol=1e-5)

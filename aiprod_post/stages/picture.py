@@ -284,10 +284,12 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
                 if job.hold:
                     frames = _held(frames, n // 2, job.hold)
                 graded = _graded(read_ahead(frames), grader, reference.image if match else None)
-                # the HDR picture as the engine makes it (not graded: the look is an SDR
-                # one), written frame by frame beside the SDR one, no 8-bit step
+                # the HDR picture, under the same grade, written frame by frame beside the
+                # SDR one (on the engine's thread), no 8-bit step
                 with hdr_intermediate(hdr, fps, W, H) if r.hdr else \
-                        contextlib.nullcontext() as r.linear:
+                        contextlib.nullcontext() as write:
+                    r.linear = write and _hdr_graded(write, grader,
+                                                     reference.image if match else None)
                     encode_master(graded, n, fps, W, H, mov, PROFILES["prores"], None,
                                   progress=(lambda done, total: progress(shot.id, done, total))
                                   if progress else None)
@@ -348,6 +350,28 @@ def _graded(frames, grader, reference: np.ndarray | None):
     from aiprod_post.grading.shot import graded_frames
 
     return graded_frames(frames, grader, reference)
+
+
+def _hdr_graded(write: Callable[[np.ndarray], None], grader, reference: np.ndarray | None
+                ) -> Callable[[np.ndarray], None]:
+    """What takes an HDR engine's linear frames: each one's SDR signal, in float, matched
+    and graded as a deep frame is (:func:`_graded`: the scene match as a gain and offset,
+    the CDL and look in float), carried onto its light (:func:`aiprod_post.hdr.graded_light`)
+    and given to ``write``."""
+    from ..hdr import graded_light, sdr_signal
+
+    pending: list[np.ndarray] = []
+
+    def signals() -> Iterator[np.ndarray]:
+        while True:
+            yield pending.pop()
+
+    graded = _graded(signals(), grader, reference)
+
+    def take(linear: np.ndarray) -> None:
+        pending.append(sdr_signal(linear))
+        write(graded_light(linear, next(graded)))
+    return take
 
 
 def _read_image(path: Path, field: str) -> np.ndarray:
