@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..cache import file_digest, key_of, place
 from ..errors import MediaError
@@ -15,6 +15,9 @@ from ..executors import Executor, Lost, Unit
 from ..files import inside, write_atomic
 from ..project import DELIVERY_PROFILES
 from .context import Context, Delivered, Edited, Mixed, Pictures, Spoken, slug
+
+if TYPE_CHECKING:
+    from aiprod_post.editing.conform import SegmentRunner
 
 __all__ = ["run", "segments_on"]
 
@@ -94,7 +97,7 @@ def encode(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edite
     return out
 
 
-def segments_on(executor: Executor, placed: dict[str, Any]):
+def segments_on(executor: Executor, placed: dict[str, Any]) -> SegmentRunner:
     """A master's segments encoded as ``executor``'s units (on Ray: tasks of one CPU, on
     any node, each writing its segment file into the cache folder every node reaches), for
     :func:`~aiprod_post.editing.conform.conform` to join as it joins its own processes'.
