@@ -135,6 +135,9 @@ class LTX2Settings(_Strict):
     #: masters with no 8-bit step (the SDR picture: those frames clipped at diffuse white)
     hdr_lora: str | None = None
     hdr_lora_scale: float = Field(1.0, ge=0.0)
+    #: the HDR LoRA's pre-computed text-connector embeddings where it comes with them (a
+    #: .safetensors of ``video_context`` and ``audio_context``); none: the shot's prompt
+    hdr_embeddings: str | None = None
     #: a local LTX2LatentUpsamplerModel (or a folder with latent_upsampler/): two stages
     upsampler: str | None = None
     vae_tiling: bool = False
@@ -278,6 +281,7 @@ register(EngineSpec("ltx", LTXSettings, "aiprod_post.generation.ltx:LTXEngine",
                     paths=("model", "config", "text_encoder", "tokenizer", "upsampler"),
                     gpu=True, description="LTX-Video through diffusers"))
 register(EngineSpec("ltx2", LTX2Settings, "aiprod_post.generation.ltx2:LTX2Engine",
-                    paths=("model", "control_lora", "hdr_lora", "upsampler", "camera_loras"),
+                    paths=("model", "control_lora", "hdr_lora", "hdr_embeddings", "upsampler",
+                           "camera_loras"),
                     gpu=True,
                     description="LTX-2 (picture and sound) through diffusers"))

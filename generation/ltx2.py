@@ -68,6 +68,7 @@ from pydantic import Field
 
 from aiprod_post import engines
 from aiprod_post.errors import AiprodError
+from aiprod_post.files import sha256_file
 from aiprod_post.hdr import sdr_from_linear
 from aiprod_post.plan import CameraMove, Shot
 
@@ -222,6 +223,9 @@ class LTX2Engine:
         self.s = checked_settings(LTX2Settings, settings, "ltx2", "LTX-2", PRESETS)
         #: the characters' LoRAs (the cast file's), on for the shots they are in
         self.cast = CastLoras(cast_loras)
+        if self.s.hdr_embeddings and not self.s.hdr_lora:
+            raise AiprodError("hdr_embeddings are the HDR LoRA's: set hdr_lora too",
+                              where="[engine.ltx2] hdr_embeddings")
         if self.s.control not in CONTROL_KINDS:
             raise AiprodError(f"unknown control {self.s.control!r}: expected one of "
                               f"{', '.join(CONTROL_KINDS)} (computed from the animatic)",
@@ -237,6 +241,7 @@ class LTX2Engine:
         self._pipe = None
         self._dfr = None
         self._hdr = None  # the HDR pipeline (hdr_lora), on the same modules
+        self._hdr_context: dict = {}  # the HDR LoRA's own connector embeddings, if given
         self._active: tuple[list[str], list[float]] = ([], [])  # the shot's adapters
         self._upsample = None
         self._embeddings: dict = {}
@@ -281,6 +286,10 @@ class LTX2Engine:
             if not Path(value).is_file():
                 raise AiprodError(f"no such LoRA file ({key}): expected a local .safetensors",
                                   source=value, where=f"[engine.ltx2] {key}")
+        if self.s.hdr_embeddings and not Path(self.s.hdr_embeddings).is_file():
+            raise AiprodError("no such HDR embeddings file (hdr_embeddings): expected a local "
+                              ".safetensors of video_context and audio_context",
+                              source=self.s.hdr_embeddings, where="[engine.ltx2] hdr_embeddings")
         if self.s.upsampler and not (self._upsampler_dir() / "config.json").is_file():
             raise AiprodError("not an LTX-2 latent upsampler folder: expected config.json "
                               "(an LTX2LatentUpsamplerModel) or latent_upsampler/config.json",
@@ -321,6 +330,10 @@ class LTX2Engine:
                          "pipeline": type(pipe).__name__, "loras": {},
                          "settings": self.s.model_dump()}
         self._load_loras(pipe)
+        if self.s.hdr_embeddings:
+            self._hdr_context = _hdr_embeddings(Path(self.s.hdr_embeddings))
+            self.identity["hdr_embeddings"] = {
+                "path": self.s.hdr_embeddings, "sha256": sha256_file(self.s.hdr_embeddings)}
         if self.s.upsampler:
             from diffusers.pipelines.ltx2 import LTX2LatentUpsamplerModel
 
@@ -716,8 +729,10 @@ class LTX2Engine:
         pipe.set_adapters(["hdr"], [self.s.hdr_lora_scale])
         try:
             gen = torch.Generator(device="cpu" if self.s.cpu_offload else self.s.device)
+            # the LoRA's own embeddings where given (they override the prompt's)
             out = self._hdr(
-                prompt_embeds=pe, prompt_attention_mask=pm, reference_conditions=[
+                prompt_embeds=pe, prompt_attention_mask=pm, **self._hdr_context,
+                reference_conditions=[
                     LTX2HDRReferenceCondition(frames=frames.float(), strength=1.0)],
                 reference_downscale_factor=self.identity["loras"]["hdr"].get(
                     "reference_downscale_factor") or 1,
@@ -876,6 +891,20 @@ _EAGER_TFLOPS = 340.0
 _COMPILED_SPEEDUP = 1.5
 _COMPILE_COLD_S = 9.5
 _COMPILE_WARM_S = 3.6
+
+
+def _hdr_embeddings(path: Path) -> dict:
+    """The HDR LoRA's pre-computed connector embeddings, as the HDR pipeline takes them."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {"connector_video_embeds": f.get_tensor("video_context"),
+                    "connector_audio_embeds": f.get_tensor("audio_context")}
+    except Exception as exc:  # noqa: BLE001 - not safetensors, or without those tensors
+        raise AiprodError(f"cannot read the HDR embeddings (video_context and audio_context "
+                          f"expected): {exc}", source=path,
+                          where="[engine.ltx2] hdr_embeddings") from None
 
 
 def _to_uint8(frames) -> np.ndarray:

@@ -372,3 +372,53 @@ def test_graded_light_is_the_graded_sdr_below_white_and_in_proportion_above():
     white = 0.9 ** 2.4
     np.testing.assert_allclose(out[0, 2], [4 * white, want_below[0, 2, 1], 2 * white],
                                rtol=1e-5)
+
+
+def test_the_hdr_loras_own_embeddings_replace_the_prompt(model_dir, hdr_lora, tmp_path,
+                                                        monkeypatch):
+    """hdr_embeddings (the connector outputs an HDR LoRA may come with) go to the HDR pass
+    as they are, the prompt's do not; their hash is in the identity; a file without them,
+    or without the LoRA, is named."""
+    from diffusers import LTX2HDRPipeline
+    from safetensors.torch import save_file
+
+    from aiprod_post.files import sha256_file
+
+    calls: list = []
+    original = LTX2HDRPipeline.__call__
+    monkeypatch.setattr(LTX2HDRPipeline, "__call__",
+                        lambda self, *a, **kw: calls.append(kw) or original(self, *a, **kw))
+    plain = engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora), **SETTINGS)
+    r = plain.render(shot(N), ctx())
+    base: list = []
+    r.linear = base.append
+    list(r)
+    pipe = plain.pipeline()
+    pe, pm, _, _ = pipe.encode_prompt("gulls over water at dusk", do_classifier_free_guidance=False,
+                                      max_sequence_length=16, device="cpu")
+    video, audio, _ = pipe.connectors(pe, pm, padding_side=pipe.tokenizer.padding_side)
+    emb = tmp_path / "hdr-embeds.safetensors"
+    save_file({"video_context": video.contiguous(), "audio_context": audio.contiguous()},
+              str(emb))
+    eng = engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora),
+                         hdr_embeddings=str(emb), **SETTINGS)
+    r = eng.render(shot(N), ctx())
+    given: list = []
+    r.linear = given.append
+    list(r)
+    assert torch.equal(calls[-1]["connector_video_embeds"], video)
+    assert torch.equal(calls[-1]["connector_audio_embeds"], audio)
+    assert "connector_video_embeds" not in calls[0]
+    assert not np.allclose(np.stack(base), np.stack(given))  # they steer the HDR pass
+    assert eng.identity["hdr_embeddings"]["sha256"] == sha256_file(emb)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"other": video.contiguous()}, str(bad))
+    with pytest.raises(AiprodError, match="video_context and audio_context") as e:
+        engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora),
+                       hdr_embeddings=str(bad), **SETTINGS).pipeline()
+    assert e.value.where == "[engine.ltx2] hdr_embeddings"
+    with pytest.raises(AiprodError, match="set hdr_lora too"):
+        engine_by_name("ltx2", model=str(model_dir), hdr_embeddings=str(emb), **SETTINGS)
+    with pytest.raises(AiprodError, match=r"no such HDR embeddings file \(hdr_embeddings\)"):
+        engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora),
+                       hdr_embeddings=str(tmp_path / "nope"), **SETTINGS).check()
