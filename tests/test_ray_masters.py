@@ -27,23 +27,7 @@ from test_masters import decode_order, film, psnr, strict_decode  # noqa: F401 (
 from test_pipeline import SMALL, write_script
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
-
-NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 ** 2}
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A head and a second node process on this machine; shut down however the tests end."""
-    c = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
-    try:
-        c.add_node(**NODE)
-        c.wait_for_nodes()
-        yield c
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        c.shutdown()
+from test_ray import cluster  # noqa: E402,F401 (a fixture: a head and one more node)
 
 
 def _node_ids(address: str) -> set[str]:
