@@ -69,7 +69,7 @@ from pydantic import Field
 from aiprod_post import engines
 from aiprod_post.errors import AiprodError
 from aiprod_post.files import sha256_file
-from aiprod_post.hdr import sdr_from_linear
+from aiprod_post.hdr import REFERENCE_WHITE, sdr_from_linear
 from aiprod_post.plan import CameraMove, Shot
 
 from .control import CONTROL_KINDS, ControlStream
@@ -823,6 +823,7 @@ class LTX2Engine:
             conditions = first_conditions
             sound: list[np.ndarray] = []
             rate = 0
+            light = [0.0, 0, 0]  # HDR: the peak, pixels above white, pixels
             while produced < shot.duration:
                 chained = 1 if produced else 0
                 start = produced - chained  # the shot frame this generation's frame 0 shows
@@ -854,6 +855,9 @@ class LTX2Engine:
                     if hdr:  # scene-linear: to the HDR intermediate; SDR: clipped
                         if r_.linear is not None:
                             r_.linear(out)
+                        light[0] = max(light[0], float(out.max()))
+                        light[1] += int((out > 1).any(axis=-1).sum())
+                        light[2] += out.shape[0] * out.shape[1]
                         out = sdr_from_linear(out)
                     if meter is not None:
                         meter.add(out)
@@ -864,6 +868,11 @@ class LTX2Engine:
                 conditions = [(sdr_from_linear(clip[need - 1]) if hdr else clip[need - 1],
                                1.0, 0)]
                 segment_index += 1
+            if light[2]:
+                nits = min(light[0] * REFERENCE_WHITE, 10000)
+                r_.notes.append(f"HDR: peak {light[0]:.1f}x diffuse white ({nits:.0f} cd/m2 "
+                                f"in PQ), {100 * light[1] / light[2]:.1f} % of pixels above "
+                                "white")
             if sound and self.s.audio and speech is None:
                 r_.audio, r_.audio_rate = np.concatenate(sound).astype(np.float32), rate
             if meter is not None:

@@ -139,6 +139,9 @@ def test_hdr_pass_linear_frames_reach_pq_and_hlg_masters(model_dir, hdr_lora, tm
     lin = np.stack(linear)
     assert lin.dtype == np.float32 and lin.shape == (N, H, W, 3)
     assert (lin > 1.0).mean() > 0.05 and lin.max() > 4.0  # linear HDR: above SDR white
+    above = 100 * (lin > 1).any(axis=-1).mean()
+    assert f"HDR: peak {lin.max():.1f}x diffuse white ({min(lin.max() * 203, 10000):.0f} " \
+        f"cd/m2 in PQ), {above:.1f} % of pixels above white" in r.notes  # in the report
     # the SDR frames: the same light clipped at diffuse white, BT.1886-encoded
     want_sdr = cm.eotf_inverse_BT1886(np.clip(lin, 0, 1).astype(np.float64))
     assert np.abs(np.stack(sdr) / 255.0 - want_sdr).max() <= 0.5 / 255 + 1e-6
