@@ -357,7 +357,7 @@ def test_a_cache_url_of_another_store_is_refused_naming_it(tmp_path):
 def test_the_ltx_engine_on_the_cluster_makes_the_local_masters(cluster, tmp_path):
     """A per-film engine (ltx: the frame counts it generates at) is shaped on each worker
     as on the runner, so the cluster's shots are the local ones (a tiny random LTX-Video
-    on the CPU)."""
+    on the CPU); on the cluster the render's own process loads no model."""
     pytest.importorskip("diffusers")
     from test_ltx import build_tiny_ltx
 
@@ -378,6 +378,13 @@ def test_the_ltx_engine_on_the_cluster_makes_the_local_masters(cluster, tmp_path
         assert result.exit_code == 0, result.failed_shots
         masters[executor] = {n: decoded_digest(p) for n, p in result.masters.items()}
     assert masters["ray"] == masters["local"]
+    # the model was loaded, checked and shaped on the cluster, not in the render's process
+    # (a driver without the GPU, or beside the actor on it, must not load a second copy)
+    from aiprod_post.stages import picture
+
+    assert picture._ENGINES and all(e._pipe is None for e in picture._ENGINES.values())
+    assert result.report["compile"]["buckets"] and \
+        not result.report["compile"]["made_by"].endswith(f":{os.getpid()}")
 
 
 def _counting_engines(work, log: str):

@@ -420,6 +420,43 @@ def _mouth_cues(timings: dict, fps: Fraction) -> list[dict]:
 
 
 
+@dataclass(frozen=True)
+class Prepare:
+    """A model engine to make ready in the process that will make a film's shots: the
+    engine (name, settings, extra) and the film (every shot's frames, width, height, fps)."""
+
+    engine: tuple[str, dict, dict]
+    film: tuple
+
+
+def prepare_engine(job: Prepare, _needs: Any = None, _shared: Any = None) -> dict:
+    """Load and check the engine's model here and compile the film's shapes (the process
+    keeps them for the film's shots); what the render's process needs for the shots' keys:
+    the frame counts each length is generated at and the weights' identity."""
+    name, settings, extra = job.engine
+    engine = _engine_for(name, settings, extra)
+    engine.check()
+    frames, width, height, fps = job.film
+    info = engine.warm_up(list(frames), width, height, fps=fps)
+    _SHAPED[id(engine)] = job.film
+    return {"compile": dict(info, made_by=f"{socket.gethostname()}:{os.getpid()}"),
+            "lengths": {n: engine.lengths_for(n) for n in set(frames)},
+            "identity": getattr(engine, "identity", None)}
+
+
+def _prepare_elsewhere(executor: Any, job: Prepare, gpus: float, actor: str | None) -> dict:
+    """:func:`prepare_engine` as one unit of the executor, where the shots will be made
+    (the engine's actor, for a GPU engine); a bad model is the run's bad input, raised."""
+    with contextlib.closing(executor.run(prepare_engine, [
+            Unit("prepare", job, gpus=gpus, actor=actor)])) as running:
+        for _, result, _ in running:
+            if isinstance(result, Lost):
+                raise AiprodError(f"the worker loading the {job.engine[0]} engine died on "
+                                  f"every try ({result.reason})")
+            return result
+    raise AiprodError(f"the {job.engine[0]} engine was not made ready")
+
+
 # ------------------------------------------------------------------ the stage
 
 
@@ -450,7 +487,10 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     if loras and name in ("ltx", "ltx2"):
         extra["cast_loras"] = loras
     engine = _engine_for(name, settings, extra, fresh=True)
-    if hasattr(engine, "check"):
+    # a model engine's shots made elsewhere (a cluster): its model is loaded, checked and
+    # compiled there, in the process that makes the shots (a GPU actor), never here
+    elsewhere = not ctx.executor.in_process and hasattr(engine, "warm_up")
+    if hasattr(engine, "check") and not elsewhere:
         engine.check()  # a missing model is bad input for the run, not a failed shot
     space = project.engine.clips.colourspace if name == "clips" else None
     _footage_converter(space)  # an unknown colourspace: bad input
@@ -469,13 +509,30 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     who = {n: [ch.description, ch.figure.model_dump()] for n, ch in people.items()}
     figure_samples: dict[str, list] = {}
     shots = plan.shots()
+    # a GPU engine's shot takes a GPU of the cluster; the others a CPU
+    gpus = 1.0 if spec and engines.uses_gpu(name, settings) else 0.0
+    # and runs in a long-lived process (a Ray actor) that keeps its model loaded between
+    # shots, films and renders, one per engine and settings
+    actor = f"engine-{name}-{key_of('engine', name, settings)}" if gpus else None
+    # what the shots' keys take from the engine: the frame counts each is generated at
+    # (ltx: the film's buckets) and its weights' identity
+    lengths_of = getattr(engine, "lengths_for", None)
+    identity = getattr(engine, "identity", None)
     if hasattr(engine, "warm_up"):
         # the film's shapes compiled before its first shot, timed as a stage of their own
         r.stage("compile", 1)
         # (ltx2's sound length follows the frame rate)
         film = (tuple(s.duration + sum(handles[s.id]) for _, s in shots), plan.width,
                 plan.height, float(plan.fps))
-        ctx.report["compile"] = engine.warm_up(list(film[0]), film[1], film[2], fps=film[3])
+        if elsewhere:
+            ready = _prepare_elsewhere(ctx.executor, Prepare((name, settings, extra), film),
+                                       gpus, actor)
+            ctx.report["compile"] = ready["compile"]
+            lengths_of, identity = ready["lengths"].__getitem__, ready["identity"]
+        else:
+            ctx.report["compile"] = engine.warm_up(list(film[0]), film[1], film[2],
+                                                   fps=film[3])
+            identity = getattr(engine, "identity", None)
         _SHAPED[id(engine)] = film
         r.item("compile", 1, 1, cached=False)
     r.stage("generation", len(shots))
@@ -483,11 +540,6 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     needs = conditioned_on(plan)
     scene_of = {shot.id: scene for scene, shot in shots}
     held = _held_shots()
-    # a GPU engine's shot takes a GPU of the cluster; the others a CPU
-    gpus = 1.0 if spec and engines.uses_gpu(name, settings) else 0.0
-    # and runs in a long-lived process (a Ray actor) that keeps its model loaded between
-    # shots, films and renders, one per engine and settings
-    actor = f"engine-{name}-{key_of('engine', name, settings)}" if gpus else None
     units: list[Unit] = []
     for scene, shot in shots:
         head, tail = handles[shot.id]
@@ -515,16 +567,15 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
             key_middle=(cdl.to_metadata() if cdl else None, space),
             key_after=({c: references[c] for c in shot.characters if c in references},
                        # the frame counts it is generated at (ltx: the film's buckets)
-                       *([engine.lengths_for(n)] if hasattr(engine, "lengths_for")
-                         else []),
+                       *([lengths_of(n)] if lengths_of else []),
                        # ltx2 lip-syncs to the lines themselves, not only their timing; and
                        # its weights and LoRAs are known by hash: a new file at the same
                        # path makes the shot again
                        *([[(ln.key, ln.offset) for ln in lines.get(shot.id, ())],
-                          _weights_key(getattr(engine, "identity", None))]
+                          _weights_key(identity)]
                          if name == "ltx2" else []),
                        # ltx's cast LoRAs by hash likewise
-                       *([_weights_key(getattr(engine, "identity", None))]
+                       *([_weights_key(identity)]
                          if name == "ltx" and "cast_loras" in extra else [])),
             cast={c: people[c].description for c in shot.characters if c in people},
             lines=tuple(lines[shot.id]) if speaks else (),
