@@ -20,6 +20,7 @@ imported only when the engine is built (:func:`aiprod_post.generation.engine.eng
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -27,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .errors import AiprodError
 
 __all__ = ["EngineSpec", "register", "unregister", "names", "get", "find", "known", "served",
-           "section_of", "settings_for", "uses_gpu", "AnimaticSettings", "ClipsSettings",
-           "LTXSettings", "LTX2Settings"]
+           "section_of", "settings_for", "uses_gpu", "memory_for", "AnimaticSettings",
+           "ClipsSettings", "LTXSettings", "LTX2Settings"]
 
 
 class _Strict(BaseModel):
@@ -263,6 +264,28 @@ def settings_for(project: _Project, name: str, overrides: dict[str, Any] | None 
         if value is not None and key in out:
             out[key] = value
     return out
+
+
+#: the files that hold a model's weights
+_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+
+
+def memory_for(name: str, settings: dict[str, Any]) -> int:
+    """Bytes of the weights that engine ``name``'s settings name on disk (its model folder,
+    text encoder, upsampler, LoRAs), each file once: about what its loaded model holds in
+    a worker's memory, and what a cluster node must have for it. 0 for an engine without a
+    model (the animatic, the clips)."""
+    spec = get(name)
+    if not spec.gpu:
+        return 0
+    seen: set[Path] = set()
+    for key in spec.paths:
+        value = settings.get(key)
+        for v in (value.values() if isinstance(value, dict) else [value]):
+            p = Path(v) if v else None
+            files = [p] if p and p.is_file() else p.rglob("*") if p and p.is_dir() else []
+            seen.update(f.resolve() for f in files if f.suffix in _WEIGHTS and f.is_file())
+    return sum(f.stat().st_size for f in seen)
 
 
 def uses_gpu(name: str, settings: dict[str, Any]) -> bool:

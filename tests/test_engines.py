@@ -168,3 +168,24 @@ def test_the_engines_take_the_registry_model_and_keep_their_keyword_api():
         with pytest.raises(AiprodError, match=message):
             engine_by_name("ltx", **bad)
     assert np.isclose(eng.s.character_strength, 0.35)
+
+
+def test_an_engines_memory_is_its_weights_on_disk_each_file_once(tmp_path):
+    """What a model engine's unit reserves on a cluster node: the bytes of every weights
+    file its settings name (a folder's, a LoRA's), counted once however often named."""
+    import os
+
+    model = tmp_path / "model"
+    (model / "transformer").mkdir(parents=True)
+    (model / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"w" * 5000)
+    (model / "vae.bin").write_bytes(b"v" * 1200)
+    (model / "model_index.json").write_text("{}")  # not weights
+    lora = tmp_path / "dolly.safetensors"
+    lora.write_bytes(b"l" * 300)
+    settings = {"model": str(model), "control_lora": str(lora),
+                "camera_loras": {"dolly": str(lora), "pan": str(tmp_path / "missing.pt")}}
+    expected = sum(os.path.getsize(p) for p in [
+        model / "transformer" / "diffusion_pytorch_model.safetensors", model / "vae.bin", lora])
+    assert engines.memory_for("ltx2", settings) == expected == 6500
+    assert engines.memory_for("animatic", {"burn_in": False}) == 0
+    assert engines.memory_for("clips", {"folder": str(model)}) == 0  # footage, no model

@@ -304,6 +304,30 @@ def test_batch_of_three_scripts_on_the_cluster(cluster, local, tmp_path):
             for name, path in first["masters"].items()} == reference
 
 
+@pytest.mark.parametrize("need, named", [
+    ({"gpus": 1.0}, "1 CPU, 1 GPU, the most any node has is 1 CPU, 0 GPU"),  # no GPU
+    ({"memory": 2 ** 50}, "1 CPU, 1048576.0 GiB of memory"),  # weights no node can hold
+])
+def test_a_unit_no_node_can_run_is_named_not_queued_for_ever(cluster, monkeypatch, need,
+                                                            named):
+    """Ray would keep a unit no node can run queued for ever: after waiting for a node
+    to join (an autoscaler's; 1 s here), the run fails naming what it needs; units that fit
+    run with their memory reserved."""
+    from aiprod_post.errors import AiprodError
+    from aiprod_post.executors import Unit
+    from aiprod_post.executors.ray import RayExecutor
+
+    monkeypatch.setenv("AIPROD_RAY_NODE_WAIT_S", "1")
+    doubled = lambda payload, deps, shared: 2 * payload  # noqa: E731 (sent by value)
+    with RayExecutor(cluster.address) as ex:
+        fits = [Unit("a", 1, memory=2 ** 20), Unit("b", 2, after=("a",), memory=2 ** 20)]
+        assert {u.id: r for u, r, _ in ex.run(doubled, fits)} == {"a": 2, "b": 4}
+        t0 = time.monotonic()
+        with pytest.raises(AiprodError, match=f"unit big: it needs {named}"):
+            list(ex.run(doubled, [Unit("big", 1, **need)]))
+        assert time.monotonic() - t0 < 30
+
+
 def test_an_unreachable_cluster_is_named_and_exits_2(tmp_path):
     script = write_script(tmp_path)
     result = CliRunner().invoke(main, ["render", str(script), "-o", str(tmp_path / "out"),

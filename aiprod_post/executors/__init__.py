@@ -48,6 +48,8 @@ class Unit:
     after: tuple[str, ...] = ()
     cpus: float = 1.0
     gpus: float = 0.0
+    #: bytes of memory it holds (a model's weights), reserved on the node that runs it
+    memory: int = 0
     #: units with the same key run in long-lived processes that outlive the render (on
     #: Ray: named actors, found again by later renders on the cluster), so what the
     #: work function keeps in its process (an engine's loaded model) is kept between

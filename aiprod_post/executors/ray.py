@@ -196,6 +196,7 @@ class RayExecutor:
             deps = {a: results[a] for a in unit.after}
             if unit.actor is None:
                 ref = task.options(num_cpus=unit.cpus, num_gpus=unit.gpus,
+                                   **({"memory": unit.memory} if unit.memory else {}),
                                    max_retries=self.retries, retry_exceptions=False,
                                    name=f"unit {unit.id}").remote(
                     work_ref, unit.payload, deps, shared_ref, time.time())
@@ -211,6 +212,7 @@ class RayExecutor:
                 waiting.remove(unit)
                 submit(unit)
 
+        _wait_for_room(units)
         try:
             submit_ready()
             while running:
@@ -292,7 +294,9 @@ class _Actors:
         # an actor holds its GPUs, not a CPU: an idle one must not keep the cluster's
         # tasks (the lines to voice, other renders' shots) waiting until its idle timeout.
         # Without a GPU, Ray's default for actors: a CPU to be placed, none held.
-        holds = {"num_gpus": unit.gpus, "num_cpus": 0} if unit.gpus else {}
+        holds: dict[str, Any] = {"num_gpus": unit.gpus, "num_cpus": 0} if unit.gpus else {}
+        if unit.memory:  # its model, loaded for as long as it lives
+            holds["memory"] = unit.memory
         deadline = time.monotonic() + 30
         while True:
             actor = cls.options(
@@ -304,6 +308,44 @@ class _Actors:
                     or time.monotonic() > deadline:
                 return actor
             time.sleep(0.2)
+
+
+def _needs(unit: Unit) -> dict[str, float]:
+    """What a unit takes of one node: an actor's unit its GPUs and memory (an actor holds
+    no CPU), a task its CPUs too."""
+    need = {"GPU": unit.gpus, "memory": float(unit.memory)}
+    if unit.actor is None or not unit.gpus:
+        need["CPU"] = unit.cpus
+    return {k: v for k, v in need.items() if v}
+
+
+def _wait_for_room(units: Sequence[Unit]) -> None:
+    """Every kind of unit must fit on some node of the cluster, or Ray would keep it queued
+    for ever: wait ``AIPROD_RAY_NODE_WAIT_S`` seconds (120) for such a node to join (an
+    autoscaling cluster starting one), then fail naming what is missing."""
+    import ray
+
+    kinds = {tuple(sorted(_needs(u).items())): u for u in units}
+    deadline = time.monotonic() + float(os.environ.get("AIPROD_RAY_NODE_WAIT_S", "120"))
+    while True:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        missing = [(need, u) for need, u in kinds.items()
+                   if not any(all(r.get(k, 0) >= v for k, v in need) for r in nodes)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            need, unit = missing[0]
+            largest = {k: max((r.get(k, 0) for r in nodes), default=0) for k, _ in need}
+            raise AiprodError(
+                f"no node of the Ray cluster can run unit {unit.id}: it needs "
+                f"{_amounts(dict(need))}, the most any node has is {_amounts(largest)}",
+                where="--executor")
+        time.sleep(1.0)
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v / 2 ** 30:.1f} GiB of memory" if k == "memory" else f"{v:g} {k}"
+                     for k, v in resources.items())
 
 
 def _lost(exc: BaseException) -> tuple[Lost, Placement]:

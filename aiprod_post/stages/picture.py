@@ -444,17 +444,17 @@ def prepare_engine(job: Prepare, _needs: Any = None, _shared: Any = None) -> dic
             "identity": getattr(engine, "identity", None)}
 
 
-def _prepare_elsewhere(executor: Any, job: Prepare, gpus: float, actor: str | None) -> dict:
+def _prepare_elsewhere(executor: Any, unit: Unit) -> dict:
     """:func:`prepare_engine` as one unit of the executor, where the shots will be made
     (the engine's actor, for a GPU engine); a bad model is the run's bad input, raised."""
-    with contextlib.closing(executor.run(prepare_engine, [
-            Unit("prepare", job, gpus=gpus, actor=actor)])) as running:
+    name = unit.payload.engine[0]
+    with contextlib.closing(executor.run(prepare_engine, [unit])) as running:
         for _, result, _ in running:
             if isinstance(result, Lost):
-                raise AiprodError(f"the worker loading the {job.engine[0]} engine died on "
-                                  f"every try ({result.reason})")
+                raise AiprodError(f"the worker loading the {name} engine died on every "
+                                  f"try ({result.reason})")
             return result
-    raise AiprodError(f"the {job.engine[0]} engine was not made ready")
+    raise AiprodError(f"the {name} engine was not made ready")
 
 
 # ------------------------------------------------------------------ the stage
@@ -514,6 +514,8 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     # and runs in a long-lived process (a Ray actor) that keeps its model loaded between
     # shots, films and renders, one per engine and settings
     actor = f"engine-{name}-{key_of('engine', name, settings)}" if gpus else None
+    # and holds its model's weights in that process's memory: a node must have it free
+    memory = engines.memory_for(name, settings) if spec else 0
     # what the shots' keys take from the engine: the frame counts each is generated at
     # (ltx: the film's buckets) and its weights' identity
     lengths_of = getattr(engine, "lengths_for", None)
@@ -525,8 +527,9 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
         film = (tuple(s.duration + sum(handles[s.id]) for _, s in shots), plan.width,
                 plan.height, float(plan.fps))
         if elsewhere:
-            ready = _prepare_elsewhere(ctx.executor, Prepare((name, settings, extra), film),
-                                       gpus, actor)
+            ready = _prepare_elsewhere(ctx.executor, Unit(
+                "prepare", Prepare((name, settings, extra), film), gpus=gpus,
+                memory=memory, actor=actor))
             ctx.report["compile"] = ready["compile"]
             lengths_of, identity = ready["lengths"].__getitem__, ready["identity"]
         else:
@@ -583,7 +586,8 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
             cache=str(ctx.cache), store=ctx.cache.store, workdir=os.getcwd(),
             hold=held.get(shot.id, 0.0),
             film=_SHAPED.get(id(engine)))
-        units.append(Unit(shot.id, job, after=tuple(needs[shot.id]), gpus=gpus, actor=actor))
+        units.append(Unit(shot.id, job, after=tuple(needs[shot.id]), gpus=gpus,
+                          memory=memory, actor=actor))
     executor = ctx.executor
     work = functools.partial(make_shot, progress=r.progress) \
         if executor.in_process else make_shot
