@@ -34,6 +34,7 @@ from aiprod_post.files import atomic_path
 from aiprod_post.hdr import (HLG_WHITE, REFERENCE_WHITE, bt2020_to_pq16, hlg_oetf,
                               intermediate_for, linear_to_hlg, linear_to_pq16, pq16_to_linear,
                               pq_inverse_eotf, to_bt2020)
+from aiprod_post.scaler import rgb48, ycbcr_source
 
 from .interchange import conformable
 from .timeline import NAMESPACE, timeline_rate, url_to_path
@@ -202,7 +203,8 @@ class _Reader:
     def frame(self, index: int, deep: bool = False) -> np.ndarray:
         """The picture at timeline-rate frame ``index`` of this media, as RGB: uint8, or
         with ``deep`` uint16 (``rgb48``)."""
-        return self.decoded(index).to_ndarray(format="rgb48le" if deep else "rgb24")
+        frame = self.decoded(index)
+        return rgb48(frame) if deep else frame.to_ndarray(format="rgb24")
 
     def decoded(self, index: int):
         """The decoded frame (native pixel format, at the timeline's size) at ``index``."""
@@ -555,13 +557,6 @@ def _hdr_convert(rgb: np.ndarray, kind: str) -> np.ndarray:
     return (np.clip(out, 0, 1) * 65535 + 0.5).astype(np.uint16)
 
 
-def _full_scale(rgb48: np.ndarray) -> np.ndarray:
-    """16-bit RGB as swscale's RGB → Y'CbCr conversion reads it: it takes 65280 (255·256)
-    for full scale, not 65535 (measured: 65535 gave 10-bit Y' 943, not 940, and every
-    level 0.34 % too high), so the signal is scaled to that first."""
-    return ((rgb48.astype(np.uint32) * 65280 + 32767) // 65535).astype(np.uint16)
-
-
 class HDRPicture:
     """A frame of a shot's HDR intermediate on its way to an HDR master: PQ code values on
     BT.2020, full-range 16-bit RGB (:mod:`aiprod_post.hdr`)."""
@@ -707,8 +702,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                     if isinstance(item, av.Packet):
                         return item
                     if isinstance(item, HDRPicture):  # a shot's HDR picture: no SDR step
-                        vf = av.VideoFrame.from_ndarray(
-                            _full_scale(item.for_master(profile.hdr or "pq")), format="rgb48le")
+                        vf = ycbcr_source(item.for_master(profile.hdr or "pq"))
                         return from_rgb.reformat(vf, format=profile.pix_fmt,
                                                  dst_colorspace=matrix,
                                                  dst_color_range=ColorRange.MPEG)
@@ -717,12 +711,8 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                         return item if item.format.name == profile.pix_fmt else \
                             from_decoded.reformat(item, format=profile.pix_fmt)
                     rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
-                    if profile.hdr:
-                        vf = av.VideoFrame.from_ndarray(
-                            _full_scale(_hdr_convert(rgb, profile.hdr)), format="rgb48le")
-                    else:
-                        vf = av.VideoFrame.from_ndarray(
-                            rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+                    # 16-bit RGB at the scaler's full scale (aiprod_post.scaler)
+                    vf = ycbcr_source(_hdr_convert(rgb, profile.hdr) if profile.hdr else rgb)
                     return from_rgb.reformat(vf, format=profile.pix_fmt, dst_colorspace=matrix,
                                              dst_color_range=ColorRange.MPEG)
 

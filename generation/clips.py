@@ -27,6 +27,7 @@ import numpy as np
 
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.plan import Shot
+from aiprod_post.scaler import rgb48
 
 from .engine import RenderContext, ShotRender, register
 from .lipsync import MouthAnimator
@@ -130,7 +131,8 @@ class ClipsEngine:
                 src_index = 0
                 for frame in _decoded(container, stream, path, shot.id):
                     deep = self.deep and is_deep(frame.format)
-                    img = fit_frame(frame.to_ndarray(format="rgb48le" if deep else "rgb24"),
+                    # 16-bit at BT.709's levels (white 65535: aiprod_post.scaler)
+                    img = fit_frame(rgb48(frame) if deep else frame.to_ndarray(format="rgb24"),
                                     W, H, self.fit)
                     # emit every output frame whose time falls within this source frame
                     while out < n and out / fps < (src_index + 1) / src_rate:

@@ -47,6 +47,7 @@ import numpy as np
 from aiprod_post.codecs import MASTERS, Master
 from aiprod_post.errors import MediaError
 from aiprod_post.files import atomic_path
+from aiprod_post.scaler import rgb48, ycbcr_source
 
 from .apply import FloatFrameGrader, FrameGrader
 from .cdl import CDL
@@ -104,7 +105,7 @@ def _rgb(frame, deep: bool) -> np.ndarray:
         return frame.to_ndarray(format="rgb24")
     if frame.format.name.startswith("gbrpf") or frame.format.name.startswith("gbrapf"):
         return _float_planes(frame)
-    return frame.to_ndarray(format="rgb48le")
+    return rgb48(frame)  # white 65535 from Y'CbCr too (aiprod_post.scaler)
 
 
 class _Grade:
@@ -217,17 +218,17 @@ def _to_frame(rgb: np.ndarray, pix_fmt: str):
     import av
     from av.video.reformatter import ColorRange, Colorspace
 
+    if pix_fmt.startswith("yuv"):  # at the scaler's full scale (aiprod_post.scaler)
+        return ycbcr_source(rgb).reformat(format=pix_fmt, dst_colorspace=Colorspace.ITU709,
+                                          dst_color_range=ColorRange.MPEG)
     if rgb.dtype == np.float32:
         return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="gbrpf32le")
-    if rgb.dtype == np.uint8 and pix_fmt != "yuv420p":
+    if rgb.dtype == np.uint8:
         # widened here, exactly (x * 257): FFmpeg's scaler does not widen 8-bit RGB exactly
         rgb = rgb.astype(np.uint16) * np.uint16(257)
-    vf = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+    vf = av.VideoFrame.from_ndarray(rgb, format="rgb48le")
     if vf.format.name == pix_fmt:
         return vf
-    if pix_fmt.startswith("yuv"):
-        return vf.reformat(format=pix_fmt, dst_colorspace=Colorspace.ITU709,
-                           dst_color_range=ColorRange.MPEG)
     return vf.reformat(format=pix_fmt)  # RGB repacked: no matrix, full range
 
 

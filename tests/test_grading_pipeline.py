@@ -270,10 +270,12 @@ def test_the_conform_applies_a_colourists_changed_cdl_to_that_shot_only(graded, 
     t.setStyle(ocio.CDLStyle.CDL_ASC)
     proc = ocio.Config.CreateRaw().getProcessor(t).getOptimizedCPUProcessor(
         ocio.OPTIMIZATION_LOSSLESS)
+    # on the scaler's own 16-bit scale both ways (FFmpeg reads and writes 16-bit RGB with
+    # 65280 as full scale: tests/test_deep_levels.py), so no pixel of it is off scale
     def expected(k: int) -> np.ndarray:
-        x = (base_rgb[k] / 65535.0).astype(np.float32)
+        x = (base_rgb[k] / 65280.0).astype(np.float32)
         proc.applyRGB(x.reshape(-1, 3))
-        return np.round(x * 65535).astype(np.uint16)
+        return np.round(np.clip(x, 0.0, 1.0) * 65280).astype(np.uint16)
 
     # OpenColorIO's result through FFmpeg alone
     reference = write_prores(tmp_path / "reference.mov", map(expected, span), "prores")

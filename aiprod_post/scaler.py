@@ -1,0 +1,61 @@
+"""Deep RGB (16-bit, float) across FFmpeg's scaler (swscale) to and from Y'CbCr, at
+BT.709's levels: read by the generation engines, the grade, the picture stage and the
+conform alike, so every path that meets the scaler does it once, here.
+
+swscale's RGB ↔ Y'CbCr conversions take 65280 (255 × 256), not 65535, as 16-bit RGB's
+full scale, both ways (measured with PyAV 18.1, libswscale 9.5): 16-bit RGB 65535 (and
+float 1.0) went to 10-bit Y' 943, not 940, every level 0.34 % too high, and 10-bit Y' 940
+was decoded to 65283. 8-bit RGB is right (255 ↔ 940). So 16-bit and float RGB are scaled
+to the scaler's full scale on the way in (:func:`ycbcr_source`) and from it on the way
+out (:func:`rgb48`). RGB to RGB (FFV1 ``gbrp16le``, 16-bit TIFF, PNG) is a repacking:
+nothing is scaled there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SCALER_WHITE", "for_scaler", "ycbcr_source", "rgb48"]
+
+#: what swscale's RGB ↔ Y'CbCr conversions take for 16-bit full scale
+SCALER_WHITE = 65280
+
+_FORMATS = {np.dtype(np.uint8): "rgb24", np.dtype(np.uint16): "rgb48le",
+            np.dtype(np.float32): "gbrpf32le"}
+
+
+def for_scaler(rgb: np.ndarray) -> np.ndarray:
+    """Full-range RGB (uint16 0..65535, float32 0..1) at the scaler's full scale, for its
+    conversion to Y'CbCr; uint8 as it is."""
+    if rgb.dtype == np.uint16:
+        return ((rgb.astype(np.uint32) * SCALER_WHITE + 32767) // 65535).astype(np.uint16)
+    if rgb.dtype == np.float32:
+        return rgb * np.float32(SCALER_WHITE / 65535)
+    return rgb
+
+
+def ycbcr_source(rgb: np.ndarray) -> Any:
+    """An RGB picture (H×W×3 uint8, uint16 or float32, full range) as the
+    ``av.VideoFrame`` to convert to Y'CbCr (``reformat`` to a ``yuv*`` format, BT.709
+    limited range gives Y' 64..940 for 0..full scale)."""
+    import av
+
+    fmt = _FORMATS.get(rgb.dtype)
+    if fmt is None:
+        raise TypeError(f"RGB pictures are uint8, uint16 or float32, not {rgb.dtype}")
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(for_scaler(rgb)), format=fmt)
+
+
+def rgb48(frame: Any) -> np.ndarray:
+    """A decoded ``av.VideoFrame`` as full-range 16-bit RGB (H×W×3 uint16, white 65535):
+    Y'CbCr from the scaler's full scale; 8-bit RGB widened exactly (× 257, which the
+    scaler does not do: 255 → 65283); deeper RGB as the scaler repacks it."""
+    if not frame.format.is_rgb:
+        a = frame.to_ndarray(format="rgb48le").astype(np.uint32)
+        return np.minimum((a * 65535 + SCALER_WHITE // 2) // SCALER_WHITE, 65535
+                          ).astype(np.uint16)
+    if all(c.bits <= 8 for c in frame.format.components):
+        return frame.to_ndarray(format="rgb24").astype(np.uint16) * np.uint16(257)
+    return frame.to_ndarray(format="rgb48le")
