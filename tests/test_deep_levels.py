@@ -248,3 +248,17 @@ def test_the_grade_into_prores_and_into_16bit_rgb(folder, identity_cube, tmp_pat
         got = centres(f.to_ndarray(format="rgb48le")[..., 1].astype(np.float64), len(CODES))
     want = (CODES - 64) / 876 * 65535
     assert np.abs(got - want).max() <= 37, (got.tolist(), np.round(want).tolist())
+
+
+def test_float_rgb_into_ycbcr_at_the_same_levels():
+    """float32 RGB (1.0 = white) meets the scaler as 16-bit does: it read 1.0 as 943."""
+    from aiprod_post.scaler import ycbcr_source
+
+    rgb = ramp().astype(np.float32) / np.float32(65535)
+    f = ycbcr_source(rgb).reformat(format="yuv444p10le", dst_colorspace="ITU709",
+                                   dst_color_range="MPEG")
+    p = f.planes[0]
+    plane = np.frombuffer(p, np.uint16).reshape(H, p.line_size // 2)[:, :W]
+    got = centres(plane.astype(np.float64), len(PATCHES))
+    want = centres(reference_luma(ramp()), len(PATCHES))
+    assert np.abs(got - want).max() <= TOL and got[4] == 940, got.tolist()
