@@ -34,7 +34,7 @@ from aiprod_post.files import atomic_path
 from aiprod_post.hdr import (HLG_WHITE, REFERENCE_WHITE, bt2020_to_pq16, hlg_oetf,
                               intermediate_for, linear_to_hlg, linear_to_pq16, pq16_to_linear,
                               pq_inverse_eotf, to_bt2020)
-from aiprod_post.scaler import rgb48, ycbcr_source
+from aiprod_post.scaler import rgb24, rgb48, ycbcr_source
 
 from .interchange import conformable
 from .timeline import NAMESPACE, timeline_rate, url_to_path
@@ -204,7 +204,7 @@ class _Reader:
         """The picture at timeline-rate frame ``index`` of this media, as RGB: uint8, or
         with ``deep`` uint16 (``rgb48``)."""
         frame = self.decoded(index)
-        return rgb48(frame) if deep else frame.to_ndarray(format="rgb24")
+        return rgb48(frame) if deep else rgb24(frame)
 
     def decoded(self, index: int):
         """The decoded frame (native pixel format, at the timeline's size) at ``index``."""
@@ -383,7 +383,7 @@ def timeline_frames(timeline: otio.schema.Timeline, base: Path | None = None, *,
         for frame in timeline_frames(timeline, base, rgb=False, first=first,
                                      transform=transform):
             if not isinstance(frame, np.ndarray):
-                frame = frame.to_ndarray(format="rgb24")
+                frame = rgb24(frame)
             elif frame.dtype == np.uint16:
                 frame = ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
             yield frame
@@ -710,7 +710,7 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                         # Y'CbCr in, Y'CbCr out: only chroma siting and bit depth change
                         return item if item.format.name == profile.pix_fmt else \
                             from_decoded.reformat(item, format=profile.pix_fmt)
-                    rgb = item if isinstance(item, np.ndarray) else item.to_ndarray(format="rgb24")
+                    rgb = item if isinstance(item, np.ndarray) else rgb24(item)
                     # 16-bit RGB at the scaler's full scale (aiprod_post.scaler)
                     vf = ycbcr_source(_hdr_convert(rgb, profile.hdr) if profile.hdr else rgb)
                     return from_rgb.reformat(vf, format=profile.pix_fmt, dst_colorspace=matrix,
@@ -905,7 +905,7 @@ def burn_in(frames: Iterator, cues: list, rate: Fraction, width: int, height: in
         while k < len(cues) and cues[k].end <= t:
             k += 1
         if k < len(cues) and cues[k].start <= t:
-            rgb = frame if isinstance(frame, np.ndarray) else frame.to_ndarray(format="rgb24")
+            rgb = frame if isinstance(frame, np.ndarray) else rgb24(frame)
             rgb = rgb.copy()
             colour_, alpha, top = overlay(k)
             white = np.float32(257 if rgb.dtype == np.uint16 else 1)  # 16-bit frames too

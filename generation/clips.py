@@ -27,7 +27,7 @@ import numpy as np
 
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.plan import Shot
-from aiprod_post.scaler import rgb48
+from aiprod_post.scaler import rgb24, rgb48
 
 from .engine import RenderContext, ShotRender, register
 from .lipsync import MouthAnimator
@@ -132,7 +132,7 @@ class ClipsEngine:
                 for frame in _decoded(container, stream, path, shot.id):
                     deep = self.deep and is_deep(frame.format)
                     # 16-bit at BT.709's levels (white 65535: aiprod_post.scaler)
-                    img = fit_frame(rgb48(frame) if deep else frame.to_ndarray(format="rgb24"),
+                    img = fit_frame(rgb48(frame) if deep else rgb24(frame),
                                     W, H, self.fit)
                     # emit every output frame whose time falls within this source frame
                     while out < n and out / fps < (src_index + 1) / src_rate:

@@ -47,7 +47,7 @@ import numpy as np
 from aiprod_post.codecs import MASTERS, Master
 from aiprod_post.errors import MediaError
 from aiprod_post.files import atomic_path
-from aiprod_post.scaler import rgb48, ycbcr_source
+from aiprod_post.scaler import rgb24, rgb48, ycbcr_source
 
 from .apply import FloatFrameGrader, FrameGrader
 from .cdl import CDL
@@ -102,7 +102,7 @@ def _float_planes(frame) -> np.ndarray:
 def _rgb(frame, deep: bool) -> np.ndarray:
     """A decoded frame as full-range RGB: uint8 (8-bit path), uint16 or float32."""
     if not deep:
-        return frame.to_ndarray(format="rgb24")
+        return rgb24(frame)
     if frame.format.name.startswith("gbrpf") or frame.format.name.startswith("gbrapf"):
         return _float_planes(frame)
     return rgb48(frame)  # white 65535 from Y'CbCr too (aiprod_post.scaler)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from aiprod_post.errors import MediaError
+from aiprod_post.scaler import rgb24
 
 from .media import open_video
 
@@ -149,8 +150,7 @@ class QAMeter:
         codes = _rgb_codes(frame, self.qa.bits, step) if levels else None
         if frame is not self._last_av:
             self._last_av = frame
-            self._last_small = frame.reformat(width=256, height=144,
-                                              format="rgb24").to_ndarray()
+            self._last_small = rgb24(frame, 256, 144)
         self.add(self._last_small, codes)
 
     def result(self) -> PictureQA:

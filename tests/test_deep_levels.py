@@ -7,7 +7,12 @@ swscale reads and writes 16-bit RGB with 65280 (255 x 256), not 65535, as full s
 16-bit white of 65535 came out at 10-bit Y' 943 and every level 0.34 % hot; 10-bit white
 (940) decoded to 65283. The reference here is colour-science's BT.709 Y'CbCr (narrow
 range, 10 bits) of R'G'B' = code / 65535, and Y' = 64 + 876 (0.2126 R' + 0.7152 G' +
-0.0722 B') written out; the masters are decoded and their luma read from the plane."""
+0.0722 B') written out; the masters are decoded and their luma read from the plane.
+
+10-bit Y'CbCr into 8-bit RGB (the conform's dissolves and fades, ``timeline_frames(rgb=True)``,
+burnt-in subtitles, the clips engine's 8-bit frames, the report's frames, the QA's small
+frames) at the end: swscale's packed rgb24 from 4:2:2 10-bit was 0.8 % dark (Y' 940 gave
+253); the reference there is colour-science's BT.709 Y'CbCr -> R'G'B' of the codes."""
 
 from __future__ import annotations
 
@@ -262,3 +267,163 @@ def test_float_rgb_into_ycbcr_at_the_same_levels():
     got = centres(plane.astype(np.float64), len(PATCHES))
     want = centres(reference_luma(ramp()), len(PATCHES))
     assert np.abs(got - want).max() <= TOL and got[4] == 940, got.tolist()
+
+
+# ------------------------------------------------- 10-bit Y'CbCr into 8-bit RGB
+#
+# swscale's packed 8-bit RGB (rgb24) from horizontally subsampled Y'CbCr above 8 bits
+# (ProRes 422's yuv422p10le) came out about 0.8 % dark: Y' 940 gave 253, 502 gave 126.
+# The reference is colour-science's BT.709 narrow-range Y'CbCr -> R'G'B' of the codes
+# written into the planes (for greys, (Y' - 64) / 876 of 255).
+
+#: full-range R'G'B' (0..1): greys (Y' 64, 283, 502, 721, 940) and saturated colours
+COLOURS = np.array([(0, 0, 0), (.25, .25, .25), (.5, .5, .5), (.75, .75, .75), (1, 1, 1),
+                    (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, .5, 0), (0, 1, 1), (1, 0, 1),
+                    (.2, .4, .8)])
+#: their 10-bit narrow-range Y'CbCr codes (colour-science, BT.709)
+YCC = colour.RGB_to_YCbCr(COLOURS, K=colour.WEIGHTS_YCBCR["ITU-R BT.709"], out_bits=10,
+                          out_legal=True, out_int=True)
+CW = PATCH * len(YCC)  # the colour patches' width
+#: at most this far from the reference (8-bit codes)
+TOL8 = 1.0
+
+
+def reference_rgb8() -> np.ndarray:
+    """The colour patches' Y'CbCr codes as 8-bit full-range R'G'B' (float), by
+    colour-science, checked against (Y' - 64) / 876 for the greys."""
+    rgb = colour.YCbCr_to_RGB(YCC, K=colour.WEIGHTS_YCBCR["ITU-R BT.709"], in_bits=10,
+                              in_legal=True, in_int=True) * 255
+    np.testing.assert_array_equal(YCC[:5, 0], [64, 283, 502, 721, 940])
+    np.testing.assert_allclose(rgb[:5], np.repeat((YCC[:5, :1] - 64) / 876 * 255, 3, 1),
+                               atol=1e-9)
+    return rgb
+
+
+def ycc_frame() -> av.VideoFrame:
+    """A yuv422p10le frame of the colour patches, their codes written into its planes."""
+    f = av.VideoFrame(CW, H, "yuv422p10le")
+    for i, p in enumerate(f.planes):
+        plane = np.zeros((p.height, p.line_size // 2), np.uint16)
+        plane[:, :p.width] = np.repeat(YCC[:, i].astype(np.uint16), PATCH * p.width // CW)[None]
+        p.update(plane.tobytes())
+    f.color_range = 1
+    f.colorspace = 1
+    return f
+
+
+def rgb_centres(rgb: np.ndarray, count: int = len(YCC)) -> np.ndarray:
+    """Each flat patch's centre pixel of an H x W x 3 picture, as float."""
+    y, step = rgb.shape[0] // 2, rgb.shape[1] // count
+    return np.array([rgb[y, i * step + step // 2] for i in range(count)], np.float64)
+
+
+def assert_rgb8(rgb: np.ndarray, gain: float = 1.0) -> None:
+    assert rgb.dtype == np.uint8, rgb.dtype
+    got, want = rgb_centres(rgb), reference_rgb8() * gain
+    err = float(np.abs(got - want).max())
+    assert err <= TOL8, (err, got[:5, 1].tolist(), np.round(want[:5, 1], 2).tolist())
+
+
+@pytest.fixture(scope="module")
+def colours_mov(folder) -> Path:
+    """A 12-frame 10-bit ProRes 422 HQ clip of the colour patches (no RGB step)."""
+    path = encode_master(iter([ycc_frame()] * 12), 12, FPS, CW, H, folder / "colours.mov",
+                         PROFILES["prores"], None)
+    with av.open(str(path)) as c:  # ProRes carries the flat patches' codes exactly
+        f = next(c.decode(video=0))
+        for i, p in enumerate(f.planes):
+            plane = np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, :p.width]
+            n = len(YCC)
+            np.testing.assert_array_equal(centres(plane, n) if i == 0 else np.array(
+                [plane[H // 2, k * p.width // n + p.width // n // 2] for k in range(n)]),
+                YCC[:, i])
+    return path
+
+
+def _dissolve_timeline(media: Path) -> otio.schema.Timeline:
+    """The clip, a 4-frame dissolve into the same clip (frames 4..7), a 2-frame fade out
+    (frames 10, 11): a dissolve of a picture into itself is that picture."""
+    from aiprod_post.editing.timeline import NAMESPACE
+
+    tl = otio.schema.Timeline(name="levels8")
+    tl.metadata[NAMESPACE] = {"width": CW, "height": H}
+    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
+    avail = otio.opentime.TimeRange(otio.opentime.RationalTime(0, 24),
+                                    otio.opentime.RationalTime(12, 24))
+
+    def clip(name, start):
+        return otio.schema.Clip(name=name, media_reference=otio.schema.ExternalReference(
+            target_url=media.as_uri(), available_range=avail),
+            source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(start, 24),
+                                                 otio.opentime.RationalTime(6, 24)))
+
+    track.append(clip("a", 0))
+    track.append(otio.schema.Transition(
+        in_offset=otio.opentime.RationalTime(2, 24), out_offset=otio.opentime.RationalTime(2, 24),
+        metadata={NAMESPACE: {"kind": "dissolve"}}))
+    track.append(clip("b", 4))
+    track.append(otio.schema.Transition(
+        in_offset=otio.opentime.RationalTime(2, 24), out_offset=otio.opentime.RationalTime(0, 24),
+        metadata={NAMESPACE: {"kind": "fade-out"}}))
+    tl.tracks.append(track)
+    return tl
+
+
+def test_10bit_ycbcr_to_8bit_rgb_in_the_scaler():
+    """aiprod_post.scaler.rgb24: the frame as it is and scaled (the QA's 256 x 144)."""
+    from aiprod_post.scaler import rgb24
+
+    assert_rgb8(rgb24(ycc_frame()))
+    assert_rgb8(rgb24(ycc_frame(), CW // 2, H // 2))
+
+
+def test_a_dissolve_and_a_fade_of_10bit_prores_in_8bit_rgb(colours_mov):
+    """timeline_frames(rgb=True): cut frames, the dissolve's frames (the conform's 8-bit
+    blend) and the fade's (the reference times the fade's gain)."""
+    from aiprod_post.editing.conform import timeline_frames
+
+    frames = list(timeline_frames(_dissolve_timeline(colours_mov), rgb=True))
+    assert len(frames) == 12
+    for t, rgb in enumerate(frames):
+        gain = (12 - t - 0.5) / 2 if t >= 10 else 1.0
+        assert_rgb8(rgb, gain)
+
+
+def test_a_dissolve_of_10bit_prores_into_a_prores_master(colours_mov, tmp_path):
+    """The dissolve's frames (blended at 8 bits) in the master: at the clip's own Y'
+    codes, within one 8-bit step (876 / 255 codes) and the rounding of each side."""
+    master = conform(_dissolve_timeline(colours_mov), tmp_path / "d.mov", "prores")
+    planes = luma(master)
+    for t in range(4, 8):
+        got = centres(planes[t], len(YCC))
+        err = float(np.abs(got - YCC[:, 0]).max())
+        assert err <= 876 / 255 / 2 + 1, (t, err, got[:5].tolist())
+
+
+def test_8bit_frames_of_a_10bit_clip_in_the_clips_engine(colours_mov):
+    from aiprod_post.generation.clips import ClipsEngine
+    from aiprod_post.generation.engine import RenderContext
+    from aiprod_post.plan import Framing, Scene, Shot
+
+    scene = Scene(id="1", heading="INT. ROOM - DAY", int_ext="INT", location="ROOM",
+                  light="day", shots=[])
+    engine = ClipsEngine(media={"1": colours_mov}, deep=False)
+    frames = list(engine.render(Shot(id="1", framing=Framing.WIDE, duration=N, seed=1),
+                                RenderContext(scene, CW, H, FPS)))
+    assert frames
+    for f in frames:
+        assert_rgb8(f)
+
+
+def test_burned_in_subtitles_and_the_report_frame_of_10bit_prores(colours_mov):
+    """burn_in converts a decoded frame under a cue to RGB (the rows above the text are
+    the picture's); the report's contact sheet reads a master's frame."""
+    from aiprod_post.editing.conform import burn_in
+    from aiprod_post.editing.subtitles import Cue
+    from aiprod_post.stages.report import _frame_at
+
+    with av.open(str(colours_mov)) as c:
+        decoded = [next(c.decode(video=0))]
+    (rgb,) = burn_in(iter(decoded), [Cue(0.0, 1.0, ["x"])], FPS, CW, H)
+    assert_rgb8(rgb[:4])
+    assert_rgb8(_frame_at(colours_mov, 3))

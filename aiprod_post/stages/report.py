@@ -18,6 +18,7 @@ from ..cache import file_digest
 from ..files import sha256_file, write_atomic
 from ..plan import ShotPlan, format_frame_rate
 from ..project import DELIVERY_PROFILES
+from ..scaler import rgb24
 from ..takes import RenderRecord, save_render_record, takes_report
 from .context import Context, Delivered, Pictures, Planned, Spoken
 
@@ -166,7 +167,7 @@ def _frame_at(path: Path, index: int) -> np.ndarray | None:
         with av.open(str(path)) as c:
             for i, fr in enumerate(c.decode(video=0)):
                 if i >= index:
-                    return fr.to_ndarray(format="rgb24")
+                    return rgb24(fr)
     except Exception:  # noqa: BLE001 - a contact sheet without one frame is still a report
         return None
     return None
