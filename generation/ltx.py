@@ -18,10 +18,12 @@ each generation is trimmed to the frames the plan asks for; the guidance batch (
 with classifier-free guidance) is fixed by the preset. On CUDA the transformer's
 repeated block is compiled (regional compilation: one block's graph serves all 28),
 with inductor's caches under the user's cache folder (``AIPROD_CACHE``), so a second run
-of any film starts warm; ``compile = "auto"`` compiles only where the film's GPU time
-repays it. :meth:`LTXEngine.warm_up` compiles the plan's shapes before the first shot
-(``benchmarks/bench_ltx_film.py`` measures a whole film beside stock diffusers,
-``benchmarks/bench_ltx_gpu.py`` one shot).
+of any film starts warm; ``compile = "auto"`` compiles only the shapes whose generations
+repay their compile (the others run eagerly). The block is compiled with symbolic token
+counts, so one graph serves every bucket. :meth:`LTXEngine.warm_up` compiles before the
+first shot (``benchmarks/bench_ltx_film.py`` measures a whole film beside stock
+diffusers, ``benchmarks/bench_ltx_gpu.py`` one shot, ``benchmarks/bench_ltx_compile.py``
+the warm-up shape by shape).
 
 Weights: a diffusers-format folder (``model_index.json``, transformer, vae,
 text_encoder, tokenizer, scheduler), or a single-file checkpoint with a local diffusers
@@ -41,6 +43,8 @@ import json
 import math
 import os
 import time
+from collections import Counter
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -320,9 +324,16 @@ class CastLoras:
 @register("ltx")
 class LTXEngine:
     name = "ltx"
+    #: compile the block with symbolic token counts: one graph for every bucket (and for
+    #: a shorter segment after running out of memory) instead of one static graph per
+    #: bucket. On an H200 (benchmarks/bench_ltx_compile.py, the example's 4 buckets) the
+    #: warm-up took 18.5 s cold beside 29.1 s static, warm ~9.5 s beside 10.6 s, the
+    #: shots as fast. ltx2 keeps static shapes (its class attribute says why)
+    dynamic_shapes = True
     #: (seconds to compile one shape cold, warm; the compiled transformer's speed-up)
     _compile_costs = property(lambda self: (_COMPILE_COLD_S, _COMPILE_WARM_S,
-                                            _COMPILED_SPEEDUP))
+                                            _COMPILED_SPEEDUP, _COMPILE_START_COLD_S,
+                                            _COMPILE_START_WARM_S))
 
     def __init__(self, cast_loras: dict[str, dict] | None = None, **settings) -> None:
         self.s = checked_settings(LTXSettings, settings, "ltx", "LTX", PRESETS)
@@ -339,6 +350,9 @@ class LTXEngine:
         #: the frame counts shots are generated at; set from the film by :meth:`plan_film`
         self.buckets: tuple[int, ...] = ()
         self.compiled = False
+        #: the shapes the warm-up compiled; the others run eagerly (None: all compiled,
+        #: on first use)
+        self.compiled_shapes: set[tuple] | None = None
 
     @classmethod
     def from_pipeline(cls, pipe, **settings) -> "LTXEngine":
@@ -539,7 +553,8 @@ class LTXEngine:
         return hashlib.sha256(json.dumps([
             torch.__version__, device, self.s.dtype, self.s.compile_mode,
             self.s.compile_backend, dict(pipe.transformer.config), frames, w, h,
-            2 if self._guidance() else 1, self.s.max_sequence_length], sort_keys=True,
+            2 if self._guidance() else 1, self.s.max_sequence_length]
+            + (["dynamic"] if self.dynamic_shapes else []), sort_keys=True,
             default=str).encode()).hexdigest()[:24]
 
     def _transformer_seconds(self, frames: int, w: int, h: int) -> float:
@@ -566,26 +581,75 @@ class LTXEngine:
         return sum(self._transformer_seconds(b, w, h) for d in durations
                    for b in self.lengths_for(d) for w, h in self._sizes(width, height))
 
+    def _graph_of(self, shape: tuple) -> tuple:
+        """What one compiled graph of the block covers: a shape (static shapes), or with
+        :attr:`dynamic_shapes` every frame count and size of the same batch."""
+        return tuple(shape[3:]) if self.dynamic_shapes else tuple(shape)
+
     def _compile_decision(self, durations: Sequence[int], width: int, height: int
                           ) -> tuple[bool, str, float]:
         """Whether to compile, why, and the compile seconds expected."""
-        cold_s, warm_s, speedup = self._compile_costs
+        return self._compile_plan(durations, width, height)[:3]
+
+    def _compile_plan(self, durations: Sequence[int], width: int, height: int
+                      ) -> tuple[bool, str, float, list[tuple]]:
+        """Whether to compile, why, the compile seconds expected, and the film's shapes
+        to compile: all of them (``compile = true``), or with ``"auto"`` those whose
+        generations save more transformer time than their graph costs to compile (cold or
+        warm, as the cache holds it; the first graph also pays compiling's start-up). A
+        shape left out runs eagerly (:meth:`_stance`)."""
+        cold_s, warm_s, speedup, start_cold, start_warm = self._compile_costs
         shapes = self._film_shapes(width, height)
         index = _compiled_index()
-        cold = [s for s in shapes if self._shape_key(*s) not in index]
-        cost = len(cold) * cold_s + (len(shapes) - len(cold)) * warm_s
+        graphs: dict[tuple, list[tuple]] = {}
+        for x in shapes:
+            graphs.setdefault(self._graph_of(x), []).append(x)
+        cached = {g for g, xs in graphs.items() if all(self._shape_key(*x) in index for x in xs)}
+
+        def cost(chosen: Sequence[tuple]) -> float:
+            if not chosen:
+                return 0.0
+            cold = [g for g in chosen if g not in cached]
+            return (start_cold if cold else start_warm) + len(cold) * cold_s + \
+                (len(chosen) - len(cold)) * warm_s
+
+        everything = [x for g in graphs for x in graphs[g]]
         if self.s.compile is True:
-            return True, "compile = true", cost
+            return True, "compile = true", cost(list(graphs)), everything
         if self.s.compile is False:
-            return False, "compile = false", 0.0
+            return False, "compile = false", 0.0, []
         if self.s.device != "cuda" or self.s.cpu_offload:
-            return False, "auto: compiles on CUDA only, without CPU offload", 0.0
-        gpu = self._film_gpu_seconds(durations, width, height)
-        saved = gpu * (1 - 1 / speedup)
-        verdict = saved > cost
-        return verdict, (f"auto: ~{saved:.0f} s saved on ~{gpu:.0f} s of transformer time, "
-                         f"~{cost:.0f} s to compile {len(shapes)} shapes ({len(cold)} not "
-                         f"in the cache)"), cost
+            return False, "auto: compiles on CUDA only, without CPU offload", 0.0, []
+        seconds = self._shape_gpu_seconds(durations, width, height)
+        saves = {g: sum(seconds[x] for x in xs) * (1 - 1 / speedup) for g, xs in graphs.items()}
+        order = sorted(graphs, key=lambda g: -saves[g])
+        k = max(range(len(order) + 1), key=lambda k: (
+            sum(saves[g] for g in order[:k]) - cost(order[:k]), -k))
+        chosen = order[:k]
+        gpu = sum(seconds.values())
+        what = "graph" if self.dynamic_shapes else "shape"
+        return bool(chosen), (
+            f"auto: {len(chosen)} of {len(graphs)} {what}s compiled, ~"
+            f"{sum(saves[g] for g in chosen):.0f} s saved for ~{cost(chosen):.0f} s of "
+            f"compiling (all: ~{sum(saves.values()):.0f} s of ~{gpu:.0f} s of transformer "
+            f"time for ~{cost(order):.0f} s, {len(graphs) - len(cached)} not in the cache)"), \
+            cost(chosen), [x for g in chosen for x in graphs[g]]
+
+    def _shape_gpu_seconds(self, durations: Sequence[int], width: int, height: int
+                           ) -> dict[tuple, float]:
+        """The eager transformer's seconds at each of the film's shapes."""
+        gens = Counter(b for d in durations for b in self.lengths_for(d))
+        return {x: gens[x[0]] * self._transformer_seconds(*x)
+                for x in self._film_shapes(width, height)}
+
+    def _stance(self, shape: tuple):
+        """Where a generation of ``shape`` runs: compiled, or eagerly where the warm-up
+        left its shape out (``compile = "auto"``: it would not pay)."""
+        if self.compiled_shapes is None or tuple(shape) in self.compiled_shapes:
+            return nullcontext()
+        import torch
+
+        return torch.compiler.set_stance("force_eager")
 
     def _compile_blocks(self) -> None:
         """Compile the transformer's repeated block in place (regional compilation), with
@@ -606,39 +670,55 @@ class LTXEngine:
         limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") \
             else "cache_size_limit"
         setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 64))
-        # static shapes: the buckets are the shapes; dynamic ones would cost speed
+        # static shapes: the buckets are the shapes (``dynamic_shapes``: one graph for all
+        # frame counts, traced with symbolic token counts; see the class attribute)
         self.pipeline().transformer.compile_repeated_blocks(
             mode=None if self.s.compile_mode == "default" else self.s.compile_mode,
-            backend=self.s.compile_backend, dynamic=False, fullgraph=True)
+            backend=self.s.compile_backend, dynamic=self.dynamic_shapes, fullgraph=True)
         self.compiled = True
 
     def warm_up(self, durations: Sequence[int], width: int, height: int,
                 fps: float | None = None) -> dict:
-        """Choose the film's buckets and, where compiling pays, compile every shape the
-        film needs now, before the first shot (one denoising step per shape, no decode).
-        Returns what was done, for the report. (``fps``: the film's frame rate, which
+        """Choose the film's buckets and compile the shapes that pay (all with ``compile =
+        true``; :meth:`_compile_plan`) now, before the first shot: one step per graph
+        through the blocks that compile it (:func:`trace_blocks`), no decode; the shapes
+        left out run eagerly. Returns what was done, for the report. (``fps``: the film's frame rate, which
         LTX-Video's shapes do not depend on; ltx2's sound does.)"""
         t0 = time.perf_counter()
         self.pipeline()
         self.plan_film(durations)
-        compile_, reason, expected = self._compile_decision(durations, width, height)
+        compile_, reason, expected, chosen = self._compile_plan(durations, width, height)
         info = {"buckets": list(self.buckets), "compile": compile_, "reason": reason,
-                "expected_seconds": round(expected, 1), "shapes": []}
+                "expected_seconds": round(expected, 1), "shapes": [],
+                "eager_shapes": [list(x) for x in self._film_shapes(width, height)
+                                 if x not in chosen]}
         if compile_:
             self._compile_blocks()
             info["cache"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
             index = _compiled_index()
-            for shape in self._film_shapes(width, height):
+            graphs: dict[tuple, list[tuple]] = {}
+            for x in chosen:
+                graphs.setdefault(self._graph_of(x), []).append(x)
+            for xs in graphs.values():
+                # one trace per graph: with dynamic shapes at its largest shape (the hint
+                # its kernels are tuned for), the others then only checked by its guards
                 t = time.perf_counter()
-                self._trace(*shape)
-                index[self._shape_key(*shape)] = round(time.perf_counter() - t, 1)
-                info["shapes"].append([*shape, round(time.perf_counter() - t, 2)])
+                self._trace(*max(xs))
+                for x in xs:
+                    index[self._shape_key(*x)] = round(time.perf_counter() - t, 1)
+                info["shapes"].append([*max(xs), round(time.perf_counter() - t, 2)])
+            self.compiled_shapes = set(chosen)
             _save_compiled_index(index)
         info["seconds"] = round(time.perf_counter() - t0, 3)
         return info
 
+    #: the warm-up's step runs every block (True), or only the blocks that compile the
+    #: shape (:func:`trace_blocks`: the others pass their input through)
+    full_trace_step = False
+
     def _trace(self, frames: int, w: int, h: int) -> None:
-        """One denoising step at a shape, latents out: compiles (or loads) that shape."""
+        """One denoising step at a shape, latents out, through the blocks that compile
+        (or load) that shape (:func:`trace_blocks`)."""
         import torch
 
         pipe = self.pipeline()
@@ -647,12 +727,13 @@ class LTXEngine:
             prompt="", negative_prompt="", do_classifier_free_guidance=cfg,
             max_sequence_length=self.s.max_sequence_length, device=pipe._execution_device)
         gen_device = "cpu" if self.s.cpu_offload else self.s.device
-        pipe(conditions=_free_condition(w, h), prompt_embeds=pe, prompt_attention_mask=pm,
-             negative_prompt_embeds=ne if cfg else None,
-             negative_prompt_attention_mask=nm if cfg else None, width=w, height=h,
-             num_frames=frames, num_inference_steps=1,
-             guidance_scale=3.0 if cfg else 1.0, output_type="latent",
-             generator=torch.Generator(device=gen_device).manual_seed(0))
+        with trace_blocks(pipe.transformer, full=self.full_trace_step):
+            pipe(conditions=_free_condition(w, h), prompt_embeds=pe, prompt_attention_mask=pm,
+                 negative_prompt_embeds=ne if cfg else None,
+                 negative_prompt_attention_mask=nm if cfg else None, width=w, height=h,
+                 num_frames=frames, num_inference_steps=1,
+                 guidance_scale=3.0 if cfg else 1.0, output_type="latent",
+                 generator=torch.Generator(device=gen_device).manual_seed(0))
         if self.s.device == "cuda":
             torch.cuda.synchronize()
 
@@ -690,19 +771,22 @@ class LTXEngine:
         settings = {**preset, **self.s.extra}
         self.generations.append((n, w, h))
         if self._upsample is None:
-            out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
-                       generator=generator, output_type="pt", **settings)
+            with self._stance((n, w, h)):
+                out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
+                           generator=generator, output_type="pt", **settings)
             self.passes.append((w, h, settings["num_inference_steps"]))
         else:
             # LTX-Video's multi-scale recipe: a first pass at half size, its latents upsampled
             # ×2 by the latent upsampler, then a short refining pass at full size from them
-            low = pipe(conditions=conds, **text, width=w // 2, height=h // 2, num_frames=n,
-                       generator=generator, output_type="latent", **settings).frames
+            with self._stance((n, w // 2, h // 2)):
+                low = pipe(conditions=conds, **text, width=w // 2, height=h // 2, num_frames=n,
+                           generator=generator, output_type="latent", **settings).frames
             up = self._upsample(latents=low, output_type="latent").frames
             refine = dict(settings, num_inference_steps=self.s.upsample_steps)
-            out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
-                       denoise_strength=self.s.upsample_strength, latents=up,
-                       generator=generator, output_type="pt", **refine)
+            with self._stance((n, w, h)):
+                out = pipe(conditions=conds, **text, width=w, height=h, num_frames=n,
+                           denoise_strength=self.s.upsample_strength, latents=up,
+                           generator=generator, output_type="pt", **refine)
             self.passes += [(w // 2, h // 2, settings["num_inference_steps"]),
                             (w, h, self.s.upsample_steps)]
         # to 8 bits where the frames are: a quarter of the bytes cross to the host, and
@@ -813,15 +897,54 @@ class LTXEngine:
         return r
 
 
-#: what compiling buys and costs, from benchmarks/bench_ltx_film.py on an H200 (2B, bf16,
-#: 768x512, the example film at dev settings): the eager transformer's throughput (stock:
-#: ~325 TFLOP/s by the arithmetic of _transformer_seconds), the compiled blocks' (~500), and
-#: the seconds to compile one shape of the block (one denoising step included) with a cold
-#: and a warm cache (4.4-7 s and 1.9-3.9 s measured)
+#: what compiling buys and costs, on an H200 (2B, bf16, 768x512, the example film): the
+#: eager transformer's throughput (stock: ~325 TFLOP/s by the arithmetic of
+#: _transformer_seconds) and the compiled blocks' speed-up over it (~500 TFLOP/s at dev
+#: settings, benchmarks/bench_ltx_film.py); the seconds to compile one graph of the block
+#: (the warm-up's step through the blocks that compile it), cold and warm, and what the
+#: first one costs besides (compiling's own start-up, the first kernels loaded). With the
+#: dynamic shapes the film has one graph: 16.7-18.1 s cold, 8.0-8.1 s warm (2026-11-30,
+#: bench_ltx_compile.py and bench_ltx_film.py; static shapes were 14.3, 5.5, 3.6, 4.5 s
+#: cold and 5.9, 1.2, 1.1, 0.9 s warm for the four buckets)
 _EAGER_TFLOPS = 325.0
 _COMPILED_SPEEDUP = 1.5
-_COMPILE_COLD_S = 6.0
-_COMPILE_WARM_S = 3.5
+_COMPILE_COLD_S = 8.0
+_COMPILE_WARM_S = 3.3
+_COMPILE_START_COLD_S = 10.0
+_COMPILE_START_WARM_S = 4.8
+
+
+class _PassThrough:
+    """Stands for a transformer block in a warm-up step: returns its input unchanged
+    (LTX-2's blocks take and return the audio stream too)."""
+
+    def __call__(self, hidden_states, audio_hidden_states=None, **_):
+        return hidden_states if audio_hidden_states is None else \
+            (hidden_states, audio_hidden_states)
+
+
+@contextmanager
+def trace_blocks(transformer, keep: Iterable[int] = (), full: bool = False):
+    """Within: the transformer runs its first two blocks (and those in ``keep``) and
+    passes its input through the others. The warm-up's step needs no more: the first
+    call of the compiled block traces (or loads) the shape for every block, the second
+    checks that a block's output, the next one's input, finds it too, and the rest would
+    only compute. The step's output is meaningless and thrown away. ``full``: all run."""
+    blocks = transformer.transformer_blocks
+    if full:
+        yield
+        return
+    wanted = {0, 1, *keep}
+    stand_in = _PassThrough()
+    # a plain list, not a ModuleList: the stand-in is no module and nothing is registered
+    transformer._modules.pop("transformer_blocks")
+    object.__setattr__(transformer, "transformer_blocks",
+                       [b if i in wanted else stand_in for i, b in enumerate(blocks)])
+    try:
+        yield
+    finally:
+        object.__delattr__(transformer, "transformer_blocks")
+        transformer._modules["transformer_blocks"] = blocks
 
 
 def _free_condition(w: int, h: int) -> list:

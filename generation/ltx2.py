@@ -58,6 +58,7 @@ License and are not shipped with aiprod-post.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 from pathlib import Path
@@ -88,6 +89,7 @@ from .ltx import (
     drop_module_mocks,
     generation_lengths,
     shot_prompt,
+    trace_blocks,
 )
 from .sync import SyncMeter, SyncResult
 
@@ -252,6 +254,8 @@ class LTX2Engine:
         #: the frame counts shots are generated at; set from the film by :meth:`plan_film`
         self.buckets: tuple[int, ...] = ()
         self.compiled = False
+        #: the shapes the warm-up compiled, the others eager (None: all, on first use)
+        self.compiled_shapes: set[tuple] | None = None
         self._upsampler_model = None
         self._fps = 24.0  # the film's frame rate, from warm_up (the sound's length)
 
@@ -507,7 +511,8 @@ class LTX2Engine:
             "ltx2", torch.__version__, device, self.s.dtype, self.s.compile_mode,
             self.s.compile_backend, {k: v for k, v in pipe.transformer.config.items()
                                      if not k.startswith("_")}, frames, w, h,
-            self._passes(guided)[1], self.s.max_sequence_length, round(self._fps, 3)],
+            self._passes(guided)[1], self.s.max_sequence_length, round(self._fps, 3)]
+            + (["dynamic"] if self.dynamic_shapes else []),
             sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     def _transformer_seconds(self, frames: int, w: int, h: int, guided: bool) -> float:
@@ -536,21 +541,33 @@ class LTX2Engine:
                    for b in self.lengths_for(d) for x in shapes if x[0] == b)
 
     _compile_decision = LTXEngine._compile_decision
+    _compile_plan = LTXEngine._compile_plan
+    _shape_gpu_seconds = LTXEngine._shape_gpu_seconds
+    _graph_of = LTXEngine._graph_of
+    _stance = LTXEngine._stance
     _compile_costs = property(lambda self: (_COMPILE_COLD_S, _COMPILE_WARM_S,
-                                            _COMPILED_SPEEDUP))
+                                            _COMPILED_SPEEDUP, _COMPILE_START_COLD_S,
+                                            _COMPILE_START_WARM_S))
 
     def warm_up(self, durations: Sequence[int], width: int, height: int,
                 fps: float = 24.0) -> dict:
-        """Choose the film's buckets and, where compiling pays, compile every shape the
-        film needs now, as the ``ltx`` engine does (one denoising step per shape, latents
-        out), at the film's frame rate (the sound's length follows it). Returns what was
-        done, for the report. (Dialogue shots run the DFR pipeline, whose inputs are
-        shaped differently: they compile on first use.)"""
+        """Choose the film's buckets and compile the shapes that pay now, as the ``ltx``
+        engine does (a step through the blocks that compile each shape, latents out), at
+        the film's frame rate (the sound's length follows it). Returns what was done, for
+        the report. (Dialogue shots run the DFR pipeline on the same block inputs: on an
+        H200 the example's 16 DFR generations compiled no graph of their own.)"""
         self._fps = float(fps)
         return LTXEngine.warm_up(self, durations, width, height)
 
+    full_trace_step = LTXEngine.full_trace_step
+    #: static shapes, one graph per bucket: symbolic ones traced slower (the first block's
+    #: inputs, views, are a graph of their own too), 27.9 s warm beside 13.6 s static on an
+    #: H200 (benchmarks/bench_ltx_compile.py), 46.7 s cold beside 44.7 s
+    dynamic_shapes = False
+
     def _trace(self, frames: int, w: int, h: int, guided: bool) -> None:
-        """One denoising step at a shape, latents out: compiles (or loads) that shape."""
+        """One denoising step at a shape, latents out, through the blocks that compile
+        (or load) that shape (:func:`.ltx.trace_blocks`)."""
         import torch
 
         pipe = self.pipeline()
@@ -559,14 +576,19 @@ class LTX2Engine:
         cfg = g["guidance_scale"] > 1.0
         pe, pm, ne, nm = self._prompt("", cfg)
         gen_device = "cpu" if self.s.cpu_offload else self.s.device
-        pipe(prompt_embeds=pe, prompt_attention_mask=pm, negative_prompt_embeds=ne if cfg
-             else None, negative_prompt_attention_mask=nm if cfg else None, width=w, height=h,
-             num_frames=frames, frame_rate=self._fps, num_inference_steps=1, sigmas=[1.0],
-             guidance_scale=g["guidance_scale"], stg_scale=g["stg_scale"],
-             modality_scale=g["modality_scale"], audio_guidance_scale=g["guidance_scale"],
-             audio_stg_scale=g["stg_scale"], audio_modality_scale=g["modality_scale"],
-             max_sequence_length=self.s.max_sequence_length, output_type="latent",
-             generator=torch.Generator(device=gen_device).manual_seed(0))
+        # STG perturbs its own blocks: their inputs differ, so they run in the step too
+        stg = inspect.signature(type(pipe).__call__).parameters.get(
+            "spatio_temporal_guidance_blocks")
+        keep = (stg.default or []) if stg is not None and g["stg_scale"] > 0 else []
+        with trace_blocks(pipe.transformer, keep, full=self.full_trace_step):
+            pipe(prompt_embeds=pe, prompt_attention_mask=pm, negative_prompt_embeds=ne if cfg
+                 else None, negative_prompt_attention_mask=nm if cfg else None, width=w,
+                 height=h, num_frames=frames, frame_rate=self._fps, num_inference_steps=1,
+                 sigmas=[1.0], guidance_scale=g["guidance_scale"], stg_scale=g["stg_scale"],
+                 modality_scale=g["modality_scale"], audio_guidance_scale=g["guidance_scale"],
+                 audio_stg_scale=g["stg_scale"], audio_modality_scale=g["modality_scale"],
+                 max_sequence_length=self.s.max_sequence_length, output_type="latent",
+                 generator=torch.Generator(device=gen_device).manual_seed(0))
         if self.s.device == "cuda":
             torch.cuda.synchronize()
 
@@ -645,9 +667,11 @@ class LTX2Engine:
         common = dict(**text, **guidance, num_frames=n, frame_rate=fps, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        first = pipe(conditions=conds, reference_conditions=refs, reference_downscale_factor=ds,
-                     width=w0, height=h0, num_inference_steps=g["num_inference_steps"],
-                     sigmas=self._sigmas(), output_type="latent" if two else "pt", **common)
+        with self._stance((n, w0, h0, True)):
+            first = pipe(conditions=conds, reference_conditions=refs,
+                         reference_downscale_factor=ds, width=w0, height=h0,
+                         num_inference_steps=g["num_inference_steps"], sigmas=self._sigmas(),
+                         output_type="latent" if two else "pt", **common)
         self.generations.append((n, w0, h0, type(pipe).__name__))
         if two:
             from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES
@@ -655,14 +679,16 @@ class LTX2Engine:
             up = self._upsample(latents=first.frames, latents_normalized=False,
                                 output_type="latent").frames
             # the refining pass follows the keyframes; the previz set the composition already
-            out = pipe(conditions=conds, width=w, height=h, latents=up,
-                       audio_latents=first.audio, sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES),
-                       noise_scale=STAGE_2_DISTILLED_SIGMA_VALUES[0], output_type="pt",
-                       **{**common, **dict(guidance_scale=1.0, stg_scale=0.0,
-                                           modality_scale=1.0, audio_guidance_scale=1.0,
-                                           audio_stg_scale=0.0, audio_modality_scale=1.0,
-                                           negative_prompt_embeds=None,
-                                           negative_prompt_attention_mask=None)})
+            with self._stance((n, w, h, False)):
+                out = pipe(conditions=conds, width=w, height=h, latents=up,
+                           audio_latents=first.audio,
+                           sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES),
+                           noise_scale=STAGE_2_DISTILLED_SIGMA_VALUES[0], output_type="pt",
+                           **{**common, **dict(guidance_scale=1.0, stg_scale=0.0,
+                                               modality_scale=1.0, audio_guidance_scale=1.0,
+                                               audio_stg_scale=0.0, audio_modality_scale=1.0,
+                                               negative_prompt_embeds=None,
+                                               negative_prompt_attention_mask=None)})
             self.generations.append((n, w, h, type(pipe).__name__))
         else:
             out = first
@@ -700,15 +726,19 @@ class LTX2Engine:
                       generate_slots=False, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        first = dfr(width=w0, height=h0, reference_latents=ref, reference_downscale_factor=ds,
-                    sigmas=sigmas, output_type="latent" if len(sizes) == 2 else "pt", **common)
+        with self._stance((n, w0, h0, True)):
+            first = dfr(width=w0, height=h0, reference_latents=ref,
+                        reference_downscale_factor=ds, sigmas=sigmas,
+                        output_type="latent" if len(sizes) == 2 else "pt", **common)
         self.generations.append((n, w0, h0, type(dfr).__name__))
         if len(sizes) == 2:
             w, h = sizes[1]
             up = self._upsample(latents=first.frames, latents_normalized=False,
                                 output_type="latent").frames
-            first = dfr(width=w, height=h, latents=up,
-                        sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="pt", **common)
+            with self._stance((n, w, h, False)):
+                first = dfr(width=w, height=h, latents=up,
+                            sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="pt",
+                            **common)
             self.generations.append((n, w, h, type(dfr).__name__))
         return self._picture(first.frames[0], pe, pm, fps, generator.initial_seed()), None, 0
 
@@ -892,14 +922,18 @@ class LTX2Engine:
 #: full-size 19B LTX-2 transformer, bf16, 768x512, the example film, distilled,
 #: 2026-11-30): the eager transformer's throughput by the arithmetic of
 #: LTX2Engine._transformer_seconds (~340 TFLOP/s: 27 PFLOP in stock's ~80 s), the
-#: compiled blocks' speed-up over it (~1.5), and the seconds to compile one shape of the
-#: block (one denoising step included): cold 37.9 s and warm 14.5 s for the film's 4
-#: shapes. So "auto" compiles a film like the example from a warm cache (83.5 s beside
-#: ~100 s eager) and not from a cold one (~107 s)
+#: compiled blocks' speed-up over it (~1.5); the seconds to compile one shape of the
+#: block (the warm-up's step through the blocks that compile it), cold and warm, and what
+#: the first one costs besides (compiling's start-up, the first kernels loaded), from
+#: benchmarks/bench_ltx2_film.py with the example's dialogue shots (cold 21.3, 9.7, 9.5,
+#: 8.8 s for the four buckets; warm 7.9, 2.6, 3.5, 2.6 s). "auto" compiles the shapes whose
+#: generations repay them: none from a cold cache for the example (~28 s saved for ~49 s)
 _EAGER_TFLOPS = 340.0
 _COMPILED_SPEEDUP = 1.5
-_COMPILE_COLD_S = 9.5
-_COMPILE_WARM_S = 3.6
+_COMPILE_COLD_S = 9.3
+_COMPILE_WARM_S = 2.9
+_COMPILE_START_COLD_S = 12.0
+_COMPILE_START_WARM_S = 5.0
 
 
 def _hdr_embeddings(path: Path) -> dict:

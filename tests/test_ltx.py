@@ -379,26 +379,35 @@ def test_choose_buckets_is_the_least_waste():
     assert waste(best) == brute and len(best) <= 3
 
 
-def test_a_film_compiles_once_per_bucket_and_not_again_while_rendering(model_dir, tmp_path,
-                                                                       monkeypatch):
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic", "static"])
+def test_a_film_compiles_once_and_not_again_while_rendering(model_dir, tmp_path, monkeypatch,
+                                                            dynamic):
     """Shots of four lengths in two buckets: the warm-up traces the transformer's block
-    once per bucket, counted with dynamo's counters; the shots, free or on a keyframe, then
-    run without tracing again, at one guidance batch; the compiled shapes are recorded in the user's cache folder,
-    where a second run finds them warm."""
+    once for all of them (the engine's symbolic token counts; with static shapes once per
+    bucket), counted with dynamo's counters; the shots, free or on a keyframe, then run
+    without tracing again, at one guidance batch; the compiled shapes are recorded in the
+    user's cache folder, where a second run finds them warm."""
     from torch._dynamo.utils import counters
 
+    from aiprod_post.generation import ltx
+
+    assert ltx.LTXEngine.dynamic_shapes  # the engine's own choice
     monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unset-below")
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setattr(ltx.LTXEngine, "dynamic_shapes", dynamic)
     torch._dynamo.reset()
     counters.clear()
     lengths = [10, 12, 20, 25]
     eng = engine_by_name("ltx", model=str(model_dir), compile=True, compile_backend="eager",
                          max_buckets=2, **SETTINGS)
     info = eng.warm_up(lengths, W, H)
+    graphs = 1 if dynamic else 2
     assert info["compile"] and info["buckets"] == [17, 25]
-    assert [s[:3] for s in info["shapes"]] == [[17, 64, 64], [25, 64, 64]]
-    assert counters["stats"]["unique_graphs"] == 2
+    # dynamic: traced once, at the largest bucket
+    assert [s[:3] for s in info["shapes"]] == \
+        ([[25, 64, 64]] if dynamic else [[17, 64, 64], [25, 64, 64]])
+    assert counters["stats"]["unique_graphs"] == graphs
     seen: set[tuple[int, ...]] = set()
     hook = eng.pipeline().transformer.register_forward_pre_hook(
         lambda mod, args, kwargs: seen.add(tuple(kwargs["hidden_states"].shape)),
@@ -410,7 +419,7 @@ def test_a_film_compiles_once_per_bucket_and_not_again_while_rendering(model_dir
             assert len(list(eng.render(shot(n), ctx))) == n
     finally:
         hook.remove()
-    assert counters["stats"]["unique_graphs"] == 2  # no shot traced again
+    assert counters["stats"]["unique_graphs"] == graphs  # no shot traced again
     assert {s[0] for s in seen} == {1}  # distilled: no guidance batch
     assert len(seen) == 2 and [g[0] for g in eng.generations] == [17, 17, 25, 25]
     # the warm cache: inductor's folder and the compiled shapes under AIPROD_CACHE
@@ -422,9 +431,7 @@ def test_a_film_compiles_once_per_bucket_and_not_again_while_rendering(model_dir
     again.pipeline()
     again.plan_film(lengths)
     _, _, cost = again._compile_decision(lengths, W, H)
-    from aiprod_post.generation import ltx
-
-    assert cost == 2 * ltx._COMPILE_WARM_S  # every shape found warm
+    assert cost == ltx._COMPILE_START_WARM_S + graphs * ltx._COMPILE_WARM_S  # all warm
     torch._dynamo.reset()
 
 
@@ -504,3 +511,79 @@ def test_gpu_bf16_two_stage_render(model_dir, upsampler_dir):
     assert len(frames) == 20 and frames[0].shape == (H, W, 3)
     assert eng.passes[:2] == [(32, 32, 2), (64, 64, 2)]
     assert eng.identity["dtype"] == "bfloat16"
+
+
+def test_the_warm_up_step_runs_only_the_blocks_that_compile():
+    """trace_blocks: inside, the first two blocks (and those kept) run and the others
+    pass their input through; after, the transformer has its own blocks again."""
+    from aiprod_post.generation.ltx import trace_blocks
+
+    class Block(torch.nn.Module):
+        calls = 0
+
+        def forward(self, hidden_states):
+            self.calls += 1
+            return hidden_states + 1
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer_blocks = torch.nn.ModuleList(Block() for _ in range(5))
+
+        def forward(self, x):
+            for block in self.transformer_blocks:
+                x = block(hidden_states=x)
+            return x
+
+    model = Model()
+    blocks = list(model.transformer_blocks)
+    with trace_blocks(model, keep=[3]):
+        assert model(torch.zeros(1)).item() == 3
+    assert [b.calls for b in blocks] == [1, 1, 0, 1, 0]
+    assert isinstance(model.transformer_blocks, torch.nn.ModuleList)
+    assert list(model.transformer_blocks) == blocks and model(torch.zeros(1)).item() == 5
+    with trace_blocks(model, full=True):
+        assert model(torch.zeros(1)).item() == 5
+
+
+def test_auto_compiles_the_shapes_that_repay_it_and_runs_the_others_eagerly(
+        model_dir, tmp_path, monkeypatch):
+    """compile = "auto" weighs each shape: the transformer time its generations would save
+    against what compiling it costs (cold here: an empty cache); a shape left out is
+    generated eagerly, and rendering it traces nothing (dynamo's counters)."""
+    from torch._dynamo.utils import counters
+
+    from aiprod_post.generation import ltx
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ltx.LTXEngine, "dynamic_shapes", False)  # a graph per shape
+    eng = engine_by_name("ltx", model=str(model_dir), compile_backend="eager",
+                         max_buckets=2, **SETTINGS)
+    lengths = [10, 12, 20, 25]
+    eng.pipeline()
+    eng.plan_film(lengths)
+    assert eng.buckets == (17, 25)
+    # the plan as on a GPU, where 25 frames carry most of the film's transformer time
+    eng.s.device = "cuda"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU")
+    seconds = {(17, 64, 64): 1.0, (25, 64, 64): 200.0}
+    monkeypatch.setattr(eng, "_shape_gpu_seconds", lambda *a: seconds)
+    verdict, reason, cost, chosen = eng._compile_plan(lengths, W, H)
+    assert verdict and chosen == [(25, 64, 64)] and "1 of 2 shapes" in reason
+    assert cost == ltx._COMPILE_START_COLD_S + ltx._COMPILE_COLD_S
+    seconds[(25, 64, 64)] = 2.0  # nothing repays compiling
+    verdict, reason, cost, chosen = eng._compile_plan(lengths, W, H)
+    assert not verdict and chosen == [] and cost == 0.0 and "0 of 2" in reason
+    # what the warm-up leaves for a render: 25 frames compiled, 17 eager
+    eng.s.device = "cpu"
+    torch._dynamo.reset()
+    counters.clear()
+    eng._compile_blocks()
+    eng.compiled_shapes = {(25, 64, 64)}
+    for n in (10, 12):  # the 17-frame bucket
+        assert len(list(eng.render(shot(n), RenderContext(scene(), W, H, Fraction(24))))) == n
+    assert counters["stats"]["unique_graphs"] == 0
+    assert len(list(eng.render(shot(20), RenderContext(scene(), W, H, Fraction(24))))) == 20
+    assert counters["stats"]["unique_graphs"] == 1
+    assert [g[0] for g in eng.generations] == [17, 17, 25]
+    torch._dynamo.reset()
