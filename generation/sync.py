@@ -2,9 +2,10 @@
 
 Speech activity comes from the dialogue the shot was generated on (its energy per frame,
 against its own loudest frames); mouth openness from the picture: the face found with
-OpenCV's frontal-face cascade (:func:`.lipsync.find_face`, again every second), the mouth
-in the lower part of the face box, openness the share of its pixels much darker than the
-face (an open mouth shows its dark inside). The offset is the lag that best lines the two
+OpenCV's frontal-face cascade (:func:`.lipsync.find_face`, again every second, every
+quarter second until a face is found), the mouth in the lower part of the face box,
+openness the share of its pixels much darker than the face (an open mouth shows its dark
+inside). The offset is the lag that best lines the two
 up (normalised cross-correlation within ±0.5 s): positive when the mouth opens after the
 sound. Frames are fed one at a time, so a shot is never held whole.
 """
@@ -84,6 +85,10 @@ class SyncMeter:
     def __init__(self, fps: float, redetect_seconds: float = 1.0) -> None:
         self.fps = fps
         self.every = max(1, int(round(fps * redetect_seconds)))
+        # with no face yet, looked for again four times as often: a shot without a
+        # frontal face (or a random model's noise, 0.1-0.4 s a frame for the cascade)
+        # is not searched frame by frame
+        self.retry = max(1, self.every // 4)
         self.box: np.ndarray | None = None
         self.openness: list[float] = []
 
@@ -93,7 +98,7 @@ class SyncMeter:
         from .lipsync import find_face
 
         index = len(self.openness)
-        if index % self.every == 0 or self.box is None:
+        if index % self.every == 0 or (self.box is None and index % self.retry == 0):
             face = find_face(frame)
             if face is not None:
                 box = np.array(face, np.float64)

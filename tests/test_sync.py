@@ -62,3 +62,18 @@ def test_speech_activity_marks_the_voiced_frames():
     for s, e in VOICED:
         expect[s:e] = 1
     np.testing.assert_array_equal(a, expect)
+
+
+def test_with_no_face_the_meter_looks_again_every_quarter_second(monkeypatch):
+    """The cascade runs on every sixth frame at 24 fps until a face is found (not on every
+    frame: on a noisy picture it takes a tenth of a second or more), then once a second."""
+    from aiprod_post.generation import lipsync
+
+    looked: list[int] = []
+    meter = SyncMeter(24.0)
+    face = (20, 20, 24, 24)
+    monkeypatch.setattr(lipsync, "find_face", lambda f: looked.append(len(meter.openness))
+                        or (face if len(meter.openness) >= 30 else None))
+    for _ in range(80):
+        meter.add(np.full((64, 64, 3), 90, np.uint8))
+    assert looked == [0, 6, 12, 18, 24, 30, 48, 72]
