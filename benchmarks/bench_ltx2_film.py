@@ -12,15 +12,20 @@ states): text encoding runs once per shot and is not the hot path, and the 12B e
 or the tests' tiny model on the CPU).
 
 The plan is ``examples/the_last_ferry.fountain`` as the planner makes it (handles for its
-transitions included; no TTS runs, so no shot is generated audio-to-video), at 768x512 and
-24 fps, distilled settings (LTX-2's 8 distilled sigmas, no guidance).
+transitions included), at 768x512 and 24 fps, distilled settings (LTX-2's 8 distilled
+sigmas, no guidance). No TTS runs here: each shot with dialogue (14 of the 20) gets a
+stand-in voice the length of the shot (a 140 Hz voice with its harmonics, four syllables
+a second, :func:`voice`), and is generated audio-to-video as a render generates it: the
+engine's real path (the DFR pipeline, ``freeze_audio``, the lip-sync meter on its frames);
+stock runs ``LTX2DFRPipeline`` shot by shot for those, with the same voice encoded to the
+same audio latents. ``--no-dialogue`` runs every shot through the condition pipeline.
 
 Ours is the engine as a render drives it: the film's frame-count buckets, the warm-up that
 compiles them (timed apart: compile seconds), then every shot conditioned on the keyframes
 of the shots before it (the render's keyframe store), frames streamed and counted. Stock
-is ``LTX2ConditionPipeline`` called per segment at each segment's own 8n+1 length, with the
-prompt text, conditioned on the previous generation's last frame, nothing compiled,
-``output_type="np"`` as its documentation shows.
+is ``LTX2ConditionPipeline`` (``LTX2DFRPipeline`` for dialogue) called per segment at each
+segment's own 8n+1 length, with the prompt text, conditioned on the previous generation's
+last frame, nothing compiled, ``output_type="np"`` as its documentation shows.
 
 ``--run both`` (the default) runs stock, then ours, in one process and prints one JSON
 line; ``--run ours`` again with the same ``--cache`` measures the warm inductor cache.
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import sys
 import time
@@ -119,6 +125,35 @@ def shape_counter(transformer) -> set:
     return seen
 
 
+def voice(frames: int, fps: float, rate: int = 48000) -> "np.ndarray":
+    """A stand-in voice for a shot of ``frames`` frames (mono float32 at ``rate``): a 140 Hz
+    voice with its first eight harmonics falling off, in syllables of a quarter second
+    (raised-cosine envelopes), over the middle 80 % of the shot, silent around it."""
+    import numpy as np
+
+    n = int(round(frames / fps * rate))
+    t = np.arange(n) / rate
+    tone = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 9))
+    syllables = 0.5 - 0.5 * np.cos(2 * np.pi * 4 * t)
+    span = (t > 0.1 * t[-1]) & (t < 0.9 * t[-1]) if n else t > 0
+    return (0.2 * tone * syllables * span).astype(np.float32)
+
+
+def face_detector_note() -> str | None:
+    """Where this OpenCV has no cascade classifier (a build without objdetect), the
+    lip-sync meter's face search is replaced by one that finds no face (no detection
+    cost; the meter then measures nothing); what the JSON says about it."""
+    import cv2
+
+    if hasattr(cv2, "CascadeClassifier"):
+        return None
+    from aiprod_post.generation import lipsync
+
+    lipsync.find_face = lambda frame: None
+    return ("this OpenCV has no CascadeClassifier: the lip-sync meter's face search was "
+            "replaced by one that finds no face, at no cost")
+
+
 def subset(shots: list) -> tuple[list, list[int]]:
     """One shot of each distinct length (the first), and how many shots have that length."""
     counts = Counter(s.duration for _, s in shots)
@@ -137,17 +172,23 @@ def peak_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
 
 
-def run_stock(parts, shots, width, height, fps: float, device: str, max_seq: int) -> dict:
-    from diffusers import LTX2ConditionPipeline
+def run_stock(parts, shots, width, height, fps: float, device: str, max_seq: int,
+              dialogue: dict | None = None) -> dict:
+    from diffusers import LTX2ConditionPipeline, LTX2DFRPipeline
     from diffusers.pipelines.ltx2 import LTX2VideoCondition
+    from diffusers.pipelines.ltx2.dfr_layout import resolve_canvas
     from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
 
     from aiprod_post.generation.engine import RenderContext
     from aiprod_post.generation.ltx import NEGATIVE_PROMPT, generation_lengths, shot_prompt
-    from aiprod_post.generation.ltx2 import valid_frames
+    from aiprod_post.generation.ltx2 import MIX_RATE, dialogue_latents, valid_frames
 
     pipe = LTX2ConditionPipeline(**parts)
     pipe.set_progress_bar_config(disable=True)
+    dfr = LTX2DFRPipeline(**{k: parts[k] for k in (
+        "scheduler", "vae", "audio_vae", "text_encoder", "tokenizer", "connectors",
+        "transformer", "vocoder")})
+    dfr.set_progress_bar_config(disable=True)
     seen = shape_counter(pipe.transformer)
     r = pipe.vae_temporal_compression_ratio
     distilled = dict(sigmas=list(DISTILLED_SIGMA_VALUES), guidance_scale=1.0, stg_scale=0.0,
@@ -162,14 +203,31 @@ def run_stock(parts, shots, width, height, fps: float, device: str, max_seq: int
     for scene, shot in shots:
         t = time.perf_counter()
         prompt = shot_prompt(shot, RenderContext(scene, width, height, Fraction(fps)))
+        speech = (dialogue or {}).get(shot.id)
+        produced = 0
         for i, need in enumerate(generation_lengths(shot.duration, 121)):
             conds = [LTX2VideoCondition(frames=previous, index=0, strength=1.0)] \
                 if previous is not None else None
-            out = pipe(conditions=conds, prompt=prompt, negative_prompt=NEGATIVE_PROMPT,
-                       width=width, height=height, num_frames=valid_frames(max(need, r + 1), r),
-                       frame_rate=fps, num_inference_steps=len(distilled["sigmas"]),
-                       generator=torch.Generator(device).manual_seed(shot.seed + i),
-                       output_type="np", max_sequence_length=max_seq, **distilled)
+            n = valid_frames(max(need, r + 1), r)
+            generator = torch.Generator(device).manual_seed(shot.seed + i)
+            if speech is None:
+                out = pipe(conditions=conds, prompt=prompt, negative_prompt=NEGATIVE_PROMPT,
+                           width=width, height=height, num_frames=n, frame_rate=fps,
+                           num_inference_steps=len(distilled["sigmas"]), generator=generator,
+                           output_type="np", max_sequence_length=max_seq, **distilled)
+            else:  # audio to video: the voice's latents held fixed (no guidance in DFR)
+                start = produced - (1 if produced else 0)
+                a = round(start / fps * MIX_RATE)
+                canvas, _, _ = resolve_canvas(n, dfr.vae_temporal_compression_ratio)
+                length = round(canvas / fps * dfr.audio_sampling_rate / dfr.audio_hop_length
+                               / float(dfr.audio_vae_temporal_compression_ratio))
+                audio = dialogue_latents(dfr, speech[a:a + math.ceil(n / fps * MIX_RATE)],
+                                         MIX_RATE, length)
+                out = dfr(conditions=conds, prompt=prompt, width=width, height=height,
+                          num_frames=n, frame_rate=fps, audio_latents=audio, freeze_audio=True,
+                          generate_slots=False, sigmas=distilled["sigmas"],
+                          generator=generator, output_type="np", max_sequence_length=max_seq)
+            produced += need - (1 if produced else 0)
             previous = (out.frames[0][need - 1] * 255).round().astype("uint8")
         per_shot.append(round(time.perf_counter() - t, 3))
         print(f"stock {shot.id} {shot.duration} {per_shot[-1]}", file=sys.stderr, flush=True)
@@ -180,7 +238,8 @@ def run_stock(parts, shots, width, height, fps: float, device: str, max_seq: int
 
 def run_ours(parts, shots, width, height, fps: float, device: str, dtype: str, compile_,
              max_seq: int, film_durations: list[int], fp8: bool = False,
-             attention: str | None = None, cudnn_benchmark: bool = False) -> dict:
+             attention: str | None = None, cudnn_benchmark: bool = False,
+             dialogue: dict | None = None) -> dict:
     from diffusers import LTX2InContextPipeline
     from torch._dynamo.utils import counters
 
@@ -205,12 +264,13 @@ def run_ours(parts, shots, width, height, fps: float, device: str, dtype: str, c
     print(f"warm-up {info}", file=sys.stderr, flush=True)
     graphs_after_warm_up = counters["stats"]["unique_graphs"]
     t_film = time.perf_counter()
-    per_shot = render_shots(engine, shots, width, height, Fraction(fps), "ours")
+    per_shot = render_shots(engine, shots, width, height, Fraction(fps), "ours", dialogue)
     synchronize(device)
     end = time.perf_counter()
     return {"seconds": round(end - t0, 3), "shots_seconds": round(end - t_film, 3),
             "per_shot_seconds": per_shot, "peak_gib": peak_gib(device),
-            "distinct_shapes": len(seen), **compile_figures(info, graphs_after_warm_up)}
+            "distinct_shapes": len(seen), **compile_figures(info, graphs_after_warm_up),
+            "generations_by_pipeline": dict(Counter(g[3] for g in engine.generations))}
 
 
 def weighted(run: dict, weights: list[int] | None) -> None:
@@ -240,6 +300,8 @@ def main() -> None:
     ap.add_argument("--attention", default=None, help="ours: a diffusers attention backend")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="ours: cuDNN autotuning on (the engine leaves it off)")
+    ap.add_argument("--no-dialogue", action="store_true",
+                    help="no shot audio-to-video (every shot through the condition pipeline)")
     args = ap.parse_args()
     if args.cache:  # the user's cache folder, and inductor's inside it as the engine sets it
         os.environ["AIPROD_CACHE"] = args.cache
@@ -259,6 +321,8 @@ def main() -> None:
     weights = None
     if args.subset:
         shots, weights = subset(shots)
+    dialogue = None if args.no_dialogue else \
+        {s.id: voice(s.duration, fps) for _, s in shots if s.dialogue}
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
     t = time.perf_counter()
     parts = load(args.model, args.device, dtype) if args.model else \
@@ -281,7 +345,10 @@ def main() -> None:
               "subset": [s.duration for _, s in shots] if args.subset else None,
               "subset_weights": weights, "size": f"{width}x{height}", "dtype": args.dtype,
               "preset": "distilled", "fp8": args.fp8, "attention": args.attention,
-              "cudnn_benchmark": args.cudnn_benchmark, "build_seconds": round(time.perf_counter() - t, 1)}
+              "cudnn_benchmark": args.cudnn_benchmark,
+              "dialogue_shots": sorted(dialogue or {}),
+              "face_detector": face_detector_note() if dialogue else None,
+              "build_seconds": round(time.perf_counter() - t, 1)}
     film_s = film_frames / fps
 
     def per_film_second(run: dict) -> None:
@@ -291,7 +358,7 @@ def main() -> None:
     # stock first: ours compiles the transformer's blocks in place, and they are shared
     if args.run in ("both", "stock"):
         result["stock"] = run_stock(parts, shots, width, height, fps, args.device,
-                                    args.max_sequence_length)
+                                    args.max_sequence_length, dialogue)
         weighted(result["stock"], weights)
         per_film_second(result["stock"])
         print(json.dumps({"stock": result["stock"]}), flush=True)
@@ -299,7 +366,7 @@ def main() -> None:
         compile_ = {"true": True, "false": False}.get(args.compile, args.compile)
         ours = run_ours(parts, shots, width, height, fps, args.device, args.dtype, compile_,
                         args.max_sequence_length, durations, args.fp8, args.attention,
-                        args.cudnn_benchmark)
+                        args.cudnn_benchmark, dialogue)
         weighted(ours, weights)
         per_film_second(ours)
         ours["compile_share"] = round(ours["compile_seconds"] / ours.get(

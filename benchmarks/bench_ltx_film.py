@@ -14,7 +14,8 @@ is ``LTXConditionPipeline`` called per segment at each segment's own 8n+1 length
 prompt text, conditioned on the previous generation's last frame, nothing compiled.
 
 ``--run both`` (the default) runs stock, then ours, in one process and prints one JSON
-line; ``--run ours`` again with the same ``--cache`` measures the warm inductor cache.
+line; ``--run ours`` again with the same ``--cache`` measures the warm inductor cache;
+``--shapes static`` compiles a graph per bucket instead of the engine's one for all.
 Distinct shapes are the distinct inputs the transformer saw. Needs CUDA, torch, diffusers.
 """
 
@@ -92,9 +93,10 @@ def run_stock(parts, shots, width, height, preset: dict) -> dict:
 
 
 def render_shots(engine, shots, width: int, height: int, fps: Fraction,
-                 label: str = "") -> list[float]:
+                 label: str = "", dialogue: dict | None = None) -> list[float]:
     """Every shot through the engine as a render drives it (each conditioned on the
-    keyframes of the shots before it, frames streamed and counted): seconds per shot."""
+    keyframes of the shots before it, frames streamed and counted; ``dialogue``: shot id
+    → the shot's voice, mono 48 kHz, as the speech stage hands it over): seconds per shot."""
     from aiprod_post.generation.engine import KeyframeStore, RenderContext
 
     store = KeyframeStore()
@@ -102,7 +104,8 @@ def render_shots(engine, shots, width: int, height: int, fps: Fraction,
     for scene, shot in shots:
         t = time.perf_counter()
         r = engine.render(shot, RenderContext(scene, width, height, fps,
-                                              store.for_shot(scene, shot)))
+                                              store.for_shot(scene, shot),
+                                              dialogue=(dialogue or {}).get(shot.id)))
         frames = sum(1 for _ in r)
         assert frames == shot.duration, (shot.id, frames, shot.duration)
         store.add_shot(scene, shot, r.keyframes)
@@ -114,7 +117,7 @@ def render_shots(engine, shots, width: int, height: int, fps: Fraction,
 
 
 def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
-             compile_: str) -> dict:
+             compile_: str, shapes: str | None = None) -> dict:
     from diffusers import LTXConditionPipeline
     from torch._dynamo.utils import counters
 
@@ -123,6 +126,8 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
     engine = LTXEngine.from_pipeline(
         LTXConditionPipeline(**parts), device="cuda", dtype="bfloat16", preset=preset_name,
         steps=steps, compile={"true": True, "false": False}.get(compile_, compile_))
+    if shapes:  # else the engine's own choice (dynamic)
+        engine.dynamic_shapes = shapes == "dynamic"
     seen = shape_counter(engine.pipeline().transformer)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -136,7 +141,8 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
     return {"seconds": round(end - t0, 3), "shots_seconds": round(end - t_film, 3),
             "per_shot_seconds": per_shot,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-            "distinct_shapes": len(seen), **compile_figures(info, graphs_after_warm_up)}
+            "distinct_shapes": len(seen), "dynamic_shapes": engine.dynamic_shapes,
+            **compile_figures(info, graphs_after_warm_up)}
 
 
 def compile_figures(info: dict, graphs_after_warm_up: int) -> dict:
@@ -145,7 +151,8 @@ def compile_figures(info: dict, graphs_after_warm_up: int) -> dict:
 
     return {"compile_seconds": info["seconds"], "buckets": info["buckets"],
             "compiled": info["compile"], "compile_reason": info["reason"],
-            "compile_shapes": info["shapes"], "graphs_compiled": graphs_after_warm_up,
+            "compile_shapes": info["shapes"], "eager_shapes": info.get("eager_shapes", []),
+            "graphs_compiled": graphs_after_warm_up,
             "graphs_compiled_during_shots": counters["stats"]["unique_graphs"]
             - graphs_after_warm_up,
             "fx_graph_cache": {k: v for k, v in counters["inductor"].items()
@@ -161,6 +168,9 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=None, help="only the first N shots")
     ap.add_argument("--compile", default="true", help="true, false or auto (ours)")
     ap.add_argument("--cache", default=None, help="AIPROD_CACHE for ours (inductor's cache)")
+    ap.add_argument("--shapes", choices=["dynamic", "static"], default=None,
+                    help="ours: one graph of the block for every frame count (symbolic, the "
+                         "engine's default) or one per bucket")
     args = ap.parse_args()
     import os
 
@@ -198,7 +208,8 @@ def main() -> None:
         result["stock"] = run_stock(parts, shots, width, height, preset)
         result["stock"]["seconds_per_film_second"] = round(result["stock"]["seconds"] / film_s, 3)
     if args.run in ("both", "ours"):
-        ours = run_ours(parts, shots, width, height, args.preset, args.steps, args.compile)
+        ours = run_ours(parts, shots, width, height, args.preset, args.steps, args.compile,
+                        args.shapes)
         ours["seconds_per_film_second"] = round(ours["seconds"] / film_s, 3)
         ours["compile_share"] = round(ours["compile_seconds"] / ours["seconds"], 4)
         result["ours"] = ours
