@@ -13,7 +13,7 @@ or the tests' tiny model on the CPU).
 
 The plan is ``examples/the_last_ferry.fountain`` as the planner makes it (handles for its
 transitions included), at 768x512 and 24 fps, distilled settings (LTX-2's 8 distilled
-sigmas, no guidance). No TTS runs here: each shot with dialogue (14 of the 20) gets a
+sigmas, no guidance). No TTS runs here: each shot with dialogue (13 of the 20) gets a
 stand-in voice the length of the shot (a 140 Hz voice with its harmonics, four syllables
 a second, :func:`voice`), and is generated audio-to-video as a render generates it: the
 engine's real path (the DFR pipeline, ``freeze_audio``, the lip-sync meter on its frames);
