@@ -919,17 +919,17 @@ class LTX2Engine:
 
 
 #: what compiling buys and costs, from benchmarks/bench_ltx2_film.py on an H200 (the
-#: full-size 19B LTX-2 transformer, bf16, 768x512, the example film, distilled,
-#: 2026-11-30): the eager transformer's throughput by the arithmetic of
-#: LTX2Engine._transformer_seconds (~340 TFLOP/s: 27 PFLOP in stock's ~80 s), the
-#: compiled blocks' speed-up over it (~1.5); the seconds to compile one shape of the
-#: block (the warm-up's step through the blocks that compile it), cold and warm, and what
-#: the first one costs besides (compiling's start-up, the first kernels loaded), from
-#: benchmarks/bench_ltx2_film.py with the example's dialogue shots (cold 21.3, 9.7, 9.5,
-#: 8.8 s for the four buckets; warm 7.9, 2.6, 3.5, 2.6 s). "auto" compiles the shapes whose
-#: generations repay them: none from a cold cache for the example (~28 s saved for ~49 s)
+#: full-size 19B LTX-2 transformer, bf16, 768x512, the example film with its dialogue
+#: shots, distilled, 2026-11-30): the eager transformer's throughput by the arithmetic of
+#: LTX2Engine._transformer_seconds (~340 TFLOP/s: 27 PFLOP in stock's ~80 s, ~83 s for
+#: the film), and the speed-up compiling gives that time, calibrated on the film's shots
+#: on one machine (eager 120.6 s, compiled 70.8 and 74.4 s: ~48 s saved of ~83 s); the
+#: seconds to compile one shape of the block (the warm-up's step through the blocks that
+#: compile it), cold and warm, and what the first one costs besides (compiling's start-up,
+#: the first kernels loaded): cold 21.3, 9.7, 9.5, 8.8 s for the four buckets, warm 7.9,
+#: 2.6, 3.5, 2.6 s. "auto" compiles the shapes whose generations repay them
 _EAGER_TFLOPS = 340.0
-_COMPILED_SPEEDUP = 1.5
+_COMPILED_SPEEDUP = 2.3
 _COMPILE_COLD_S = 9.3
 _COMPILE_WARM_S = 2.9
 _COMPILE_START_COLD_S = 12.0
