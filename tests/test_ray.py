@@ -115,7 +115,7 @@ def _start_holding_1a(cluster, script: Path, out: Path, seconds: float, *flags: 
                       ) -> tuple[subprocess.Popen, int]:
     """Start a render on the cluster whose shot 1A stops for ``seconds`` halfway through
     its frames (on every try); once the other shots are made, the render and the pid of
-    the worker making 1A (the only process writing into the shot cache)."""
+    the worker holding 1A."""
     env = dict(os.environ, AIPROD_HOLD_SHOT=f"1A={seconds}")
     cmd = [sys.executable, "-m", "aiprod_post.cli", "render", str(script), "-o", str(out),
            "--size", "160x96", "--log-json", "--executor", "ray", "--address", cluster.address,
@@ -129,13 +129,10 @@ def _start_holding_1a(cluster, script: Path, out: Path, seconds: float, *flags: 
         if event["event"] == "item" and event["stage"] == "generation":
             made.add(event["item"])
         if made == {"1", "1B", "2", "2A"}:
-            while time.monotonic() < deadline:
-                pids = _pids_writing(out / ".cache" / "shots")
-                if pids:
-                    (pid,) = pids
-                    assert pid != proc.pid
-                    return proc, pid
-                time.sleep(0.1)
+            held = _held_writer(out, timeout=max(1.0, deadline - time.monotonic()))
+            if held:
+                assert held[0] != proc.pid
+                return proc, held[0]
             break
     proc.kill()
     raise AssertionError(f"no worker was writing shot 1A: {proc.communicate()[1]}")
@@ -184,17 +181,16 @@ def _no_masters(out: Path) -> bool:
         else not (out / "report.json").exists()
 
 
-def _held_writer(folder: Path, timeout: float = 240) -> list[int]:
-    """The pid of the worker holding a shot: the one process writing into ``folder``
-    for 6 s on end (the others' shots take a second or two); none by ``timeout``."""
-    since: dict[int, float] = {}
+def _held_writer(out: Path, timeout: float = 240) -> list[int]:
+    """The pid of the process holding shot 1A of the render into ``out`` (the hold drill
+    writes it into the cache's ``held/1A`` while it holds); none by ``timeout``."""
+    marker = out / ".cache" / "held" / "1A"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = _pids_writing(folder)
-        since = {p: since.get(p, time.monotonic()) for p in pids}
-        if len(pids) == 1 and time.monotonic() - since[next(iter(pids))] > 6:
-            return list(pids)
-        time.sleep(0.1)
+        try:
+            return [int(marker.read_text())]
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.1)
     return []
 
 
@@ -221,8 +217,9 @@ def _interrupt_once_1a_is_held(out: Path) -> list[int]:
     held: list[int] = []
 
     def interrupt() -> None:
-        held.extend(_held_writer(out / ".cache" / "shots"))
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+        held.extend(_held_writer(out))
+        if held:  # else the render ends on its own, and the test says so
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
 
     threading.Thread(target=interrupt, daemon=True).start()
     return held
@@ -516,7 +513,7 @@ def test_an_actor_killed_mid_shot_is_made_again_to_the_same_masters(cluster, loc
     killed: list[int] = []
 
     def kill_the_actor_holding_1a() -> None:
-        killed.extend(_held_writer(out / ".cache" / "shots", timeout=120))
+        killed.extend(_held_writer(out, timeout=120))
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
 
@@ -593,7 +590,7 @@ def test_a_cancelled_service_job_leaves_nothing_running_on_the_cluster(cluster, 
     try:
         job_id = submit(server, alice).json()["id"]
         out = data / "jobs" / job_id / "out"
-        held = _held_writer(out / ".cache" / "shots")
+        held = _held_writer(out)
         assert held, "no worker was holding shot 1A"
         r = httpx.delete(f"{server.url}/v1/jobs/{job_id}", headers=auth(alice), timeout=30)
         assert r.status_code < 300, r.text

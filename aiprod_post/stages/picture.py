@@ -118,7 +118,8 @@ def conditioned_on(plan: ShotPlan) -> dict[str, list[str]]:
 
 def _held_shots() -> dict[str, float]:
     """``AIPROD_HOLD_SHOT=ID=SECONDS[,ID=SECONDS]``: shots that stop halfway for that long,
-    so a fault drill can kill the process making them (the Ray executor's tests)."""
+    so a fault drill can kill the process making them (the Ray executor's tests); while
+    one is held, ``CACHE/held/ID`` holds that process's id."""
     out = {}
     for item in filter(None, os.environ.get("AIPROD_HOLD_SHOT", "").split(",")):
         sid, _, seconds = item.partition("=")
@@ -204,10 +205,19 @@ def _working_folder(folder: str) -> Iterator[None]:
         os.chdir(here)
 
 
-def _held(frames: Iterator[np.ndarray], at: int, seconds: float) -> Iterator[np.ndarray]:
+def _held(frames: Iterator[np.ndarray], at: int, seconds: float, marker: Path
+          ) -> Iterator[np.ndarray]:
+    """The fault drill's hold: ``seconds`` of stop at frame ``at``; while it lasts
+    ``marker`` holds the id of the process holding (the drill's target)."""
     for i, frame in enumerate(frames):
         if i == at:
-            time.sleep(seconds)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(marker) as tmp:
+                tmp.write_text(str(os.getpid()))
+            try:
+                time.sleep(seconds)
+            finally:
+                marker.unlink(missing_ok=True)
         yield frame
 
 
@@ -282,7 +292,8 @@ def make_shot(job: ShotJob, conditioned: dict[str, Any], characters: dict | None
                 # encode_master's prefetch thread, the encoder on this one
                 frames = iter(r) if to_working is None else map(to_working, iter(r))
                 if job.hold:
-                    frames = _held(frames, n // 2, job.hold)
+                    frames = _held(frames, n // 2, job.hold,
+                                   Path(job.cache) / "held" / shot.id)
                 graded = _graded(read_ahead(frames), grader, reference.image if match else None)
                 # the HDR picture, under the same grade, written frame by frame beside the
                 # SDR one (on the engine's thread), no 8-bit step
