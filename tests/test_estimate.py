@@ -127,8 +127,10 @@ def test_bad_input_is_named(tmp_path, example_path):
     assert r.exit_code == 2 and "none.fountain" in r.output
 
 
-def test_a_gpu_engine_without_benchmark_figures_says_so(example_path):
-    """ltx2 has H200 figures for its distilled preset only: dev is unknown."""
+def test_a_gpu_engine_without_benchmark_figures_says_so(example_path, tmp_path, monkeypatch):
+    """ltx2 has H200 figures for its distilled preset only: dev is unknown (with no renders
+    of it on record: other tests' ltx2 renders write into the session's cache)."""
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
     flags = ["--engine", "ltx2", "--preset", "dev"]
     r = CliRunner().invoke(main, ["estimate", str(example_path), *flags, "--json"])
     assert r.exit_code == 0, r.output
