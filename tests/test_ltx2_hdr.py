@@ -74,6 +74,27 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([k[0], 1 - k[0] - k[1], k[1]])
 
 
+def sdr_picture(f) -> np.ndarray:
+    """A decoded frame of 10-bit BT.709 Y'CbCr (ProRes 422's yuv422p10le) as the 8-bit
+    R'G'B' picture BT.709 gives, from its planes by colour-science's Y'CbCr → R'G'B', not
+    through FFmpeg's scaler: chroma brought to full width linearly from centre-sited
+    samples (swscale's default siting), each channel rounded to 8 bits."""
+    y, cb, cr = (np.frombuffer(p, np.uint16).reshape(-1, p.line_size // 2)
+                 [:p.height, :p.width].astype(np.float64) for p in f.planes)
+
+    def full_width(c: np.ndarray) -> np.ndarray:
+        left, right = np.roll(c, 1, 1), np.roll(c, -1, 1)
+        left[:, 0], right[:, -1] = c[:, 0], c[:, -1]
+        return np.stack([0.75 * c + 0.25 * left, 0.75 * c + 0.25 * right], -1
+                        ).reshape(c.shape[0], -1)
+
+    assert y.shape[1] == 2 * cb.shape[1] and y.shape[0] == cb.shape[0], f.format.name
+    rgb = colour.YCbCr_to_RGB(np.stack([y, full_width(cb), full_width(cr)], -1),
+                              K=colour.WEIGHTS_YCBCR["ITU-R BT.709"], in_bits=10,
+                              in_legal=True, in_int=True)
+    return np.floor(np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def edit(*items) -> otio.schema.Timeline:
     """A one-track timeline at the test's size and rate: ``(media, first, frames)`` clips,
     ``("fade-in", frames)`` and ``("dissolve", frames)`` (half each side) between them."""
@@ -307,8 +328,8 @@ def test_dissolves_and_fades_with_an_hdr_shot_blend_in_linear_light(tmp_path):
     with hdr_intermediate(intermediate_for(b), FPS, W, H) as write:
         for f in lin_b:
             write(f)
-    with av.open(str(a)) as c:  # the SDR shot as the conform decodes it
-        dec_a = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(a)) as c:  # the SDR shot's 8-bit picture at BT.709's levels
+        dec_a = [sdr_picture(f) for f in c.decode(video=0)]
 
     # timeline 0-11 from a (the first 3 fading in), 12-23 from b (frame 4 on); 10-13 dissolve
     tl = edit(("fade-in", 3), (a, 0, 12), ("dissolve", 4), (b, 4, 12))
