@@ -57,15 +57,16 @@ GPU_FIGURES = {
     "ltx": {"gpu": "NVIDIA H200", "date": "2026-11", "benchmark": "benchmarks/bench_ltx_gpu.py",
             "width": 768, "height": 512, "frames": 121,
             "seconds_per_shot": {"distilled": 0.65, "dev": 4.89}},
-    # the example film (84.4 s, 20 shots, 2050 frames with handles) through the engine
-    # (19B, bf16, compiled): 68.9 s of shots, as seconds per 121-frame shot (VAE decode,
-    # sound and conditioning included), and the warm-up that compiled its 4 shapes from a
-    # warm cache (37.9 s cold); the whole film took 83.5 s, 0.99 s per second of film
+    # the example film (84.4 s, 20 shots, 2050 frames with handles; its 13 dialogue shots
+    # audio-to-video) through the engine (19B, bf16, compiled): 74.4 s of shots, as seconds
+    # per 121-frame shot (VAE decode, sound and conditioning included), and the warm-up that
+    # compiled its 4 shapes from a warm cache (50.2 s cold); the whole film took 92.4 s,
+    # 1.09 s per second of film
     "ltx2": {"gpu": "NVIDIA H200", "date": "2026-11-30",
              "benchmark": "benchmarks/bench_ltx2_film.py", "width": 768, "height": 512,
-             "frames": 121, "seconds_per_shot": {"distilled": 4.07},
-             "warm_up_seconds": {"distilled": 14.5},
-             "seconds_per_film_second": {"distilled": 0.99}},
+             "frames": 121, "seconds_per_shot": {"distilled": 4.39},
+             "warm_up_seconds": {"distilled": 18.0},
+             "seconds_per_film_second": {"distilled": 1.09}},
 }
 
 
