@@ -20,7 +20,7 @@ from aiprod_post.pipeline import RenderOptions, conditioned_on, render
 from aiprod_post.planner import PlannerSettings, plan_source
 from aiprod_post.project import load_project
 
-from test_pipeline import SCRIPT, SMALL, decoded_digest, write_script
+from test_pipeline import SCRIPT, SMALL, master_digest, write_script
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -49,7 +49,7 @@ def local(tmp_path_factory):
     folder = tmp_path_factory.mktemp("local")
     script = write_script(folder)
     result = render(script, folder / "out", RenderOptions(**SMALL))
-    return script, {name: decoded_digest(path) for name, path in result.masters.items()}
+    return script, {name: master_digest(path) for name, path in result.masters.items()}
 
 
 def _node_ids() -> set[str]:
@@ -74,7 +74,7 @@ def test_the_cluster_makes_the_local_executors_masters(cluster, local, tmp_path)
     result = render(script, tmp_path / "out", RenderOptions(**SMALL, executor="ray",
                                                             address=cluster.address))
     assert result.exit_code == 0
-    assert {name: decoded_digest(path) for name, path in result.masters.items()} == reference
+    assert {name: master_digest(path) for name, path in result.masters.items()} == reference
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["executor"]["name"] == "ray" and report["executor"]["nodes"] == 2
     # the lines were voiced as tasks too, in the cluster's worker processes
@@ -181,6 +181,16 @@ def _no_masters(out: Path) -> bool:
         else not (out / "report.json").exists()
 
 
+@pytest.fixture
+def interruptible():
+    """Ctrl-C reaches this process and the renders it starts, as at a terminal. A shell
+    starts a background job (``make test &``) with SIGINT ignored, which every process it
+    starts inherits: a render there could not be interrupted at all."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _held_writer(out: Path, timeout: float = 240) -> list[int]:
     """The pid of the process holding shot 1A of the render into ``out`` (the hold drill
     writes it into the cache's ``held/1A`` while it holds); none by ``timeout``."""
@@ -194,7 +204,8 @@ def _held_writer(out: Path, timeout: float = 240) -> list[int]:
     return []
 
 
-def test_ctrl_c_cancels_the_renders_tasks_on_the_cluster(cluster, local, tmp_path):
+def test_ctrl_c_cancels_the_renders_tasks_on_the_cluster(cluster, local, tmp_path,
+                                                         interruptible):
     script, _ = local
     out = tmp_path / "out"
     proc, worker = _start_holding_1a(cluster, script, out, 120)
@@ -226,7 +237,7 @@ def _interrupt_once_1a_is_held(out: Path) -> list[int]:
 
 
 def test_an_interrupted_render_cancels_its_tasks_while_its_process_lives_on(
-        cluster, local, tmp_path, monkeypatch):
+        cluster, local, tmp_path, monkeypatch, interruptible):
     """A render interrupted in a process that stays connected to the cluster (a batch, a
     notebook): its own cancelling, not the end of its process, ends the shot's task."""
     script, _ = local
@@ -257,7 +268,7 @@ def test_a_worker_killed_mid_shot_is_retried_to_the_same_masters(cluster, local,
     assert report["failed_shots"] == {}
     # Ray ran it again on a new worker process
     assert report["placement"]["1A"]["worker"] not in (killed, 0)
-    assert {name: decoded_digest(out / path) for name, path in report["masters"].items()} \
+    assert {name: master_digest(out / path) for name, path in report["masters"].items()} \
         == reference
 
 
@@ -297,7 +308,7 @@ def test_batch_of_three_scripts_on_the_cluster(cluster, local, tmp_path):
         assert report["executor"]["name"] == "ray"
         assert set(report["placement"]) == {s["id"] for s in report["shots"]}
     first = json.loads((tmp_path / "out" / "a_two_lines" / "report.json").read_text())
-    assert {name: decoded_digest(tmp_path / "out" / "a_two_lines" / path)
+    assert {name: master_digest(tmp_path / "out" / "a_two_lines" / path)
             for name, path in first["masters"].items()} == reference
 
 
@@ -348,7 +359,7 @@ def test_ray_address_from_the_environment_joins_that_cluster(cluster, local, tmp
     result = render(script, tmp_path / "out", RenderOptions(**SMALL, executor="ray"))
     assert result.report["executor"]["address"] == cluster.address
     assert result.report["executor"]["nodes"] == 2
-    assert {n: decoded_digest(p) for n, p in result.masters.items()} == reference
+    assert {n: master_digest(p) for n, p in result.masters.items()} == reference
 
 
 def test_two_output_folders_share_one_cache_through_a_file_url(cluster, local, tmp_path):
@@ -363,7 +374,7 @@ def test_two_output_folders_share_one_cache_through_a_file_url(cluster, local, t
     assert second.report["cached"]["generation"] == 5
     assert second.report["made"]["generation"] == 0
     for result in (first, second):
-        assert {n: decoded_digest(p) for n, p in result.masters.items()} == reference
+        assert {n: master_digest(p) for n, p in result.masters.items()} == reference
 
 
 def test_a_cache_url_of_another_store_is_refused_naming_it(tmp_path):
@@ -397,7 +408,7 @@ def test_the_ltx_engine_on_the_cluster_makes_the_local_masters(cluster, tmp_path
             address=cluster.address if executor == "ray" else None,
             project=load_project(project)))
         assert result.exit_code == 0, result.failed_shots
-        masters[executor] = {n: decoded_digest(p) for n, p in result.masters.items()}
+        masters[executor] = {n: master_digest(p) for n, p in result.masters.items()}
     assert masters["ray"] == masters["local"]
     # the model was loaded, checked and shaped on the cluster, not in the render's process
     # (a driver without the GPU, or beside the actor on it, must not load a second copy)
@@ -496,7 +507,7 @@ def test_actor_routed_shots_reuse_one_actor_and_engine_across_renders(cluster, l
         result = render(script, tmp_path / name, RenderOptions(
             **SMALL, executor="ray", address=cluster.address))
         assert result.exit_code == 0, result.failed_shots
-        assert decoded_digest(result.masters["master"]) == reference["master"]
+        assert master_digest(result.masters["master"]) == reference["master"]
         workers.append({p["worker"] for p in result.report["placement"].values()})
         # the actors live on holding no CPU, so the next render's lines (tasks) run at once
         assert _cluster_idle(cluster.address), "an idle actor holds a CPU"
@@ -525,7 +536,7 @@ def test_an_actor_killed_mid_shot_is_made_again_to_the_same_masters(cluster, loc
     assert killed, "no actor was holding shot 1A"
     assert result.exit_code == 0 and result.failed_shots == {}
     assert result.report["placement"]["1A"]["worker"] not in (killed[0], 0)
-    assert decoded_digest(result.masters["master"]) == reference["master"]
+    assert master_digest(result.masters["master"]) == reference["master"]
     # the actor made again built its engine again; every actor built it once
     built = _built(actor_routed)
     assert killed[0] in built and result.report["placement"]["1A"]["worker"] in built
@@ -533,7 +544,8 @@ def test_an_actor_killed_mid_shot_is_made_again_to_the_same_masters(cluster, loc
 
 
 def test_an_interrupted_render_ends_the_actor_running_its_shot(cluster, local, tmp_path,
-                                                               actor_routed, monkeypatch):
+                                                               actor_routed, monkeypatch,
+                                                               interruptible):
     """An actor's running method cannot be interrupted: the actor is ended; the render's
     other actor, idle, stays for the next render."""
     script, _ = local
