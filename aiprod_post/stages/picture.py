@@ -530,7 +530,6 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
     # what the shots' keys take from the engine: the frame counts each is generated at
     # (ltx: the film's buckets) and its weights' identity
     lengths_of = getattr(engine, "lengths_for", None)
-    identity = getattr(engine, "identity", None)
     if hasattr(engine, "warm_up"):
         # the film's shapes compiled before its first shot, timed as a stage of their own
         r.stage("compile", 1)
@@ -542,13 +541,13 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
                 "prepare", Prepare((name, settings, extra), film), gpus=gpus,
                 memory=memory, actor=actor))
             ctx.report["compile"] = ready["compile"]
-            lengths_of, identity = ready["lengths"].__getitem__, ready["identity"]
+            lengths_of = ready["lengths"].__getitem__
         else:
             ctx.report["compile"] = engine.warm_up(list(film[0]), film[1], film[2],
                                                    fps=film[3])
-            identity = getattr(engine, "identity", None)
         _SHAPED[id(engine)] = film
         r.item("compile", 1, 1, cached=False)
+    identity = ready["identity"] if elsewhere else getattr(engine, "identity", None)
     r.stage("generation", len(shots))
     W, H, fps = plan.width, plan.height, plan.fps
     needs = conditioned_on(plan)
