@@ -605,7 +605,7 @@ _render_flags = [
     click.option("--engine", type=_EngineChoice(),
                  help="Generation engine (default: the project's, else animatic)."),
     click.option("--profile", help="Delivery profiles, comma-separated: web, broadcast-ebu, "
-                                   "broadcast-atsc, master (default web,master)."),
+                                   "broadcast-atsc, master, hdr10, hlg (default web,master)."),
     click.option("--project", type=click.Path(path_type=Path), help="Project file (TOML)."),
     click.option("--fps", callback=_parse_fps, help="Frame rate (overrides the project)."),
     click.option("--size", callback=_parse_size, help="WIDTHxHEIGHT (overrides the project)."),

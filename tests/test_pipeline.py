@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from click.testing import CliRunner
 from aiprod_post.cli import main
 from aiprod_post.errors import AiprodError
 from aiprod_post.pipeline import RenderOptions, render
-from aiprod_post.project import Project, load_project
+from aiprod_post.project import load_project
 from aiprod_post.editing.conform import probe
 from aiprod_post.generation.engine import ENGINES
 
@@ -352,3 +351,50 @@ def test_web_master_in_parallel_segments_is_the_same_film(tmp_path):
     assert len(a) == len(b)
     mse = np.mean([np.mean((x - y) ** 2) for x, y in zip(a, b)])
     assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 35
+
+
+def test_hdr_deliveries_come_from_a_render(rendered, tmp_path):
+    """hdr10 and hlg are delivery profiles like the others: a render makes an HEVC Main 10
+    master tagged BT.2020 with PQ (or HLG), its mix at the profile's loudness (hdr10:
+    -24 LKFS, -2 dBTP), its GOP checked by the probe. The animatic's SDR pictures are
+    placed with diffuse white at BT.2408's 203 cd/m²: the PQ master's luma is what
+    colour-science's ST 2084 makes of the ProRes master's pictures."""
+    import colour
+
+    from aiprod_post.audio.io import read_audio
+    from aiprod_post.audio.loudness import measure
+    from aiprod_post.scaler import rgb24
+
+    script, out, _ = rendered
+    result = render(script, tmp_path / "h", RenderOptions(**dict(SMALL,
+                                                                 profiles=["hdr10", "hlg"])))
+    frames = result.report["duration_frames"]
+    for name, trc in (("hdr10", 16), ("hlg", 18)):
+        m = result.masters[name]
+        with av.open(str(m)) as c:
+            cc = c.streams.video[0].codec_context
+            assert (cc.name, cc.format.name, cc.profile) == ("hevc", "yuv420p10le", "Main 10")
+            decoded = list(c.decode(video=0))
+        assert len(decoded) == frames
+        assert (int(decoded[0].color_primaries), int(decoded[0].color_trc),
+                int(decoded[0].colorspace)) == (9, trc, 9)
+        assert result.report["master_checks"][name]["ok"], result.report["master_checks"][name]
+        sound, rate = read_audio(m)
+        loud = measure(sound, rate)
+        target = {"hdr10": (-24.0, -2.0), "hlg": (-23.0, -1.0)}[name]
+        assert loud.integrated == pytest.approx(target[0], abs=0.2)
+        assert loud.true_peak <= target[1] + 0.05
+    # the PQ master's pictures against the SDR master's, placed by the formulas
+    with av.open(str(out / "masters" / "Two_Lines_master.mov")) as c:
+        sdr = [rgb24(f) for i, f in zip(range(12), c.decode(video=0))][-1]
+    with av.open(str(result.masters["hdr10"])) as c:
+        pq = [f for i, f in zip(range(12), c.decode(video=0))][-1]
+    light = (sdr / 255.0) ** 2.4 * 203.0  # BT.1886 display light, white at 203 cd/m²
+    rgb2020 = colour.RGB_to_RGB(light, colour.RGB_COLOURSPACES["ITU-R BT.709"],
+                                colour.RGB_COLOURSPACES["ITU-R BT.2020"])
+    code = colour.models.eotf_inverse_ST2084(np.clip(rgb2020, 0, None))
+    y = code @ np.array([0.2627, 0.6780, 0.0593])  # BT.2020's non-constant luminance
+    expected = 64 + 876 * y
+    luma = pq.to_ndarray(format="yuv420p10le")[:pq.height].astype(float)
+    assert abs(luma.mean() - expected.mean()) < 1.5
+    assert np.abs(luma - expected).mean() < 4  # x265 at CRF 18 on a 160x96 picture
