@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydantic import ValidationError
 
 from .errors import AiprodError, PathError
 from .files import inside, place, write_atomic
+from .hdr import intermediate_for
 from .plan import ShotPlan, load_plan
 from .project import Project
 
@@ -283,6 +283,8 @@ def add_take(outdir: Path, plan: ShotPlan, shot_id: str, *, seed: int | None = N
         shown = inside(Path(outdir), "shots", f"{shot_id}.mov")
         if shown.is_file() and not first.exists():
             place(shown, first)
+            if intermediate_for(shown).is_file():  # its HDR picture goes with it
+                place(intermediate_for(shown), intermediate_for(first))
         entry = ShotTakes(1, [Take(1, shot.seed, made=None)])
     used = {t.seed for t in entry.takes}
     for t in entry.takes:

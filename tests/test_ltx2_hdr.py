@@ -285,6 +285,15 @@ def test_render_and_conform_hdr_through_the_cli(model_dir, hdr_lora, tmp_path):
     tags = probe(master)["video"]
     assert (tags["primaries"], tags["transfer"], tags["matrix"]) == (9, 16, 9)
     assert cm.eotf_ST2084(decode_luma(master)).max() > 2 * 203
+    # a retake keeps each take's HDR picture beside it (shots/ID_tN.hdr.mkv): an HDR
+    # conform of a timeline on either take finds it
+    shot_id = shots[0].stem
+    r = CliRunner().invoke(main, ["retake", str(out), shot_id, "--seed", "5", "--quiet"])
+    assert r.exit_code == 0, r.output
+    takes = [out / "shots" / f"{shot_id}_t{n}.mov" for n in (1, 2)]
+    assert all(t.is_file() and intermediate_for(t).is_file() for t in takes)
+    assert intermediate_for(takes[0]).read_bytes() != intermediate_for(takes[1]).read_bytes()
+    assert intermediate_for(takes[1]).read_bytes() == intermediate_for(shots[0]).read_bytes()
 
 
 def test_dialogue_and_long_shots_get_the_hdr_pass_too(model_dir, hdr_lora):

@@ -294,3 +294,25 @@ def test_retakes_through_the_api(tmp_path):
         assert sha(out / "shots" / "1A.mov") == first
     finally:
         server.kill()
+
+
+def test_a_takes_hdr_picture_is_kept_beside_it(tmp_path):
+    """A shot with an HDR picture (shots/1A.hdr.mkv, the ltx2 engine's HDR LoRA): its first
+    retake keeps that picture beside the first take (shots/1A_t1.hdr.mkv) as it keeps the
+    SDR one, so an HDR conform of a timeline that uses take 1 still finds it."""
+    from aiprod_post.hdr import intermediate_for
+    from aiprod_post.plan import plan_from_data
+    from aiprod_post.takes import add_take, take_file
+
+    plan = plan_from_data({"schema_version": "ShotPlan.1", "scenes": [{
+        "id": "1", "heading": "EXT. PIER", "shots": [
+            {"id": "1A", "framing": "wide", "duration": 24, "seed": 7, "action": "Gulls."}]}]})
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    (shots / "1A.mov").write_bytes(b"sdr picture")
+    (shots / "1A.hdr.mkv").write_bytes(b"hdr picture")
+    add_take(tmp_path, plan, "1A", seed=99)
+    first = take_file(tmp_path, "1A", 1)
+    assert first.read_bytes() == b"sdr picture"
+    assert intermediate_for(first) == shots / "1A_t1.hdr.mkv"
+    assert intermediate_for(first).read_bytes() == b"hdr picture"

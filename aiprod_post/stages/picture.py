@@ -646,7 +646,12 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
             intermediate_for(dst).unlink(missing_ok=True)
         chosen = takes[shot.id].chosen if shot.id in takes else 1
         if shot.id in takes:  # kept beside the other takes as shots/ID_tN.mov
-            place(mov, take_file(ctx.outdir, shot.id, chosen))
+            take = take_file(ctx.outdir, shot.id, chosen)
+            place(mov, take)
+            if intermediate_for(mov).exists():  # and its HDR picture, for an HDR conform
+                place(intermediate_for(mov), intermediate_for(take))
+            else:
+                intermediate_for(take).unlink(missing_ok=True)
         kept = takes_report(ctx.outdir, takes).get(shot.id, {}).get("takes", [])
         media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name, take=chosen,
                                    takes=[{**t, "path": ctx.outdir / t["file"]} for t in kept])
