@@ -455,3 +455,29 @@ def test_the_hdr_loras_own_embeddings_replace_the_prompt(model_dir, hdr_lora, tm
     with pytest.raises(AiprodError, match=r"no such HDR embeddings file \(hdr_embeddings\)"):
         engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora),
                        hdr_embeddings=str(tmp_path / "nope"), **SETTINGS).check()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_hdr_pass_on_the_gpu(model_dir, hdr_lora, tmp_path):
+    """The GPU path users take: CUDA, bfloat16, the SDR generation then the HDR pass; its
+    linear frames reach the PQ intermediate (light above white kept), and the SDR frames
+    are that light clipped at white, BT.1886-encoded (colour-science)."""
+    eng = engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora),
+                         **{**SETTINGS, "device": "cuda", "dtype": "bfloat16"})
+    r = eng.render(shot(N), ctx())
+    assert r.hdr
+    linear, sdr = [], []
+    mov = tmp_path / "1A.mov"
+    with hdr_intermediate(intermediate_for(mov), FPS, W, H) as write:
+        r.linear = lambda f: (linear.append(f.copy()), write(f))
+        sdr = list(r)
+    assert [g[3] for g in eng.generations] == ["LTX2InContextPipeline", "LTX2HDRPipeline"]
+    lin = np.stack(linear)
+    assert lin.dtype == np.float32 and lin.shape == (N, H, W, 3) and np.isfinite(lin).all()
+    assert lin.max() > 1.0  # above diffuse white: no 8-bit step on the way
+    want_sdr = cm.eotf_inverse_BT1886(np.clip(lin, 0, 1).astype(np.float64))
+    assert np.abs(np.stack(sdr) / 255.0 - want_sdr).max() <= 0.5 / 255 + 1e-6
+    with av.open(str(intermediate_for(mov))) as c:
+        pq = np.stack([f.to_ndarray(format="rgb48le") for f in c.decode(video=0)]) / 65535.0
+    nits = np.minimum(bt2020(lin) * 203.0, 10000.0)
+    assert np.abs(pq - cm.eotf_inverse_ST2084(nits)).max() <= 0.5 * STEP_12
