@@ -152,10 +152,10 @@ DELIVERIES: Mapping[str, Mapping] = MappingProxyType({
     "broadcast-atsc": {"video": "prores", "loudness": -24.0, "true_peak": -2.0},
     "master": {"video": "prores", "loudness": -23.0, "true_peak": -1.0, "stems": True,
                "exports": True},
-    # HDR: HDR10 for streaming (HEVC Main 10, BT.2020 / PQ, ATSC A/85's -24 LKFS and
-    # -2 dBTP), HLG for broadcast (BT.2100 HLG, EBU R128's -23 LUFS and -1 dBTP); a shot
-    # with an HDR picture (ltx2's HDR LoRA) is read from it, the others are placed with
-    # diffuse white at BT.2408's 203 cd/m² (editing.conform)
+    # HDR: HDR10 (HEVC Main 10, BT.2020 / PQ with its static metadata, ATSC A/85's
+    # -24 LKFS and -2 dBTP), HLG for broadcast (BT.2100 HLG, EBU R128's -23 LUFS and
+    # -1 dBTP); a shot with an HDR picture (ltx2's HDR LoRA) is read from it, the others
+    # are placed with diffuse white at BT.2408's 203 cd/m² (editing.conform)
     "hdr10": {"video": "hdr-pq", "loudness": -24.0, "true_peak": -2.0},
     "hlg": {"video": "hdr-hlg", "loudness": -23.0, "true_peak": -1.0},
 })

@@ -33,7 +33,7 @@ from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.files import atomic_path
 from aiprod_post.hdr import (HLG_WHITE, REFERENCE_WHITE, bt2020_to_pq16, hlg_oetf,
                               intermediate_for, linear_to_hlg, linear_to_pq16, pq16_to_linear,
-                              pq_inverse_eotf, to_bt2020)
+                              pq_eotf, pq_inverse_eotf, to_bt2020)
 from aiprod_post.scaler import rgb24, rgb48, ycbcr_source
 
 from .interchange import conformable
@@ -557,6 +557,42 @@ def _hdr_convert(rgb: np.ndarray, kind: str) -> np.ndarray:
     return (np.clip(out, 0, 1) * 65535 + 0.5).astype(np.uint16)
 
 
+#: the mastering display an HDR10 master declares (SMPTE ST 2086): P3-D65 primaries, a
+#: grading monitor's, in x265's units (chromaticity x 50 000); its peak is chosen from
+#: the master's light (:func:`with_light_levels`), its black 0.0001 cd/m²
+_P3_D65 = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)"
+
+
+def light_levels(timeline: otio.schema.Timeline, base: Path | None,
+                 transform: ClipTransform | None = None) -> tuple[int, int]:
+    """MaxCLL and MaxFALL (CTA-861.3), cd/m², of the timeline's PQ master: the brightest
+    channel of its brightest pixel, and the largest frame average of each pixel's brightest
+    channel, measured on every frame as the master's encoder gets it (before its 4:2:0
+    subsampling), rounded up to whole cd/m²."""
+    nits = (pq_eotf(np.arange(65536, dtype=np.float64) / 65535.0) * 10000.0
+            ).astype(np.float32)
+    cll = fall = 0.0
+    for item in timeline_frames(timeline, base, rgb=False, transform=transform, hdr=True):
+        if isinstance(item, HDRPicture):
+            rgb16 = item.for_master("pq")
+        else:
+            rgb16 = _hdr_convert(item if isinstance(item, np.ndarray) else rgb24(item), "pq")
+        peak = nits[rgb16.max(axis=-1)]
+        cll, fall = max(cll, float(peak.max())), max(fall, float(peak.mean()))
+    return math.ceil(cll - 1e-3), math.ceil(fall - 1e-3)
+
+
+def with_light_levels(profile: Profile, max_cll: int, max_fall: int) -> Profile:
+    """An HDR10 profile that writes its static metadata (x265's SEI, repeated with the
+    parameter sets): the content light levels and the mastering display, whose peak is
+    1000 cd/m² or, for a brighter master, 4000 or 10 000."""
+    peak = next(p for p in (1000, 4000, 10000) if max_cll <= p or p == 10000)
+    params = profile.options.get("x265-params", "")
+    extra = f"master-display={_P3_D65}L({peak * 10000},1):max-cll={max_cll},{max_fall}"
+    return dataclasses.replace(profile, options={
+        **profile.options, "x265-params": f"{params}:{extra}" if params else extra})
+
+
 class HDRPicture:
     """A frame of a shot's HDR intermediate on its way to an HDR master: PQ code values on
     BT.2020, full-range 16-bit RGB (:mod:`aiprod_post.hdr`)."""
@@ -653,6 +689,10 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 v.width, v.height = width, height
                 v.pix_fmt = profile.pix_fmt
                 v.options = encoder_options(profile, width, height, rate)
+                if profile.codec == "libx265" and profile.container == "mov":
+                    # parameter sets in the sample entry: what QuickTime and Apple's
+                    # devices play (FFmpeg's default, hev1, they refuse)
+                    v.codec_tag = "hvc1"
                 # frame and slice threads, as the ffmpeg command uses; but where copied frames
                 # are interleaved with encoded ones, the encoder must not hold frames back
                 # (frame threads do), or its packets would arrive after later copied ones
@@ -958,6 +998,9 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
     if audio is not None and not Path(audio).is_file():
         raise MediaError("the mix the timeline names is missing", source=audio)
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
+    if prof.hdr == "pq" and prof.codec == "libx265":
+        # HDR10's static metadata, measured on the pictures first (a pass without encoding)
+        prof = with_light_levels(prof, *light_levels(timeline, base, transform))
     if (workers > 1 or segments is not None) and prof.gop_seconds is not None \
             and watch is None and transform is None:
         return _conform_in_segments(timeline, base, Path(output), prof,
@@ -1084,6 +1127,8 @@ def verify_master(path: str | Path, timeline: otio.schema.Timeline,
     codec_profile = {"libx264": "High", "libx265": "Main 10"}.get(prof.codec)
     if codec_profile and v["profile"] != codec_profile:
         problems.append(f"codec profile is {v['profile']}, expected {codec_profile}")
+    if prof.codec == "libx265" and prof.container == "mov" and v["tag"] != "hvc1":
+        problems.append(f"sample entry is {v['tag']}, expected hvc1 (QuickTime plays no other)")
     if v["keyframes"] != expected_keys:
         extra = sorted(set(v["keyframes"]) - set(expected_keys))
         missing = sorted(set(expected_keys) - set(v["keyframes"]))

@@ -130,6 +130,30 @@ def test_hevc_hdr_master_is_long_gop(film, tmp_path):
     assert check["ok"], check["problems"]
 
 
+def test_hevc_masters_are_hvc1_with_hdr10_metadata(film, tmp_path):
+    """An HEVC master in MOV has the hvc1 sample entry (QuickTime and Apple's devices play
+    no other) and an HDR10 one its static metadata; the probe names an hev1 file."""
+    from aiprod_post.editing.conform import probe
+
+    folder, tl = film
+    m = conform(tl, tmp_path / "pq.mov", "hdr-pq")
+    assert probe(m)["video"]["tag"] == "hvc1"
+    with av.open(str(m)) as c:
+        kinds = {sd.type.name for sd in next(c.decode(video=0)).side_data}
+    assert {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"} <= kinds
+    bad = tmp_path / "hev1.mov"  # the same stream in FFmpeg's default sample entry
+    with av.open(str(m)) as src, av.open(str(bad), "w", format="mov") as dst:
+        s = dst.add_stream_from_template(src.streams.video[0])
+        s.codec_tag = "hev1"
+        for p in src.demux(video=0):
+            if p.dts is not None:
+                p.stream = s
+                dst.mux(p)
+    assert probe(bad)["video"]["tag"] == "hev1"
+    assert any("sample entry is hev1, expected hvc1" in p
+               for p in verify_master(bad, tl, "hdr-pq")["problems"])
+
+
 def test_prores_master_stays_intra(film, tmp_path):
     folder, tl = film
     m = conform(tl, tmp_path / "master.mov", "prores", audio=folder / "mix.wav")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -369,6 +370,8 @@ def test_hdr_deliveries_come_from_a_render(rendered, tmp_path):
     result = render(script, tmp_path / "h", RenderOptions(**dict(SMALL,
                                                                  profiles=["hdr10", "hlg"])))
     frames = result.report["duration_frames"]
+    # picture QA's checks (EBU R103 levels, BT.1702 flashes) are SDR's: not run on PQ/HLG
+    assert not result.report.get("qa") and "HDR ones only" in result.report["qa_note"]
     for name, trc in (("hdr10", 16), ("hlg", 18)):
         m = result.masters[name]
         with av.open(str(m)) as c:
@@ -398,3 +401,25 @@ def test_hdr_deliveries_come_from_a_render(rendered, tmp_path):
     luma = pq.to_ndarray(format="yuv420p10le")[:pq.height].astype(float)
     assert abs(luma.mean() - expected.mean()) < 1.5
     assert np.abs(luma - expected).mean() < 4  # x265 at CRF 18 on a 160x96 picture
+    # HDR10's static metadata (SEI, read back by FFmpeg's decoder): the mastering display
+    # (P3-D65, 1000 cd/m²) and the content light levels, as measured here on every frame
+    # of the SDR master placed the same way (colour-science's BT.2020 conversion)
+    with av.open(str(result.masters["hdr10"])) as c:
+        side = {sd.type.name: bytes(memoryview(sd)) for sd in next(c.decode(video=0)).side_data}
+        assert c.streams.video[0].codec_tag == "hvc1"  # what QuickTime and Apple play
+    max_cll, max_fall = struct.unpack("<II", side["CONTENT_LIGHT_LEVEL"])
+    rationals = struct.unpack("<20i", side["MASTERING_DISPLAY_METADATA"][:80])
+    ratio = [rationals[i] / rationals[i + 1] for i in range(0, 20, 2)]
+    assert ratio[:8] == pytest.approx([0.680, 0.320, 0.265, 0.690, 0.150, 0.060,
+                                       0.3127, 0.3290], abs=1e-4)  # R, G, B, white
+    assert ratio[8:] == pytest.approx([0.0001, 1000.0])  # black and peak, cd/m²
+    cll = fall = 0.0
+    with av.open(str(out / "masters" / "Two_Lines_master.mov")) as c:
+        for f in c.decode(video=0):
+            nits = colour.RGB_to_RGB((rgb24(f) / 255.0) ** 2.4 * 203.0,
+                                     colour.RGB_COLOURSPACES["ITU-R BT.709"],
+                                     colour.RGB_COLOURSPACES["ITU-R BT.2020"]).max(axis=-1)
+            cll, fall = max(cll, nits.max()), max(fall, nits.mean())
+    assert 100 < cll <= 203.5  # the animatic's brightest pixel: below diffuse white
+    assert abs(max_cll - cll) <= 1.5 and abs(max_fall - fall) <= 1.5, (max_cll, cll,
+                                                                         max_fall, fall)

@@ -299,7 +299,8 @@ def test_retakes_through_the_api(tmp_path):
 def test_a_takes_hdr_picture_is_kept_beside_it(tmp_path):
     """A shot with an HDR picture (shots/1A.hdr.mkv, the ltx2 engine's HDR LoRA): its first
     retake keeps that picture beside the first take (shots/1A_t1.hdr.mkv) as it keeps the
-    SDR one, so an HDR conform of a timeline that uses take 1 still finds it."""
+    SDR one, where an HDR conform of a timeline on take 1 looks for it (conform's
+    intermediate_for; the ltx2 HDR tests conform such a shot)."""
     from aiprod_post.hdr import intermediate_for
     from aiprod_post.plan import plan_from_data
     from aiprod_post.takes import add_take, take_file

@@ -56,7 +56,9 @@ def encode(ctx: Context, spoken: Spoken, pictures: Pictures, mixed: Mixed, edite
         cached = ctx.cache.path("masters", key, codec.suffix)
         qa_file = ctx.cache.path("qa", key_of("qa-encoded", key), ".json")
         hit = cached.exists()
-        encodes_all = prof.video != "prores" or bool(cues)
+        # picture QA (EBU R103 levels, BT.1702 flashes) is for SDR pictures: not the PQ
+        # or HLG frames of an HDR master
+        encodes_all = (prof.video != "prores" or bool(cues)) and codec.hdr is None
         # encoded in segments by several processes: no frame passes here to be watched
         workers = ctx.project.output.workers if codec.gop_seconds is not None else 1
         if workers > 1:
@@ -137,10 +139,18 @@ def qa(ctx: Context, spoken: Spoken, masters: dict[str, Path]) -> None:
     from aiprod_post.grading.qa import qa_video
 
     ctx.reporter.stage("qa", 1)
+    from aiprod_post.editing.conform import PROFILES
+
     results = ctx.report.setdefault("qa", {})
     hit = bool(results)
-    if not results and masters:
-        name, path = next(iter(masters.items()))
+    # an SDR master (the checks are SDR's); a run of HDR masters only is not measured
+    sdr = [(n, p) for n, p in masters.items()
+           if PROFILES[DELIVERY_PROFILES[n].video].hdr is None]
+    if not results and not sdr and masters:
+        ctx.report["qa_note"] = ("not measured: picture QA (EBU R103 levels, BT.1702 "
+                                 "flashes) is for SDR masters, and this run made HDR ones only")
+    if not results and sdr:
+        name, path = sdr[0]
         cached = ctx.cache.path("qa", key_of("qa", file_digest(path)), ".json")
         hit = cached.exists()
         if not hit:
