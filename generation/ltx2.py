@@ -57,6 +57,7 @@ License and are not shipped with aiprod-post.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -667,7 +668,7 @@ class LTX2Engine:
         common = dict(**text, **guidance, num_frames=n, frame_rate=fps, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        with self._stance((n, w0, h0, True)):
+        with self._stance_of((n, w0, h0, True), conds):
             first = pipe(conditions=conds, reference_conditions=refs,
                          reference_downscale_factor=ds, width=w0, height=h0,
                          num_inference_steps=g["num_inference_steps"], sigmas=self._sigmas(),
@@ -679,7 +680,7 @@ class LTX2Engine:
             up = self._upsample(latents=first.frames, latents_normalized=False,
                                 output_type="latent").frames
             # the refining pass follows the keyframes; the previz set the composition already
-            with self._stance((n, w, h, False)):
+            with self._stance_of((n, w, h, False), conds):
                 out = pipe(conditions=conds, width=w, height=h, latents=up,
                            audio_latents=first.audio,
                            sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES),
@@ -726,7 +727,7 @@ class LTX2Engine:
                       generate_slots=False, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        with self._stance((n, w0, h0, True)):
+        with self._stance_of((n, w0, h0, True), conds):
             first = dfr(width=w0, height=h0, reference_latents=ref,
                         reference_downscale_factor=ds, sigmas=sigmas,
                         output_type="latent" if len(sizes) == 2 else "pt", **common)
@@ -735,12 +736,31 @@ class LTX2Engine:
             w, h = sizes[1]
             up = self._upsample(latents=first.frames, latents_normalized=False,
                                 output_type="latent").frames
-            with self._stance((n, w, h, False)):
+            with self._stance_of((n, w, h, False), conds):
                 first = dfr(width=w, height=h, latents=up,
                             sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="pt",
                             **common)
             self.generations.append((n, w, h, type(dfr).__name__))
         return self._picture(first.frames[0], pe, pm, fps, generator.initial_seed()), None, 0
+
+    def _eager(self):
+        """Within: the transformer runs eagerly where its blocks are compiled. For what the
+        warm-up compiled no graph for (static shapes: each input shape is a graph), which
+        would otherwise be compiled in the middle of the film: the HDR pass, and a segment
+        whose character references add tokens."""
+        if not self.compiled:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.compiler.set_stance("force_eager")
+
+    def _stance_of(self, shape: tuple, conds: list | None):
+        """Where a generation of ``shape`` with ``conds`` runs: as :meth:`_stance` says,
+        but eagerly (:meth:`_eager`) where a condition past the first latent frame (a
+        character's reference) appends its tokens to the input: a shape of its own."""
+        if any(getattr(c, "index", 0) > 0 for c in conds or []):
+            return self._eager()
+        return self._stance(shape)
 
     def _picture(self, frames, pe, pm, fps: float, seed: int) -> np.ndarray:
         """A generation's picture, (F, 3, H, W) floats in [0, 1] as the pipelines give it:
@@ -759,17 +779,19 @@ class LTX2Engine:
         pipe.set_adapters(["hdr"], [self.s.hdr_lora_scale])
         try:
             gen = torch.Generator(device="cpu" if self.s.cpu_offload else self.s.device)
-            # the LoRA's own embeddings where given (they override the prompt's)
-            out = self._hdr(
-                prompt_embeds=pe, prompt_attention_mask=pm, **self._hdr_context,
-                reference_conditions=[
-                    LTX2HDRReferenceCondition(frames=frames.float(), strength=1.0)],
-                reference_downscale_factor=self.identity["loras"]["hdr"].get(
-                    "reference_downscale_factor") or 1,
-                width=w, height=h, num_frames=n, frame_rate=fps,
-                num_inference_steps=self._guidance()["num_inference_steps"],
-                sigmas=self._sigmas(), guidance_scale=1.0, generator=gen.manual_seed(seed),
-                max_sequence_length=self.s.max_sequence_length, output_type="pt")
+            # the LoRA's own embeddings where given (they override the prompt's); not among
+            # the warm-up's shapes: eagerly, not compiled in the middle of the film
+            with self._eager():
+                out = self._hdr(
+                    prompt_embeds=pe, prompt_attention_mask=pm, **self._hdr_context,
+                    reference_conditions=[
+                        LTX2HDRReferenceCondition(frames=frames.float(), strength=1.0)],
+                    reference_downscale_factor=self.identity["loras"]["hdr"].get(
+                        "reference_downscale_factor") or 1,
+                    width=w, height=h, num_frames=n, frame_rate=fps,
+                    num_inference_steps=self._guidance()["num_inference_steps"],
+                    sigmas=self._sigmas(), guidance_scale=1.0, generator=gen.manual_seed(seed),
+                    max_sequence_length=self.s.max_sequence_length, output_type="pt")
         finally:  # the shot's own adapters again, for its next generation
             if names:
                 pipe.set_adapters(names, weights)

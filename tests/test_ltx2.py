@@ -611,6 +611,11 @@ def test_a_film_runs_at_its_buckets_and_traces_each_once(model_dir, tmp_path, mo
         assert len(list(eng.render(shot(n), ctx()))) == n  # trimmed to the plan's frames
     assert [g[0] for g in eng.generations] == [17, 33, 65]
     assert counters["stats"]["unique_graphs"] == graphs  # nothing traced again
+    # a character's reference appends its tokens (another input shape): that generation
+    # runs eagerly rather than compiling in the middle of the film
+    r = eng.render(shot(30), ctx(keyframes={"character:NELL": Keyframe("", 0, ramp_key())}))
+    assert len(list(r)) == 30 and any("reference of NELL" in n for n in r.notes)
+    assert counters["stats"]["unique_graphs"] == graphs
     # the next film (a new engine, same cache): every shape is warm in the estimate
     again = engine_by_name("ltx2", model=str(model_dir), compile=True,
                            compile_backend="eager", **SETTINGS)

@@ -481,3 +481,27 @@ def test_the_hdr_pass_on_the_gpu(model_dir, hdr_lora, tmp_path):
         pq = np.stack([f.to_ndarray(format="rgb48le") for f in c.decode(video=0)]) / 65535.0
     nits = np.minimum(bt2020(lin) * 203.0, 10000.0)
     assert np.abs(pq - cm.eotf_inverse_ST2084(nits)).max() <= 0.5 * STEP_12
+
+
+def test_the_hdr_pass_compiles_nothing_in_the_middle_of_the_film(model_dir, hdr_lora,
+                                                                 tmp_path, monkeypatch):
+    """The warm-up compiles the film's generation shapes; the HDR pass (another input: the
+    SDR picture as its reference) then runs eagerly instead of compiling a graph of its own
+    on the film's first HDR shot (dynamo's counters, the eager backend)."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    eng = engine_by_name("ltx2", model=str(model_dir), hdr_lora=str(hdr_lora), compile=True,
+                         compile_backend="eager", **SETTINGS)
+    torch._dynamo.reset()
+    counters.clear()
+    info = eng.warm_up([N], W, H, fps=float(FPS))
+    assert info["compile"]
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    r = eng.render(shot(N), ctx())
+    r.linear = lambda frame: None
+    assert len(list(r)) == N and r.hdr
+    assert [g[3] for g in eng.generations][-2:] == ["LTX2InContextPipeline", "LTX2HDRPipeline"]
+    assert counters["stats"]["unique_graphs"] == graphs  # the HDR pass traced nothing
+    torch._dynamo.reset()
