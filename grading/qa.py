@@ -243,6 +243,11 @@ def qa_video(path: str | Path, step: int = 1, levels_every: int = 1) -> PictureQ
     path = Path(path)
     container, stream = open_video(path)
     with container:
+        trc = int(stream.codec_context.color_trc or 2)
+        if trc in (16, 18):  # SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
+            raise MediaError(f"an HDR video ({'PQ' if trc == 16 else 'HLG'} transfer): these "
+                             "checks (EBU R 103 levels, BT.1702 flashes) are for SDR; check "
+                             "the SDR master of the same timeline", source=path)
         bits = 10 if "10" in stream.format.name else 8
         fps = Fraction(stream.average_rate or 24)
         meter = QAMeter(fps, bits)

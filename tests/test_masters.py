@@ -152,6 +152,14 @@ def test_hevc_masters_are_hvc1_with_hdr10_metadata(film, tmp_path):
     assert probe(bad)["video"]["tag"] == "hev1"
     assert any("sample entry is hev1, expected hvc1" in p
                for p in verify_master(bad, tl, "hdr-pq")["problems"])
+    # the SDR picture checks refuse it, naming the file (exit 2, no report)
+    from click.testing import CliRunner
+
+    from aiprod_post.cli import main
+
+    said = CliRunner().invoke(main, ["qa", str(m)])
+    assert said.exit_code == 2 and "HDR video (PQ transfer)" in said.output \
+        and "pq.mov" in said.output and "{" not in said.output
 
 
 def test_prores_master_stays_intra(film, tmp_path):
