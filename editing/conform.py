@@ -31,9 +31,9 @@ import opentimelineio as otio
 from aiprod_post.codecs import PROFILES, Profile  # the delivery codec table
 from aiprod_post.errors import AiprodError, MediaError
 from aiprod_post.files import atomic_path
-from aiprod_post.hdr import (HLG_WHITE, REFERENCE_WHITE, bt2020_to_pq16, hlg_oetf,
-                              intermediate_for, linear_to_hlg, linear_to_pq16, pq16_to_linear,
-                              pq_eotf, pq_inverse_eotf, to_bt2020)
+from aiprod_post.hdr import (BT709_TO_BT2020, HLG_WHITE, REFERENCE_WHITE, bt2020_to_pq16,
+                              hlg_oetf, intermediate_for, linear_to_hlg, linear_to_pq16,
+                              pq16_to_linear, pq_eotf, pq_inverse_eotf, to_bt2020)
 from aiprod_post.scaler import rgb24, rgb48, ycbcr_source
 
 from .interchange import conformable
@@ -567,17 +567,30 @@ def light_levels(timeline: otio.schema.Timeline, base: Path | None,
                  transform: ClipTransform | None = None) -> tuple[int, int]:
     """MaxCLL and MaxFALL (CTA-861.3), cd/m², of the timeline's PQ master: the brightest
     channel of its brightest pixel, and the largest frame average of each pixel's brightest
-    channel, measured on every frame as the master's encoder gets it (before its 4:2:0
-    subsampling), rounded up to whole cd/m²."""
-    nits = (pq_eotf(np.arange(65536, dtype=np.float64) / 65535.0) * 10000.0
-            ).astype(np.float32)
+    channel, measured on every frame before the encode (before its 4:2:0 subsampling):
+    an HDR picture from its PQ code values, an SDR one as the master places it
+    (:func:`_hdr_convert`: BT.1886 light on BT.2020 with white at 203 cd/m²), computed in
+    light without the PQ round trip. Rounded up to whole cd/m²."""
+    pq_nits = (pq_eotf(np.arange(65536, dtype=np.float64) / 65535.0) * 10000.0
+               ).astype(np.float32)
+    light8 = (np.power(np.arange(256, dtype=np.float64) / 255.0, 2.4)
+              * REFERENCE_WHITE).astype(np.float32)
+    m = BT709_TO_BT2020.astype(np.float32)
     cll = fall = 0.0
     for item in timeline_frames(timeline, base, rgb=False, transform=transform, hdr=True):
         if isinstance(item, HDRPicture):
-            rgb16 = item.for_master("pq")
+            peak = pq_nits[item.pq16.max(axis=-1)]
         else:
-            rgb16 = _hdr_convert(item if isinstance(item, np.ndarray) else rgb24(item), "pq")
-        peak = nits[rgb16.max(axis=-1)]
+            rgb = item if isinstance(item, np.ndarray) else rgb24(item)
+            if rgb.dtype == np.uint16:
+                light = np.power(rgb.astype(np.float32) / np.float32(65535), np.float32(2.4)
+                                 ) * np.float32(REFERENCE_WHITE)
+            else:
+                light = light8[rgb]
+            r, g, b = light[..., 0], light[..., 1], light[..., 2]
+            peak = np.maximum(np.maximum(m[0, 0] * r + m[0, 1] * g + m[0, 2] * b,
+                                         m[1, 0] * r + m[1, 1] * g + m[1, 2] * b),
+                              m[2, 0] * r + m[2, 1] * g + m[2, 2] * b)
         cll, fall = max(cll, float(peak.max())), max(fall, float(peak.mean()))
     return math.ceil(cll - 1e-3), math.ceil(fall - 1e-3)
 

@@ -184,6 +184,14 @@ def test_hdr_pass_linear_frames_reach_pq_and_hlg_masters(model_dir, hdr_lora, tm
     # engine's light within the master's own quantisation: luma (full resolution) within
     # one 10-bit code; the encoded master (lossy HEVC, CRF 18) on each frame's mean
     tl = edit((mov, 0, N))
+    # HDR10's content light levels of that timeline: the engine's light, per pixel its
+    # brightest channel (the intermediate's 16-bit PQ steps are far below 1 %)
+    from aiprod_post.editing.conform import light_levels
+
+    max_cll, max_fall = light_levels(tl, None)
+    brightest = nits.max(axis=-1)
+    assert abs(max_cll - brightest.max()) <= 1 + 0.005 * brightest.max()
+    assert abs(max_fall - brightest.mean(axis=(1, 2)).max()) <= 1 + 0.005 * max_fall
     for profile, want in (("hdr-pq", cm.eotf_inverse_ST2084(nits)),
                           ("hdr-hlg", cm.oetf_BT2100_HLG(np.clip(bt2020(lin) * 0.2646, 0, 1)))):
         sent: list = []
