@@ -564,20 +564,27 @@ _P3_D65 = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)"
 
 
 def light_levels(timeline: otio.schema.Timeline, base: Path | None,
-                 transform: ClipTransform | None = None) -> tuple[int, int]:
+                 transform: ClipTransform | None = None, subtitles: list | None = None
+                 ) -> tuple[int, int]:
     """MaxCLL and MaxFALL (CTA-861.3), cd/m², of the timeline's PQ master: the brightest
     channel of its brightest pixel, and the largest frame average of each pixel's brightest
     channel, measured on every frame before the encode (before its 4:2:0 subsampling):
     an HDR picture from its PQ code values, an SDR one as the master places it
     (:func:`_hdr_convert`: BT.1886 light on BT.2020 with white at 203 cd/m²), computed in
-    light without the PQ round trip. Rounded up to whole cd/m²."""
+    light without the PQ round trip; ``subtitles`` burned in as the master gets them.
+    Rounded up to whole cd/m²."""
     pq_nits = (pq_eotf(np.arange(65536, dtype=np.float64) / 65535.0) * 10000.0
                ).astype(np.float32)
     light8 = (np.power(np.arange(256, dtype=np.float64) / 255.0, 2.4)
               * REFERENCE_WHITE).astype(np.float32)
     m = BT709_TO_BT2020.astype(np.float32)
     cll = fall = 0.0
-    for item in timeline_frames(timeline, base, rgb=False, transform=transform, hdr=True):
+    frames = timeline_frames(timeline, base, rgb=False, transform=transform, hdr=True)
+    if subtitles:
+        meta = timeline.metadata.get(NAMESPACE, {})
+        frames = burn_in(frames, subtitles, timeline_rate(timeline),
+                         int(meta.get("width", 1920)), int(meta.get("height", 1080)))
+    for item in frames:
         if isinstance(item, HDRPicture):
             peak = pq_nits[item.pq16.max(axis=-1)]
         else:
@@ -1013,7 +1020,7 @@ def conform(timeline: otio.schema.Timeline | str | Path, output: Path,
     width, height = int(meta.get("width", 1920)), int(meta.get("height", 1080))
     if prof.hdr == "pq" and prof.codec == "libx265":
         # HDR10's static metadata, measured on the pictures first (a pass without encoding)
-        prof = with_light_levels(prof, *light_levels(timeline, base, transform))
+        prof = with_light_levels(prof, *light_levels(timeline, base, transform, subtitles))
     if (workers > 1 or segments is not None) and prof.gop_seconds is not None \
             and watch is None and transform is None:
         return _conform_in_segments(timeline, base, Path(output), prof,
@@ -1254,6 +1261,8 @@ def join_segments(parts: Iterable[tuple[Path, int]], output: Path, profile: Prof
             with av.open(str(tmp), "w", format=profile.container,
                          options=profile.container_options or {}) as out:
                 v = out.add_stream_from_template(template)
+                if profile.codec == "libx265" and profile.container == "mov":
+                    v.codec_tag = "hvc1"  # PyAV's template drops the segments' own tag
                 v.time_base = Fraction(1) / rate
                 a = None
                 if audio is not None:

@@ -261,6 +261,33 @@ def test_segments_encoded_in_parallel_join_into_the_single_encode(film, tmp_path
     assert not list(tmp_path.glob(".segments-*"))  # the segments are cleaned up
 
 
+def test_an_hdr10_master_in_segments_is_the_single_encodes_kind(film, tmp_path):
+    """An HDR10 master encoded in parallel segments keeps what the single encode has: the
+    hvc1 sample entry (the joined file's own, not the template's default) and the HDR10
+    metadata measured once for all segments."""
+    folder, tl = film
+    m = conform(tl, tmp_path / "pq2.mov", "hdr-pq", audio=folder / "mix.wav", workers=2)
+    check = verify_master(m, tl, "hdr-pq")
+    assert check["ok"], check["problems"]
+    with av.open(str(m)) as c:
+        assert c.streams.video[0].codec_tag == "hvc1"
+        kinds = {sd.type.name for sd in next(c.decode(video=0)).side_data}
+    assert {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"} <= kinds
+
+
+def test_hdr10_light_levels_count_burned_in_subtitles(film):
+    """The light levels are those of the pictures the master gets: burned-in subtitles
+    (near-white text with a dark outline) are counted: the brightest pixel is the text's
+    (196 cd/m² beside the pictures' 166), and the frame averages change."""
+    from aiprod_post.editing.conform import light_levels
+    from aiprod_post.editing.subtitles import Cue
+
+    folder, tl = film
+    plain = light_levels(tl, folder)
+    with_text = light_levels(tl, folder, subtitles=[Cue(0.0, 7.0, ["WWWWWWWWWWWW"] * 2)])
+    assert with_text[0] > plain[0] + 20 and with_text[1] != plain[1]
+
+
 def test_segments_with_other_parameter_sets_are_refused(film, tmp_path):
     from aiprod_post.editing.conform import encode_segment, join_segments
     from aiprod_post.errors import MediaError

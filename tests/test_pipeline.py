@@ -372,6 +372,7 @@ def test_hdr_deliveries_come_from_a_render(rendered, tmp_path):
     frames = result.report["duration_frames"]
     # picture QA's checks (EBU R103 levels, BT.1702 flashes) are SDR's: not run on PQ/HLG
     assert not result.report.get("qa") and "HDR ones only" in result.report["qa_note"]
+    assert "HDR ones only" in (tmp_path / "h" / "report.html").read_text()
     for name, trc in (("hdr10", 16), ("hlg", 18)):
         m = result.masters[name]
         with av.open(str(m)) as c:

@@ -231,6 +231,8 @@ def _report_html(report: dict, thumbs: list[tuple[str, str, str]],
         f"<td>{'pass' if v['flashes']['pass'] else 'FAIL'} "
         f"(max {v['flashes']['max_per_second']}/s)</td><td>{len(v['black_frames'])}</td>"
         f"<td>{len(v['frozen_frames'])}</td></tr>" for k, v in report.get("qa", {}).items())
+    if report.get("qa_note"):  # no SDR master to measure
+        qa += f"<tr><td colspan=5>{e(report['qa_note'])}</td></tr>"
     from urllib.parse import quote
 
     identity = report.get("identity", {}).get("characters", {})
