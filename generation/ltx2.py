@@ -246,6 +246,9 @@ class LTX2Engine:
         self._hdr = None  # the HDR pipeline (hdr_lora), on the same modules
         self._hdr_context: dict = {}  # the HDR LoRA's own connector embeddings, if given
         self._active: tuple[list[str], list[float]] = ([], [])  # the shot's adapters
+        #: what the warm-up traced a graph for (:meth:`_signature`); a generation with
+        #: another runs eagerly, never compiled in the middle of the film
+        self._traced: set[tuple] = set()
         self._upsample = None
         self._embeddings: dict = {}
         self._adapters: dict[str, str] = {}  # adapter name → kind
@@ -581,17 +584,49 @@ class LTX2Engine:
         stg = inspect.signature(type(pipe).__call__).parameters.get(
             "spatio_temporal_guidance_blocks")
         keep = (stg.default or []) if stg is not None and g["stg_scale"] > 0 else []
+        # as the film's shots run: with the control LoRA on and, in a first pass, a
+        # reference video of the previz's size (its tokens are part of the input)
+        control = self.s.control != "none" and "control" in self._adapters
+        reference, extra = None, {}
+        if control:
+            from diffusers.pipelines.ltx2 import LTX2ReferenceCondition
+
+            self._active = (["control"], [self.s.control_lora_scale])
+            pipe.enable_lora()
+            pipe.set_adapters(*self._active)
+            if guided:
+                ds = self._reference_downscale()
+                reference = np.zeros((frames, h // ds, w // ds, 3), np.uint8)
+                extra = dict(reference_conditions=[LTX2ReferenceCondition(
+                    frames=reference, strength=self.s.control_strength)],
+                    reference_downscale_factor=ds)
         with trace_blocks(pipe.transformer, keep, full=self.full_trace_step):
-            pipe(prompt_embeds=pe, prompt_attention_mask=pm, negative_prompt_embeds=ne if cfg
-                 else None, negative_prompt_attention_mask=nm if cfg else None, width=w,
+            pipe(**extra, prompt_embeds=pe, prompt_attention_mask=pm,
+                 negative_prompt_embeds=ne if cfg else None,
+                 negative_prompt_attention_mask=nm if cfg else None, width=w,
                  height=h, num_frames=frames, frame_rate=self._fps, num_inference_steps=1,
                  sigmas=[1.0], guidance_scale=g["guidance_scale"], stg_scale=g["stg_scale"],
                  modality_scale=g["modality_scale"], audio_guidance_scale=g["guidance_scale"],
                  audio_stg_scale=g["stg_scale"], audio_modality_scale=g["modality_scale"],
                  max_sequence_length=self.s.max_sequence_length, output_type="latent",
                  generator=torch.Generator(device=gen_device).manual_seed(0))
+        self._traced.add(self._signature((frames, w, h, guided), None,
+                                         "video" if reference is not None else None))
+        if control:  # the shots switch on their own
+            self._active = ([], [])
+            pipe.disable_lora()
         if self.s.device == "cuda":
             torch.cuda.synchronize()
+
+    def _signature(self, shape: tuple, conds: list | None, reference: str | None) -> tuple:
+        """What a compiled graph of the block serves besides the shape (static shapes):
+        the LoRAs on and their weights (peft's state is in dynamo's guards), a reference
+        (``"video"``: the in-context pipeline's previz; ``"latents"``: the DFR pipeline's)
+        and conditions past the first latent frame (a character's reference): both append
+        their tokens to the input."""
+        names, weights = self._active
+        extra = sum(1 for c in conds or [] if getattr(c, "index", 0) > 0)
+        return (tuple(shape), tuple(names), tuple(weights), reference, extra)
 
     def _size(self, width: int, height: int) -> tuple[int, int]:
         """The generation size: the plan's, rounded up to multiples of 32 (what the LTX-2
@@ -668,7 +703,7 @@ class LTX2Engine:
         common = dict(**text, **guidance, num_frames=n, frame_rate=fps, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        with self._stance_of((n, w0, h0, True), conds):
+        with self._stance_of((n, w0, h0, True), conds, "video" if refs else None):
             first = pipe(conditions=conds, reference_conditions=refs,
                          reference_downscale_factor=ds, width=w0, height=h0,
                          num_inference_steps=g["num_inference_steps"], sigmas=self._sigmas(),
@@ -727,7 +762,7 @@ class LTX2Engine:
                       generate_slots=False, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        with self._stance_of((n, w0, h0, True), conds):
+        with self._stance_of((n, w0, h0, True), conds, "latents" if ref is not None else None):
             first = dfr(width=w0, height=h0, reference_latents=ref,
                         reference_downscale_factor=ds, sigmas=sigmas,
                         output_type="latent" if len(sizes) == 2 else "pt", **common)
@@ -754,11 +789,13 @@ class LTX2Engine:
 
         return torch.compiler.set_stance("force_eager")
 
-    def _stance_of(self, shape: tuple, conds: list | None):
-        """Where a generation of ``shape`` with ``conds`` runs: as :meth:`_stance` says,
-        but eagerly (:meth:`_eager`) where a condition past the first latent frame (a
-        character's reference) appends its tokens to the input: a shape of its own."""
-        if any(getattr(c, "index", 0) > 0 for c in conds or []):
+    def _stance_of(self, shape: tuple, conds: list | None, reference: str | None = None):
+        """Where a generation of ``shape`` with ``conds`` (and a ``reference``, see
+        :meth:`_signature`) runs: as :meth:`_stance` says, but eagerly (:meth:`_eager`)
+        where the warm-up traced no graph for what it is (another LoRA, a reference the
+        warm-up had not, a character's reference's tokens) rather than compile one in the
+        middle of the film."""
+        if self._traced and self._signature(shape, conds, reference) not in self._traced:
             return self._eager()
         return self._stance(shape)
 

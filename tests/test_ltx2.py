@@ -295,6 +295,31 @@ def test_the_previz_is_the_ic_lora_reference_frame_for_frame(model_dir, loras, m
 
 
 
+def test_with_the_control_lora_the_warm_up_traces_what_the_shots_run(model_dir, loras,
+                                                                     tmp_path, monkeypatch):
+    """The warm-up's step runs as the film's shots do: the control LoRA on and a reference
+    video of the previz's size; a shot then traces nothing more (dynamo's counters, the
+    eager backend). A shot with another LoRA on (the camera's) runs eagerly rather than
+    compiling a graph in the middle of the film."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    eng = engine_by_name("ltx2", model=str(model_dir), control_lora=str(loras["canny"]),
+                         camera_loras={"dolly": str(loras["dolly"])}, compile=True,
+                         compile_backend="eager", **SETTINGS)
+    torch._dynamo.reset()
+    counters.clear()
+    eng.warm_up([20], W, H, fps=float(FPS))
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1 and eng._active == ([], [])  # switched off again after the step
+    assert len(list(eng.render(shot(20), ctx()))) == 20  # static: the control LoRA alone
+    assert counters["stats"]["unique_graphs"] == graphs
+    r = eng.render(shot(20, move=CameraMove.DOLLY), ctx())
+    assert len(list(r)) == 20 and "LoRAs: control, camera:dolly" in r.notes
+    assert counters["stats"]["unique_graphs"] == graphs
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("kind", ["depth", "pose"])
 def test_with_a_depth_or_pose_ic_lora_the_reference_is_the_animatics_pass(model_dir, loras,
                                                                           monkeypatch, kind):
