@@ -610,23 +610,28 @@ class LTX2Engine:
                  audio_stg_scale=g["stg_scale"], audio_modality_scale=g["modality_scale"],
                  max_sequence_length=self.s.max_sequence_length, output_type="latent",
                  generator=torch.Generator(device=gen_device).manual_seed(0))
-        self._traced.add(self._signature((frames, w, h, guided), None,
-                                         "video" if reference is not None else None))
+        self._traced.add(self._signature((frames, w, h, guided), None, reference is not None))
         if control:  # the shots switch on their own
             self._active = ([], [])
             pipe.disable_lora()
         if self.s.device == "cuda":
             torch.cuda.synchronize()
 
-    def _signature(self, shape: tuple, conds: list | None, reference: str | None) -> tuple:
-        """What a compiled graph of the block serves besides the shape (static shapes):
-        the LoRAs on and their weights (peft's state is in dynamo's guards), a reference
-        (``"video"``: the in-context pipeline's previz; ``"latents"``: the DFR pipeline's)
-        and conditions past the first latent frame (a character's reference): both append
+    def _signature(self, shape: tuple, conds: list | None, reference: bool,
+                   guided: bool | None = None) -> tuple:
+        """What a compiled graph of the block serves (static shapes): the size and frames,
+        the guidance that sets the batch (``guided``: the preset's, else none; by default
+        the shape's own flag), the LoRAs on and their weights (peft's state is in dynamo's
+        guards), a reference (the in-context pipeline's previz video or the DFR
+        pipeline's latents: the same tokens, checked with dynamo's counters) and
+        conditions past the first latent frame (a character's reference): both append
         their tokens to the input."""
+        g = self._guidance() if (shape[3] if guided is None else guided) else {}
+        mode = (g.get("guidance_scale", 1.0) > 1.0, g.get("stg_scale", 0.0) > 0,
+                g.get("modality_scale", 1.0) != 1.0)
         names, weights = self._active
         extra = sum(1 for c in conds or [] if getattr(c, "index", 0) > 0)
-        return (tuple(shape), tuple(names), tuple(weights), reference, extra)
+        return (tuple(shape[:3]), mode, tuple(names), tuple(weights), bool(reference), extra)
 
     def _size(self, width: int, height: int) -> tuple[int, int]:
         """The generation size: the plan's, rounded up to multiples of 32 (what the LTX-2
@@ -703,7 +708,7 @@ class LTX2Engine:
         common = dict(**text, **guidance, num_frames=n, frame_rate=fps, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        with self._stance_of((n, w0, h0, True), conds, "video" if refs else None):
+        with self._stance_of((n, w0, h0, True), conds, bool(refs)):
             first = pipe(conditions=conds, reference_conditions=refs,
                          reference_downscale_factor=ds, width=w0, height=h0,
                          num_inference_steps=g["num_inference_steps"], sigmas=self._sigmas(),
@@ -762,7 +767,8 @@ class LTX2Engine:
                       generate_slots=False, generator=generator,
                       max_sequence_length=self.s.max_sequence_length, **self.s.extra)
         w0, h0 = sizes[0]
-        with self._stance_of((n, w0, h0, True), conds, "latents" if ref is not None else None):
+        # no guidance in the DFR pipeline: its batch is the refining pass's
+        with self._stance_of((n, w0, h0, True), conds, ref is not None, guided=False):
             first = dfr(width=w0, height=h0, reference_latents=ref,
                         reference_downscale_factor=ds, sigmas=sigmas,
                         output_type="latent" if len(sizes) == 2 else "pt", **common)
@@ -771,7 +777,7 @@ class LTX2Engine:
             w, h = sizes[1]
             up = self._upsample(latents=first.frames, latents_normalized=False,
                                 output_type="latent").frames
-            with self._stance_of((n, w, h, False), conds):
+            with self._stance_of((n, w, h, False), conds, guided=False):
                 first = dfr(width=w, height=h, latents=up,
                             sigmas=list(STAGE_2_DISTILLED_SIGMA_VALUES), output_type="pt",
                             **common)
@@ -789,13 +795,15 @@ class LTX2Engine:
 
         return torch.compiler.set_stance("force_eager")
 
-    def _stance_of(self, shape: tuple, conds: list | None, reference: str | None = None):
+    def _stance_of(self, shape: tuple, conds: list | None, reference: bool = False,
+                   guided: bool | None = None):
         """Where a generation of ``shape`` with ``conds`` (and a ``reference``, see
         :meth:`_signature`) runs: as :meth:`_stance` says, but eagerly (:meth:`_eager`)
         where the warm-up traced no graph for what it is (another LoRA, a reference the
         warm-up had not, a character's reference's tokens) rather than compile one in the
         middle of the film."""
-        if self._traced and self._signature(shape, conds, reference) not in self._traced:
+        if self._traced and self._signature(shape, conds, reference, guided) \
+                not in self._traced:
             return self._eager()
         return self._stance(shape)
 

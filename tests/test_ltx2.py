@@ -299,7 +299,8 @@ def test_with_the_control_lora_the_warm_up_traces_what_the_shots_run(model_dir, 
                                                                      tmp_path, monkeypatch):
     """The warm-up's step runs as the film's shots do: the control LoRA on and a reference
     video of the previz's size; a shot then traces nothing more (dynamo's counters, the
-    eager backend). A shot with another LoRA on (the camera's) runs eagerly rather than
+    eager backend), a dialogue shot (DFR, the previz as reference latents) neither, on the
+    same graph. A shot with another LoRA on (the camera's) runs eagerly rather than
     compiling a graph in the middle of the film."""
     from torch._dynamo.utils import counters
 
@@ -312,11 +313,17 @@ def test_with_the_control_lora_the_warm_up_traces_what_the_shots_run(model_dir, 
     eng.warm_up([20], W, H, fps=float(FPS))
     graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1 and eng._active == ([], [])  # switched off again after the step
+    eager: list[int] = []
+    real = eng._eager
+    monkeypatch.setattr(eng, "_eager", lambda: (eager.append(1), real())[1])
     assert len(list(eng.render(shot(20), ctx()))) == 20  # static: the control LoRA alone
-    assert counters["stats"]["unique_graphs"] == graphs
+    # a dialogue shot (the DFR pipeline, the previz as reference latents): the same graph
+    r = eng.render(shot(20, dialogue=True), ctx(dialogue=speech(20 / 24 + 0.2)))
+    assert len(list(r)) == 20 and eng.generations[-1][3] == "LTX2DFRPipeline"
+    assert counters["stats"]["unique_graphs"] == graphs and not eager  # compiled, no trace
     r = eng.render(shot(20, move=CameraMove.DOLLY), ctx())
     assert len(list(r)) == 20 and "LoRAs: control, camera:dolly" in r.notes
-    assert counters["stats"]["unique_graphs"] == graphs
+    assert counters["stats"]["unique_graphs"] == graphs and eager  # eagerly, no trace
     torch._dynamo.reset()
 
 
