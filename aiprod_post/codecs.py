@@ -55,6 +55,9 @@ class Profile:
     keyframes_at_cuts: bool = False
     capped: bool = False
     b_frames: int = 0
+    #: the sample entry the container must carry (HEVC in MOV: hvc1, what QuickTime and
+    #: Apple's devices play; FFmpeg's default, hev1, they refuse); None: FFmpeg's own
+    codec_tag: str | None = None
 
 
 # the settings two tables share (each entry gets its own copy)
@@ -82,12 +85,12 @@ PROFILES: dict[str, Profile] = {
                       {"x265-params": "log-level=error:hdr10=1:repeat-headers=1", "crf": "18",
                        "preset": "fast", "profile": "main10"},
                       "pcm_s24le", "s32", primaries=9, transfer=16, matrix=9, hdr="pq",
-                      gop_seconds=2, b_frames=4),
+                      gop_seconds=2, b_frames=4, codec_tag="hvc1"),
     "hdr-hlg": Profile("hdr-hlg", "mov", ".mov", "libx265", "yuv420p10le",
                        {"x265-params": "log-level=error:repeat-headers=1", "crf": "18",
                         "preset": "fast", "profile": "main10"},
                        "pcm_s24le", "s32", primaries=9, transfer=18, matrix=9, hdr="hlg",
-                       gop_seconds=2, b_frames=4),
+                       gop_seconds=2, b_frames=4, codec_tag="hvc1"),
 }
 
 

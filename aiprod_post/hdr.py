@@ -123,6 +123,18 @@ def graded_light(lin709: np.ndarray, graded: np.ndarray) -> np.ndarray:
     return g * np.maximum(np.asarray(lin709, np.float32), np.float32(1))
 
 
+def place_picture(src: str | Path, dst: str | Path) -> None:
+    """Put a shot's picture at ``dst`` (:func:`aiprod_post.files.place`) with its HDR
+    intermediate beside it where it has one, and none left from an earlier picture."""
+    from .files import place
+
+    place(src, dst)
+    if intermediate_for(src).is_file():
+        place(intermediate_for(src), intermediate_for(dst))
+    else:
+        intermediate_for(dst).unlink(missing_ok=True)
+
+
 def intermediate_for(picture: str | Path) -> Path:
     """The HDR intermediate beside a shot's picture (``shots/1A.mov`` →
     ``shots/1A.hdr.mkv``); whether it exists says whether the shot has one."""

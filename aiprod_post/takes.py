@@ -30,8 +30,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import AiprodError, PathError
-from .files import inside, place, write_atomic
-from .hdr import intermediate_for
+from .files import inside, write_atomic
+from .hdr import place_picture
 from .plan import ShotPlan, load_plan
 from .project import Project
 
@@ -282,9 +282,7 @@ def add_take(outdir: Path, plan: ShotPlan, shot_id: str, *, seed: int | None = N
         first = take_file(outdir, shot_id, 1)
         shown = inside(Path(outdir), "shots", f"{shot_id}.mov")
         if shown.is_file() and not first.exists():
-            place(shown, first)
-            if intermediate_for(shown).is_file():  # its HDR picture goes with it
-                place(intermediate_for(shown), intermediate_for(first))
+            place_picture(shown, first)  # its HDR picture goes with it
         entry = ShotTakes(1, [Take(1, shot.seed, made=None)])
     used = {t.seed for t in entry.takes}
     for t in entry.takes:

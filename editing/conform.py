@@ -709,10 +709,8 @@ def encode_master(frames: Iterator[np.ndarray], n_frames: int, rate: Fraction, w
                 v.width, v.height = width, height
                 v.pix_fmt = profile.pix_fmt
                 v.options = encoder_options(profile, width, height, rate)
-                if profile.codec == "libx265" and profile.container == "mov":
-                    # parameter sets in the sample entry: what QuickTime and Apple's
-                    # devices play (FFmpeg's default, hev1, they refuse)
-                    v.codec_tag = "hvc1"
+                if profile.codec_tag:
+                    v.codec_tag = profile.codec_tag
                 # frame and slice threads, as the ffmpeg command uses; but where copied frames
                 # are interleaved with encoded ones, the encoder must not hold frames back
                 # (frame threads do), or its packets would arrive after later copied ones
@@ -1147,8 +1145,8 @@ def verify_master(path: str | Path, timeline: otio.schema.Timeline,
     codec_profile = {"libx264": "High", "libx265": "Main 10"}.get(prof.codec)
     if codec_profile and v["profile"] != codec_profile:
         problems.append(f"codec profile is {v['profile']}, expected {codec_profile}")
-    if prof.codec == "libx265" and prof.container == "mov" and v["tag"] != "hvc1":
-        problems.append(f"sample entry is {v['tag']}, expected hvc1 (QuickTime plays no other)")
+    if prof.codec_tag and v["tag"] != prof.codec_tag:
+        problems.append(f"sample entry is {v['tag']}, expected {prof.codec_tag}")
     if v["keyframes"] != expected_keys:
         extra = sorted(set(v["keyframes"]) - set(expected_keys))
         missing = sorted(set(expected_keys) - set(v["keyframes"]))
@@ -1261,8 +1259,8 @@ def join_segments(parts: Iterable[tuple[Path, int]], output: Path, profile: Prof
             with av.open(str(tmp), "w", format=profile.container,
                          options=profile.container_options or {}) as out:
                 v = out.add_stream_from_template(template)
-                if profile.codec == "libx265" and profile.container == "mov":
-                    v.codec_tag = "hvc1"  # PyAV's template drops the segments' own tag
+                if profile.codec_tag:  # PyAV's template drops the segments' own tag
+                    v.codec_tag = profile.codec_tag
                 v.time_base = Fraction(1) / rate
                 a = None
                 if audio is not None:

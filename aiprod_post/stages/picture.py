@@ -27,7 +27,7 @@ from ..cache import array_digest, file_digest, key_of, place
 from ..errors import AiprodError, MediaError
 from ..executors import Lost, Unit
 from ..files import atomic_path, inside
-from ..hdr import intermediate_for
+from ..hdr import intermediate_for, place_picture
 from ..plan import AUDIO_RATE, Scene, Shot, ShotPlan, frames_to_samples
 from ..takes import take_file, takes_report
 from .context import Context, Line, Pictures, Planned, Spoken, shot_cdl
@@ -638,20 +638,11 @@ def run(ctx: Context, planned: Planned, spoken: Spoken) -> Pictures:
         if result.error is None and hasattr(engine, "figure_masks"):
             _sample_figures(engine, shot, scene, np.load(result.first), plan, figure_samples)
         dst = inside(ctx.outdir, "shots", f"{shot.id}.mov")
-        place(mov, dst)
-        # its HDR picture beside it, where it has one (the HDR masters read it)
-        if intermediate_for(mov).exists():
-            place(intermediate_for(mov), intermediate_for(dst))
-        else:  # none left from an earlier render
-            intermediate_for(dst).unlink(missing_ok=True)
+        # with its HDR picture beside it, where it has one (the HDR masters read it)
+        place_picture(mov, dst)
         chosen = takes[shot.id].chosen if shot.id in takes else 1
         if shot.id in takes:  # kept beside the other takes as shots/ID_tN.mov
-            take = take_file(ctx.outdir, shot.id, chosen)
-            place(mov, take)
-            if intermediate_for(mov).exists():  # and its HDR picture, for an HDR conform
-                place(intermediate_for(mov), intermediate_for(take))
-            else:
-                intermediate_for(take).unlink(missing_ok=True)
+            place_picture(mov, take_file(ctx.outdir, shot.id, chosen))
         kept = takes_report(ctx.outdir, takes).get(shot.id, {}).get("takes", [])
         media[shot.id] = ShotMedia(dst, n, head, look=look, engine=name, take=chosen,
                                    takes=[{**t, "path": ctx.outdir / t["file"]} for t in kept])
