@@ -83,6 +83,11 @@ class LTXSettings(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune",
                           "max-autotune-no-cudagraphs"] = "default"
     compile_backend: Literal["inductor", "eager"] = "inductor"  # eager: traces only
+    #: compile ahead of time: the block is exported once and compiled by inductor into an
+    #: artifact in the cache (``AIPROD_CACHE/aot``) that later runs load without tracing
+    #: (inductor backend, no LoRAs, no CPU offload; else, or where the block cannot be
+    #: exported, torch.compile); false: torch.compile each run
+    precompile: bool = True
     #: the most frame counts a film is generated at (each is a compiled shape)
     max_buckets: int = Field(4, ge=1, le=16)
     #: a local latent upsampler (LTXLatentUpsamplerModel folder, or a pipeline folder with

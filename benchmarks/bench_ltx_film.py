@@ -117,7 +117,7 @@ def render_shots(engine, shots, width: int, height: int, fps: Fraction,
 
 
 def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
-             compile_: str, shapes: str | None = None) -> dict:
+             compile_: str, shapes: str | None = None, precompile: bool = True) -> dict:
     from diffusers import LTXConditionPipeline
     from torch._dynamo.utils import counters
 
@@ -125,7 +125,8 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
 
     engine = LTXEngine.from_pipeline(
         LTXConditionPipeline(**parts), device="cuda", dtype="bfloat16", preset=preset_name,
-        steps=steps, compile={"true": True, "false": False}.get(compile_, compile_))
+        steps=steps, compile={"true": True, "false": False}.get(compile_, compile_),
+        precompile=precompile)
     if shapes:  # else the engine's own choice (dynamic)
         engine.dynamic_shapes = shapes == "dynamic"
     seen = shape_counter(engine.pipeline().transformer)
@@ -142,6 +143,8 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
             "per_shot_seconds": per_shot,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
             "distinct_shapes": len(seen), "dynamic_shapes": engine.dynamic_shapes,
+            "aot": info.get("aot"), "aot_fallbacks": getattr(engine._aot_package, "fallbacks",
+                                                             None),
             **compile_figures(info, graphs_after_warm_up)}
 
 
@@ -171,6 +174,9 @@ def main() -> None:
     ap.add_argument("--shapes", choices=["dynamic", "static"], default=None,
                     help="ours: one graph of the block for every frame count (symbolic, the "
                          "engine's default) or one per bucket")
+    ap.add_argument("--no-precompile", dest="precompile", action="store_false",
+                    help="ours: torch.compile the block each run instead of loading the "
+                         "artifact compiled ahead of time ([engine.ltx] precompile = false)")
     args = ap.parse_args()
     import os
 
@@ -209,7 +215,7 @@ def main() -> None:
         result["stock"]["seconds_per_film_second"] = round(result["stock"]["seconds"] / film_s, 3)
     if args.run in ("both", "ours"):
         ours = run_ours(parts, shots, width, height, args.preset, args.steps, args.compile,
-                        args.shapes)
+                        args.shapes, args.precompile)
         ours["seconds_per_film_second"] = round(ours["seconds"] / film_s, 3)
         ours["compile_share"] = round(ours["compile_seconds"] / ours["seconds"], 4)
         result["ours"] = ours

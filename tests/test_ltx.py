@@ -587,3 +587,55 @@ def test_auto_compiles_the_shapes_that_repay_it_and_runs_the_others_eagerly(
     assert counters["stats"]["unique_graphs"] == 1
     assert [g[0] for g in eng.generations] == [17, 17, 25]
     torch._dynamo.reset()
+
+
+def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_dir, tmp_path,
+                                                                        monkeypatch):
+    """precompile: the warm-up exports the transformer's block once (its weights as inputs,
+    the token count symbolic) and AOTInductor compiles it into a package in the user's
+    cache; every block then calls it. Shots of both buckets come out as the eager model
+    makes them, nothing falls back to the block's own code and dynamo traces nothing. A
+    second engine loads the package (no build) and makes the same frames."""
+    from torch._dynamo.utils import counters
+
+    from aiprod_post.generation import ltx
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    lengths = [10, 20]
+    key = {"previous": Keyframe("1", 0, ramp_key(), light="dusk")}
+
+    def film(eng) -> list[np.ndarray]:
+        out = []
+        for i, n in enumerate(lengths):
+            ctx = RenderContext(scene(), W, H, Fraction(24), key if i else {})
+            out.append(np.stack(list(eng.render(shot(n), ctx))))
+        return out
+
+    eager = film(engine_by_name("ltx", model=str(model_dir), compile=False, max_buckets=2,
+                                **SETTINGS))
+    torch._dynamo.reset()
+    counters.clear()
+    eng = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
+                         max_buckets=2, **SETTINGS)
+    info = eng.warm_up(lengths, W, H)
+    assert info["aot"]["built"] and "error" not in info["aot"], info["aot"]
+    package = Path(info["aot"]["package"])
+    assert package.parent == tmp_path / "cache" / "aot" and package.is_file()
+    assert all("forward" in vars(b) for b in eng.pipeline().transformer.transformer_blocks)
+    frames = film(eng)
+    assert [g[0] for g in eng.generations] == [17, 25]
+    assert eng._aot_package.fallbacks == 0
+    assert counters["stats"]["unique_graphs"] == 0  # no dynamo: the package ran
+    for a, b in zip(frames, eager):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+    # a later run: the package is loaded, not built, and costs the load in the plan
+    again = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
+                           max_buckets=2,
+                           **SETTINGS)
+    again.pipeline()
+    again.plan_film(lengths)
+    assert again._compile_decision(lengths, W, H)[2] == ltx._AOT_LOAD_S
+    info = again.warm_up(lengths, W, H)
+    assert not info["aot"]["built"] and info["aot"]["load_seconds"] < 5
+    assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
+    assert again._aot_package.fallbacks == 0
