@@ -239,7 +239,7 @@ def run_stock(parts, shots, width, height, fps: float, device: str, max_seq: int
 def run_ours(parts, shots, width, height, fps: float, device: str, dtype: str, compile_,
              max_seq: int, film_durations: list[int], fp8: bool = False,
              attention: str | None = None, cudnn_benchmark: bool = False,
-             dialogue: dict | None = None) -> dict:
+             dialogue: dict | None = None, precompile: bool = True) -> dict:
     from diffusers import LTX2InContextPipeline
     from torch._dynamo.utils import counters
 
@@ -249,7 +249,8 @@ def run_ours(parts, shots, width, height, fps: float, device: str, dtype: str, c
 
     engine = LTX2Engine.from_pipeline(
         LTX2InContextPipeline(**parts), device=device, dtype=dtype, preset="distilled",
-        compile=compile_, max_sequence_length=max_seq, control="none", fp8=fp8)
+        compile=compile_, max_sequence_length=max_seq, control="none", fp8=fp8,
+        precompile=precompile)
     if attention:
         engine.pipeline().transformer.set_attention_backend(attention)
     if cudnn_benchmark:
@@ -270,6 +271,8 @@ def run_ours(parts, shots, width, height, fps: float, device: str, dtype: str, c
     return {"seconds": round(end - t0, 3), "shots_seconds": round(end - t_film, 3),
             "per_shot_seconds": per_shot, "peak_gib": peak_gib(device),
             "distinct_shapes": len(seen), **compile_figures(info, graphs_after_warm_up),
+            "aot": info.get("aot"),
+            "aot_fallbacks": getattr(engine._aot_package, "fallbacks", None),
             "generations_by_pipeline": dict(Counter(g[3] for g in engine.generations))}
 
 
@@ -297,6 +300,9 @@ def main() -> None:
     ap.add_argument("--text-layers", type=int, default=4)
     ap.add_argument("--max-sequence-length", type=int, default=1024)
     ap.add_argument("--fp8", action="store_true", help="ours: FP8 linear layers")
+    ap.add_argument("--no-precompile", dest="precompile", action="store_false",
+                    help="ours: torch.compile the block each run instead of loading the "
+                         "artifacts compiled ahead of time ([engine.ltx2] precompile = false)")
     ap.add_argument("--attention", default=None, help="ours: a diffusers attention backend")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="ours: cuDNN autotuning on (the engine leaves it off)")
@@ -366,7 +372,7 @@ def main() -> None:
         compile_ = {"true": True, "false": False}.get(args.compile, args.compile)
         ours = run_ours(parts, shots, width, height, fps, args.device, args.dtype, compile_,
                         args.max_sequence_length, durations, args.fp8, args.attention,
-                        args.cudnn_benchmark, dialogue)
+                        args.cudnn_benchmark, dialogue, args.precompile)
         weighted(ours, weights)
         per_film_second(ours)
         ours["compile_share"] = round(ours["compile_seconds"] / ours.get(

@@ -13,14 +13,19 @@ then calls it with that block's own weights. A later run of any film on the same
 architecture, dtype, batch, text length, GPU and torch loads it with no dynamo and no
 compile.
 
+With static shapes (``dynamic=False``, LTX-2's block) there is one artifact per shape,
+each named by the shape it was built for, so a later run loads the ones its film needs
+without tracing any.
+
 (AOTInductor's packages were tried first: on the H200 the 2B block took 93.5 s to
 build and the package crashed loading, in its C++ start-up's ``std::regex``; the
 standalone artifact has no C++ wrapper.)
 
-A call the artifact was not built for (another structure of inputs, dtype, device or a
-size other than the token count; or with gradients) runs the block's own ``forward``;
-:attr:`AOTBlocks.fallbacks` counts those. LoRAs change the block's modules, so an
-engine with LoRAs keeps ``torch.compile`` (whose guards see them).
+A call no artifact was built for (another structure of inputs, dtype, device, a size
+other than the token count, another value of a flag; or with gradients) runs the
+block's own ``forward``; :attr:`AOTBlocks.fallbacks` counts those. LoRAs change the
+block's modules (and their scale is traced in as a constant), so an engine with LoRAs
+keeps ``torch.compile`` (whose guards see them).
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-#: bumped when what a package holds or how it is called changes
-FORMAT = 2
+#: bumped when what an artifact holds or how it is called changes
+FORMAT = 3
 
 
 class _Captured(Exception):
@@ -47,26 +52,26 @@ def inductor_options(mode: str) -> dict:
     return {"max_autotune": True} if mode.startswith("max-autotune") else {}
 
 
-def _leaf_signature(x) -> Any:
+def _is_tensor(x) -> bool:
     import torch
 
-    if isinstance(x, torch.Tensor):
-        return ["tensor", str(x.dtype), x.device.type, list(x.shape)]
-    return repr(x)
+    return isinstance(x, torch.Tensor)
 
 
 class AOTBlocks:
-    """The repeated block of ``transformer`` (its ``transformer_blocks``) as one
-    AOTInductor package in ``folder``: built once (:meth:`build`), loaded by every later
-    run (:meth:`load`), installed into every block (:meth:`install`). ``identity``: what
-    else the package depends on (the engine's batch, text length, dtype...)."""
+    """The repeated block of ``transformer`` (its ``transformer_blocks``) compiled ahead
+    of time into artifacts in ``folder``: built once (:meth:`build`), loaded by every
+    later run (:meth:`load`), installed into every block (:meth:`install`). ``identity``:
+    what else an artifact depends on (the engine's batch, text length, dtype...);
+    ``dynamic``: one artifact with a symbolic token count, else one per shape."""
 
     def __init__(self, transformer, identity: list, folder: Path,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, dynamic: bool = True) -> None:
         import torch
 
         self.transformer = transformer
         self.options = dict(options or {})
+        self.dynamic = dynamic
         block = transformer.transformer_blocks[0]
         device = next(block.parameters()).device
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -76,18 +81,34 @@ class AOTBlocks:
             [FORMAT, torch.__version__, diffusers.__version__, gpu, type(block).__qualname__,
              type(transformer).__qualname__,
              {k: v for k, v in transformer.config.items() if not k.startswith("_")},
-             self.options,
+             self.options, dynamic,
              identity], sort_keys=True, default=str).encode()).hexdigest()[:24]
-        self.path = Path(folder) / f"{self.key}.bin"
-        self._runner = None
-        self._spec = None  # the structure of the inputs it was built for
+        self.folder = Path(folder)
+        self._runners: dict[tuple, tuple] = {}  # call key -> (artifact, output structure)
+        self._spec = None  # the structure of the inputs
+        self._mask: list[bool] | None = None  # the leaves whose dimension 1 is symbolic
         self.installed = False
-        #: calls the package was not built for, run by the block's own forward
+        #: calls no artifact was built for, run by the block's own forward
         self.fallbacks = 0
 
     @property
+    def path(self) -> Path:
+        """The one artifact of a dynamic block."""
+        return self.path_for(None)
+
+    def path_for(self, shape: tuple | None) -> Path:
+        """The artifact of one shape (a static block; any name the engine gives it), or
+        the one artifact (``None``)."""
+        name = "" if shape is None else "-" + "x".join(str(v) for v in shape)
+        return self.folder / f"{self.key}{name}.bin"
+
+    def cached_for(self, shape: tuple | None) -> bool:
+        path = self.path_for(shape)
+        return path.is_file() and path.with_suffix(".json").is_file()
+
+    @property
     def cached(self) -> bool:
-        return self.path.is_file() and self.path.with_suffix(".json").is_file()
+        return self.cached_for(None)
 
     # ---- building
     def capture(self, step: Callable[[], Any]) -> tuple[tuple, dict]:
@@ -113,9 +134,10 @@ class AOTBlocks:
             raise RuntimeError("the step never reached the transformer's first block")
         return seen["inputs"]
 
-    def build(self, step: Callable[[], Any]) -> float:
+    def build(self, step: Callable[[], Any], shape: tuple | None = None) -> float:
         """Export the block from the inputs ``step`` hands its first block (the token count
-        symbolic), compile the package into the cache atomically. Seconds it took."""
+        symbolic where the block is dynamic), compile it, and save the artifact (of
+        ``shape``, for a static block) into the cache atomically. Seconds it took."""
         import torch
         from torch.utils import _pytree as pytree
 
@@ -126,7 +148,7 @@ class AOTBlocks:
         dim = torch.export.Dim("tokens", min=2, max=1 << 20)
 
         def spec(x):
-            if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[1] == tokens:
+            if self.dynamic and _is_tensor(x) and x.dim() >= 2 and x.shape[1] == tokens:
                 return {1: dim}
             return None
 
@@ -139,55 +161,66 @@ class AOTBlocks:
             program = torch.export.export(_Functional(block), (weights, args, kwargs),
                                           dynamic_shapes=dynamic, strict=False
                                           ).run_decompositions({})
-        # the exported graph as a plain one (its inputs the leaves of (weights, args,
-        # kwargs) in order, its outputs flat): what the artifact is called with
+        # the exported graph as a plain one, its outputs flat, its inputs the tensors among
+        # the leaves of (weights, args, kwargs) in order: the other leaves (None, flags)
+        # are constants of the graph, checked by the call's key
         graph = torch.fx.GraphModule(program.graph_module, program.graph_module.graph)
         leaves = pytree.tree_leaves((weights, args, kwargs))
         inputs = [n for n in graph.graph.nodes if n.op == "placeholder"]
-        if len(inputs) != len(leaves) or not all(isinstance(x, torch.Tensor) for x in leaves):
+        if len(inputs) != len(leaves):
             raise RuntimeError(f"the block's exported inputs ({len(inputs)}) are not its "
-                               f"{len(leaves)} tensors")
+                               f"{len(leaves)} leaves")
+        for node, x in zip(inputs, leaves):
+            if not _is_tensor(x):
+                if node.users:
+                    raise RuntimeError(f"the exported block reads its input {node.name}, "
+                                       "not a tensor")
+                graph.graph.erase_node(node)
+        graph.recompile()
+        given, tree = pytree.tree_flatten((args, kwargs))
+        mask = [spec(x) is not None for x in given]
         # an inference graph: with the weights' requires_grad, AOTAutograd would compile a
         # training graph that keeps the activations for a backward pass
         with torch.no_grad():
             artifact = torch._inductor.standalone_compile(
-                graph, [x.detach() for x in leaves], dynamic_shapes="from_graph",
-                options=self.options)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.bin")
+                graph, [x.detach() for x in leaves if _is_tensor(x)],
+                dynamic_shapes="from_graph", options=self.options)
+        path = self.path_for(shape)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.bin")
         try:
             artifact.save(path=str(tmp), format="binary")
-            given, tree = pytree.tree_flatten((args, kwargs))
-            meta = {"signature": [_leaf_signature(x) for x in given],
+            meta = {"key": list(_call_key(given, mask)), "mask": mask,
                     "tree": pytree.treespec_dumps(tree),
                     "out": pytree.treespec_dumps(program.call_spec.out_spec),
-                    "tokens_dim": [spec(x) is not None for x in given],
                     "built_seconds": round(time.perf_counter() - t0, 2),
                     "torch": torch.__version__}
-            os.replace(tmp, self.path)
-            _write_json(self.path.with_suffix(".json"), meta)
+            os.replace(tmp, path)
+            _write_json(path.with_suffix(".json"), meta)
         finally:
             tmp.unlink(missing_ok=True)
         return time.perf_counter() - t0
 
     # ---- loading and calling
-    def load(self) -> float:
-        """Load the package from the cache; seconds it took."""
+    def load(self, shape: tuple | None = None) -> float:
+        """Load an artifact (``shape``'s, for a static block) from the cache; seconds it
+        took."""
+        from torch._inductor import CompiledArtifact
         from torch.utils import _pytree as pytree
 
         t0 = time.perf_counter()
-        meta = json.loads(self.path.with_suffix(".json").read_text())
-        from torch._inductor import CompiledArtifact
-
-        self._runner = CompiledArtifact.load(path=str(self.path), format="binary")
-        self._spec = pytree.treespec_loads(meta["tree"])
-        self._out = pytree.treespec_loads(meta["out"])
-        self._tokens = list(meta["tokens_dim"])
-        self._meta = meta
+        path = self.path_for(shape)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        tree = pytree.treespec_loads(meta["tree"])
+        if self._spec is not None and (tree != self._spec or meta["mask"] != self._mask):
+            raise RuntimeError(f"{path.name} was built for other inputs than the others")
+        self._spec, self._mask = tree, meta["mask"]
+        runner = CompiledArtifact.load(path=str(path), format="binary")
+        self._runners[_frozen(meta["key"])] = (runner, pytree.treespec_loads(meta["out"]))
         return time.perf_counter() - t0
 
     def install(self) -> None:
-        """Every block's ``forward`` calls the artifact with that block's weights."""
+        """Every block's ``forward`` calls the artifacts with that block's weights."""
         from torch.utils import _pytree as pytree
 
         if self.installed:
@@ -202,31 +235,35 @@ class AOTBlocks:
             block.__dict__.pop("forward", None)
         self.installed = False
 
-    def _fits(self, leaves: list) -> bool:
-        import torch
-
-        for x, sig, dyn in zip(leaves, self._meta["signature"], self._tokens):
-            if isinstance(x, torch.Tensor):
-                if sig[0] != "tensor" or str(x.dtype) != sig[1] or x.device.type != sig[2] \
-                        or x.dim() != len(sig[3]):
-                    return False
-                if any(s != want for i, (s, want) in enumerate(zip(x.shape, sig[3]))
-                       if not (dyn and i == 1)):
-                    return False
-            elif repr(x) != sig:
-                return False
-        return True
-
     def _call(self, block, forward, weights, *args, **kwargs):
         import torch
         from torch.utils import _pytree as pytree
 
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        if torch.is_grad_enabled() or spec != self._spec or not self._fits(leaves):
+        found = None
+        if not torch.is_grad_enabled() and spec == self._spec:
+            found = self._runners.get(_call_key(leaves, self._mask))
+        if found is None:
             self.fallbacks += 1
             return forward(block, *args, **kwargs)
-        return pytree.tree_unflatten(
-            self._runner(*weights, *leaves), self._out)
+        runner, out = found
+        return pytree.tree_unflatten(runner(*weights, *filter(_is_tensor, leaves)), out)
+
+
+def _call_key(leaves: list, mask: list[bool]) -> tuple:
+    """What an artifact was built for, of a call's leaves: each tensor's dtype, device and
+    shape (dimension 1 left out where it is symbolic), each other leaf's value."""
+    import torch
+
+    return tuple((str(x.dtype), x.device.type,
+                  tuple(-1 if (d and i == 1) else n for i, n in enumerate(x.shape)))
+                 if isinstance(x, torch.Tensor) else repr(x)
+                 for x, d in zip(leaves, mask))
+
+
+def _frozen(key: list) -> tuple:
+    """A call key read back from JSON (lists for tuples)."""
+    return tuple((k[0], k[1], tuple(k[2])) if isinstance(k, list) else k for k in key)
 
 
 class _Functional:

@@ -330,9 +330,17 @@ class LTXEngine:
     #: warm-up took 18.5 s cold beside 29.1 s static, warm ~9.5 s beside 10.6 s, the
     #: shots as fast. ltx2 keeps static shapes (its class attribute says why)
     dynamic_shapes = True
-    #: the block compiled ahead of time, one package for every shape, where the settings
-    #: allow (:func:`aot_package`)
-    aot_blocks = True
+    #: the block compiled ahead of time (one artifact for every shape) where the settings
+    #: allow (:func:`aot_package`): not with LoRAs, whose modules and scale it would not see
+    aot_blocks = property(lambda self: not self.cast.loras)
+    #: (seconds to build an artifact, to load one, the first build's and the first load's
+    #: start-up)
+    _aot_costs = property(lambda self: (_AOT_BUILD_S, _AOT_LOAD_S, 0.0, 0.0))
+
+    def _aot_identity(self) -> list:
+        """What the block's artifact depends on besides the model and torch."""
+        return [self.name, self.s.dtype, 2 if self._guidance() else 1,
+                self.s.max_sequence_length]
     #: (seconds to compile one shape cold, warm; the compiled transformer's speed-up)
     _compile_costs = property(lambda self: (_COMPILE_COLD_S, _COMPILE_WARM_S,
                                             _COMPILED_SPEEDUP, _COMPILE_START_COLD_S,
@@ -606,10 +614,12 @@ class LTXEngine:
         shapes = self._film_shapes(width, height)
         aot = aot_package(self)
         graphs: dict[tuple, list[tuple]] = {}
-        if aot is not None:  # one package serves every shape
-            graphs[("package",)] = list(shapes)
-            cached = set(graphs) if aot.cached else set()
-            cold_s, warm_s, start_cold, start_warm = _AOT_BUILD_S, _AOT_LOAD_S, 0.0, 0.0
+        if aot is not None:  # one artifact serves every shape, or one per shape
+            for x in shapes:
+                graphs.setdefault(("package",) if aot.dynamic else tuple(x), []).append(x)
+            cached = {g for g, xs in graphs.items()
+                      if aot.cached_for(None if aot.dynamic else xs[0])}
+            cold_s, warm_s, start_cold, start_warm = self._aot_costs
         else:
             index = _compiled_index()
             for x in shapes:
@@ -699,11 +709,11 @@ class LTXEngine:
                                  if x not in chosen]}
         aot = aot_package(self) if compile_ else None
         if aot is not None:
-            info["aot"] = self._use_package(aot, max(chosen))
+            info["aot"] = self._use_package(aot, chosen)
             if "error" in info["aot"]:
                 aot = None  # torch.compile then, below
             else:
-                info["shapes"].append([*max(chosen), info["aot"]["seconds"]])
+                info["shapes"] += info["aot"].pop("shapes")
                 self.compiled_shapes = set(chosen)
         if compile_ and aot is None:
             self._compile_blocks()
@@ -725,21 +735,32 @@ class LTXEngine:
         info["seconds"] = round(time.perf_counter() - t0, 3)
         return info
 
-    def _use_package(self, aot, shape: tuple) -> dict:
-        """Load the block's ahead-of-time package (building it first, from a step's block
-        inputs at ``shape``, when the cache has none) and put it in every block. What was
-        done, for the report; with ``error`` where the block could not be exported or
-        compiled ahead of time (the caller compiles it just in time instead)."""
+    def _use_package(self, aot, chosen: Sequence[tuple]) -> dict:
+        """Load the block's ahead-of-time artifacts (building each first, from a step's
+        block inputs, where the cache has none): the one of a dynamic block (built at the
+        largest shape, the hint its kernels are tuned for), or one per chosen shape; then
+        put them in every block. What was done, for the report; with ``error`` where the
+        block could not be exported or compiled ahead of time (the caller compiles it just
+        in time instead)."""
         t = time.perf_counter()
-        info: dict = {"package": str(aot.path), "built": not aot.cached}
+        todo = [None] if aot.dynamic else sorted(set(chosen))
+        info: dict = {"package": str(aot.path_for(todo[0])), "built": False,
+                      "build_seconds": 0.0, "load_seconds": 0.0, "shapes": []}
         try:
-            if not aot.cached:
-                use_inductor_cache()
-                info["build_seconds"] = round(aot.build(lambda: self._trace(*shape)), 2)
-            info["load_seconds"] = round(aot.load(), 3)
+            for x in todo:
+                s = time.perf_counter()
+                shape = max(chosen) if x is None else x
+                if not aot.cached_for(x):
+                    use_inductor_cache()
+                    info["build_seconds"] += aot.build(lambda: self._trace(*shape), x)
+                    info["built"] = True
+                info["load_seconds"] += aot.load(x)
+                info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
         except Exception as exc:  # export and inductor raise many kinds; JIT still works
             info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             return info
+        info["build_seconds"] = round(info["build_seconds"], 2)
+        info["load_seconds"] = round(info["load_seconds"], 3)
         aot.install()
         self.compiled = True
         info["seconds"] = round(time.perf_counter() - t, 2)
@@ -944,8 +965,9 @@ class LTXEngine:
 _EAGER_TFLOPS = 325.0
 #: the block's ahead-of-time artifact (:mod:`.aot`): seconds to build it (export and
 #: inductor) and to load it from the cache, inductor's start-up in a new process included
-#: (2B, bf16, one H200, torch 2.11: built in 13.9 and 16.4 s, loaded in 3.0 s)
-_AOT_BUILD_S = 15.0
+#: (2B, bf16, one H200, torch 2.11: built in 13.9 and 16.4 s distilled, 20.4 s with the
+#: dev preset's guidance batch; loaded in 2.9-3.0 s)
+_AOT_BUILD_S = 17.0
 _AOT_LOAD_S = 3.0
 _COMPILED_SPEEDUP = 1.5
 _COMPILE_COLD_S = 8.0
@@ -1000,21 +1022,19 @@ def use_inductor_cache() -> None:
 
 
 def aot_package(engine):
-    """The engine's ahead-of-time package of its block (:mod:`.aot`) where it can use
-    one: ``precompile`` on, the inductor backend, no LoRAs, no CPU offload, an engine that
-    takes one (``aot_blocks``); else None."""
+    """The engine's block compiled ahead of time (:mod:`.aot`) where it can use it:
+    ``precompile`` on, the inductor backend, no CPU offload, an engine that takes one
+    (``aot_blocks``: no LoRAs); else None. One artifact for every shape where the engine
+    traces symbolic shapes, else one per shape."""
     if not (getattr(engine, "aot_blocks", False) and getattr(engine.s, "precompile", False)
-            and engine.s.compile_backend == "inductor" and not engine.cast.loras
-            and not engine.s.cpu_offload):
+            and engine.s.compile_backend == "inductor" and not engine.s.cpu_offload):
         return None
     if engine._aot_package is None:
         from .aot import AOTBlocks, inductor_options
 
         engine._aot_package = AOTBlocks(
-            engine.pipeline().transformer,
-            [engine.name, engine.s.dtype, 2 if engine._guidance() else 1,
-             engine.s.max_sequence_length], cache_folder() / "aot",
-            inductor_options(engine.s.compile_mode))
+            engine.pipeline().transformer, engine._aot_identity(), cache_folder() / "aot",
+            inductor_options(engine.s.compile_mode), dynamic=engine.dynamic_shapes)
     return engine._aot_package
 
 

@@ -700,3 +700,53 @@ def test_fp8_engine_renders_and_refuses_loras(model_dir, loras):
     with pytest.raises(AiprodError, match="fp8"):
         engine_by_name("ltx2", model=str(model_dir), fp8=True, control_lora=str(loras["canny"]),
                        **SETTINGS).check()
+
+
+def test_the_block_compiled_ahead_of_time_one_artifact_per_shape(model_dir, tmp_path,
+                                                                  monkeypatch):
+    """precompile (inductor): the warm-up exports the block once per shape (its weights as
+    inputs) and compiles each into an artifact in the user's cache; every block then calls
+    the one of its shape. A film of two buckets, one shot with dialogue (the DFR pipeline,
+    on the same block inputs), comes out as the eager model makes it, dynamo traces
+    nothing, no call falls back to the block's own code; a second engine loads the
+    artifacts without building them and makes the same frames."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    lengths = [10, 30]
+    line = speech(30 / 24 + 0.2)
+
+    def film(eng) -> list[np.ndarray]:
+        out = [np.stack(list(eng.render(shot(10), ctx())))]
+        r = eng.render(shot(30, dialogue=True), ctx(dialogue=line))
+        out.append(np.stack(list(r)))
+        assert eng.generations[-1][3] == "LTX2DFRPipeline"
+        return out
+
+    eager = engine_by_name("ltx2", model=str(model_dir), compile=False, **SETTINGS)
+    eager.warm_up(lengths, W, H, fps=24)
+    expected = film(eager)
+    torch._dynamo.reset()
+    counters.clear()
+    eng = engine_by_name("ltx2", model=str(model_dir), compile=True, **SETTINGS)
+    info = eng.warm_up(lengths, W, H, fps=24)
+    assert "error" not in info["aot"] and info["aot"]["built"], info["aot"]
+    assert [s[:4] for s in info["shapes"]] == [[17, 32, 32, True], [33, 32, 32, True]]
+    made = sorted((tmp_path / "cache" / "aot").glob("*.bin"))
+    assert [p.name.split("-", 1)[1] for p in made] == ["17x32x32xTrue.bin",
+                                                        "33x32x32xTrue.bin"]
+    frames = film(eng)
+    assert eng._aot_package.fallbacks == 0
+    assert counters["stats"]["unique_graphs"] == 0  # no dynamo: the artifacts ran
+    for a, b in zip(frames, expected):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+    # a later run loads them
+    again = engine_by_name("ltx2", model=str(model_dir), compile=True, **SETTINGS)
+    info = again.warm_up(lengths, W, H, fps=24)
+    assert not info["aot"]["built"] and info["aot"]["build_seconds"] == 0
+    assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
+    assert again._aot_package.fallbacks == 0
+    # with a LoRA the block is compiled just in time instead (its guards see the LoRA)
+    lora = engine_by_name("ltx2", model=str(model_dir), compile=True,
+                          camera_loras={"dolly": str(model_dir)}, **SETTINGS)
+    assert not lora.aot_blocks
