@@ -513,6 +513,38 @@ def test_gpu_bf16_two_stage_render(model_dir, upsampler_dir):
     assert eng.identity["dtype"] == "bfloat16"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_block_compiled_ahead_of_time(model_dir, tmp_path, monkeypatch):
+    """The ahead-of-time block on the GPU (bfloat16, inductor's Triton kernels): built by
+    the warm-up, every generation of two buckets runs it (no fallback, no dynamo graph),
+    the frames as the eager model makes them within bfloat16's noise; a second engine
+    loads it."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    gpu = {**SETTINGS, "device": "cuda", "dtype": "bfloat16", "max_buckets": 2}
+    lengths = [10, 20]
+
+    def film(eng) -> list[np.ndarray]:
+        return [np.stack(list(eng.render(shot(n), RenderContext(scene(), W, H, Fraction(24),
+                                                                {})))) for n in lengths]
+
+    expected = film(engine_by_name("ltx", model=str(model_dir), compile=False, **gpu))
+    torch._dynamo.reset()
+    counters.clear()
+    eng = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
+    info = eng.warm_up(lengths, W, H)
+    assert info["aot"]["built"] and "error" not in info["aot"], info["aot"]
+    frames = film(eng)
+    assert eng._aot_package.fallbacks == 0 and counters["stats"]["unique_graphs"] == 0
+    for a, b in zip(frames, expected):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2
+    again = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
+    info = again.warm_up(lengths, W, H)
+    assert not info["aot"]["built"]
+    assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
+
+
 def test_the_warm_up_step_runs_only_the_blocks_that_compile():
     """trace_blocks: inside, the first two blocks (and those kept) run and the others
     pass their input through; after, the transformer has its own blocks again."""
