@@ -30,10 +30,12 @@ keeps ``torch.compile`` (whose guards see them).
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -90,6 +92,11 @@ class AOTBlocks:
         self.installed = False
         #: calls no artifact was built for, run by the block's own forward
         self.fallbacks = 0
+        #: calls made before the artifacts were all in (:meth:`start`), run the same way
+        self.early = 0
+        self._done = threading.Event()
+        self._done.set()
+        self._thread: threading.Thread | None = None
 
     @property
     def path(self) -> Path:
@@ -138,11 +145,20 @@ class AOTBlocks:
         """Export the block from the inputs ``step`` hands its first block (the token count
         symbolic where the block is dynamic), compile it, and save the artifact (of
         ``shape``, for a static block) into the cache atomically. Seconds it took."""
+        t0 = time.perf_counter()
+        self.build_from(self.capture(step), shape)
+        return time.perf_counter() - t0
+
+    def build_from(self, captured: tuple[tuple, dict], shape: tuple | None = None,
+                   block=None) -> float:
+        """:meth:`build` from a block's captured inputs, tracing ``block`` (a copy of the
+        first block where the model runs meanwhile: export swaps the weights of the block
+        it traces)."""
         import torch
         from torch.utils import _pytree as pytree
 
         t0 = time.perf_counter()
-        args, kwargs = self.capture(step)
+        args, kwargs = captured
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         tokens = hidden.shape[1]
         dim = torch.export.Dim("tokens", min=2, max=1 << 20)
@@ -152,7 +168,7 @@ class AOTBlocks:
                 return {1: dim}
             return None
 
-        block = self.transformer.transformer_blocks[0]
+        block = self.transformer.transformer_blocks[0] if block is None else block
         weights = _weights(block)
         # tree_map maps every leaf, None (an absent input) included
         dynamic = ({k: None for k in weights}, pytree.tree_map(spec, args),
@@ -219,6 +235,60 @@ class AOTBlocks:
         self._runners[_frozen(meta["key"])] = (runner, pytree.treespec_loads(meta["out"]))
         return time.perf_counter() - t0
 
+    def start(self, work: list[tuple[tuple | None, tuple | None]], info: dict) -> None:
+        """Build (from captured block inputs) or load each ``(shape, captured)`` of
+        ``work`` in a thread beside the film, which calls the blocks meanwhile: a call
+        whose artifact is not in yet runs the block's own forward (:attr:`early`), and each
+        artifact is used from the call after it is loaded. ``info`` gets the seconds
+        (``build_seconds``, ``load_seconds``, ``ready_seconds`` from the start, each
+        shape's in ``shapes``), or ``error`` (the film goes on with the blocks' own
+        forward). :meth:`wait` waits for it; a process waits for it before exiting, so
+        the next run finds what it built."""
+        block = None
+        if any(captured is not None for _, captured in work):
+            first = self.transformer.transformer_blocks[0]
+            installed = first.__dict__.pop("forward", None)  # a copy of the block's own
+            try:
+                block = copy.deepcopy(first)
+            finally:
+                if installed is not None:
+                    first.forward = installed
+        t0 = time.perf_counter()
+        self._done.clear()
+
+        def run() -> None:
+            import torch
+
+            try:
+                with torch.no_grad():
+                    for shape, captured in work:
+                        t = time.perf_counter()
+                        if captured is not None:
+                            info["build_seconds"] = round(info.get("build_seconds", 0.0)
+                                                          + self.build_from(captured, shape,
+                                                                            block), 2)
+                            info["built"] = True
+                        info["load_seconds"] = round(info.get("load_seconds", 0.0)
+                                                     + self.load(shape), 3)
+                        info.setdefault("shapes", []).append(
+                            [*(shape or ()), round(time.perf_counter() - t, 2)])
+                info["ready_seconds"] = round(time.perf_counter() - t0, 2)
+            except Exception as exc:  # export and inductor raise many kinds
+                info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            finally:
+                self._done.set()
+
+        self._thread = threading.Thread(target=run, name="aiprod-aot-blocks")
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for :meth:`start`'s thread; whether it is done."""
+        return self._done.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set()
+
     def install(self) -> None:
         """Every block's ``forward`` calls the artifacts with that block's weights."""
         from torch.utils import _pytree as pytree
@@ -244,7 +314,10 @@ class AOTBlocks:
         if not torch.is_grad_enabled() and spec == self._spec:
             found = self._runners.get(_call_key(leaves, self._mask))
         if found is None:
-            self.fallbacks += 1
+            if self._done.is_set():
+                self.fallbacks += 1
+            else:
+                self.early += 1
             return forward(block, *args, **kwargs)
         runner, out = found
         return pytree.tree_unflatten(runner(*weights, *filter(_is_tensor, leaves)), out)

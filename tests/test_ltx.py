@@ -534,6 +534,7 @@ def test_gpu_block_compiled_ahead_of_time(model_dir, tmp_path, monkeypatch):
     counters.clear()
     eng = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
     info = eng.warm_up(lengths, W, H)
+    assert eng._aot_package.wait(600)
     assert info["aot"]["built"] and "error" not in info["aot"], info["aot"]
     frames = film(eng)
     assert eng._aot_package.fallbacks == 0 and counters["stats"]["unique_graphs"] == 0
@@ -541,7 +542,7 @@ def test_gpu_block_compiled_ahead_of_time(model_dir, tmp_path, monkeypatch):
         assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2
     again = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
     info = again.warm_up(lengths, W, H)
-    assert not info["aot"]["built"]
+    assert again._aot_package.wait(600) and not info["aot"]["built"]
     assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
 
 
@@ -623,9 +624,9 @@ def test_auto_compiles_the_shapes_that_repay_it_and_runs_the_others_eagerly(
 
 def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_dir, tmp_path,
                                                                         monkeypatch):
-    """precompile: the warm-up exports the transformer's block once (its weights as inputs,
-    the token count symbolic) and AOTInductor compiles it into a package in the user's
-    cache; every block then calls it. Shots of both buckets come out as the eager model
+    """precompile (here before the first shot): the warm-up exports the transformer's
+    block once (its weights as inputs, the token count symbolic) and inductor compiles it
+    into an artifact in the user's cache; every block then calls it. Shots of both buckets come out as the eager model
     makes them, nothing falls back to the block's own code and dynamo traces nothing. A
     second engine loads the package (no build) and makes the same frames."""
     from torch._dynamo.utils import counters
@@ -648,7 +649,7 @@ def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_d
     torch._dynamo.reset()
     counters.clear()
     eng = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
-                         max_buckets=2, **SETTINGS)
+                         compile_in_background=False, max_buckets=2, **SETTINGS)
     info = eng.warm_up(lengths, W, H)
     assert info["aot"]["built"] and "error" not in info["aot"], info["aot"]
     package = Path(info["aot"]["package"])
@@ -662,8 +663,7 @@ def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_d
         assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
     # a later run: the package is loaded, not built, and costs the load in the plan
     again = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
-                           max_buckets=2,
-                           **SETTINGS)
+                           compile_in_background=False, max_buckets=2, **SETTINGS)
     again.pipeline()
     again.plan_film(lengths)
     assert again._compile_decision(lengths, W, H)[2] == ltx._AOT_LOAD_S
@@ -671,3 +671,64 @@ def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_d
     assert not info["aot"]["built"] and info["aot"]["load_seconds"] < 5
     assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
     assert again._aot_package.fallbacks == 0
+
+
+def test_the_block_is_built_beside_the_first_shots(model_dir, tmp_path, monkeypatch,
+                                                   request):
+    """compile_in_background (the default): with no artifact in the cache the warm-up
+    only captures the block's inputs and returns; the artifact is built in a thread while
+    the first shot renders with the blocks' own code (its frames are the eager model's),
+    and the shots after it is in run it (no call falls back). The plan counts only the
+    capture. The next run loads it before its first shot."""
+    import threading
+
+    from aiprod_post.generation import ltx
+    from aiprod_post.generation.aot import AOTBlocks
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    lengths = [10, 20]
+    # the build waits for the first shot here (inductor's cache may make it quick)
+    gate = threading.Event()
+    request.addfinalizer(gate.set)  # never left waiting
+    build_from = AOTBlocks.build_from
+
+    def held(self, *args, **kwargs):
+        assert gate.wait(600)
+        return build_from(self, *args, **kwargs)
+
+    monkeypatch.setattr(AOTBlocks, "build_from", held)
+
+    def render(eng, n: int) -> np.ndarray:
+        return np.stack(list(eng.render(shot(n), RenderContext(scene(), W, H, Fraction(24),
+                                                               {}))))
+
+    eager = engine_by_name("ltx", model=str(model_dir), compile=False, max_buckets=2,
+                           **SETTINGS)
+    expected = [render(eager, n) for n in lengths]
+    eng = engine_by_name("ltx", model=str(model_dir), compile=True, max_buckets=2,
+                         **SETTINGS)
+    eng.pipeline()
+    eng.plan_film(lengths)
+    assert eng._compile_decision(lengths, W, H)[2] == ltx._AOT_CAPTURE_S
+    info = eng.warm_up(lengths, W, H)
+    aot = eng._aot_package
+    assert info["aot"]["background"] and not aot.ready
+    first = render(eng, lengths[0])
+    assert aot.early > 0 and not aot.ready  # the first shot ran the blocks' own code
+    assert np.array_equal(first, expected[0])
+    gate.set()
+    assert aot.wait(600) and "error" not in info["aot"], info["aot"]
+    assert info["aot"]["built"] and info["aot"]["ready_seconds"] > 0
+    assert info["shapes"] and Path(info["aot"]["package"]).is_file()
+    early = aot.early
+    after = [render(eng, n) for n in lengths]
+    assert aot.early == early and aot.fallbacks == 0  # every call ran the artifact
+    for a, b in zip(after, expected):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+    again = engine_by_name("ltx", model=str(model_dir), compile=True, max_buckets=2,
+                           **SETTINGS)
+    info = again.warm_up(lengths, W, H)
+    assert not info["aot"]["background"] and again._aot_package.ready
+    assert not info["aot"]["built"] and info["aot"]["load_seconds"] > 0
+    assert np.array_equal(render(again, lengths[1]), after[1])
+    assert again._aot_package.early == 0 and again._aot_package.fallbacks == 0
