@@ -88,10 +88,6 @@ class LTXSettings(_Strict):
     #: (inductor backend, no LoRAs, no CPU offload; else, or where the block cannot be
     #: exported, torch.compile); false: torch.compile each run
     precompile: bool = True
-    #: where an ahead-of-time artifact is not in the cache, it is built in a thread
-    #: beside the first shots, which run eagerly until theirs is in; false: before the
-    #: first shot (artifacts in the cache are always loaded before it)
-    compile_in_background: bool = True
     #: the most frame counts a film is generated at (each is a compiled shape)
     max_buckets: int = Field(4, ge=1, le=16)
     #: a local latent upsampler (LTXLatentUpsamplerModel folder, or a pipeline folder with
@@ -161,7 +157,6 @@ class LTX2Settings(_Strict):
     compile_backend: Literal["inductor", "eager"] = "inductor"  # eager: traces only
     #: as ``[engine.ltx]``'s, one artifact per shape (not with LoRAs or fp8)
     precompile: bool = True
-    compile_in_background: bool = True
     max_buckets: int = Field(4, ge=1, le=16)
     #: the transformer blocks' linear layers in FP8 (e4m3 weights and row-scaled inputs
     #: on the FP8 tensor cores, :mod:`.fp8`): half their memory, faster products, not

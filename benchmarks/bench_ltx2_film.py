@@ -273,8 +273,6 @@ def run_ours(parts, shots, width, height, fps: float, device: str, dtype: str, c
             "distinct_shapes": len(seen), **compile_figures(info, graphs_after_warm_up),
             "aot": info.get("aot"),
             "aot_fallbacks": getattr(engine._aot_package, "fallbacks", None),
-            # block calls before the artifacts were in (compile_in_background: eager)
-            "aot_early": getattr(engine._aot_package, "early", None),
             "generations_by_pipeline": dict(Counter(g[3] for g in engine.generations))}
 
 

@@ -145,8 +145,6 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
             "distinct_shapes": len(seen), "dynamic_shapes": engine.dynamic_shapes,
             "aot": info.get("aot"), "aot_fallbacks": getattr(engine._aot_package, "fallbacks",
                                                              None),
-            # block calls before the artifacts were in (compile_in_background: eager)
-            "aot_early": getattr(engine._aot_package, "early", None),
             **compile_figures(info, graphs_after_warm_up)}
 
 

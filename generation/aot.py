@@ -30,12 +30,11 @@ keeps ``torch.compile`` (whose guards see them).
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
 import os
-import threading
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -74,16 +73,28 @@ class AOTBlocks:
         self.transformer = transformer
         self.options = dict(options or {})
         self.dynamic = dynamic
+        self.identity = list(identity)
         block = transformer.transformer_blocks[0]
         device = next(block.parameters()).device
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         import diffusers
 
+        try:
+            import triton
+
+            compiler = triton.__version__
+        except ImportError:  # a CPU torch: inductor's C++ kernels
+            compiler = None
+        # what is traced into the graph besides the weights: the attention processors
+        # and their backend (diffusers' set_attention_backend), the device (its index too)
+        processors = sorted({(type(m.processor).__qualname__,
+                              str(getattr(m.processor, "_attention_backend", None)))
+                             for m in block.modules() if hasattr(m, "processor")})
         self.key = hashlib.sha256(json.dumps(
-            [FORMAT, torch.__version__, diffusers.__version__, gpu, type(block).__qualname__,
-             type(transformer).__qualname__,
+            [FORMAT, torch.__version__, diffusers.__version__, compiler, sys.version_info[:2],
+             gpu, str(device), type(block).__qualname__, type(transformer).__qualname__,
              {k: v for k, v in transformer.config.items() if not k.startswith("_")},
-             self.options, dynamic,
+             processors, self.options, dynamic,
              identity], sort_keys=True, default=str).encode()).hexdigest()[:24]
         self.folder = Path(folder)
         self._runners: dict[tuple, tuple] = {}  # call key -> (artifact, output structure)
@@ -92,11 +103,6 @@ class AOTBlocks:
         self.installed = False
         #: calls no artifact was built for, run by the block's own forward
         self.fallbacks = 0
-        #: calls made before the artifacts were all in (:meth:`start`), run the same way
-        self.early = 0
-        self._done = threading.Event()
-        self._done.set()
-        self._thread: threading.Thread | None = None
 
     @property
     def path(self) -> Path:
@@ -116,6 +122,20 @@ class AOTBlocks:
     @property
     def cached(self) -> bool:
         return self.cached_for(None)
+
+    def failed_for(self, shape: tuple | None) -> str | None:
+        """Why an earlier build of this artifact failed, where one did."""
+        marker = self.path_for(shape).with_suffix(".failed")
+        return marker.read_text() if marker.is_file() else None
+
+    def mark_failed(self, shape: tuple | None, why: str) -> None:
+        _write_text(self.path_for(shape).with_suffix(".failed"), why)
+
+    def evict(self, shape: tuple | None) -> None:
+        """Remove an artifact (one that failed to load): the next run builds it again."""
+        path = self.path_for(shape)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     # ---- building
     def capture(self, step: Callable[[], Any]) -> tuple[tuple, dict]:
@@ -145,20 +165,11 @@ class AOTBlocks:
         """Export the block from the inputs ``step`` hands its first block (the token count
         symbolic where the block is dynamic), compile it, and save the artifact (of
         ``shape``, for a static block) into the cache atomically. Seconds it took."""
-        t0 = time.perf_counter()
-        self.build_from(self.capture(step), shape)
-        return time.perf_counter() - t0
-
-    def build_from(self, captured: tuple[tuple, dict], shape: tuple | None = None,
-                   block=None) -> float:
-        """:meth:`build` from a block's captured inputs, tracing ``block`` (a copy of the
-        first block where the model runs meanwhile: export swaps the weights of the block
-        it traces)."""
         import torch
         from torch.utils import _pytree as pytree
 
         t0 = time.perf_counter()
-        args, kwargs = captured
+        args, kwargs = self.capture(step)
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         tokens = hidden.shape[1]
         dim = torch.export.Dim("tokens", min=2, max=1 << 20)
@@ -168,7 +179,7 @@ class AOTBlocks:
                 return {1: dim}
             return None
 
-        block = self.transformer.transformer_blocks[0] if block is None else block
+        block = self.transformer.transformer_blocks[0]
         weights = _weights(block)
         # tree_map maps every leaf, None (an absent input) included
         dynamic = ({k: None for k in weights}, pytree.tree_map(spec, args),
@@ -235,60 +246,6 @@ class AOTBlocks:
         self._runners[_frozen(meta["key"])] = (runner, pytree.treespec_loads(meta["out"]))
         return time.perf_counter() - t0
 
-    def start(self, work: list[tuple[tuple | None, tuple | None]], info: dict) -> None:
-        """Build (from captured block inputs) or load each ``(shape, captured)`` of
-        ``work`` in a thread beside the film, which calls the blocks meanwhile: a call
-        whose artifact is not in yet runs the block's own forward (:attr:`early`), and each
-        artifact is used from the call after it is loaded. ``info`` gets the seconds
-        (``build_seconds``, ``load_seconds``, ``ready_seconds`` from the start, each
-        shape's in ``shapes``), or ``error`` (the film goes on with the blocks' own
-        forward). :meth:`wait` waits for it; a process waits for it before exiting, so
-        the next run finds what it built."""
-        block = None
-        if any(captured is not None for _, captured in work):
-            first = self.transformer.transformer_blocks[0]
-            installed = first.__dict__.pop("forward", None)  # a copy of the block's own
-            try:
-                block = copy.deepcopy(first)
-            finally:
-                if installed is not None:
-                    first.forward = installed
-        t0 = time.perf_counter()
-        self._done.clear()
-
-        def run() -> None:
-            import torch
-
-            try:
-                with torch.no_grad():
-                    for shape, captured in work:
-                        t = time.perf_counter()
-                        if captured is not None:
-                            info["build_seconds"] = round(info.get("build_seconds", 0.0)
-                                                          + self.build_from(captured, shape,
-                                                                            block), 2)
-                            info["built"] = True
-                        info["load_seconds"] = round(info.get("load_seconds", 0.0)
-                                                     + self.load(shape), 3)
-                        info.setdefault("shapes", []).append(
-                            [*(shape or ()), round(time.perf_counter() - t, 2)])
-                info["ready_seconds"] = round(time.perf_counter() - t0, 2)
-            except Exception as exc:  # export and inductor raise many kinds
-                info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-            finally:
-                self._done.set()
-
-        self._thread = threading.Thread(target=run, name="aiprod-aot-blocks")
-        self._thread.start()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for :meth:`start`'s thread; whether it is done."""
-        return self._done.wait(timeout)
-
-    @property
-    def ready(self) -> bool:
-        return self._done.is_set()
-
     def install(self) -> None:
         """Every block's ``forward`` calls the artifacts with that block's weights."""
         from torch.utils import _pytree as pytree
@@ -314,21 +271,23 @@ class AOTBlocks:
         if not torch.is_grad_enabled() and spec == self._spec:
             found = self._runners.get(_call_key(leaves, self._mask))
         if found is None:
-            if self._done.is_set():
-                self.fallbacks += 1
-            else:
-                self.early += 1
+            self.fallbacks += 1
             return forward(block, *args, **kwargs)
         runner, out = found
-        return pytree.tree_unflatten(runner(*weights, *filter(_is_tensor, leaves)), out)
+        try:
+            flat = runner(*weights, *filter(_is_tensor, leaves))
+        except AssertionError:  # inductor's check of the inputs' strides: not built for
+            self.fallbacks += 1
+            return forward(block, *args, **kwargs)
+        return pytree.tree_unflatten(flat, out)
 
 
 def _call_key(leaves: list, mask: list[bool]) -> tuple:
-    """What an artifact was built for, of a call's leaves: each tensor's dtype, device and
-    shape (dimension 1 left out where it is symbolic), each other leaf's value."""
+    """What an artifact was built for, of a call's leaves: each tensor's dtype, device (its
+    index too) and shape (dimension 1 left out where it is symbolic), each other leaf's value."""
     import torch
 
-    return tuple((str(x.dtype), x.device.type,
+    return tuple((str(x.dtype), str(x.device),
                   tuple(-1 if (d and i == 1) else n for i, n in enumerate(x.shape)))
                  if isinstance(x, torch.Tensor) else repr(x)
                  for x, d in zip(leaves, mask))
@@ -359,6 +318,11 @@ def _weights(block) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
+    _write_text(path, json.dumps(data))
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(text)
     os.replace(tmp, path)

@@ -620,8 +620,6 @@ class LTXEngine:
             cached = {g for g, xs in graphs.items()
                       if aot.cached_for(None if aot.dynamic else xs[0])}
             cold_s, warm_s, start_cold, start_warm = self._aot_costs
-            if self.s.compile_in_background:  # a build: only its capture stops the film
-                cold_s, start_cold = _AOT_CAPTURE_S, 0.0
         else:
             index = _compiled_index()
             for x in shapes:
@@ -712,10 +710,10 @@ class LTXEngine:
         aot = aot_package(self) if compile_ else None
         if aot is not None:
             info["aot"] = self._use_package(aot, chosen)
-            if "error" in info["aot"] and not self.compiled:
+            if "error" in info["aot"]:
                 aot = None  # torch.compile then, below
             else:
-                info["shapes"] = info["aot"]["shapes"]  # filled in as they are done
+                info["shapes"] += info["aot"].pop("shapes")
                 self.compiled_shapes = set(chosen)
         if compile_ and aot is None:
             self._compile_blocks()
@@ -738,42 +736,45 @@ class LTXEngine:
         return info
 
     def _use_package(self, aot, chosen: Sequence[tuple]) -> dict:
-        """The block's ahead-of-time artifacts in every block: the one of a dynamic block
-        (built at the largest shape, the hint its kernels are tuned for), or one per
-        chosen shape, each loaded from the cache or built from a step's block inputs
-        (captured here, a partial step each). Where one is built and
-        ``compile_in_background`` (the default), they are built and loaded in a thread
-        beside the first shots, which run the blocks' own code until theirs is in; else
-        (and when all are loaded from the cache) here, before the first shot: loading
-        is mostly Python (inductor's imports), and beside the first shots it held them
-        back as long as it took (one H200: a warm 2B film 23.4 s with the load beside
-        its first shot, ~21.8 s with it before), where a build there took 3.8 s off a
-        cold film (30.7 s beside 34.5 s). What
-        was done, for the report (the thread fills it in as it goes); with ``error``
-        where a block's inputs could not be captured (the caller compiles just in time)
-        or the thread failed (the film goes on eagerly)."""
+        """Load the block's ahead-of-time artifacts (building each first, from a step's
+        block inputs, where the cache has none): the one of a dynamic block (built at the
+        largest shape, the hint its kernels are tuned for), or one per chosen shape; then
+        put them in every block. What was done, for the report; with ``error`` where the
+        block could not be exported or compiled ahead of time, or an artifact of the cache
+        could not be loaded (the caller compiles it just in time instead). A failed build
+        is remembered in the cache (later runs compile just in time without trying it
+        again); an artifact that fails to load is removed (the next run builds it)."""
         t = time.perf_counter()
         todo = [None] if aot.dynamic else sorted(set(chosen))
         info: dict = {"package": str(aot.path_for(todo[0])), "built": False,
-                      "build_seconds": 0.0, "load_seconds": 0.0, "shapes": [],
-                      "ready_seconds": None, "background": False}
-        work = []
-        try:
-            use_inductor_cache()
-            for x in todo:
-                shape = max(chosen) if x is None else x
-                work.append((x, None if aot.cached_for(x) else
-                             aot.capture(lambda: self._trace(*shape))))
-        except Exception as exc:  # the step failed: JIT still works
-            info["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-            return info
+                      "build_seconds": 0.0, "load_seconds": 0.0, "shapes": []}
+        for x in todo:
+            s = time.perf_counter()
+            shape = max(chosen) if x is None else x
+            failed = aot.failed_for(x)
+            if failed:
+                info["error"] = f"an earlier build failed: {failed}"
+                return info
+            if not aot.cached_for(x):
+                use_inductor_cache()
+                try:
+                    info["build_seconds"] += aot.build(lambda: self._trace(*shape), x)
+                except Exception as exc:  # export and inductor raise many kinds
+                    info["error"] = _one_line(exc)
+                    aot.mark_failed(x, info["error"])
+                    return info
+                info["built"] = True
+            try:
+                info["load_seconds"] += aot.load(x)
+            except Exception as exc:  # another Triton, a damaged file...
+                info["error"] = f"{_one_line(exc)} (removed from the cache)"
+                aot.evict(x)
+                return info
+            info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
+        info["build_seconds"] = round(info["build_seconds"], 2)
+        info["load_seconds"] = round(info["load_seconds"], 3)
         aot.install()
         self.compiled = True
-        info["background"] = bool(self.s.compile_in_background) and \
-            any(c is not None for _, c in work)
-        aot.start(work, info)
-        if not info["background"]:
-            aot.wait()
         info["seconds"] = round(time.perf_counter() - t, 2)
         return info
 
@@ -979,9 +980,6 @@ _EAGER_TFLOPS = 325.0
 #: (2B, bf16, one H200, torch 2.11: built in 13.9 and 16.4 s distilled, 20.4 s with the
 #: dev preset's guidance batch; loaded in 2.9-3.0 s)
 _AOT_BUILD_S = 17.0
-#: a partial step that captures the block's inputs (all an artifact built in the
-#: background costs the film before its first shot)
-_AOT_CAPTURE_S = 0.5
 _AOT_LOAD_S = 3.0
 _COMPILED_SPEEDUP = 1.5
 _COMPILE_COLD_S = 8.0
@@ -1043,13 +1041,20 @@ def aot_package(engine):
     if not (getattr(engine, "aot_blocks", False) and getattr(engine.s, "precompile", False)
             and engine.s.compile_backend == "inductor" and not engine.s.cpu_offload):
         return None
-    if engine._aot_package is None:
+    identity = engine._aot_identity()
+    if engine._aot_package is None or engine._aot_package.identity != identity:
         from .aot import AOTBlocks, inductor_options
 
+        if engine._aot_package is not None:  # another film's (ltx2: another frame rate)
+            engine._aot_package.uninstall()
         engine._aot_package = AOTBlocks(
-            engine.pipeline().transformer, engine._aot_identity(), cache_folder() / "aot",
+            engine.pipeline().transformer, identity, cache_folder() / "aot",
             inductor_options(engine.s.compile_mode), dynamic=engine.dynamic_shapes)
     return engine._aot_package
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
 
 
 def _free_condition(w: int, h: int) -> list:

@@ -4,6 +4,7 @@ real weights: from a local path only."""
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -534,7 +535,6 @@ def test_gpu_block_compiled_ahead_of_time(model_dir, tmp_path, monkeypatch):
     counters.clear()
     eng = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
     info = eng.warm_up(lengths, W, H)
-    assert eng._aot_package.wait(600)
     assert info["aot"]["built"] and "error" not in info["aot"], info["aot"]
     frames = film(eng)
     assert eng._aot_package.fallbacks == 0 and counters["stats"]["unique_graphs"] == 0
@@ -542,7 +542,7 @@ def test_gpu_block_compiled_ahead_of_time(model_dir, tmp_path, monkeypatch):
         assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2
     again = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
     info = again.warm_up(lengths, W, H)
-    assert again._aot_package.wait(600) and not info["aot"]["built"]
+    assert not info["aot"]["built"]
     assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
 
 
@@ -624,9 +624,9 @@ def test_auto_compiles_the_shapes_that_repay_it_and_runs_the_others_eagerly(
 
 def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_dir, tmp_path,
                                                                         monkeypatch):
-    """precompile (here before the first shot): the warm-up exports the transformer's
-    block once (its weights as inputs, the token count symbolic) and inductor compiles it
-    into an artifact in the user's cache; every block then calls it. Shots of both buckets come out as the eager model
+    """precompile: the warm-up exports the transformer's block once (its weights as inputs,
+    the token count symbolic) and AOTInductor compiles it into a package in the user's
+    cache; every block then calls it. Shots of both buckets come out as the eager model
     makes them, nothing falls back to the block's own code and dynamo traces nothing. A
     second engine loads the package (no build) and makes the same frames."""
     from torch._dynamo.utils import counters
@@ -649,7 +649,7 @@ def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_d
     torch._dynamo.reset()
     counters.clear()
     eng = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
-                         compile_in_background=False, max_buckets=2, **SETTINGS)
+                         max_buckets=2, **SETTINGS)
     info = eng.warm_up(lengths, W, H)
     assert info["aot"]["built"] and "error" not in info["aot"], info["aot"]
     package = Path(info["aot"]["package"])
@@ -663,7 +663,8 @@ def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_d
         assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
     # a later run: the package is loaded, not built, and costs the load in the plan
     again = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
-                           compile_in_background=False, max_buckets=2, **SETTINGS)
+                           max_buckets=2,
+                           **SETTINGS)
     again.pipeline()
     again.plan_film(lengths)
     assert again._compile_decision(lengths, W, H)[2] == ltx._AOT_LOAD_S
@@ -673,62 +674,50 @@ def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_d
     assert again._aot_package.fallbacks == 0
 
 
-def test_the_block_is_built_beside_the_first_shots(model_dir, tmp_path, monkeypatch,
-                                                   request):
-    """compile_in_background (the default): with no artifact in the cache the warm-up
-    only captures the block's inputs and returns; the artifact is built in a thread while
-    the first shot renders with the blocks' own code (its frames are the eager model's),
-    and the shots after it is in run it (no call falls back). The plan counts only the
-    capture. The next run loads it before its first shot."""
-    import threading
-
+def test_a_failed_build_or_a_damaged_artifact_falls_back_to_compiling_just_in_time(
+        model_dir, tmp_path, monkeypatch):
+    """A block that cannot be built ahead of time is compiled just in time (torch.compile),
+    and the cache remembers the failure (the next run does not try again); an artifact of
+    the cache that does not load is removed (the next run builds it) and this run compiles
+    just in time."""
     from aiprod_post.generation import ltx
     from aiprod_post.generation.aot import AOTBlocks
 
     monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    jit: list[str] = []
+
+    def compile_blocks(self):  # what torch.compile would be asked to do (not run: slow)
+        jit.append(self.name)
+        self.compiled = True
+
+    monkeypatch.setattr(ltx.LTXEngine, "_compile_blocks", compile_blocks)
+    tries: list[int] = []
+
+    def no_export(self, step, shape=None):
+        tries.append(1)
+        raise RuntimeError("cannot export this block\nsecond line")
+
+    monkeypatch.setattr(AOTBlocks, "build", no_export)
     lengths = [10, 20]
-    # the build waits for the first shot here (inductor's cache may make it quick)
-    gate = threading.Event()
-    request.addfinalizer(gate.set)  # never left waiting
-    build_from = AOTBlocks.build_from
 
-    def held(self, *args, **kwargs):
-        assert gate.wait(600)
-        return build_from(self, *args, **kwargs)
+    def engine():
+        return engine_by_name("ltx", model=str(model_dir), compile=True, max_buckets=2,
+                              **SETTINGS)
 
-    monkeypatch.setattr(AOTBlocks, "build_from", held)
-
-    def render(eng, n: int) -> np.ndarray:
-        return np.stack(list(eng.render(shot(n), RenderContext(scene(), W, H, Fraction(24),
-                                                               {}))))
-
-    eager = engine_by_name("ltx", model=str(model_dir), compile=False, max_buckets=2,
-                           **SETTINGS)
-    expected = [render(eager, n) for n in lengths]
-    eng = engine_by_name("ltx", model=str(model_dir), compile=True, max_buckets=2,
-                         **SETTINGS)
+    info = engine().warm_up(lengths, W, H)
+    assert info["aot"]["error"] == "RuntimeError: cannot export this block"
+    assert jit == ["ltx"] and tries == [1] and info["shapes"]  # compiled just in time
+    info = engine().warm_up(lengths, W, H)  # the next run: not tried again
+    assert info["aot"]["error"].startswith("an earlier build failed: RuntimeError")
+    assert jit == ["ltx", "ltx"] and tries == [1]
+    # a damaged artifact (another Triton, a truncated file): removed, compiled just in time
+    eng = engine()
     eng.pipeline()
-    eng.plan_film(lengths)
-    assert eng._compile_decision(lengths, W, H)[2] == ltx._AOT_CAPTURE_S
+    aot = ltx.aot_package(eng)
+    aot.path_for(None).with_suffix(".failed").unlink()
+    aot.path_for(None).write_bytes(b"not an artifact")
+    aot.path_for(None).with_suffix(".json").write_text(json.dumps(
+        {"key": [], "mask": [], "tree": "", "out": ""}))
     info = eng.warm_up(lengths, W, H)
-    aot = eng._aot_package
-    assert info["aot"]["background"] and not aot.ready
-    first = render(eng, lengths[0])
-    assert aot.early > 0 and not aot.ready  # the first shot ran the blocks' own code
-    assert np.array_equal(first, expected[0])
-    gate.set()
-    assert aot.wait(600) and "error" not in info["aot"], info["aot"]
-    assert info["aot"]["built"] and info["aot"]["ready_seconds"] > 0
-    assert info["shapes"] and Path(info["aot"]["package"]).is_file()
-    early = aot.early
-    after = [render(eng, n) for n in lengths]
-    assert aot.early == early and aot.fallbacks == 0  # every call ran the artifact
-    for a, b in zip(after, expected):
-        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
-    again = engine_by_name("ltx", model=str(model_dir), compile=True, max_buckets=2,
-                           **SETTINGS)
-    info = again.warm_up(lengths, W, H)
-    assert not info["aot"]["background"] and again._aot_package.ready
-    assert not info["aot"]["built"] and info["aot"]["load_seconds"] > 0
-    assert np.array_equal(render(again, lengths[1]), after[1])
-    assert again._aot_package.early == 0 and again._aot_package.fallbacks == 0
+    assert info["aot"]["error"].endswith("(removed from the cache)")
+    assert not aot.path_for(None).exists() and not aot.cached and jit == ["ltx"] * 3
