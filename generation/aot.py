@@ -24,12 +24,15 @@ standalone artifact has no C++ wrapper.)
 A call no artifact was built for (another structure of inputs, dtype, device, a size
 other than the token count, another value of a flag; or with gradients) runs the
 block's own ``forward``; :attr:`AOTBlocks.fallbacks` counts those. LoRAs change the
-block's modules (and their scale is traced in as a constant), so an engine with LoRAs
-keeps ``torch.compile`` (whose guards see them).
+block's modules, and which are on and their scale are traced in as constants: an engine
+that switches LoRAs sets the :attr:`AOTBlocks.mode` it is in (``ltx2``: the adapters on and
+their weights), and an artifact runs only in the mode it was built in; the LoRAs' files are
+in the artifact's key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -103,6 +106,12 @@ class AOTBlocks:
         self.installed = False
         #: calls no artifact was built for, run by the block's own forward
         self.fallbacks = 0
+        #: what the engine has on that the graph bakes in (ltx2: the LoRAs on and their
+        #: weights, which peft reads as Python values): an artifact is called only in the
+        #: mode it was built in (:meth:`set_mode`)
+        self.mode: Any = None
+        self._captured_mode: Any = None
+        self._paused = 0
 
     @property
     def path(self) -> Path:
@@ -122,6 +131,19 @@ class AOTBlocks:
     @property
     def cached(self) -> bool:
         return self.cached_for(None)
+
+    def set_mode(self, mode: Any) -> None:
+        self.mode = _freeze(mode)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Within: every block runs its own forward (a generation the artifacts were not
+        built for, whatever its inputs look like: another pipeline's adapters)."""
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
 
     def failed_for(self, shape: tuple | None) -> str | None:
         """Why an earlier build of this artifact failed, where one did."""
@@ -146,6 +168,7 @@ class AOTBlocks:
 
         def hook(module, args, kwargs):
             seen["inputs"] = (tuple(args), dict(kwargs))
+            self._captured_mode = self.mode  # the engine's adapters stay so for the export
             raise _Captured
 
         handle = self.transformer.transformer_blocks[0].register_forward_pre_hook(
@@ -218,6 +241,7 @@ class AOTBlocks:
         try:
             artifact.save(path=str(tmp), format="binary")
             meta = {"key": list(_call_key(given, mask)), "mask": mask,
+                    "mode": self._captured_mode,
                     "tree": pytree.treespec_dumps(tree),
                     "out": pytree.treespec_dumps(program.call_spec.out_spec),
                     "built_seconds": round(time.perf_counter() - t0, 2),
@@ -243,7 +267,8 @@ class AOTBlocks:
             raise RuntimeError(f"{path.name} was built for other inputs than the others")
         self._spec, self._mask = tree, meta["mask"]
         runner = CompiledArtifact.load(path=str(path), format="binary")
-        self._runners[_frozen(meta["key"])] = (runner, pytree.treespec_loads(meta["out"]))
+        self._runners[(_freeze(meta.get("mode")), _frozen(meta["key"]))] = (
+            runner, pytree.treespec_loads(meta["out"]))
         return time.perf_counter() - t0
 
     def install(self) -> None:
@@ -268,8 +293,8 @@ class AOTBlocks:
 
         leaves, spec = pytree.tree_flatten((args, kwargs))
         found = None
-        if not torch.is_grad_enabled() and spec == self._spec:
-            found = self._runners.get(_call_key(leaves, self._mask))
+        if not torch.is_grad_enabled() and not self._paused and spec == self._spec:
+            found = self._runners.get((self.mode, _call_key(leaves, self._mask)))
         if found is None:
             self.fallbacks += 1
             return forward(block, *args, **kwargs)
@@ -291,6 +316,11 @@ def _call_key(leaves: list, mask: list[bool]) -> tuple:
                   tuple(-1 if (d and i == 1) else n for i, n in enumerate(x.shape)))
                  if isinstance(x, torch.Tensor) else repr(x)
                  for x, d in zip(leaves, mask))
+
+
+def _freeze(value: Any) -> Any:
+    """Lists (JSON's) as tuples, all the way down."""
+    return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _frozen(key: list) -> tuple:

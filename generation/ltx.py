@@ -758,10 +758,13 @@ class LTXEngine:
             if not aot.cached_for(x):
                 use_inductor_cache()
                 try:
+                    # the step stops at the first block, the engine's state (its
+                    # adapters) as the step set it, which the export then sees
                     info["build_seconds"] += aot.build(lambda: self._trace(*shape), x)
                 except Exception as exc:  # export and inductor raise many kinds
                     info["error"] = _one_line(exc)
                     aot.mark_failed(x, info["error"])
+                    self._captured()
                     return info
                 info["built"] = True
             try:
@@ -771,12 +774,16 @@ class LTXEngine:
                 aot.evict(x)
                 return info
             info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
+        self._captured()
         info["build_seconds"] = round(info["build_seconds"], 2)
         info["load_seconds"] = round(info["load_seconds"], 3)
         aot.install()
         self.compiled = True
         info["seconds"] = round(time.perf_counter() - t, 2)
         return info
+
+    def _captured(self) -> None:
+        """Undo what a warm-up step stopped at its first block left set (ltx: nothing)."""
 
     #: the warm-up's step runs every block (True), or only the blocks that compile the
     #: shape (:func:`trace_blocks`: the others pass their input through)
@@ -1041,6 +1048,7 @@ def aot_package(engine):
     if not (getattr(engine, "aot_blocks", False) and getattr(engine.s, "precompile", False)
             and engine.s.compile_backend == "inductor" and not engine.s.cpu_offload):
         return None
+    transformer = engine.pipeline().transformer  # (its LoRAs loaded: in the identity)
     identity = engine._aot_identity()
     if engine._aot_package is None or engine._aot_package.identity != identity:
         from .aot import AOTBlocks, inductor_options
@@ -1048,8 +1056,9 @@ def aot_package(engine):
         if engine._aot_package is not None:  # another film's (ltx2: another frame rate)
             engine._aot_package.uninstall()
         engine._aot_package = AOTBlocks(
-            engine.pipeline().transformer, identity, cache_folder() / "aot",
+            transformer, identity, cache_folder() / "aot",
             inductor_options(engine.s.compile_mode), dynamic=engine.dynamic_shapes)
+        engine._aot_package.set_mode(getattr(engine, "_active", None))
     return engine._aot_package
 
 

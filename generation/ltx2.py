@@ -567,13 +567,32 @@ class LTX2Engine:
 
     full_trace_step = LTXEngine.full_trace_step
 
+    def _captured(self) -> None:
+        """After the warm-up's steps stopped at their first block: the control LoRA off
+        again, as a finished step leaves it."""
+        if self._active != ([], []):
+            self._active = ([], [])
+            self.pipeline().disable_lora()
+
     @property
     def aot_blocks(self) -> bool:
         """Whether the block may be compiled ahead of time (:func:`.ltx.aot_package`, one
-        artifact per shape): not with LoRAs (control, camera, HDR, the cast's), whose
-        modules and scale an artifact would not see, nor with FP8 linear layers."""
-        return not (self.s.control_lora or self.s.camera_loras or self.s.hdr_lora
-                    or self.cast.loras or self.s.fp8)
+        artifact per shape): not with FP8 linear layers. With LoRAs an artifact runs only
+        with the adapters on that it was built with (:attr:`_active`, its mode): the
+        control LoRA's shots; another LoRA on (a camera's, a character's) runs eagerly, as
+        :meth:`_stance_of` has it for compiled graphs."""
+        return not self.s.fp8
+
+    @property
+    def _active(self) -> tuple[list[str], list[float]]:
+        """The shot's adapters on and their weights (what the artifacts' mode is)."""
+        return self.__dict__["_adapters_on"]
+
+    @_active.setter
+    def _active(self, value: tuple[list[str], list[float]]) -> None:
+        self.__dict__["_adapters_on"] = value
+        if self.__dict__.get("_aot_package") is not None:
+            self._aot_package.set_mode(value)
 
     _aot_costs = property(lambda self: (_AOT_BUILD_S, _AOT_LOAD_S, _AOT_BUILD_START_S,
                                         _AOT_LOAD_START_S))
@@ -581,7 +600,7 @@ class LTX2Engine:
     def _aot_identity(self) -> list:
         """What the block's artifacts depend on besides the model, torch and the shape."""
         return [self.name, self.s.dtype, self._guidance(), self.s.max_sequence_length,
-                round(self._fps, 3)]
+                round(self._fps, 3), self.identity.get("loras", {})]
     #: static shapes, one graph per bucket: symbolic ones traced slower (the first block's
     #: inputs, views, are a graph of their own too), 27.9 s warm beside 13.6 s static on an
     #: H200 (benchmarks/bench_ltx_compile.py), 46.7 s cold beside 44.7 s
@@ -811,7 +830,11 @@ class LTX2Engine:
             return contextlib.nullcontext()
         import torch
 
-        return torch.compiler.set_stance("force_eager")
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.compiler.set_stance("force_eager"))
+        if self._aot_package is not None:  # and the artifacts too
+            stack.enter_context(self._aot_package.paused())
+        return stack
 
     def _stance_of(self, shape: tuple, conds: list | None, reference: bool = False,
                    guided: bool | None = None):

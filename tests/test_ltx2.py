@@ -746,7 +746,45 @@ def test_the_block_compiled_ahead_of_time_one_artifact_per_shape(model_dir, tmp_
     assert not info["aot"]["built"] and info["aot"]["build_seconds"] == 0
     assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
     assert again._aot_package.fallbacks == 0
-    # with a LoRA the block is compiled just in time instead (its guards see the LoRA)
-    lora = engine_by_name("ltx2", model=str(model_dir), compile=True,
-                          camera_loras={"dolly": str(model_dir)}, **SETTINGS)
-    assert not lora.aot_blocks
+    # not with FP8 linear layers (compiled just in time)
+    assert not engine_by_name("ltx2", model=str(model_dir), compile=True, fp8=True,
+                              **SETTINGS).aot_blocks
+
+
+def test_with_loras_an_artifact_runs_only_with_the_adapters_it_was_built_with(
+        model_dir, loras, tmp_path, monkeypatch):
+    """With the control IC-LoRA, the artifact is built with it on (the warm-up's step as
+    the shots run) and the shots with the control LoRA alone run it, a dialogue shot (DFR,
+    the previz as reference latents) too; a shot with the camera LoRA on as well has the
+    same input shapes but another adapter state baked in: it runs the blocks' own code.
+    Every shot's frames are those of the same engine uncompiled."""
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    settings = dict(model=str(model_dir), control_lora=str(loras["canny"]),
+                    camera_loras={"dolly": str(loras["dolly"])}, **SETTINGS)
+    line = speech(20 / 24 + 0.2)
+
+    def shots(eng, check=None) -> list[np.ndarray]:
+        out = []
+        for s, c in ((shot(20), ctx()), (shot(20, dialogue=True), ctx(dialogue=line)),
+                     (shot(20, move=CameraMove.DOLLY), ctx())):
+            before = eng._aot_package.fallbacks if check else 0
+            out.append(np.stack(list(eng.render(s, c))))
+            if check:
+                check(s, eng._aot_package.fallbacks - before)
+        return out
+
+    eager = engine_by_name("ltx2", compile=False, **settings)
+    eager.warm_up([20], W, H, fps=float(FPS))
+    expected = shots(eager)
+    eng = engine_by_name("ltx2", compile=True, **settings)
+    info = eng.warm_up([20], W, H, fps=float(FPS))
+    assert "error" not in info["aot"] and info["aot"]["built"], info["aot"]
+    assert eng._active == ([], [])  # the control LoRA off again after the capture
+    ran: dict[str, int] = {}
+    frames = shots(eng, lambda s, fell: ran.__setitem__(
+        f"{s.camera_move.value}{'+line' if s.dialogue else ''}", fell))
+    assert ran["static"] == 0 and ran["static+line"] == 0  # the artifact, every call
+    assert ran["dolly"] > 0  # the camera LoRA on: the blocks' own code
+    assert eng.generations[1][3] == "LTX2DFRPipeline"
+    for a, b in zip(frames, expected):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
