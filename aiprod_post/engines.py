@@ -155,7 +155,8 @@ class LTX2Settings(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune",
                           "max-autotune-no-cudagraphs"] = "default"
     compile_backend: Literal["inductor", "eager"] = "inductor"  # eager: traces only
-    #: as ``[engine.ltx]``'s, one artifact per shape (not with LoRAs or fp8)
+    #: as ``[engine.ltx]``'s, one artifact per shape (with LoRAs: built with the control
+    #: LoRA on, run while only it is; not with fp8)
     precompile: bool = True
     max_buckets: int = Field(4, ge=1, le=16)
     #: the transformer blocks' linear layers in FP8 (e4m3 weights and row-scaled inputs

@@ -754,6 +754,7 @@ class LTXEngine:
             failed = aot.failed_for(x)
             if failed:
                 info["error"] = f"an earlier build failed: {failed}"
+                self._captured()
                 return info
             if not aot.cached_for(x):
                 use_inductor_cache()
@@ -772,6 +773,7 @@ class LTXEngine:
             except Exception as exc:  # another Triton, a damaged file...
                 info["error"] = f"{_one_line(exc)} (removed from the cache)"
                 aot.evict(x)
+                self._captured()
                 return info
             info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
         self._captured()
@@ -1043,7 +1045,7 @@ def use_inductor_cache() -> None:
 def aot_package(engine):
     """The engine's block compiled ahead of time (:mod:`.aot`) where it can use it:
     ``precompile`` on, the inductor backend, no CPU offload, an engine that takes one
-    (``aot_blocks``: no LoRAs); else None. One artifact for every shape where the engine
+    (``aot_blocks``: ltx without LoRAs, ltx2 without fp8); else None. One artifact for every shape where the engine
     traces symbolic shapes, else one per shape."""
     if not (getattr(engine, "aot_blocks", False) and getattr(engine.s, "precompile", False)
             and engine.s.compile_backend == "inductor" and not engine.s.cpu_offload):

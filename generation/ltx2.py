@@ -577,11 +577,13 @@ class LTX2Engine:
     @property
     def aot_blocks(self) -> bool:
         """Whether the block may be compiled ahead of time (:func:`.ltx.aot_package`, one
-        artifact per shape): not with FP8 linear layers. With LoRAs an artifact runs only
+        artifact per shape): not with FP8 linear layers, nor with ``attention_kwargs`` in
+        ``extra`` (its scale multiplies peft's, unseen by the mode). With LoRAs an artifact
+        runs only
         with the adapters on that it was built with (:attr:`_active`, its mode): the
         control LoRA's shots; another LoRA on (a camera's, a character's) runs eagerly, as
         :meth:`_stance_of` has it for compiled graphs."""
-        return not self.s.fp8
+        return not self.s.fp8 and "attention_kwargs" not in self.s.extra  # (a LoRA scale)
 
     @property
     def _active(self) -> tuple[list[str], list[float]]:
@@ -600,7 +602,9 @@ class LTX2Engine:
     def _aot_identity(self) -> list:
         """What the block's artifacts depend on besides the model, torch and the shape."""
         return [self.name, self.s.dtype, self._guidance(), self.s.max_sequence_length,
-                round(self._fps, 3), self.identity.get("loras", {})]
+                round(self._fps, 3), self.identity.get("loras", {}),
+                # the mode its artifacts are built in: another scale is another artifact
+                self._step_adapters()]
     #: static shapes, one graph per bucket: symbolic ones traced slower (the first block's
     #: inputs, views, are a graph of their own too), 27.9 s warm beside 13.6 s static on an
     #: H200 (benchmarks/bench_ltx_compile.py), 46.7 s cold beside 44.7 s
@@ -623,14 +627,18 @@ class LTX2Engine:
         keep = (stg.default or []) if stg is not None and g["stg_scale"] > 0 else []
         # as the film's shots run: with the control LoRA on and, in a first pass, a
         # reference video of the previz's size (its tokens are part of the input)
-        control = self.s.control != "none" and "control" in self._adapters
+        control = self._step_adapters() != ([], [])
         reference, extra = None, {}
+        # the step's adapters, whatever the last shot left on (a camera's, a character's)
+        self._active = self._step_adapters()
+        if control:
+            pipe.enable_lora()
+            pipe.set_adapters(*self._active)
+        elif self._adapters:
+            pipe.disable_lora()
         if control:
             from diffusers.pipelines.ltx2 import LTX2ReferenceCondition
 
-            self._active = (["control"], [self.s.control_lora_scale])
-            pipe.enable_lora()
-            pipe.set_adapters(*self._active)
             if guided:
                 ds = self._reference_downscale()
                 reference = np.zeros((frames, h // ds, w // ds, 3), np.uint8)
@@ -653,6 +661,13 @@ class LTX2Engine:
             pipe.disable_lora()
         if self.s.device == "cuda":
             torch.cuda.synchronize()
+
+    def _step_adapters(self) -> tuple[list[str], list[float]]:
+        """The adapters on in the warm-up's step (as the film's shots run): the control
+        LoRA where there is one, else none."""
+        if self.s.control != "none" and "control" in self._adapters:
+            return ["control"], [self.s.control_lora_scale]
+        return [], []
 
     def _signature(self, shape: tuple, conds: list | None, reference: bool,
                    guided: bool | None = None) -> tuple:

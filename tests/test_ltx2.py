@@ -788,3 +788,12 @@ def test_with_loras_an_artifact_runs_only_with_the_adapters_it_was_built_with(
     assert eng.generations[1][3] == "LTX2DFRPipeline"
     for a, b in zip(frames, expected):
         assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+    # the mode it is built in is in its name: another control scale, or no control, is
+    # another artifact (not the cached one, which that film's shots would never run)
+    from aiprod_post.generation.ltx import aot_package
+
+    x = sorted(eng.compiled_shapes)[0]
+    built = eng._aot_package.path_for(x)
+    for other in (dict(control_lora_scale=0.5), dict(control="none")):
+        e = engine_by_name("ltx2", compile=True, **{**settings, **other})
+        assert aot_package(e).path_for(x) != built
