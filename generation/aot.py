@@ -113,11 +113,6 @@ class AOTBlocks:
         self._captured_mode: Any = None
         self._paused = 0
 
-    @property
-    def path(self) -> Path:
-        """The one artifact of a dynamic block."""
-        return self.path_for(None)
-
     def path_for(self, shape: tuple | None) -> Path:
         """The artifact of one shape (a static block; any name the engine gives it), or
         the one artifact (``None``)."""
@@ -267,7 +262,7 @@ class AOTBlocks:
             raise RuntimeError(f"{path.name} was built for other inputs than the others")
         self._spec, self._mask = tree, meta["mask"]
         runner = CompiledArtifact.load(path=str(path), format="binary")
-        self._runners[(_freeze(meta.get("mode")), _frozen(meta["key"]))] = (
+        self._runners[(_freeze(meta.get("mode")), _freeze(meta["key"]))] = (
             runner, pytree.treespec_loads(meta["out"]))
         return time.perf_counter() - t0
 
@@ -319,13 +314,8 @@ def _call_key(leaves: list, mask: list[bool]) -> tuple:
 
 
 def _freeze(value: Any) -> Any:
-    """Lists (JSON's) as tuples, all the way down."""
+    """Lists (JSON's) as tuples, all the way down: a mode or call key read back."""
     return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _frozen(key: list) -> tuple:
-    """A call key read back from JSON (lists for tuples)."""
-    return tuple((k[0], k[1], tuple(k[2])) if isinstance(k, list) else k for k in key)
 
 
 class _Functional:

@@ -748,35 +748,34 @@ class LTXEngine:
         todo = [None] if aot.dynamic else sorted(set(chosen))
         info: dict = {"package": str(aot.path_for(todo[0])), "built": False,
                       "build_seconds": 0.0, "load_seconds": 0.0, "shapes": []}
-        for x in todo:
-            s = time.perf_counter()
-            shape = max(chosen) if x is None else x
-            failed = aot.failed_for(x)
-            if failed:
-                info["error"] = f"an earlier build failed: {failed}"
-                self._captured()
-                return info
-            if not aot.cached_for(x):
-                use_inductor_cache()
-                try:
-                    # the step stops at the first block, the engine's state (its
-                    # adapters) as the step set it, which the export then sees
-                    info["build_seconds"] += aot.build(lambda: self._trace(*shape), x)
-                except Exception as exc:  # export and inductor raise many kinds
-                    info["error"] = _one_line(exc)
-                    aot.mark_failed(x, info["error"])
-                    self._captured()
+        try:
+            for x in todo:
+                s = time.perf_counter()
+                shape = max(chosen) if x is None else x
+                failed = aot.failed_for(x)
+                if failed:
+                    info["error"] = f"an earlier build failed: {failed}"
                     return info
-                info["built"] = True
-            try:
-                info["load_seconds"] += aot.load(x)
-            except Exception as exc:  # another Triton, a damaged file...
-                info["error"] = f"{_one_line(exc)} (removed from the cache)"
-                aot.evict(x)
-                self._captured()
-                return info
-            info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
-        self._captured()
+                if not aot.cached_for(x):
+                    use_inductor_cache()
+                    try:
+                        # the step stops at the first block, the engine's state (its
+                        # adapters) as the step set it, which the export then sees
+                        info["build_seconds"] += aot.build(lambda: self._trace(*shape), x)
+                    except Exception as exc:  # export and inductor raise many kinds
+                        info["error"] = _one_line(exc)
+                        aot.mark_failed(x, info["error"])
+                        return info
+                    info["built"] = True
+                try:
+                    info["load_seconds"] += aot.load(x)
+                except Exception as exc:  # another Triton, a damaged file...
+                    info["error"] = f"{_one_line(exc)} (removed from the cache)"
+                    aot.evict(x)
+                    return info
+                info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
+        finally:
+            self._captured()
         info["build_seconds"] = round(info["build_seconds"], 2)
         info["load_seconds"] = round(info["load_seconds"], 3)
         aot.install()
@@ -1045,8 +1044,8 @@ def use_inductor_cache() -> None:
 def aot_package(engine):
     """The engine's block compiled ahead of time (:mod:`.aot`) where it can use it:
     ``precompile`` on, the inductor backend, no CPU offload, an engine that takes one
-    (``aot_blocks``: ltx without LoRAs, ltx2 without fp8); else None. One artifact for every shape where the engine
-    traces symbolic shapes, else one per shape."""
+    (``aot_blocks``: ltx without LoRAs, ltx2 without fp8); else None. One artifact for
+    every shape where the engine traces symbolic shapes, else one per shape."""
     if not (getattr(engine, "aot_blocks", False) and getattr(engine.s, "precompile", False)
             and engine.s.compile_backend == "inductor" and not engine.s.cpu_offload):
         return None

@@ -579,10 +579,9 @@ class LTX2Engine:
         """Whether the block may be compiled ahead of time (:func:`.ltx.aot_package`, one
         artifact per shape): not with FP8 linear layers, nor with ``attention_kwargs`` in
         ``extra`` (its scale multiplies peft's, unseen by the mode). With LoRAs an artifact
-        runs only
-        with the adapters on that it was built with (:attr:`_active`, its mode): the
-        control LoRA's shots; another LoRA on (a camera's, a character's) runs eagerly, as
-        :meth:`_stance_of` has it for compiled graphs."""
+        runs only with the adapters on that it was built with (:attr:`_active`, its mode):
+        the control LoRA's shots; another LoRA on (a camera's, a character's) runs
+        eagerly, as :meth:`_stance_of` has it for compiled graphs."""
         return not self.s.fp8 and "attention_kwargs" not in self.s.extra  # (a LoRA scale)
 
     @property
@@ -627,18 +626,17 @@ class LTX2Engine:
         keep = (stg.default or []) if stg is not None and g["stg_scale"] > 0 else []
         # as the film's shots run: with the control LoRA on and, in a first pass, a
         # reference video of the previz's size (its tokens are part of the input)
-        control = self._step_adapters() != ([], [])
-        reference, extra = None, {}
-        # the step's adapters, whatever the last shot left on (a camera's, a character's)
+        # (the step's adapters, whatever the last shot left on: a camera's, a character's)
         self._active = self._step_adapters()
-        if control:
-            pipe.enable_lora()
-            pipe.set_adapters(*self._active)
-        elif self._adapters:
+        control = bool(self._active[0])
+        reference, extra = None, {}
+        if not control and self._adapters:
             pipe.disable_lora()
         if control:
             from diffusers.pipelines.ltx2 import LTX2ReferenceCondition
 
+            pipe.enable_lora()
+            pipe.set_adapters(*self._active)
             if guided:
                 ds = self._reference_downscale()
                 reference = np.zeros((frames, h // ds, w // ds, 3), np.uint8)
