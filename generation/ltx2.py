@@ -90,6 +90,7 @@ from .ltx import (
     drop_module_mocks,
     generation_lengths,
     shot_prompt,
+    to_uint8_frames,
     trace_blocks,
 )
 from .sync import SyncMeter, SyncResult
@@ -867,7 +868,7 @@ class LTX2Engine:
         (F, H, W, 3) float32, the SDR picture its reference (as floats: no 8-bit step),
         the shot's prompt, the HDR adapter alone on."""
         if self._hdr is None:
-            return _to_uint8(frames)
+            return to_uint8_frames(frames)
         import torch
         from diffusers.pipelines.ltx2.pipeline_ltx2_hdr_lora import LTX2HDRReferenceCondition
 
@@ -1077,12 +1078,3 @@ def _hdr_embeddings(path: Path) -> dict:
         raise AiprodError(f"cannot read the HDR embeddings (video_context and audio_context "
                           f"expected): {exc}", source=path,
                           where="[engine.ltx2] hdr_embeddings") from None
-
-
-def _to_uint8(frames) -> np.ndarray:
-    """Float frames in [0, 1] as the pipelines' tensor output (F, 3, H, W) to 8 bits
-    (F, H, W, 3), rounded, where the frames are: a quarter of the bytes cross to the host."""
-    import torch
-
-    x = frames.float().mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
