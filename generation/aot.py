@@ -13,6 +13,16 @@ then calls it with that block's own weights. A later run of any film on the same
 architecture, dtype, batch, text length, GPU and torch loads it with no dynamo and no
 compile.
 
+A cold cache's artifact can be built in a child process (:meth:`AOTBlocks.build_elsewhere`:
+the block, its weights and one call's inputs handed over in a file, a lock file against a
+second build of the same artifact) while the film's first shots run the block's own code;
+:meth:`AOTBlocks.poll` loads it between two generations once it is ready. Building in a
+thread of this process was tried first and withdrawn: the export and the compile are
+Python and held the shots' kernel launches back, and ``torch.export`` patches
+process-wide state while it traces, which broke the eager forwards running beside it.
+:func:`prefetch` imports inductor's load path in a thread while an engine loads its
+model from disk.
+
 With static shapes (``dynamic=False``, LTX-2's block) there is one artifact per shape,
 each named by the shape it was built for, so a later run loads the ones its film needs
 without tracing any.
@@ -38,6 +48,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +71,54 @@ def _is_tensor(x) -> bool:
     import torch
 
     return isinstance(x, torch.Tensor)
+
+
+_prefetch: threading.Thread | None = None
+
+
+def prefetch() -> None:
+    """Start importing inductor's load path and computing the keys of inductor's and
+    Triton's caches (hashes of the installed torch's and Triton's sources) in a background
+    thread, once a process. A new process spends ~4 s on them before it can load an
+    artifact (H200, torch 2.11: importing ``torch._inductor.compile_fx`` 3.8 s, the keys
+    0.6 s); an engine starts this before it loads its model from disk, which it then
+    overlaps (reading the files, hashing them and the copies to the GPU release the GIL).
+    :meth:`AOTBlocks.load` and :meth:`AOTBlocks.build` wait for it (:func:`prefetched`)."""
+    global _prefetch
+    if _prefetch is None:
+        _prefetch = threading.Thread(target=_warm_imports, name="aiprod-inductor-prefetch",
+                                     daemon=True)
+        _prefetch.start()
+
+
+def prefetched() -> float:
+    """Wait for :func:`prefetch`'s thread, where one was started; seconds waited."""
+    t = time.perf_counter()
+    if _prefetch is not None:
+        _prefetch.join()
+    return time.perf_counter() - t
+
+
+def _warm_imports() -> None:
+    try:
+        import torch._functorch._aot_autograd.autograd_cache  # noqa: F401
+        import torch._inductor.async_compile  # noqa: F401
+        import torch._inductor.compile_fx  # noqa: F401
+        import torch._inductor.select_algorithm  # noqa: F401 (the artifacts' code imports it)
+        import torch._inductor.standalone_compile  # noqa: F401
+        from torch._inductor.codecache import torch_key
+
+        torch_key()  # (functools caches: the load then finds them computed)
+        try:
+            from triton.runtime.cache import triton_key
+        except ImportError:  # older Triton; or none (a CPU torch)
+            try:
+                from triton.compiler.compiler import triton_key
+            except ImportError:
+                return
+        triton_key()
+    except Exception:  # noqa: BLE001 - the load imports them itself and says what is wrong
+        pass
 
 
 class AOTBlocks:
@@ -112,6 +171,13 @@ class AOTBlocks:
         self.mode: Any = None
         self._captured_mode: Any = None
         self._paused = 0
+        #: a build in another process (:meth:`build_elsewhere`): the child, or the lock of
+        #: another process's build, and the shape it builds
+        self._child: Any = None
+        self._pending: tuple | None = None
+        #: what that build did, for the report (its load's seconds, when it was ready,
+        #: an error)
+        self.background: dict = {}
 
     def path_for(self, shape: tuple | None) -> Path:
         """The artifact of one shape (a static block; any name the engine gives it), or
@@ -183,78 +249,102 @@ class AOTBlocks:
         """Export the block from the inputs ``step`` hands its first block (the token count
         symbolic where the block is dynamic), compile it, and save the artifact (of
         ``shape``, for a static block) into the cache atomically. Seconds it took."""
-        import torch
-        from torch.utils import _pytree as pytree
-
         t0 = time.perf_counter()
+        prefetched()
         args, kwargs = self.capture(step)
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        tokens = hidden.shape[1]
-        dim = torch.export.Dim("tokens", min=2, max=1 << 20)
-
-        def spec(x):
-            if self.dynamic and _is_tensor(x) and x.dim() >= 2 and x.shape[1] == tokens:
-                return {1: dim}
-            return None
-
-        block = self.transformer.transformer_blocks[0]
-        weights = _weights(block)
-        # tree_map maps every leaf, None (an absent input) included
-        dynamic = ({k: None for k in weights}, pytree.tree_map(spec, args),
-                   pytree.tree_map(spec, kwargs))
-        with torch.no_grad():
-            program = torch.export.export(_Functional(block), (weights, args, kwargs),
-                                          dynamic_shapes=dynamic, strict=False
-                                          ).run_decompositions({})
-        # the exported graph as a plain one, its outputs flat, its inputs the tensors among
-        # the leaves of (weights, args, kwargs) in order: the other leaves (None, flags)
-        # are constants of the graph, checked by the call's key
-        graph = torch.fx.GraphModule(program.graph_module, program.graph_module.graph)
-        leaves = pytree.tree_leaves((weights, args, kwargs))
-        inputs = [n for n in graph.graph.nodes if n.op == "placeholder"]
-        if len(inputs) != len(leaves):
-            raise RuntimeError(f"the block's exported inputs ({len(inputs)}) are not its "
-                               f"{len(leaves)} leaves")
-        for node, x in zip(inputs, leaves):
-            if not _is_tensor(x):
-                if node.users:
-                    raise RuntimeError(f"the exported block reads its input {node.name}, "
-                                       "not a tensor")
-                graph.graph.erase_node(node)
-        graph.recompile()
-        given, tree = pytree.tree_flatten((args, kwargs))
-        mask = [spec(x) is not None for x in given]
-        # an inference graph: with the weights' requires_grad, AOTAutograd would compile a
-        # training graph that keeps the activations for a backward pass
-        with torch.no_grad():
-            artifact = torch._inductor.standalone_compile(
-                graph, [x.detach() for x in leaves if _is_tensor(x)],
-                dynamic_shapes="from_graph", options=self.options)
-        path = self.path_for(shape)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.bin")
-        try:
-            artifact.save(path=str(tmp), format="binary")
-            meta = {"key": list(_call_key(given, mask)), "mask": mask,
-                    "mode": self._captured_mode,
-                    "tree": pytree.treespec_dumps(tree),
-                    "out": pytree.treespec_dumps(program.call_spec.out_spec),
-                    "built_seconds": round(time.perf_counter() - t0, 2),
-                    "torch": torch.__version__}
-            os.replace(tmp, path)
-            _write_json(path.with_suffix(".json"), meta)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _compile_block(self.transformer.transformer_blocks[0], args, kwargs,
+                       self.path_for(shape), self.options, self.dynamic, self._captured_mode,
+                       t0)
         return time.perf_counter() - t0
+
+    def build_elsewhere(self, step: Callable[[], Any], shape: tuple | None = None) -> dict:
+        """Capture the first block's inputs from ``step`` here, and build the artifact from
+        them in a child process (the block, its weights and inputs handed over in a file),
+        while this one goes on with the block's own code; :meth:`poll` loads it once it is
+        ready. Where another process builds it already, waits for that one instead. What
+        was started, for the report."""
+        import subprocess
+
+        import torch
+
+        self.poll()  # (an earlier film's build)
+        path = self.path_for(shape)
+        lock = path.with_suffix(".building")
+        self._pending = shape
+        self.background = {"started": time.perf_counter(), "load_seconds": 0.0}
+        owner = _lock_owner(lock)
+        if owner is not None:
+            self._child = lock
+            return {"building_in": owner, "log": str(path.with_suffix(".log"))}
+        args, kwargs = self.capture(step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        job = path.with_name(f".{path.stem}.{os.getpid()}.job")
+        torch.save({"block": self.transformer.transformer_blocks[0], "args": args,
+                    "kwargs": kwargs, "path": str(path), "options": self.options,
+                    "dynamic": self.dynamic, "mode": self._captured_mode}, job)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:  # another process took it meanwhile
+            job.unlink(missing_ok=True)
+            self._child = lock
+            return {"building_in": _lock_owner(lock), "log": str(path.with_suffix(".log"))}
+        env = dict(os.environ)  # inductor's cache folder too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same modules
+        with open(path.with_suffix(".log"), "w") as log:
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "aiprod_post.generation.aot", str(job)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+        os.write(fd, str(self._child.pid).encode())
+        os.close(fd)
+        return {"building_in": self._child.pid, "log": str(path.with_suffix(".log"))}
+
+    def poll(self, wait: bool = False) -> float | None:
+        """Where an artifact builds in another process (:meth:`build_elsewhere`): once it
+        is ready, load and install it; seconds that took (None while it builds, where
+        none does, or where the build failed: :attr:`background` says why). ``wait``:
+        until the build ends."""
+        child = self._child
+        if child is None:
+            return None
+        if isinstance(child, Path):  # another process's build
+            while wait and _lock_owner(child) is not None:
+                time.sleep(0.2)
+            if _lock_owner(child) is not None:
+                return None
+        else:
+            if wait:
+                child.wait()
+            if child.poll() is None:
+                return None
+        self._child = None
+        shape = self._pending
+        self.background["ready_after_s"] = round(time.perf_counter() -
+                                                 self.background.pop("started"), 2)
+        if not self.cached_for(shape):
+            code = getattr(child, "returncode", None)
+            self.background["error"] = self.failed_for(shape) or (
+                f"the build process ended with {code} (see "
+                f"{self.path_for(shape).with_suffix('.log')})")
+            return None
+        try:
+            seconds = self.load(shape)
+        except Exception as exc:  # noqa: BLE001 - another Triton, a damaged file...
+            self.background["error"] = f"{type(exc).__name__}: {exc} (removed from the cache)"
+            self.evict(shape)
+            return None
+        self.install()
+        self.background["load_seconds"] = round(seconds, 3)
+        return seconds
 
     # ---- loading and calling
     def load(self, shape: tuple | None = None) -> float:
         """Load an artifact (``shape``'s, for a static block) from the cache; seconds it
         took."""
+        t0 = time.perf_counter()
+        prefetched()  # (not imported beside the thread that imports them)
         from torch._inductor import CompiledArtifact
         from torch.utils import _pytree as pytree
 
-        t0 = time.perf_counter()
         path = self.path_for(shape)
         meta = json.loads(path.with_suffix(".json").read_text())
         tree = pytree.treespec_loads(meta["tree"])
@@ -302,6 +392,121 @@ class AOTBlocks:
         return pytree.tree_unflatten(flat, out)
 
 
+def _compile_block(block, args: tuple, kwargs: dict, path: Path, options: dict,
+                   dynamic: bool, mode: Any, t0: float) -> None:
+    """Export ``block`` as a function of its weights from one call's inputs (the token
+    count symbolic where ``dynamic``), compile it with inductor and save the artifact and
+    what calls it (its call key, the inputs' structure, ``mode``) at ``path`` atomically."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    hidden = kwargs.get("hidden_states", args[0] if args else None)
+    tokens = hidden.shape[1]
+    dim = torch.export.Dim("tokens", min=2, max=1 << 20)
+
+    def spec(x):
+        if dynamic and _is_tensor(x) and x.dim() >= 2 and x.shape[1] == tokens:
+            return {1: dim}
+        return None
+
+    weights = _weights(block)
+    # tree_map maps every leaf, None (an absent input) included
+    shapes = ({k: None for k in weights}, pytree.tree_map(spec, args),
+              pytree.tree_map(spec, kwargs))
+    with torch.no_grad():
+        program = torch.export.export(_Functional(block), (weights, args, kwargs),
+                                      dynamic_shapes=shapes, strict=False
+                                      ).run_decompositions({})
+    # the exported graph as a plain one, its outputs flat, its inputs the tensors among
+    # the leaves of (weights, args, kwargs) in order: the other leaves (None, flags)
+    # are constants of the graph, checked by the call's key
+    graph = torch.fx.GraphModule(program.graph_module, program.graph_module.graph)
+    leaves = pytree.tree_leaves((weights, args, kwargs))
+    inputs = [n for n in graph.graph.nodes if n.op == "placeholder"]
+    if len(inputs) != len(leaves):
+        raise RuntimeError(f"the block's exported inputs ({len(inputs)}) are not its "
+                           f"{len(leaves)} leaves")
+    for node, x in zip(inputs, leaves):
+        if not _is_tensor(x):
+            if node.users:
+                raise RuntimeError(f"the exported block reads its input {node.name}, "
+                                   "not a tensor")
+            graph.graph.erase_node(node)
+    graph.recompile()
+    given, tree = pytree.tree_flatten((args, kwargs))
+    mask = [spec(x) is not None for x in given]
+    # an inference graph: with the weights' requires_grad, AOTAutograd would compile a
+    # training graph that keeps the activations for a backward pass
+    with torch.no_grad():
+        artifact = torch._inductor.standalone_compile(
+            graph, [x.detach() for x in leaves if _is_tensor(x)],
+            dynamic_shapes="from_graph", options=options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.bin")
+    try:
+        artifact.save(path=str(tmp), format="binary")
+        meta = {"key": list(_call_key(given, mask)), "mask": mask, "mode": mode,
+                "tree": pytree.treespec_dumps(tree),
+                "out": pytree.treespec_dumps(program.call_spec.out_spec),
+                "built_seconds": round(time.perf_counter() - t0, 2),
+                "torch": torch.__version__}
+        os.replace(tmp, path)
+        _write_json(path.with_suffix(".json"), meta)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    """The process id in a build's lock file where that process still runs (a lock left
+    by one that died is removed)."""
+    try:
+        pid = int(lock.read_text() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid:
+        try:
+            os.kill(pid, 0)
+            return pid
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # another user's, running
+            return pid
+    else:
+        try:
+            if time.time() - lock.stat().st_mtime < 60:  # just made, its pid not yet in it
+                return -1
+        except OSError:
+            return None
+    lock.unlink(missing_ok=True)
+    return None
+
+
+def _main(job: str) -> int:
+    """A child process's build (:meth:`AOTBlocks.build_elsewhere`): the job file's block
+    and inputs compiled into the artifact it names; on failure the reason beside it
+    (``.failed``, which later runs read and do not try again)."""
+    import torch
+
+    t0 = time.perf_counter()
+    spec = torch.load(job, weights_only=False)
+    os.unlink(job)
+    path = Path(spec["path"])
+    try:
+        import torch._inductor.config
+
+        torch._inductor.config.fx_graph_cache = True
+        _compile_block(spec["block"], spec["args"], spec["kwargs"], path, spec["options"],
+                       spec["dynamic"], spec["mode"], t0)
+        print(f"built {path.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+        return 0
+    except Exception as exc:  # export and inductor raise many kinds
+        _write_text(path.with_suffix(".failed"),
+                    f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}")
+        raise
+    finally:
+        path.with_suffix(".building").unlink(missing_ok=True)
+
+
 def _call_key(leaves: list, mask: list[bool]) -> tuple:
     """What an artifact was built for, of a call's leaves: each tensor's dtype, device (its
     index too) and shape (dimension 1 left out where it is symbolic), each other leaf's value."""
@@ -346,3 +551,7 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))

@@ -426,6 +426,7 @@ class LTXEngine:
         if self._pipe is not None:
             return self._pipe
         path = self._check_paths()
+        prefetch_compiler(self)  # beside the load from disk
         pipe = self._load(path)
         loras: dict = {}
         self.cast.load(pipe, loras)  # before the pipeline is placed on its device
@@ -620,6 +621,8 @@ class LTXEngine:
             cached = {g for g, xs in graphs.items()
                       if aot.cached_for(None if aot.dynamic else xs[0])}
             cold_s, warm_s, start_cold, start_warm = self._aot_costs
+            if self._builds_elsewhere(aot):  # the film pays the load only
+                cold_s, start_cold = warm_s, start_warm
         else:
             index = _compiled_index()
             for x in shapes:
@@ -758,6 +761,13 @@ class LTXEngine:
                     return info
                 if not aot.cached_for(x):
                     use_inductor_cache()
+                    if self._builds_elsewhere(aot):
+                        # the first shots run the block's own code meanwhile; each
+                        # generation then looks whether the artifact is ready
+                        info["background"] = aot.build_elsewhere(
+                            lambda: self._trace(*shape), x)
+                        info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
+                        continue
                     try:
                         # the step stops at the first block, the engine's state (its
                         # adapters) as the step set it, which the export then sees
@@ -778,10 +788,30 @@ class LTXEngine:
             self._captured()
         info["build_seconds"] = round(info["build_seconds"], 2)
         info["load_seconds"] = round(info["load_seconds"], 3)
-        aot.install()
-        self.compiled = True
+        if "background" not in info:
+            aot.install()
+        self.compiled = True  # (not compiled just in time meanwhile)
         info["seconds"] = round(time.perf_counter() - t, 2)
         return info
+
+    #: build the block's artifact in a child process while the film's first shots run
+    #: the block's own code (:meth:`.aot.AOTBlocks.build_elsewhere`), rather than before
+    #: the first shot: None (the default) where the cache has no artifact, the engine
+    #: makes one for every shape (dynamic shapes) and a CUDA GPU has
+    #: ``_BACKGROUND_FREE_GIB`` free after the model loaded (the child's own context,
+    #: block and compile take a few); True or False to force either way
+    build_in_background: bool | None = None
+
+    def _builds_elsewhere(self, aot) -> bool:
+        if not aot.dynamic or self.build_in_background is False:
+            return False
+        if self.build_in_background:
+            return True
+        if self.s.device != "cuda":
+            return False
+        import torch
+
+        return torch.cuda.mem_get_info()[0] >= _BACKGROUND_FREE_GIB * 2**30
 
     def _captured(self) -> None:
         """Undo what a warm-up step stopped at its first block left set (ltx: nothing)."""
@@ -820,6 +850,9 @@ class LTXEngine:
         pipe = self.pipeline()
         if self.s.compile is True and not self.compiled:
             self._compile_blocks()
+        if self._aot_package is not None and not self.s.cpu_offload and \
+                self._aot_package.poll() is not None:  # built in the background: ready
+            self._aot_package.background["generations_before"] = len(self.generations)
         preset = dict(PRESETS[self.s.preset])
         if self.s.steps:
             preset["num_inference_steps"] = self.s.steps
@@ -986,6 +1019,10 @@ _EAGER_TFLOPS = 325.0
 #: dev preset's guidance batch; loaded in 2.9-3.0 s)
 _AOT_BUILD_S = 17.0
 _AOT_LOAD_S = 3.0
+#: GPU memory free after the model loaded for the artifact to be built in the background
+#: (the child process's CUDA context, one block, its activations and inductor's
+#: autotuning)
+_BACKGROUND_FREE_GIB = 12
 _COMPILED_SPEEDUP = 1.5
 _COMPILE_COLD_S = 8.0
 _COMPILE_WARM_S = 3.3
@@ -1038,13 +1075,28 @@ def use_inductor_cache() -> None:
     torch._inductor.config.fx_graph_cache = True
 
 
+def precompiles(engine) -> bool:
+    """Whether the engine's settings have its block compiled ahead of time (without
+    loading anything): :func:`aot_package`'s conditions."""
+    return bool(getattr(engine, "aot_blocks", False) and getattr(engine.s, "precompile", False)
+                and engine.s.compile_backend == "inductor" and not engine.s.cpu_offload)
+
+
+def prefetch_compiler(engine) -> None:
+    """Where the engine will load (or build) its block's artifact on the GPU, start
+    importing what that needs while its model loads (:func:`.aot.prefetch`)."""
+    if precompiles(engine) and engine.s.compile is not False and engine.s.device == "cuda":
+        from .aot import prefetch
+
+        prefetch()
+
+
 def aot_package(engine):
     """The engine's block compiled ahead of time (:mod:`.aot`) where it can use it:
     ``precompile`` on, the inductor backend, no CPU offload, an engine that takes one
     (``aot_blocks``: ltx without LoRAs, ltx2 without fp8); else None. One artifact for
     every shape where the engine traces symbolic shapes, else one per shape."""
-    if not (getattr(engine, "aot_blocks", False) and getattr(engine.s, "precompile", False)
-            and engine.s.compile_backend == "inductor" and not engine.s.cpu_offload):
+    if not precompiles(engine):
         return None
     transformer = engine.pipeline().transformer  # (its LoRAs loaded: in the identity)
     identity = engine._aot_identity()

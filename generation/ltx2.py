@@ -89,6 +89,7 @@ from .ltx import (
     choose_buckets,
     drop_module_mocks,
     generation_lengths,
+    prefetch_compiler,
     shot_prompt,
     to_uint8_frames,
     trace_blocks,
@@ -332,6 +333,7 @@ class LTX2Engine:
                               "set [engine.ltx2] device = \"cpu\" (slow) or use the animatic "
                               "engine")
         dtype = self._torch_dtype()
+        prefetch_compiler(self)  # beside the load from disk
         try:
             pipe = LTX2InContextPipeline.from_pretrained(path, local_files_only=True, dtype=dtype)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -552,6 +554,10 @@ class LTX2Engine:
     _graph_of = LTXEngine._graph_of
     _stance = LTXEngine._stance
     _use_package = LTXEngine._use_package
+    #: (its artifacts, one per shape, are built before the first shot: not in a child
+    #: process, which builds the one artifact of a dynamic block)
+    build_in_background = LTXEngine.build_in_background
+    _builds_elsewhere = LTXEngine._builds_elsewhere
     _compile_costs = property(lambda self: (_COMPILE_COLD_S, _COMPILE_WARM_S,
                                             _COMPILED_SPEEDUP, _COMPILE_START_COLD_S,
                                             _COMPILE_START_WARM_S))

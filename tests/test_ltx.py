@@ -5,6 +5,7 @@ real weights: from a local path only."""
 from __future__ import annotations
 
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -534,6 +535,7 @@ def test_gpu_block_compiled_ahead_of_time(model_dir, tmp_path, monkeypatch):
     torch._dynamo.reset()
     counters.clear()
     eng = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
+    eng.build_in_background = False  # (the test below builds in a child process)
     info = eng.warm_up(lengths, W, H)
     assert info["aot"]["built"] and "error" not in info["aot"], info["aot"]
     frames = film(eng)
@@ -544,6 +546,34 @@ def test_gpu_block_compiled_ahead_of_time(model_dir, tmp_path, monkeypatch):
     info = again.warm_up(lengths, W, H)
     assert not info["aot"]["built"]
     assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_block_built_in_a_child_process(model_dir, tmp_path, monkeypatch):
+    """On a GPU with memory to spare a cold cache's artifact is built in a child process
+    (the default there): the first shot runs the blocks' own code, the next loads the
+    artifact and runs it on every call, frames as the eager model's within bfloat16's
+    noise."""
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    gpu = {**SETTINGS, "device": "cuda", "dtype": "bfloat16", "max_buckets": 2}
+    lengths = [10, 20]
+
+    def one(eng, n) -> np.ndarray:
+        return np.stack(list(eng.render(shot(n), RenderContext(scene(), W, H, Fraction(24),
+                                                                {}))))
+
+    plain = engine_by_name("ltx", model=str(model_dir), compile=False, **gpu)
+    expected = [one(plain, n) for n in lengths]
+    eng = engine_by_name("ltx", model=str(model_dir), compile=True, **gpu)
+    info = eng.warm_up(lengths, W, H)["aot"]
+    aot = eng._aot_package
+    assert "background" in info and not aot.installed, info
+    first = one(eng, lengths[0])
+    assert aot._child.wait(timeout=600) == 0, aot.path_for(None).with_suffix(".log").read_text()
+    second = one(eng, lengths[1])
+    assert aot.installed and aot.fallbacks == 0 and "error" not in aot.background
+    for a, b in zip([first, second], expected):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2
 
 
 def test_the_warm_up_step_runs_only_the_blocks_that_compile():
@@ -672,6 +702,165 @@ def test_the_block_compiled_ahead_of_time_is_built_once_and_loaded_after(model_d
     assert not info["aot"]["built"] and info["aot"]["load_seconds"] < 5
     assert all(np.array_equal(a, b) for a, b in zip(film(again), frames))
     assert again._aot_package.fallbacks == 0
+
+
+def test_the_block_built_in_a_child_process_is_loaded_between_shots(model_dir, tmp_path,
+                                                                    monkeypatch):
+    """build_in_background: with a cold cache the warm-up hands the block and its inputs
+    to a child process and returns without building; the shots run the block's own code
+    until the artifact is ready, and the next generation after that loads and calls it.
+    Frames as the eager model makes them either way; a later run loads the artifact."""
+    from aiprod_post.generation.aot import AOTBlocks, _lock_owner
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    lengths = [10, 20]
+    key = {"previous": Keyframe("1", 0, ramp_key(), light="dusk")}
+    calls: list[int] = []
+    call = AOTBlocks._call
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(AOTBlocks, "_call", counted)
+
+    def one(eng, i: int) -> np.ndarray:
+        ctx = RenderContext(scene(), W, H, Fraction(24), key if i else {})
+        return np.stack(list(eng.render(shot(lengths[i]), ctx)))
+
+    plain = engine_by_name("ltx", model=str(model_dir), compile=False, max_buckets=2,
+                           **SETTINGS)
+    eager = [one(plain, i) for i in range(2)]
+    eng = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
+                         max_buckets=2, **SETTINGS)
+    eng.build_in_background = True
+    info = eng.warm_up(lengths, W, H)["aot"]
+    assert not info["built"] and "error" not in info, info
+    aot = eng._aot_package
+    child = aot._child
+    assert info["background"]["building_in"] == child.pid
+    lock = aot.path_for(None).with_suffix(".building")
+    assert _lock_owner(lock) == child.pid  # a second run would wait for this one
+    blocks = eng.pipeline().transformer.transformer_blocks
+    assert child.poll() is None and not any("forward" in vars(b) for b in blocks)
+    first = one(eng, 0)  # meanwhile: the blocks' own code
+    assert not calls and not aot.installed
+    assert child.wait(timeout=600) == 0, aot.path_for(None).with_suffix(".log").read_text()
+    assert aot.cached and not lock.exists()
+    second = one(eng, 1)  # its generation loads the artifact first, then calls it
+    assert aot.installed and len(calls) == len(blocks) * 2  # 2 steps
+    assert aot.fallbacks == 0 and aot.background["load_seconds"] > 0
+    assert aot.background["generations_before"] == 1 and "error" not in aot.background
+    for a, b in zip([first, second], eager):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+    again = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
+                           max_buckets=2, **SETTINGS)
+    again.build_in_background = True
+    info = again.warm_up(lengths, W, H)["aot"]
+    assert "background" not in info and not info["built"] and again._aot_package.installed
+
+
+def test_inductor_is_imported_beside_the_model_load_where_an_artifact_will_be_used(
+        monkeypatch):
+    """An engine that will load (or build) its block's artifact on the GPU starts importing
+    inductor's load path in a background thread before it loads its model; the load of
+    an artifact waits for that thread. Not where nothing compiles ahead of time."""
+    from types import SimpleNamespace
+
+    from aiprod_post.generation import aot, ltx
+
+    started: list[int] = []
+    monkeypatch.setattr(aot, "prefetch", lambda: started.append(1))
+
+    def engine(**kw):
+        s = dict(precompile=True, compile="auto", compile_backend="inductor",
+                 cpu_offload=False, device="cuda", **kw)
+        return SimpleNamespace(aot_blocks=True, s=SimpleNamespace(**s))
+
+    ltx.prefetch_compiler(engine())
+    assert started == [1]
+    for settings in ({"compile": False}, {"precompile": False}, {"device": "cpu"},
+                     {"cpu_offload": True}, {"compile_backend": "eager"}):
+        e = engine()
+        vars(e.s).update(settings)
+        ltx.prefetch_compiler(e)
+    assert started == [1]
+    # the thread itself (the real one): imports, then the load finds them
+    monkeypatch.undo()
+    monkeypatch.setattr(aot, "_prefetch", None)
+    aot.prefetch()
+    thread = aot._prefetch
+    aot.prefetch()  # once a process
+    assert aot._prefetch is thread
+    assert aot.prefetched() >= 0 and not thread.is_alive()
+    import sys
+
+    assert "torch._inductor.compile_fx" in sys.modules
+
+
+class UntraceableBlock(torch.nn.Module):
+    """A block export cannot trace (its branch depends on its input's values); module
+    level, so a build job can pickle it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(4))
+
+    def forward(self, hidden_states):
+        if hidden_states.sum().item() > 0:
+            return hidden_states * self.w
+        return hidden_states
+
+
+def test_a_failed_build_in_a_child_process_is_remembered_and_the_film_goes_on(tmp_path):
+    """The child's build (aot._main) of a block that cannot be exported leaves the reason
+    beside the artifact (later runs do not try again), no artifact and no lock; the
+    engine's poll then reports it and installs nothing (the shots keep the block's own
+    code)."""
+    import subprocess
+    import sys
+
+    from aiprod_post.generation import aot
+
+    class Transformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer_blocks = torch.nn.ModuleList([UntraceableBlock()])
+            self.config = {"blocks": 1}
+
+    blocks = aot.AOTBlocks(Transformer(), ["test"], tmp_path)
+    path = blocks.path_for(None)
+    job = tmp_path / "one.job"
+    torch.save({"block": UntraceableBlock(), "args": (), "kwargs": {"hidden_states": torch.ones(1, 3, 4)},
+                "path": str(path), "options": {}, "dynamic": True, "mode": None}, job)
+    path.with_suffix(".building").write_text(str(os.getpid()))
+    with pytest.raises(Exception):
+        aot._main(str(job))
+    assert not job.exists() and not path.with_suffix(".building").exists()
+    assert not blocks.cached and blocks.failed_for(None)
+    blocks._child = subprocess.Popen([sys.executable, "-c", "pass"])
+    blocks._child.wait()
+    blocks.background = {"started": 0.0}
+    assert blocks.poll() is None and not blocks.installed
+    assert blocks.background["error"] == blocks.failed_for(None)
+
+
+def test_a_build_lock_names_a_live_process_and_a_dead_one_is_cleared(tmp_path):
+    """Two runs never build the same artifact at once: the lock names the building
+    process while it runs; one left by a process that died is removed."""
+    import subprocess
+    import sys
+
+    from aiprod_post.generation.aot import _lock_owner
+
+    lock = tmp_path / "a.building"
+    assert _lock_owner(lock) is None
+    lock.write_text(str(os.getpid()))
+    assert _lock_owner(lock) == os.getpid()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    lock.write_text(dead)
+    assert _lock_owner(lock) is None and not lock.exists()
 
 
 def test_a_failed_build_or_a_damaged_artifact_falls_back_to_compiling_just_in_time(
