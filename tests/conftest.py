@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,3 +22,13 @@ def pytest_configure(config) -> None:
     tests never write into the user's own ~/.cache/aiprod-post."""
     if "AIPROD_CACHE" not in os.environ:
         os.environ["AIPROD_CACHE"] = tempfile.mkdtemp(prefix="aiprod-test-cache-")
+        _MADE.append(os.environ["AIPROD_CACHE"])
+
+
+#: the cache folder this run made (removed when it ends: each run left one in /tmp)
+_MADE: list[str] = []
+
+
+def pytest_unconfigure(config) -> None:
+    for folder in _MADE:
+        shutil.rmtree(folder, ignore_errors=True)
