@@ -180,9 +180,9 @@ def run_ours(parts, shots, width, height, preset_name: str, steps: int | None,
     if aot is not None and aot.background:
         # built in a child process beside the shots: the film paid its load between two
         # generations (in the shots' seconds, and counted as compile seconds here)
-        building = aot._child is not None
+        building = aot.building()
         t = time.perf_counter()
-        aot.poll(wait=True)  # untimed: the next run finds the artifact
+        aot.poll(wait=True, timeout=600)  # untimed: the next run finds the artifact
         out["background"] = dict(aot.background, ready_after_film=building,
                                  waited_after_film_seconds=round(time.perf_counter() - t, 2)
                                  if building else 0.0)

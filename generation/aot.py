@@ -257,69 +257,119 @@ class AOTBlocks:
                        t0)
         return time.perf_counter() - t0
 
-    def build_elsewhere(self, step: Callable[[], Any], shape: tuple | None = None) -> dict:
+    def building(self) -> bool:
+        """Whether an artifact is being built in another process now: this engine's child,
+        or another run's (its lock names a live process)."""
+        child = self._child
+        if child is None:
+            return False
+        if isinstance(child, Path):
+            return _lock_owner(child) is not None
+        return child.poll() is None
+
+    def build_elsewhere(self, step: Callable[[], Any], shape: tuple | None = None
+                        ) -> dict | None:
         """Capture the first block's inputs from ``step`` here, and build the artifact from
         them in a child process (the block, its weights and inputs handed over in a file),
         while this one goes on with the block's own code; :meth:`poll` loads it once it is
-        ready. Where another process builds it already, waits for that one instead. What
-        was started, for the report."""
+        ready. Where another run builds it already, waits for that one instead. What was
+        started, for the report; None where the artifact turned out to be in the cache
+        (another run's, just finished: load it). Raises where the hand-over fails (nothing
+        is left behind)."""
         import subprocess
+        import tempfile
 
         import torch
 
-        self.poll()  # (an earlier film's build)
+        if self.building():
+            return self._building_info()
         path = self.path_for(shape)
         lock = path.with_suffix(".building")
         self._pending = shape
         self.background = {"started": time.perf_counter(), "load_seconds": 0.0}
-        owner = _lock_owner(lock)
-        if owner is not None:
-            self._child = lock
-            return {"building_in": owner, "log": str(path.with_suffix(".log"))}
-        args, kwargs = self.capture(step)
         path.parent.mkdir(parents=True, exist_ok=True)
-        job = path.with_name(f".{path.stem}.{os.getpid()}.job")
-        torch.save({"block": self.transformer.transformer_blocks[0], "args": args,
-                    "kwargs": kwargs, "path": str(path), "options": self.options,
-                    "dynamic": self.dynamic, "mode": self._captured_mode}, job)
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:  # another process took it meanwhile
-            job.unlink(missing_ok=True)
+        if _lock_owner(lock) is None:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:  # another run took it meanwhile
+                fd = None
+        else:
+            fd = None
+        if fd is None:
             self._child = lock
-            return {"building_in": _lock_owner(lock), "log": str(path.with_suffix(".log"))}
-        env = dict(os.environ)  # inductor's cache folder too
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same modules
-        with open(path.with_suffix(".log"), "w") as log:
-            self._child = subprocess.Popen(
-                [sys.executable, "-m", "aiprod_post.generation.aot", str(job)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
-        os.write(fd, str(self._child.pid).encode())
-        os.close(fd)
-        return {"building_in": self._child.pid, "log": str(path.with_suffix(".log"))}
+            return self._building_info()
+        job = started = None
+        try:
+            if self.cached_for(shape):  # built by another run since this one looked
+                return None
+            args, kwargs = self.capture(step)
+            handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".job",
+                                            dir=path.parent)  # this user's only
+            os.close(handle)
+            job = Path(name)
+            torch.save({"block": self.transformer.transformer_blocks[0], "args": args,
+                        "kwargs": kwargs, "path": str(path), "options": self.options,
+                        "dynamic": self.dynamic, "mode": self._captured_mode}, job)
+            env = dict(os.environ)  # inductor's cache folder too
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same modules
+            with open(path.with_suffix(".log"), "w") as log:
+                # -P and the cache folder as its working folder: no module of the folder
+                # the render was started from shadows torch's or ours in the child
+                started = subprocess.Popen(
+                    [sys.executable, "-P", "-m", "aiprod_post.generation.aot", str(job)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    cwd=path.parent)
+            os.write(fd, str(started.pid).encode())
+            self._child, job = started, None  # the job is the child's now
+            return self._building_info()
+        finally:
+            os.close(fd)
+            if started is None:  # nothing started: nothing left behind
+                lock.unlink(missing_ok=True)
+                if job is not None:
+                    job.unlink(missing_ok=True)
 
-    def poll(self, wait: bool = False) -> float | None:
+    def _building_info(self) -> dict:
+        child = self._child
+        return {"building_in": _lock_owner(child) if isinstance(child, Path) else child.pid,
+                "log": str(self.path_for(self._pending).with_suffix(".log"))}
+
+    def stop_building(self, why: str) -> None:
+        """Stop this engine's child build (the GPU ran out of memory beside it): the cache
+        keeps nothing of it, and a later run builds it again."""
+        child = self._child
+        self._child = None
+        if child is None or isinstance(child, Path):
+            return
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+            child.kill()
+            child.wait()
+        self.path_for(self._pending).with_suffix(".building").unlink(missing_ok=True)
+        self.background.pop("started", None)
+        self.background["error"] = f"stopped: {why}"
+
+    def poll(self, wait: bool = False, timeout: float | None = None) -> float | None:
         """Where an artifact builds in another process (:meth:`build_elsewhere`): once it
         is ready, load and install it; seconds that took (None while it builds, where
         none does, or where the build failed: :attr:`background` says why). ``wait``:
-        until the build ends."""
+        until the build ends (at most ``timeout`` seconds)."""
         child = self._child
         if child is None:
             return None
-        if isinstance(child, Path):  # another process's build
-            while wait and _lock_owner(child) is not None:
-                time.sleep(0.2)
-            if _lock_owner(child) is not None:
-                return None
-        else:
-            if wait:
-                child.wait()
-            if child.poll() is None:
-                return None
+        end = None if timeout is None else time.monotonic() + timeout
+        while wait and self.building() and (end is None or time.monotonic() < end):
+            time.sleep(0.2)
+        if self.building():
+            return None
         self._child = None
         shape = self._pending
-        self.background["ready_after_s"] = round(time.perf_counter() -
-                                                 self.background.pop("started"), 2)
+        started = self.background.get("started")
+        self.background = {k: v for k, v in self.background.items() if k != "started"}
+        if started is not None:
+            self.background["ready_after_s"] = round(time.perf_counter() - started, 2)
         if not self.cached_for(shape):
             code = getattr(child, "returncode", None)
             self.background["error"] = self.failed_for(shape) or (
@@ -483,28 +533,38 @@ def _lock_owner(lock: Path) -> int | None:
 
 def _main(job: str) -> int:
     """A child process's build (:meth:`AOTBlocks.build_elsewhere`): the job file's block
-    and inputs compiled into the artifact it names; on failure the reason beside it
-    (``.failed``, which later runs read and do not try again)."""
+    and inputs compiled into the artifact it names. A block that cannot be built leaves
+    the reason beside it (``.failed``, which later runs read and do not try again); a
+    passing failure (out of memory beside the render, an unreadable job) does not. The
+    job file and the lock are removed whatever happens."""
     import torch
 
     t0 = time.perf_counter()
-    spec = torch.load(job, weights_only=False)
-    os.unlink(job)
-    path = Path(spec["path"])
+    path = None
     try:
+        try:
+            spec = torch.load(job, weights_only=False)
+        finally:
+            os.unlink(job)
+        path = Path(spec["path"])
         import torch._inductor.config
 
         torch._inductor.config.fx_graph_cache = True
-        _compile_block(spec["block"], spec["args"], spec["kwargs"], path, spec["options"],
-                       spec["dynamic"], spec["mode"], t0)
+        try:
+            _compile_block(spec["block"], spec["args"], spec["kwargs"], path, spec["options"],
+                           spec["dynamic"], spec["mode"], t0)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # export and inductor raise many kinds
+            _write_text(path.with_suffix(".failed"),
+                        f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}")
+            raise
         print(f"built {path.name} in {time.perf_counter() - t0:.1f} s", flush=True)
         return 0
-    except Exception as exc:  # export and inductor raise many kinds
-        _write_text(path.with_suffix(".failed"),
-                    f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}")
-        raise
     finally:
-        path.with_suffix(".building").unlink(missing_ok=True)
+        lock = Path(job).with_name(Path(job).name.split(".")[1] + ".building") \
+            if path is None else path.with_suffix(".building")
+        lock.unlink(missing_ok=True)
 
 
 def _call_key(leaves: list, mask: list[bool]) -> tuple:

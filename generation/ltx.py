@@ -614,6 +614,8 @@ class LTXEngine:
         cold_s, warm_s, speedup, start_cold, start_warm = self._compile_costs
         shapes = self._film_shapes(width, height)
         aot = aot_package(self)
+        if aot is not None and aot.dynamic and aot.failed_for(None):
+            aot = None  # its build failed before: compiled just in time (warm_up)
         graphs: dict[tuple, list[tuple]] = {}
         if aot is not None:  # one artifact serves every shape, or one per shape
             for x in shapes:
@@ -759,15 +761,27 @@ class LTXEngine:
                 if failed:
                     info["error"] = f"an earlier build failed: {failed}"
                     return info
-                if not aot.cached_for(x):
+                aot.poll()  # an earlier film's build that ended: settled (loaded if made)
+                if aot.building():  # (an earlier film's, or another run's)
+                    info["background"] = aot._building_info()
+                    info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
+                    continue
+                if not aot.cached_for(x) and self._builds_elsewhere(aot):
                     use_inductor_cache()
-                    if self._builds_elsewhere(aot):
-                        # the first shots run the block's own code meanwhile; each
-                        # generation then looks whether the artifact is ready
-                        info["background"] = aot.build_elsewhere(
-                            lambda: self._trace(*shape), x)
+                    # the first shots run the block's own code meanwhile; each generation
+                    # then looks whether the artifact is ready
+                    try:
+                        started = aot.build_elsewhere(lambda: self._trace(*shape), x)
+                    except Exception as exc:  # the hand-over (a full disk...): not the
+                        info["error"] = _one_line(exc)  # block's fault, not remembered
+                        return info
+                    if started is not None:
+                        info["background"] = started
+                        aot.background["generations_at_start"] = len(self.generations)
                         info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
                         continue
+                if not aot.cached_for(x):
+                    use_inductor_cache()
                     try:
                         # the step stops at the first block, the engine's state (its
                         # adapters) as the step set it, which the export then sees
@@ -852,7 +866,9 @@ class LTXEngine:
             self._compile_blocks()
         if self._aot_package is not None and not self.s.cpu_offload and \
                 self._aot_package.poll() is not None:  # built in the background: ready
-            self._aot_package.background["generations_before"] = len(self.generations)
+            done = self._aot_package.background
+            done["generations_before"] = len(self.generations) - \
+                done.pop("generations_at_start", 0)
         preset = dict(PRESETS[self.s.preset])
         if self.s.steps:
             preset["num_inference_steps"] = self.s.steps
@@ -914,6 +930,11 @@ class LTXEngine:
                     self.s.vae_tiling = True
                     pipe.vae.enable_tiling()
                     steps.append("VAE tiling")
+                elif self._aot_package is not None and self._aot_package.building() \
+                        and not isinstance(self._aot_package._child, Path):
+                    # the artifact's build shares the GPU: stop it before stepping down
+                    self._aot_package.stop_building("the GPU ran out of memory beside it")
+                    steps.append("the compile's background build stopped")
                 elif not self.s.cpu_offload:
                     self.s.cpu_offload = True
                     if self._aot_package is not None:
@@ -1174,7 +1195,7 @@ def to_uint8_frames(frames) -> np.ndarray:
     per frame cost 2.7 ms a 768x512 frame, 5.5 s of the example film on an H200)."""
     import torch
 
-    x = frames.float().mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    x = frames.float().mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 

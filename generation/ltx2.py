@@ -554,9 +554,9 @@ class LTX2Engine:
     _graph_of = LTXEngine._graph_of
     _stance = LTXEngine._stance
     _use_package = LTXEngine._use_package
-    #: (its artifacts, one per shape, are built before the first shot: not in a child
-    #: process, which builds the one artifact of a dynamic block)
-    build_in_background = LTXEngine.build_in_background
+    #: its artifacts are built before the first shot, never in a child process: its
+    #: generations do not look for one becoming ready (whatever ``dynamic_shapes`` is)
+    build_in_background = False
     _builds_elsewhere = LTXEngine._builds_elsewhere
     _compile_costs = property(lambda self: (_COMPILE_COLD_S, _COMPILE_WARM_S,
                                             _COMPILED_SPEEDUP, _COMPILE_START_COLD_S,

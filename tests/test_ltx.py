@@ -785,17 +785,27 @@ def test_inductor_is_imported_beside_the_model_load_where_an_artifact_will_be_us
         vars(e.s).update(settings)
         ltx.prefetch_compiler(e)
     assert started == [1]
-    # the thread itself (the real one): imports, then the load finds them
+    # the thread itself (the real one): imports, and computes the key the load checks
     monkeypatch.undo()
+    import threading
+
+    from torch._inductor import codecache
+
+    key = codecache.torch_key
+    keyed: list[str] = []
+
+    def torch_key():
+        keyed.append(threading.current_thread().name)
+        return key()
+
+    monkeypatch.setattr(codecache, "torch_key", torch_key)
     monkeypatch.setattr(aot, "_prefetch", None)
     aot.prefetch()
     thread = aot._prefetch
     aot.prefetch()  # once a process
     assert aot._prefetch is thread
     assert aot.prefetched() >= 0 and not thread.is_alive()
-    import sys
-
-    assert "torch._inductor.compile_fx" in sys.modules
+    assert keyed == ["aiprod-inductor-prefetch"]
 
 
 class UntraceableBlock(torch.nn.Module):
@@ -833,16 +843,79 @@ def test_a_failed_build_in_a_child_process_is_remembered_and_the_film_goes_on(tm
     job = tmp_path / "one.job"
     torch.save({"block": UntraceableBlock(), "args": (), "kwargs": {"hidden_states": torch.ones(1, 3, 4)},
                 "path": str(path), "options": {}, "dynamic": True, "mode": None}, job)
-    path.with_suffix(".building").write_text(str(os.getpid()))
-    with pytest.raises(Exception):
-        aot._main(str(job))
-    assert not job.exists() and not path.with_suffix(".building").exists()
+    lock = path.with_suffix(".building")
+    lock.write_text(str(os.getpid()))
+    with torch._inductor.config.patch(fx_graph_cache=False):  # (the child sets it)
+        with pytest.raises(Exception):
+            aot._main(str(job))
+    assert not job.exists() and not lock.exists()
     assert not blocks.cached and blocks.failed_for(None)
     blocks._child = subprocess.Popen([sys.executable, "-c", "pass"])
     blocks._child.wait()
     blocks.background = {"started": 0.0}
     assert blocks.poll() is None and not blocks.installed
     assert blocks.background["error"] == blocks.failed_for(None)
+    # a job that cannot be read (not the block's fault): nothing remembered, nothing left
+    path.with_suffix(".failed").unlink()
+    job = tmp_path / f".{path.stem}.x1y2.job"
+    job.write_bytes(b"not a pickle")
+    lock.write_text(str(os.getpid()))
+    with pytest.raises(Exception):
+        aot._main(str(job))
+    assert not job.exists() and not lock.exists() and not blocks.failed_for(None)
+
+
+def test_a_background_build_is_stopped_when_the_gpu_runs_out_beside_it(tmp_path):
+    """The OOM ladder's first step while a child builds: the child is stopped, its lock
+    removed, and the engine's report says why (the next run builds it again)."""
+    import subprocess
+    import sys
+
+    from aiprod_post.generation import aot
+
+    class Transformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer_blocks = torch.nn.ModuleList([UntraceableBlock()])
+            self.config = {"blocks": 1}
+
+    blocks = aot.AOTBlocks(Transformer(), ["test"], tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    lock = blocks.path_for(None).with_suffix(".building")
+    lock.write_text(str(child.pid))
+    blocks._child, blocks.background = child, {"started": 0.0}
+    assert blocks.building()
+    blocks.stop_building("the GPU ran out of memory beside it")
+    assert child.poll() is not None and not lock.exists() and not blocks.building()
+    assert blocks.background == {"error": "stopped: the GPU ran out of memory beside it"}
+
+
+def test_a_failed_hand_over_to_the_child_compiles_just_in_time_and_leaves_nothing(
+        model_dir, tmp_path, monkeypatch):
+    """A hand-over that fails (the disk full when the block's job file is written) is not
+    the block's fault: this run compiles just in time, the cache remembers no failure and
+    holds no job file or lock."""
+    from aiprod_post.generation import ltx
+
+    monkeypatch.setenv("AIPROD_CACHE", str(tmp_path / "cache"))
+    jit: list[int] = []
+
+    def compile_blocks(self):
+        jit.append(1)
+        self.compiled = True
+
+    monkeypatch.setattr(ltx.LTXEngine, "_compile_blocks", compile_blocks)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    eng = engine_by_name("ltx", model=str(model_dir), compile=True, precompile=True,
+                         max_buckets=2, **SETTINGS)
+    eng.build_in_background = True
+    info = eng.warm_up([10, 20], W, H)
+    assert "No space left" in info["aot"]["error"] and jit == [1]
+    assert sorted(p.name for p in (tmp_path / "cache" / "aot").iterdir()) == []
 
 
 def test_a_build_lock_names_a_live_process_and_a_dead_one_is_cleared(tmp_path):
