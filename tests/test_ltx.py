@@ -822,6 +822,15 @@ class UntraceableBlock(torch.nn.Module):
         return hidden_states
 
 
+class OneBlock(torch.nn.Module):
+    """A transformer of one :class:`UntraceableBlock`."""
+
+    def __init__(self):
+        super().__init__()
+        self.transformer_blocks = torch.nn.ModuleList([UntraceableBlock()])
+        self.config = {"blocks": 1}
+
+
 def test_a_failed_build_in_a_child_process_is_remembered_and_the_film_goes_on(tmp_path):
     """The child's build (aot._main) of a block that cannot be exported leaves the reason
     beside the artifact (later runs do not try again), no artifact and no lock; the
@@ -832,13 +841,7 @@ def test_a_failed_build_in_a_child_process_is_remembered_and_the_film_goes_on(tm
 
     from aiprod_post.generation import aot
 
-    class Transformer(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.transformer_blocks = torch.nn.ModuleList([UntraceableBlock()])
-            self.config = {"blocks": 1}
-
-    blocks = aot.AOTBlocks(Transformer(), ["test"], tmp_path)
+    blocks = aot.AOTBlocks(OneBlock(), ["test"], tmp_path)
     path = blocks.path_for(None)
     job = tmp_path / "one.job"
     torch.save({"block": UntraceableBlock(), "args": (), "kwargs": {"hidden_states": torch.ones(1, 3, 4)},
@@ -873,13 +876,7 @@ def test_a_background_build_is_stopped_when_the_gpu_runs_out_beside_it(tmp_path)
 
     from aiprod_post.generation import aot
 
-    class Transformer(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.transformer_blocks = torch.nn.ModuleList([UntraceableBlock()])
-            self.config = {"blocks": 1}
-
-    blocks = aot.AOTBlocks(Transformer(), ["test"], tmp_path)
+    blocks = aot.AOTBlocks(OneBlock(), ["test"], tmp_path)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     lock = blocks.path_for(None).with_suffix(".building")
     lock.write_text(str(child.pid))
