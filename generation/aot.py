@@ -175,6 +175,7 @@ class AOTBlocks:
         #: another process's build, and the shape it builds
         self._child: Any = None
         self._pending: tuple | None = None
+        self._job: Path | None = None
         #: what that build did, for the report (its load's seconds, when it was ready,
         #: an error)
         self.background: dict = {}
@@ -290,7 +291,8 @@ class AOTBlocks:
         path.parent.mkdir(parents=True, exist_ok=True)
         if _lock_owner(lock) is None:
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.write(fd, str(os.getpid()).encode())  # this process's, till the child's
             except FileExistsError:  # another run took it meanwhile
                 fd = None
         else:
@@ -301,6 +303,7 @@ class AOTBlocks:
         job = started = None
         try:
             if self.cached_for(shape):  # built by another run since this one looked
+                self.background = {}
                 return None
             args, kwargs = self.capture(step)
             handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".job",
@@ -311,21 +314,23 @@ class AOTBlocks:
                         "kwargs": kwargs, "path": str(path), "options": self.options,
                         "dynamic": self.dynamic, "mode": self._captured_mode}, job)
             env = dict(os.environ)  # inductor's cache folder too
-            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same modules
+            # the modules this process sees, no others (-P: not its working folder's,
+            # the cache folder)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
             with open(path.with_suffix(".log"), "w") as log:
-                # -P and the cache folder as its working folder: no module of the folder
-                # the render was started from shadows torch's or ours in the child
                 started = subprocess.Popen(
                     [sys.executable, "-P", "-m", "aiprod_post.generation.aot", str(job)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     cwd=path.parent)
-            os.write(fd, str(started.pid).encode())
-            self._child, job = started, None  # the job is the child's now
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(started.pid).encode(), 0)
+            self._child, self._job = started, job  # the job is the child's now
             return self._building_info()
         finally:
             os.close(fd)
             if started is None:  # nothing started: nothing left behind
                 lock.unlink(missing_ok=True)
+                path.with_suffix(".log").unlink(missing_ok=True)
                 if job is not None:
                     job.unlink(missing_ok=True)
 
@@ -338,16 +343,20 @@ class AOTBlocks:
         """Stop this engine's child build (the GPU ran out of memory beside it): the cache
         keeps nothing of it, and a later run builds it again."""
         child = self._child
+        if child is None or isinstance(child, Path) or child.poll() is not None:
+            return  # (one that ended: poll loads what it made)
         self._child = None
-        if child is None or isinstance(child, Path):
-            return
         child.terminate()
         try:
             child.wait(timeout=30)
         except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
             child.kill()
             child.wait()
-        self.path_for(self._pending).with_suffix(".building").unlink(missing_ok=True)
+        lock = self.path_for(self._pending).with_suffix(".building")
+        if _lock_owner(lock) in (None, child.pid):  # (not another run's, taken since)
+            lock.unlink(missing_ok=True)
+        if self._job is not None:
+            self._job.unlink(missing_ok=True)
         self.background.pop("started", None)
         self.background["error"] = f"stopped: {why}"
 
@@ -365,6 +374,9 @@ class AOTBlocks:
         if self.building():
             return None
         self._child = None
+        if self._job is not None:  # (a child that died before it read its job)
+            self._job.unlink(missing_ok=True)
+            self._job = None
         shape = self._pending
         started = self.background.get("started")
         self.background = {k: v for k, v in self.background.items() if k != "started"}
@@ -553,9 +565,10 @@ def _main(job: str) -> int:
         try:
             _compile_block(spec["block"], spec["args"], spec["kwargs"], path, spec["options"],
                            spec["dynamic"], spec["mode"], t0)
-        except torch.cuda.OutOfMemoryError:
-            raise
         except Exception as exc:  # export and inductor raise many kinds
+            if isinstance(exc, torch.cuda.OutOfMemoryError) or \
+                    "out of memory" in str(exc).lower():  # beside the render: passing
+                raise
             _write_text(path.with_suffix(".failed"),
                         f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}")
             raise

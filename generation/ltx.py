@@ -761,7 +761,11 @@ class LTXEngine:
                 if failed:
                     info["error"] = f"an earlier build failed: {failed}"
                     return info
-                aot.poll()  # an earlier film's build that ended: settled (loaded if made)
+                loaded = aot.poll()  # an earlier film's build that ended: loaded if made
+                if loaded is not None:
+                    info["load_seconds"] += loaded
+                    info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
+                    continue
                 if aot.building():  # (an earlier film's, or another run's)
                     info["background"] = aot._building_info()
                     info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
@@ -926,15 +930,15 @@ class LTXEngine:
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 pipe = self.pipeline()
-                if not self.s.vae_tiling:
-                    self.s.vae_tiling = True
-                    pipe.vae.enable_tiling()
-                    steps.append("VAE tiling")
-                elif self._aot_package is not None and self._aot_package.building() \
+                if self._aot_package is not None and self._aot_package.building() \
                         and not isinstance(self._aot_package._child, Path):
                     # the artifact's build shares the GPU: stop it before stepping down
                     self._aot_package.stop_building("the GPU ran out of memory beside it")
                     steps.append("the compile's background build stopped")
+                elif not self.s.vae_tiling:
+                    self.s.vae_tiling = True
+                    pipe.vae.enable_tiling()
+                    steps.append("VAE tiling")
                 elif not self.s.cpu_offload:
                     self.s.cpu_offload = True
                     if self._aot_package is not None:

@@ -743,6 +743,9 @@ def test_the_block_built_in_a_child_process_is_loaded_between_shots(model_dir, t
     assert _lock_owner(lock) == child.pid  # a second run would wait for this one
     blocks = eng.pipeline().transformer.transformer_blocks
     assert child.poll() is None and not any("forward" in vars(b) for b in blocks)
+    # the same engine's next film while the child builds: it waits for the same child
+    again_info = eng.warm_up(lengths, W, H)["aot"]
+    assert again_info["background"]["building_in"] == child.pid and aot._child is child
     first = one(eng, 0)  # meanwhile: the blocks' own code
     assert not calls and not aot.installed
     assert child.wait(timeout=600) == 0, aot.path_for(None).with_suffix(".log").read_text()
@@ -868,7 +871,7 @@ def test_a_failed_build_in_a_child_process_is_remembered_and_the_film_goes_on(tm
     assert not job.exists() and not lock.exists() and not blocks.failed_for(None)
 
 
-def test_a_background_build_is_stopped_when_the_gpu_runs_out_beside_it(tmp_path):
+def test_a_background_build_is_stopped_when_the_gpu_runs_out_beside_it(model_dir, tmp_path):
     """The OOM ladder's first step while a child builds: the child is stopped, its lock
     removed, and the engine's report says why (the next run builds it again)."""
     import subprocess
@@ -882,9 +885,22 @@ def test_a_background_build_is_stopped_when_the_gpu_runs_out_beside_it(tmp_path)
     lock.write_text(str(child.pid))
     blocks._child, blocks.background = child, {"started": 0.0}
     assert blocks.building()
-    blocks.stop_building("the GPU ran out of memory beside it")
+    eng = engine_by_name("ltx", model=str(model_dir), **SETTINGS)
+    eng.pipeline()
+    eng._aot_package = blocks
+    tries: list[int] = []
+
+    def generate(segment):  # out of memory once, beside the child
+        tries.append(segment)
+        if len(tries) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return "frames"
+
+    assert eng._with_fallbacks(shot(10), generate) == "frames"
     assert child.poll() is not None and not lock.exists() and not blocks.building()
     assert blocks.background == {"error": "stopped: the GPU ran out of memory beside it"}
+    # the ladder's first step was the child; nothing else stepped down
+    assert not eng.s.vae_tiling and not eng.s.cpu_offload and tries[0] == tries[1]
 
 
 def test_a_failed_hand_over_to_the_child_compiles_just_in_time_and_leaves_nothing(
