@@ -249,25 +249,19 @@ def main() -> None:
         preset["num_inference_steps"] = args.steps
     t = time.perf_counter()
     parts = build()
-    if args.weights is not None and not (args.weights / "model_index.json").is_file():
-        from diffusers import LTXConditionPipeline
+    from diffusers import LTXConditionPipeline
 
-        LTXConditionPipeline(**parts).save_pretrained(args.weights, safe_serialization=True)
+    process_warm_up(LTXConditionPipeline(**parts))
     if args.weights is not None:
-        from diffusers import LTXConditionPipeline
-
-        process_warm_up(LTXConditionPipeline(**parts))
-        del parts  # each side loads its own from disk
-        parts = None
+        if not (args.weights / "model_index.json").is_file():
+            LTXConditionPipeline(**parts).save_pretrained(args.weights,
+                                                          safe_serialization=True)
+        parts = None  # each side loads its own from disk
         torch.cuda.empty_cache()
         for f in args.weights.rglob("*.safetensors"):  # both sides read from the page cache
             with open(f, "rb") as fh:
                 while fh.read(1 << 26):
                     pass
-    else:
-        from diffusers import LTXConditionPipeline
-
-        process_warm_up(LTXConditionPipeline(**parts))
     import diffusers
 
     result = {"benchmark": "ltx-film", "gpu": torch.cuda.get_device_name(0),

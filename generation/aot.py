@@ -289,14 +289,11 @@ class AOTBlocks:
         self._pending = shape
         self.background = {"started": time.perf_counter(), "load_seconds": 0.0}
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd = None
         if _lock_owner(lock) is None:
-            try:
+            with contextlib.suppress(FileExistsError):  # (another run took it meanwhile)
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                 os.write(fd, str(os.getpid()).encode())  # this process's, till the child's
-            except FileExistsError:  # another run took it meanwhile
-                fd = None
-        else:
-            fd = None
         if fd is None:
             self._child = lock
             return self._building_info()
@@ -378,8 +375,7 @@ class AOTBlocks:
             self._job.unlink(missing_ok=True)
             self._job = None
         shape = self._pending
-        started = self.background.get("started")
-        self.background = {k: v for k, v in self.background.items() if k != "started"}
+        started = self.background.pop("started", None)
         if started is not None:
             self.background["ready_after_s"] = round(time.perf_counter() - started, 2)
         if not self.cached_for(shape):
@@ -569,8 +565,7 @@ def _main(job: str) -> int:
             if isinstance(exc, torch.cuda.OutOfMemoryError) or \
                     "out of memory" in str(exc).lower():  # beside the render: passing
                 raise
-            _write_text(path.with_suffix(".failed"),
-                        f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}")
+            _write_text(path.with_suffix(".failed"), one_line(exc))
             raise
         print(f"built {path.name} in {time.perf_counter() - t0:.1f} s", flush=True)
         return 0
@@ -578,6 +573,11 @@ def _main(job: str) -> int:
         lock = Path(job).with_name(Path(job).name.split(".")[1] + ".building") \
             if path is None else path.with_suffix(".building")
         lock.unlink(missing_ok=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of a report: its type and its message's first line."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
 
 
 def _call_key(leaves: list, mask: list[bool]) -> tuple:

@@ -56,6 +56,7 @@ from aiprod_post.errors import AiprodError
 from aiprod_post.files import sha256_file
 from aiprod_post.plan import Framing, Shot
 
+from .aot import one_line
 from .engine import RenderContext, ShotRender, register
 
 __all__ = ["LTXSettings", "LTXEngine", "PRESETS", "valid_frames", "valid_size", "shot_prompt",
@@ -777,7 +778,7 @@ class LTXEngine:
                     try:
                         started = aot.build_elsewhere(lambda: self._trace(*shape), x)
                     except Exception as exc:  # the hand-over (a full disk...): not the
-                        info["error"] = _one_line(exc)  # block's fault, not remembered
+                        info["error"] = one_line(exc)  # block's fault, not remembered
                         return info
                     if started is not None:
                         info["background"] = started
@@ -791,14 +792,14 @@ class LTXEngine:
                         # adapters) as the step set it, which the export then sees
                         info["build_seconds"] += aot.build(lambda: self._trace(*shape), x)
                     except Exception as exc:  # export and inductor raise many kinds
-                        info["error"] = _one_line(exc)
+                        info["error"] = one_line(exc)
                         aot.mark_failed(x, info["error"])
                         return info
                     info["built"] = True
                 try:
                     info["load_seconds"] += aot.load(x)
                 except Exception as exc:  # another Triton, a damaged file...
-                    info["error"] = f"{_one_line(exc)} (removed from the cache)"
+                    info["error"] = f"{one_line(exc)} (removed from the cache)"
                     aot.evict(x)
                     return info
                 info["shapes"].append([*shape, round(time.perf_counter() - s, 2)])
@@ -1135,10 +1136,6 @@ def aot_package(engine):
             inductor_options(engine.s.compile_mode), dynamic=engine.dynamic_shapes)
         engine._aot_package.set_mode(getattr(engine, "_active", None))
     return engine._aot_package
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
 
 
 def _free_condition(w: int, h: int) -> list:
